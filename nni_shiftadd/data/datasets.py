@@ -1,0 +1,382 @@
+"""Datasets behind one registry: ``create_dataset(name, split)``, timm style.
+
+``fashion_mnist`` reads the Debian package ``dataset-fashion-mnist`` (nothing is downloaded); its
+``.gz`` files are decompressed once into ``$NNI_SHIFTADD_CACHE/data`` (default
+``~/.cache/nni_shiftadd/data``), a root that ``torchvision.datasets.FashionMNIST`` reads with
+``download=False``. ``digits`` is scikit-learn's bundled 8x8 digits set, small enough for fast tests.
+
+Every dataset yields ``(image [C,H,W] float tensor, int label)``; splits are ``train``/``val``/``test``
+and always the same samples.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import create_transform
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..cache import cache_root
+
+InputSize = Union[int, tuple[int, int], tuple[int, int, int]]
+Transform = Callable[[Any], Any]
+Factory = Callable[..., Dataset]
+
+SPLITS = ("train", "val", "test")
+
+#: Where ``apt-get install -y dataset-fashion-mnist`` puts the files.
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: Uncompressed IDX files torchvision's ``FashionMNIST`` needs under ``root/FashionMNIST/raw``, with
+#: their exact sizes (16- or 8-byte header + one byte per pixel or label).
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
+FASHION_MNIST_NUM_TRAIN = 55_000  # the rest of the official 60k train set is "val"
+DIGITS_SPLIT_SEED = 0
+DIGITS_FRACTIONS = (0.70, 0.15)  # train, val; test is the rest
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    input_size: tuple[int, int, int]  # default (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    splits: tuple[str, ...] = SPLITS
+
+
+_REGISTRY: dict[str, tuple[DatasetInfo, Factory]] = {}
+
+
+def register_dataset(info: DatasetInfo) -> Callable[[Factory], Factory]:
+    """Decorator adding ``factory(split, *, data_dir, is_training, input_size, transform)`` as ``info.name``."""
+
+    def add(factory: Factory) -> Factory:
+        _REGISTRY[info.name] = (info, factory)
+        return factory
+
+    return add
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`create_dataset`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of dataset ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"dataset: unknown name {name!r}; expected one of {list_datasets()}")
+    return _REGISTRY[name][0]
+
+
+def resolve_input_size(name: str, input_size: InputSize | None = None) -> tuple[int, int, int]:
+    """``input_size`` (``S``, ``(H, W)`` or ``(C, H, W)``; ``None`` = the dataset's default) as ``(C, H, W)``."""
+    info = dataset_info(name)
+    if input_size is None:
+        return info.input_size
+    size = (input_size,) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+    if len(size) == 1:
+        size = (info.in_chans, size[0], size[0])
+    elif len(size) == 2:
+        size = (info.in_chans, *size)
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"input_size: expected S, (H, W) or (C, H, W) of positive ints, got {input_size!r}")
+    if size[0] != info.in_chans:
+        raise ValueError(f"input_size: {name} has {info.in_chans} channel(s), got {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def create_dataset(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    is_training: bool = False,
+    input_size: InputSize | None = None,
+    transform: Transform | None = None,
+) -> Dataset:
+    """Split ``split`` of dataset ``name``, yielding ``(image [C,H,W], label)``.
+
+    ``is_training`` turns on augmentation (where the dataset has any); ``input_size`` defaults to the
+    dataset's own; ``transform`` replaces the default per-sample transform.
+    """
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise ValueError(f"split: unknown value {split!r} for {name}; expected one of {list(info.splits)}")
+    factory = _REGISTRY[name][1]
+    return factory(split, data_dir=data_dir, is_training=is_training,
+                   input_size=resolve_input_size(name, input_size), transform=transform)
+
+
+def create_image_transform(
+    name: str,
+    *,
+    is_training: bool,
+    input_size: InputSize | None = None,
+    interpolation: str = "bilinear",
+) -> Transform:
+    """timm's transform for a PIL-image dataset: PIL image -> normalised ``[C,H,W]`` tensor.
+
+    Training adds light augmentation: random resized crop (scale 0.8-1) and horizontal flip; no colour
+    jitter or auto-augment. Evaluation resizes to ``input_size`` (crop_pct 1, no image lost).
+    timm only uses the last two entries of ``input_size`` and normalises with as many channels as
+    ``mean``/``std`` have, so one-channel ``'L'`` images need no special handling.
+    """
+    info = dataset_info(name)
+    return create_transform(
+        input_size=resolve_input_size(name, input_size),
+        is_training=is_training,
+        scale=(0.8, 1.0),
+        hflip=0.5,
+        color_jitter=None,  # type: ignore[arg-type]  # timm's own way to turn it off
+        auto_augment=None,
+        interpolation=interpolation,
+        mean=info.mean,
+        std=info.std,
+        crop_pct=1.0,
+    )
+
+
+def create_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    is_training: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A ``DataLoader`` whose order depends only on ``seed``; training shuffles and drops the last batch.
+
+    Workers' ``torch``/``random`` (and here ``numpy``) RNGs are seeded from the same generator, so
+    augmentation is reproducible too when ``num_workers > 0``; with ``num_workers=0`` it uses the
+    process's global RNGs.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=is_training,
+        drop_last=is_training,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_seed_numpy_in_worker if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def _seed_numpy_in_worker(worker_id: int) -> None:
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fashion-MNIST
+
+def cache_dir() -> Path:
+    """Where prepared data lives: ``$NNI_SHIFTADD_CACHE/data`` or ``~/.cache/nni_shiftadd/data``."""
+    return cache_root() / "data"
+
+
+def fashion_mnist_deb_dir() -> Path:
+    """Where the no-root install (``apt-get download`` + ``dpkg-deb -x``) is looked for."""
+    return cache_dir() / "deb"
+
+
+def _candidate_dirs(data_dir: str | os.PathLike[str] | None) -> list[Path]:
+    if data_dir is not None:
+        bases = [Path(data_dir).expanduser()]  # explicit: no silent fallback to other copies
+    else:
+        bases = [Path(p).expanduser() for p in [os.environ.get("NNI_SHIFTADD_DATA")] if p]
+        bases += [FASHION_MNIST_SYSTEM_DIR, fashion_mnist_deb_dir() / "usr/share/datasets/fashion-mnist",
+                  cache_dir()]
+    dirs: list[Path] = []
+    for base in bases:
+        for d in (base, base / "FashionMNIST" / "raw"):
+            if d not in dirs:
+                dirs.append(d)
+    return dirs
+
+
+def _raw_ok(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size == FASHION_MNIST_FILES[path.name]
+
+
+def _has_all(d: Path) -> bool:
+    return all(_raw_ok(d / f) or (d / f"{f}.gz").is_file() for f in FASHION_MNIST_FILES)
+
+
+def _is_torchvision_raw(d: Path) -> bool:
+    return d.name == "raw" and d.parent.name == "FashionMNIST" and all(
+        _raw_ok(d / f) for f in FASHION_MNIST_FILES)
+
+
+def fashion_mnist_missing_message(tried: list[Path]) -> str:
+    """The error text for missing Fashion-MNIST: every path tried and how to install the data."""
+    deb = fashion_mnist_deb_dir()
+    names = ", ".join(f"{f}[.gz]" for f in FASHION_MNIST_FILES)
+    return "\n".join([
+        f"Fashion-MNIST not found: none of these directories holds all of {names}:",
+        *(f"  {p}" for p in tried),
+        "Install it (nothing is downloaded at run time) with one of:",
+        "  sudo apt-get install -y dataset-fashion-mnist",
+        f'  mkdir -p {deb} && cd "$(mktemp -d)" && apt-get download dataset-fashion-mnist && '
+        f"dpkg-deb -x dataset-fashion-mnist_*.deb {deb}    # without root",
+        "or point --data-dir (data_dir=...) or $NNI_SHIFTADD_DATA at a directory holding those files "
+        "(or a torchvision root with FashionMNIST/raw/).",
+    ])
+
+
+def locate_fashion_mnist(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The directory holding the four Fashion-MNIST IDX files (each plain or ``.gz``); writes nothing.
+
+    Tried in order: ``data_dir`` (only it, when given), else ``$NNI_SHIFTADD_DATA``,
+    ``/usr/share/datasets/fashion-mnist``, the no-root install under :func:`fashion_mnist_deb_dir`,
+    and the prepared cache; each also as a torchvision root (``DIR/FashionMNIST/raw``).
+    Raises ``FileNotFoundError`` naming every path tried and the install commands.
+    """
+    tried = _candidate_dirs(data_dir)
+    for d in tried:
+        if _has_all(d):
+            return d
+    raise FileNotFoundError(fashion_mnist_missing_message(tried))
+
+
+def prepare_fashion_mnist(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A torchvision root for ``FashionMNIST(root, download=False)``, decompressing into the cache once.
+
+    A directory found by :func:`locate_fashion_mnist` that already is such a root is returned as is.
+    """
+    src = locate_fashion_mnist(data_dir)
+    if _is_torchvision_raw(src):
+        return src.parent.parent
+    root = cache_dir()
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in FASHION_MNIST_FILES:
+        if not _raw_ok(raw / name):
+            _materialise(src, name, raw / name)
+    return root
+
+
+def _materialise(src: Path, name: str, dst: Path) -> None:
+    """Write ``src/name`` (copied) or ``src/name.gz`` (decompressed) to ``dst`` atomically."""
+    plain = _raw_ok(src / name)
+    source = src / name if plain else src / f"{name}.gz"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, (open(source, "rb") if plain else gzip.open(source, "rb")) as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+        size = os.path.getsize(tmp)
+        if size != FASHION_MNIST_FILES[name]:
+            raise ValueError(f"{source}: decompresses to {size} bytes, expected {FASHION_MNIST_FILES[name]}; "
+                             "the file is damaged or not Fashion-MNIST")
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@register_dataset(DatasetInfo("fashion_mnist", num_classes=10, in_chans=1, input_size=(1, 28, 28),
+                              mean=(0.2860,), std=(0.3530,)))
+def _fashion_mnist(
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None,
+    is_training: bool,
+    input_size: tuple[int, int, int],
+    transform: Transform | None,
+) -> Dataset:
+    from torchvision.datasets import FashionMNIST
+
+    if transform is None:
+        transform = create_image_transform("fashion_mnist", is_training=is_training, input_size=input_size)
+    root = prepare_fashion_mnist(data_dir)
+    dataset = FashionMNIST(str(root), train=split != "test", transform=transform, download=False)
+    if split == "train":
+        return Subset(dataset, range(FASHION_MNIST_NUM_TRAIN))
+    if split == "val":
+        return Subset(dataset, range(FASHION_MNIST_NUM_TRAIN, len(dataset)))
+    return dataset
+
+
+# --------------------------------------------------------------------------------------------------
+# scikit-learn digits
+
+class TensorImageDataset(Dataset):
+    """In-memory images ``[N,C,H,W]`` and labels ``[N]``, yielding ``(image, int label)``."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Transform | None = None) -> None:
+        if len(images) != len(targets):
+            raise ValueError(f"images and targets differ in length: {len(images)} vs {len(targets)}")
+        self.images = images
+        self.targets = targets
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)  # [N,1,8,8] in [0,1]
+    return images, torch.from_numpy(digits.target).long()
+
+
+def digits_split_indices(split: str) -> torch.Tensor:
+    """The sample indices of ``split`` in ``load_digits()``: a fixed permutation cut 70/15/15."""
+    n = len(_digits_arrays()[1])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    n_train, n_val = (round(f * n) for f in DIGITS_FRACTIONS)
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+    lo, hi = bounds[split]
+    return order[lo:hi]
+
+
+@register_dataset(DatasetInfo("digits", num_classes=10, in_chans=1, input_size=(1, 8, 8),
+                              mean=(0.3053,), std=(0.3760,)))
+def _digits(
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None,
+    is_training: bool,
+    input_size: tuple[int, int, int],
+    transform: Transform | None,
+) -> Dataset:
+    # data_dir is unused (the data ships with scikit-learn); no augmentation, so is_training is unused too.
+    info = dataset_info("digits")
+    images, targets = _digits_arrays()
+    index = digits_split_indices(split)
+    images, targets = images[index], targets[index]
+    if input_size[1:] != images.shape[-2:]:
+        images = F.interpolate(images, size=input_size[1:], mode="bilinear", align_corners=False,
+                               antialias=True).clamp_(0.0, 1.0)
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    return TensorImageDataset((images - mean) / std, targets, transform)

@@ -1,0 +1,298 @@
+// CPU kernels of the adder (AdderNet) operator, for float32 and float64.
+//
+// Both kernels work on "column" matrices, per group g:
+//   W [G][O][K]   weights, one row per output channel
+//   B [G][K][P]   im2col'ed inputs, one column per output position
+//   C [G][O][P]   outputs
+//
+// l1mm:     C[o][p] = -sum_k |B[k][p] - W[o][k]|
+//           computed as 2 * sum_k min(B, W) - sum_k B - sum_k W, which needs two vector operations
+//           (min, add) per term instead of three (sub, abs, add).
+// htmm:     D[k][p] = sum_o G[o][p] * clamp(W[o][k] - B[k][p], -1, 1)
+//           computed as sum_o G[o][p] * min(max(W, B - 1), B + 1) - B[k][p] * sum_o G[o][p]:
+//           three vector operations (max, min, fma) per term.
+//
+// Both are register-blocked micro-kernels over a zero-padded panel of NR vectors of columns, written with
+// GCC vector extensions so that the same source compiles to AVX-512, AVX2, SSE or NEON. NaN in either
+// operand propagates to the output.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#define NSA_VBYTES 64
+#elif defined(__AVX__)
+#define NSA_VBYTES 32
+#else
+#define NSA_VBYTES 16
+#endif
+
+typedef float vf __attribute__((vector_size(NSA_VBYTES)));
+typedef float vf_u __attribute__((vector_size(NSA_VBYTES), aligned(4)));
+typedef double vd __attribute__((vector_size(NSA_VBYTES)));
+typedef double vd_u __attribute__((vector_size(NSA_VBYTES), aligned(8)));
+
+template <typename T> struct Vec;
+template <> struct Vec<float> { typedef vf v; typedef vf_u u; };
+template <> struct Vec<double> { typedef vd v; typedef vd_u u; };
+
+template <typename T> struct Blocking {
+  static constexpr int V = NSA_VBYTES / sizeof(T);
+  // forward: MR output rows x NR vectors of columns; backward: KR rows x NR vectors.
+#if NSA_VBYTES == 64
+  static constexpr int MR = 4, NR = 4, KR = 2;
+#else
+  static constexpr int MR = 4, NR = 2, KR = 2;
+#endif
+  static constexpr int PW = NR * V;  // panel width in columns
+};
+
+template <typename VT, typename T> static inline VT vbroadcast(T s) {
+  VT zero = {};
+  return zero + s;
+}
+
+// Copies columns [p0, p0 + width) of the rows x P matrix src into a rows x PW zero-padded panel, and
+// writes each padded column's sum over the rows to colsum.
+template <typename T>
+static void pack_panel(const T* src, int64_t rows, int64_t P, int64_t p0, int64_t width, T* panel, T* colsum) {
+  constexpr int PW = Blocking<T>::PW;
+  for (int j = 0; j < PW; ++j) colsum[j] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* s = src + r * P + p0;
+    T* d = panel + r * PW;
+    int64_t j = 0;
+    for (; j < width; ++j) { d[j] = s[j]; colsum[j] += s[j]; }
+    for (; j < PW; ++j) d[j] = 0;
+  }
+}
+
+template <typename T, int MR>
+static inline void l1_micro(const T* __restrict w, int64_t K, const T* __restrict panel, T* __restrict acc_out) {
+  typedef typename Vec<T>::v v;
+  constexpr int NR = Blocking<T>::NR, V = Blocking<T>::V, PW = Blocking<T>::PW;
+  v acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = vbroadcast<v, T>(T(0));
+  const v two = vbroadcast<v, T>(T(2));
+  for (int64_t k = 0; k < K; ++k) {
+    v x[NR];
+    for (int j = 0; j < NR; ++j) x[j] = *reinterpret_cast<const v*>(panel + k * PW + j * V);
+    for (int i = 0; i < MR; ++i) {
+      v wb = vbroadcast<v, T>(w[i * K + k]);
+      // (x < w) ? x : w  keeps a NaN weight; a NaN input reaches the output through sum_k B.
+      for (int j = 0; j < NR; ++j) acc[i][j] += two * ((x[j] < wb) ? x[j] : wb);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) *reinterpret_cast<v*>(acc_out + i * PW + j * V) = acc[i][j];
+}
+
+template <typename T>
+static void l1mm(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
+  typedef Blocking<T> Bk;
+  constexpr int PW = Bk::PW, MR = Bk::MR;
+  const int64_t npanel = (P + PW - 1) / PW;
+  std::vector<T> wsum(G * O);
+  for (int64_t r = 0; r < G * O; ++r) {
+    T s = 0;
+    for (int64_t k = 0; k < K; ++k) s += W[r * K + k];
+    wsum[r] = s;
+  }
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<T, std::allocator<T>> buf(K * PW + PW + MR * PW + 64);
+    T* panel = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+    T* colsum = panel + K * PW;
+    T* acc = colsum + PW;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < G * npanel; ++t) {
+      const int64_t g = t / npanel, p0 = (t % npanel) * PW;
+      const int64_t width = std::min<int64_t>(PW, P - p0);
+      pack_panel(B + g * K * P, K, P, p0, width, panel, colsum);
+      for (int64_t o0 = 0; o0 < O; o0 += MR) {
+        const int mr = int(std::min<int64_t>(MR, O - o0));
+        const T* w = W + (g * O + o0) * K;
+        switch (mr) {
+          case 4: l1_micro<T, 4>(w, K, panel, acc); break;
+          case 3: l1_micro<T, 3>(w, K, panel, acc); break;
+          case 2: l1_micro<T, 2>(w, K, panel, acc); break;
+          default: l1_micro<T, 1>(w, K, panel, acc); break;
+        }
+        for (int i = 0; i < mr; ++i) {
+          T* c = C + (g * O + o0 + i) * P + p0;
+          const T ws = wsum[g * O + o0 + i];
+          for (int64_t j = 0; j < width; ++j) c[j] = acc[i * PW + j] - colsum[j] - ws;
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int KR>
+static inline void ht_micro(const T* __restrict wt, int64_t O, const T* __restrict xpanel,
+                            const T* __restrict gpanel, const T* __restrict gsum, T* __restrict out) {
+  typedef typename Vec<T>::v v;
+  constexpr int NR = Blocking<T>::NR, V = Blocking<T>::V, PW = Blocking<T>::PW;
+  v lo[KR][NR], hi[KR][NR], acc[KR][NR];
+  const v one = vbroadcast<v, T>(T(1));
+  for (int i = 0; i < KR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      v x = *reinterpret_cast<const v*>(xpanel + i * PW + j * V);
+      lo[i][j] = x - one;
+      hi[i][j] = x + one;
+      acc[i][j] = vbroadcast<v, T>(T(0));
+    }
+  for (int64_t o = 0; o < O; ++o) {
+    v gv[NR];
+    for (int j = 0; j < NR; ++j) gv[j] = *reinterpret_cast<const v*>(gpanel + o * PW + j * V);
+    for (int i = 0; i < KR; ++i) {
+      v wb = vbroadcast<v, T>(wt[i * O + o]);
+      for (int j = 0; j < NR; ++j) {
+        // Ordered so that a NaN weight survives both selections.
+        v t = (lo[i][j] > wb) ? lo[i][j] : wb;
+        t = (hi[i][j] < t) ? hi[i][j] : t;
+        acc[i][j] += gv[j] * t;
+      }
+    }
+  }
+  for (int i = 0; i < KR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      v x = *reinterpret_cast<const v*>(xpanel + i * PW + j * V);
+      v gs = *reinterpret_cast<const v*>(gsum + j * V);
+      *reinterpret_cast<v*>(out + i * PW + j * V) = acc[i][j] - x * gs;
+    }
+}
+
+// WT [G][K][O] (weights transposed), B [G][K][P], Gr [G][O][P] -> D [G][K][P]
+template <typename T>
+static void htmm(const T* WT, const T* B, const T* Gr, T* D, int64_t G, int64_t O, int64_t K, int64_t P,
+                 int nthreads) {
+  typedef Blocking<T> Bk;
+  constexpr int PW = Bk::PW, KR = Bk::KR;
+  const int64_t npanel = (P + PW - 1) / PW;
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<T> buf((O + K) * PW + PW + PW + KR * PW + 64);
+    T* gpanel = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+    T* xpanel = gpanel + O * PW;
+    T* gsum = xpanel + K * PW;
+    T* xsum = gsum + PW;
+    T* out = xsum + PW;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < G * npanel; ++t) {
+      const int64_t g = t / npanel, p0 = (t % npanel) * PW;
+      const int64_t width = std::min<int64_t>(PW, P - p0);
+      pack_panel(Gr + g * O * P, O, P, p0, width, gpanel, gsum);
+      pack_panel(B + g * K * P, K, P, p0, width, xpanel, xsum);
+      for (int64_t k0 = 0; k0 < K; k0 += KR) {
+        const int kr = int(std::min<int64_t>(KR, K - k0));
+        const T* wt = WT + (g * K + k0) * O;
+        const T* xp = xpanel + k0 * PW;
+        if (kr == KR) ht_micro<T, KR>(wt, O, xp, gpanel, gsum, out);
+        else ht_micro<T, 1>(wt, O, xp, gpanel, gsum, out);
+        for (int i = 0; i < kr; ++i) std::memcpy(D + (g * K + k0 + i) * P + p0, out + i * PW, width * sizeof(T));
+      }
+    }
+  }
+}
+
+// x [N][C][H][W] -> cols [G][K][N * Ho * Wo], K = C/G * kh * kw, rows ordered like the weight (c, ky, kx).
+template <typename T>
+static void im2col(const T* x, T* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t kh,
+                   int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t Ho,
+                   int64_t Wo, int nthreads) {
+  const int64_t L = Ho * Wo, NL = N * L, Cg = C / G, K = Cg * kh * kw;
+#pragma omp parallel for num_threads(nthreads) schedule(static) collapse(2)
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t kk = 0; kk < kh * kw; ++kk) {
+      const int64_t ky = kk / kw, kx = kk % kw;
+      T* row = cols + ((c / Cg) * K + (c % Cg) * kh * kw + kk) * NL;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* src = x + (n * C + c) * H * W;
+        for (int64_t oy = 0; oy < Ho; ++oy) {
+          T* dst = row + n * L + oy * Wo;
+          const int64_t iy = oy * sh - ph + ky * dh;
+          if (iy < 0 || iy >= H) {
+            std::memset(dst, 0, Wo * sizeof(T));
+            continue;
+          }
+          const T* s = src + iy * W;
+          for (int64_t ox = 0; ox < Wo; ++ox) {
+            const int64_t ix = ox * sw - pw + kx * dw;
+            dst[ox] = (ix >= 0 && ix < W) ? s[ix] : T(0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Adjoint of im2col: dx [N][C][H][W] = sum of the cols entries that read each input element. Each thread owns
+// whole channels, so no two threads write the same element.
+template <typename T>
+static void col2im(const T* cols, T* dx, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t kh,
+                   int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t Ho,
+                   int64_t Wo, int nthreads) {
+  const int64_t L = Ho * Wo, NL = N * L, Cg = C / G, K = Cg * kh * kw;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t n = 0; n < N; ++n) std::memset(dx + (n * C + c) * H * W, 0, H * W * sizeof(T));
+    for (int64_t kk = 0; kk < kh * kw; ++kk) {
+      const int64_t ky = kk / kw, kx = kk % kw;
+      const T* row = cols + ((c / Cg) * K + (c % Cg) * kh * kw + kk) * NL;
+      for (int64_t n = 0; n < N; ++n) {
+        T* d = dx + (n * C + c) * H * W;
+        for (int64_t oy = 0; oy < Ho; ++oy) {
+          const int64_t iy = oy * sh - ph + ky * dh;
+          if (iy < 0 || iy >= H) continue;
+          const T* s = row + n * L + oy * Wo;
+          T* drow = d + iy * W;
+          for (int64_t ox = 0; ox < Wo; ++ox) {
+            const int64_t ix = ox * sw - pw + kx * dw;
+            if (ix >= 0 && ix < W) drow[ix] += s[ox];
+          }
+        }
+      }
+    }
+  }
+}
+
+extern "C" {
+int nsa_vector_bytes() { return NSA_VBYTES; }
+void nsa_l1mm_f32(const float* W, const float* B, float* C, int64_t G, int64_t O, int64_t K, int64_t P, int nt) {
+  l1mm<float>(W, B, C, G, O, K, P, nt);
+}
+void nsa_l1mm_f64(const double* W, const double* B, double* C, int64_t G, int64_t O, int64_t K, int64_t P, int nt) {
+  l1mm<double>(W, B, C, G, O, K, P, nt);
+}
+void nsa_htmm_f32(const float* WT, const float* B, const float* Gr, float* D, int64_t G, int64_t O, int64_t K,
+                  int64_t P, int nt) {
+  htmm<float>(WT, B, Gr, D, G, O, K, P, nt);
+}
+void nsa_htmm_f64(const double* WT, const double* B, const double* Gr, double* D, int64_t G, int64_t O, int64_t K,
+                  int64_t P, int nt) {
+  htmm<double>(WT, B, Gr, D, G, O, K, P, nt);
+}
+void nsa_im2col_f32(const float* x, float* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t kh,
+                    int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t Ho,
+                    int64_t Wo, int nt) {
+  im2col<float>(x, cols, N, C, H, W, G, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, nt);
+}
+void nsa_im2col_f64(const double* x, double* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t kh,
+                    int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t Ho,
+                    int64_t Wo, int nt) {
+  im2col<double>(x, cols, N, C, H, W, G, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, nt);
+}
+void nsa_col2im_f32(const float* cols, float* dx, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t kh,
+                    int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t Ho,
+                    int64_t Wo, int nt) {
+  col2im<float>(cols, dx, N, C, H, W, G, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, nt);
+}
+void nsa_col2im_f64(const double* cols, double* dx, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t kh,
+                    int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t Ho,
+                    int64_t Wo, int nt) {
+  col2im<double>(cols, dx, N, C, H, W, G, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, nt);
+}
+}

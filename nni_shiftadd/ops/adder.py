@@ -1,0 +1,301 @@
+"""Add (AdderNet) operators: ``Y = -sum |X - W|`` (paper eq. (2), right), with AdderNet's training rules.
+
+Backward follows SPEC: the weight gradient is the full-precision ``sum g * (X - W)`` (a GEMM minus a
+rank-one term, done by BLAS), the input gradient is ``sum g * HardTanh(W - X)``, and the weight gradient
+is rescaled by the adaptive learning rate ``eta * sqrt(numel(W)) * grad / ||grad||_2`` unless ``eta`` is
+``None``. The batch is processed in chunks so that the im2col workspace stays below
+:data:`WORKSPACE_BYTES` whatever the batch size.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair, _single
+
+from .. import kernels
+
+#: Bytes of im2col workspace one chunk of the batch may use (forward and backward each hold about two).
+WORKSPACE_BYTES = 4 << 20
+
+_IntPair = tuple[int, int]
+
+
+def _check_input(x: Tensor, weight: Tensor, groups: int, rank: int, layout: str) -> None:
+    if x.dim() != rank:
+        raise ValueError(f"input: expected a {rank}-D tensor {layout}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"input: expected a floating-point dtype, got {x.dtype}")
+    if not weight.is_floating_point():
+        raise ValueError(f"weight: expected a floating-point dtype, got {weight.dtype}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"input: dtype {x.dtype} differs from weight dtype {weight.dtype}")
+    if groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"groups: {groups} must be >= 1 and divide out_channels={weight.shape[0]}")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"input: expected {weight.shape[1] * groups} channels (weight.shape[1]={weight.shape[1]} "
+                         f"x groups={groups}) in dim 1, got {x.shape[1]} (shape {tuple(x.shape)})")
+
+
+def _chunk_size(n: int, cols_per_sample: int, itemsize: int) -> int:
+    return max(1, min(n, WORKSPACE_BYTES // max(1, cols_per_sample * itemsize)))
+
+
+class _Geometry:
+    """im2col/col2im for one conv2d geometry, giving columns as [G, K, Nc * L]."""
+
+    def __init__(self, x: Tensor, weight: Tensor, stride: _IntPair, padding: _IntPair, dilation: _IntPair,
+                 groups: int, impl: Any) -> None:
+        self.impl = impl
+        self.kernel = tuple(weight.shape[2:])
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.in_hw = tuple(x.shape[2:])
+        self.out_hw = tuple((self.in_hw[i] + 2 * padding[i] - dilation[i] * (self.kernel[i] - 1) - 1) // stride[i] + 1
+                            for i in range(2))
+        if min(self.out_hw) < 1:
+            raise ValueError(f"input: spatial size {self.in_hw} is too small for kernel {self.kernel} with "
+                             f"padding {padding} and dilation {dilation} (output would be {self.out_hw})")
+        self.L = self.out_hw[0] * self.out_hw[1]
+        self.K = weight.shape[1] * self.kernel[0] * self.kernel[1]
+        self.pointwise = self.kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+    def cols(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        if self.pointwise:
+            u = x.reshape(n, self.groups, self.K, self.L)
+        elif hasattr(self.impl, "im2col"):
+            return self.impl.im2col(x, self.kernel, self.stride, self.padding, self.dilation, self.groups,
+                                    self.out_hw)
+        else:
+            u = F.unfold(x, self.kernel, self.dilation, self.padding, self.stride).view(n, self.groups, self.K, self.L)
+        return u.permute(1, 2, 0, 3).reshape(self.groups, self.K, n * self.L)
+
+    def uncols(self, d: Tensor, n: int) -> Tensor:
+        if not self.pointwise and hasattr(self.impl, "col2im"):
+            return self.impl.col2im(d, (n, self.groups * self.K // (self.kernel[0] * self.kernel[1]), *self.in_hw),
+                                    self.kernel, self.stride, self.padding, self.dilation, self.groups, self.out_hw)
+        d = d.view(self.groups, self.K, n, self.L).permute(2, 0, 1, 3).reshape(n, self.groups * self.K, self.L)
+        if self.pointwise:
+            return d.view(n, -1, *self.in_hw)
+        return F.fold(d, self.in_hw, self.kernel, self.dilation, self.padding, self.stride)
+
+    def rows(self, y: Tensor) -> Tensor:
+        """[Nc, O, Ho, Wo] -> [G, O/G, Nc * L]"""
+        n = y.shape[0]
+        return y.reshape(n, self.groups, -1, self.L).permute(1, 2, 0, 3).reshape(self.groups, -1, n * self.L)
+
+    def unrows(self, r: Tensor, n: int) -> Tensor:
+        return r.view(self.groups, -1, n, self.L).permute(2, 0, 1, 3).reshape(n, -1, *self.out_hw)
+
+
+class AdderFunction(torch.autograd.Function):
+    """Autograd function of the adder conv2d, dispatching to the kernels of :mod:`nni_shiftadd.kernels`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, stride: _IntPair, padding: _IntPair, dilation: _IntPair,
+                groups: int, eta: float | None, backend: str) -> Tensor:
+        impl = kernels.select(x, backend)
+        geo = _Geometry(x, weight, stride, padding, dilation, groups, impl)
+        w = weight.reshape(groups, -1, geo.K)
+        n = x.shape[0]
+        y = x.new_empty(n, weight.shape[0], *geo.out_hw)
+        step = _chunk_size(n, geo.K * geo.L * groups, x.element_size())
+        for n0 in range(0, n, step):
+            xc = x[n0:n0 + step]
+            y[n0:n0 + step] = geo.unrows(impl.l1mm(w, geo.cols(xc)), xc.shape[0])
+        ctx.save_for_backward(x, weight)
+        ctx.geo, ctx.eta, ctx.backend = geo, eta, backend
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        geo: _Geometry = ctx.geo
+        impl = geo.impl
+        G = geo.groups
+        w = weight.reshape(G, -1, geo.K)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(w) if need_w else None
+        grad_sum = w.new_zeros(G, w.shape[1], 1) if need_w else None
+        n = x.shape[0]
+        step = _chunk_size(n, geo.K * geo.L * G, x.element_size())
+        for n0 in range(0, n, step):
+            xc = x[n0:n0 + step]
+            cols = geo.cols(xc)
+            rows = geo.rows(grad_y[n0:n0 + step])
+            if need_w:
+                grad_w.baddbmm_(rows, cols.transpose(1, 2))
+                grad_sum += rows.sum(2, keepdim=True)
+            if need_x:
+                grad_x[n0:n0 + step] = geo.uncols(impl.htmm(w, cols, rows), xc.shape[0])
+        if need_w:
+            grad_w.addcmul_(w, grad_sum, value=-1.0)
+            if ctx.eta is not None:
+                grad_w = adaptive_lr_scale(grad_w, ctx.eta)
+            grad_w = grad_w.view_as(weight)
+        return grad_x, grad_w, None, None, None, None, None, None
+
+
+def adaptive_lr_scale(grad: Tensor, eta: float) -> Tensor:
+    """AdderNet's adaptive learning rate: ``eta * sqrt(numel) * grad / ||grad||_2`` (zero stays zero)."""
+    norm = grad.norm()
+    return grad * (eta * math.sqrt(grad.numel()) / norm.clamp_min(torch.finfo(grad.dtype).tiny))
+
+
+def adder_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | _IntPair = 1,
+                 padding: int | _IntPair = 0, dilation: int | _IntPair = 1, groups: int = 1,
+                 eta: float | None = None, backend: str = "auto") -> Tensor:
+    """Adder counterpart of :func:`torch.nn.functional.conv2d`: ``Y = -sum |X - W| (+ bias)`` (eq. (2)).
+
+    ``eta`` turns on AdderNet's adaptive learning-rate scaling of the weight gradient; ``backend`` is
+    ``"auto"``, ``"cpu"``, ``"triton"`` or ``"reference"``.
+    """
+    if weight.dim() != 4:
+        raise ValueError(f"weight: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    _check_input(x, weight, groups, 4, "(N, C, H, W)")
+    y = AdderFunction.apply(x, weight, _pair(stride), _pair(padding), _pair(dilation), groups, eta, backend)
+    return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
+def adder_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, eta: float | None = None,
+                 backend: str = "auto") -> Tensor:
+    """Adder counterpart of :func:`torch.nn.functional.linear`: ``y[o] = -sum_k |x[k] - W[o, k]|``."""
+    if weight.dim() != 2:
+        raise ValueError(f"weight: expected a 2-D tensor (out_features, in_features), got shape {tuple(weight.shape)}")
+    if x.dim() < 1:
+        raise ValueError("input: expected a tensor of shape (*, in_features), got a scalar")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input: expected in_features={weight.shape[1]} in the last dim, got shape {tuple(x.shape)}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, weight.shape[1], 1, 1)
+    _check_input(x2, weight[:, :, None, None], 1, 4, "")
+    y = AdderFunction.apply(x2, weight[:, :, None, None], (1, 1), (0, 0), (1, 1), 1, eta, backend)
+    y = y.view(*lead, weight.shape[0])
+    return y if bias is None else y + bias
+
+
+def adder_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, eta: float | None = None, backend: str = "auto") -> Tensor:
+    """Adder counterpart of :func:`torch.nn.functional.conv1d` (the NLP lightweight branch's form)."""
+    if weight.dim() != 3:
+        raise ValueError(f"weight: expected a 3-D tensor (out_channels, in_channels/groups, k), "
+                         f"got shape {tuple(weight.shape)}")
+    _check_input(x, weight, groups, 3, "(N, C, L)")
+    y = AdderFunction.apply(x.unsqueeze(2), weight.unsqueeze(2), (1, _single(stride)[0]), (0, _single(padding)[0]),
+                            (1, _single(dilation)[0]), groups, eta, backend)
+    y = y.squeeze(2)
+    return y if bias is None else y + bias.view(1, -1, 1)
+
+
+class _AdderMixin:
+    """Shared options of the adder modules: adaptive learning rate and kernel backend."""
+
+    def _init_adder(self, adaptive_lr: bool, eta: float, backend: str) -> None:
+        if eta <= 0:
+            raise ValueError(f"eta: must be > 0, got {eta}")
+        if backend not in ("auto", *kernels.BACKENDS):
+            raise ValueError(f"backend: unknown value {backend!r}; expected one of {['auto', *kernels.BACKENDS]}")
+        self.adaptive_lr, self.eta, self.backend = adaptive_lr, eta, backend
+
+    @property
+    def _eta(self) -> float | None:
+        return self.eta if self.adaptive_lr else None
+
+    def _adder_reset(self) -> None:
+        nn.init.normal_(self.weight, 0.0, 1.0)  # SPEC: adder weights start N(0, 1)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def _adder_repr(self) -> str:
+        return f", adaptive_lr={self.adaptive_lr}, eta={self.eta}" + (
+            f", backend={self.backend!r}" if self.backend != "auto" else "")
+
+
+class AdderConv2d(_AdderMixin, nn.Conv2d):
+    """Drop-in :class:`torch.nn.Conv2d` computing ``-sum |X - W|`` (AdderNet). Zero padding only."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | _IntPair, stride: int | _IntPair = 1,
+                 padding: int | _IntPair | str = 0, dilation: int | _IntPair = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None, *, adaptive_lr: bool = True,
+                 eta: float = 0.2, backend: str = "auto") -> None:
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode: only 'zeros' is supported by adder layers, got {padding_mode!r}")
+        _check_channels(in_channels, out_channels, groups)
+        self._init_adder(adaptive_lr, eta, backend)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+
+    def reset_parameters(self) -> None:
+        self._adder_reset()
+
+    def forward(self, x: Tensor) -> Tensor:
+        padding = self.padding
+        if isinstance(padding, str):
+            x = F.pad(x, self._reversed_padding_repeated_twice)
+            padding = (0, 0)
+        return adder_conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+                            self._eta, self.backend)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._adder_repr()
+
+
+class AdderConv1d(_AdderMixin, nn.Conv1d):
+    """Drop-in :class:`torch.nn.Conv1d` computing ``-sum |X - W|``, e.g. for the NLP lightweight branch."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int | str = 0, dilation: int = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None, *, adaptive_lr: bool = True,
+                 eta: float = 0.2, backend: str = "auto") -> None:
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode: only 'zeros' is supported by adder layers, got {padding_mode!r}")
+        _check_channels(in_channels, out_channels, groups)
+        self._init_adder(adaptive_lr, eta, backend)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+
+    def reset_parameters(self) -> None:
+        self._adder_reset()
+
+    def forward(self, x: Tensor) -> Tensor:
+        padding = self.padding
+        if isinstance(padding, str):
+            x = F.pad(x, self._reversed_padding_repeated_twice)
+            padding = (0,)
+        return adder_conv1d(x, self.weight, self.bias, self.stride[0], padding[0], self.dilation[0], self.groups,
+                            self._eta, self.backend)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._adder_repr()
+
+
+class AdderLinear(_AdderMixin, nn.Linear):
+    """Drop-in :class:`torch.nn.Linear` computing ``y[o] = -sum_k |x[k] - W[o, k]|``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None, *, adaptive_lr: bool = True, eta: float = 0.2, backend: str = "auto") -> None:
+        self._init_adder(adaptive_lr, eta, backend)
+        super().__init__(in_features, out_features, bias, device, dtype)
+
+    def reset_parameters(self) -> None:
+        self._adder_reset()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return adder_linear(x, self.weight, self.bias, self._eta, self.backend)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._adder_repr()
+
+
+def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
+    if groups < 1:
+        raise ValueError(f"groups: must be >= 1, got {groups}")
+    if in_channels % groups:
+        raise ValueError(f"groups: {groups} must divide in_channels={in_channels}")
+    if out_channels % groups:
+        raise ValueError(f"groups: {groups} must divide out_channels={out_channels}")
