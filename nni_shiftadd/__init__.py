@@ -1,0 +1,13 @@
+"""nni-shiftadd: ShiftAddNAS for NNI 3.0.
+
+Hybrid operators that mix multiplication-based and multiplication-free computation (paper eq. (2)):
+``AdderConv2d`` / ``AdderLinear`` / ``AdderConv1d`` (Add, AdderNet) and ``ShiftConv2d`` / ``ShiftLinear``
+(Shift, DeepShift), and ``convert_model`` to turn any model's layers into them.
+"""
+from .ops import (AdderConv1d, AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear, adder_conv1d, adder_conv2d,
+                  adder_linear, convert_model)
+
+__version__ = "0.1.0"
+
+__all__ = ["AdderConv1d", "AdderConv2d", "AdderLinear", "ShiftConv2d", "ShiftLinear", "__version__",
+           "adder_conv1d", "adder_conv2d", "adder_linear", "convert_model"]

@@ -16,6 +16,7 @@
 // GCC vector extensions so that the same source compiles to AVX-512, AVX2, SSE or NEON. NaN in either
 // operand propagates to the output.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -39,13 +40,13 @@ template <> struct Vec<double> { typedef vd v; typedef vd_u u; };
 
 template <typename T> struct Blocking {
   static constexpr int V = NSA_VBYTES / sizeof(T);
-  // forward: MR output rows x NR vectors of columns; backward: KR rows x NR vectors.
+  // forward: MR output rows x NR vectors of columns; backward: KR rows x NR vectors. NR shrinks for narrow
+  // problems (a Linear layer over 30 tokens) so that little of a panel is padding.
 #if NSA_VBYTES == 64
-  static constexpr int MR = 4, NR = 4, KR = 2;
+  static constexpr int MR = 4, KR = 2, NR_MAX = 4;
 #else
-  static constexpr int MR = 4, NR = 2, KR = 2;
+  static constexpr int MR = 4, KR = 2, NR_MAX = 2;
 #endif
-  static constexpr int PW = NR * V;  // panel width in columns
 };
 
 template <typename VT, typename T> static inline VT vbroadcast(T s) {
@@ -55,9 +56,8 @@ template <typename VT, typename T> static inline VT vbroadcast(T s) {
 
 // Copies columns [p0, p0 + width) of the rows x P matrix src into a rows x PW zero-padded panel, and
 // writes each padded column's sum over the rows to colsum.
-template <typename T>
+template <typename T, int PW>
 static void pack_panel(const T* src, int64_t rows, int64_t P, int64_t p0, int64_t width, T* panel, T* colsum) {
-  constexpr int PW = Blocking<T>::PW;
   for (int j = 0; j < PW; ++j) colsum[j] = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const T* s = src + r * P + p0;
@@ -68,10 +68,41 @@ static void pack_panel(const T* src, int64_t rows, int64_t P, int64_t p0, int64_
   }
 }
 
-template <typename T, int MR>
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Splits `rows` into blocks (multiples of `unit`) so that there are at least ~4 tasks per thread.
+static inline int64_t row_block(int64_t rows, int64_t other_tasks, int nthreads, int64_t unit) {
+  int64_t want = std::max<int64_t>(1, ceil_div(4 * nthreads, std::max<int64_t>(1, other_tasks)));
+  int64_t block = ceil_div(ceil_div(rows, want), unit) * unit;
+  return std::max<int64_t>(unit * 4 < rows ? unit * 4 : unit, block);
+}
+
+template <typename T> static inline T* align64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
+// -sum_k |x[k] - w[k]| for one packed column (x strided by PW): the slow, exact form for non-finite inputs.
+template <typename T> static T direct_l1(const T* w, const T* x, int64_t K, int64_t PW) {
+  T s = 0;
+  for (int64_t k = 0; k < K; ++k) s += std::fabs(x[k * PW] - w[k]);
+  return -s;
+}
+
+// sum_o g[o] * clamp(w[o * K] - x, -1, 1) for one packed column (g strided by PW).
+template <typename T> static T direct_ht(const T* w, const T* g, T x, int64_t O, int64_t K, int64_t PW) {
+  T s = 0;
+  for (int64_t o = 0; o < O; ++o) {
+    T d = w[o * K] - x;
+    d = d > T(1) ? T(1) : (d < T(-1) ? T(-1) : d);
+    s += g[o * PW] * d;
+  }
+  return s;
+}
+
+template <typename T, int NR, int MR>
 static inline void l1_micro(const T* __restrict w, int64_t K, const T* __restrict panel, T* __restrict acc_out) {
   typedef typename Vec<T>::v v;
-  constexpr int NR = Blocking<T>::NR, V = Blocking<T>::V, PW = Blocking<T>::PW;
+  constexpr int V = Blocking<T>::V, PW = NR * V;
   v acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = vbroadcast<v, T>(T(0));
@@ -81,7 +112,8 @@ static inline void l1_micro(const T* __restrict w, int64_t K, const T* __restric
     for (int j = 0; j < NR; ++j) x[j] = *reinterpret_cast<const v*>(panel + k * PW + j * V);
     for (int i = 0; i < MR; ++i) {
       v wb = vbroadcast<v, T>(w[i * K + k]);
-      // (x < w) ? x : w  keeps a NaN weight; a NaN input reaches the output through sum_k B.
+      // (x < w) ? x : w  keeps a NaN weight; a NaN input reaches the output through sum_k B. The factor 2
+      // turns the accumulation into an FMA, which runs on other ports than the min.
       for (int j = 0; j < NR; ++j) acc[i][j] += two * ((x[j] < wb) ? x[j] : wb);
     }
   }
@@ -89,11 +121,11 @@ static inline void l1_micro(const T* __restrict w, int64_t K, const T* __restric
     for (int j = 0; j < NR; ++j) *reinterpret_cast<v*>(acc_out + i * PW + j * V) = acc[i][j];
 }
 
-template <typename T>
-static void l1mm(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
-  typedef Blocking<T> Bk;
-  constexpr int PW = Bk::PW, MR = Bk::MR;
-  const int64_t npanel = (P + PW - 1) / PW;
+template <typename T, int NR>
+static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
+  constexpr int MR = Blocking<T>::MR, PW = NR * Blocking<T>::V;
+  const int64_t npanel = ceil_div(P, PW);
+  const int64_t oblock = row_block(O, G * npanel, nthreads, MR), noblock = ceil_div(O, oblock);
   std::vector<T> wsum(G * O);
   for (int64_t r = 0; r < G * O; ++r) {
     T s = 0;
@@ -102,39 +134,52 @@ static void l1mm(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, 
   }
 #pragma omp parallel num_threads(nthreads)
   {
-    std::vector<T, std::allocator<T>> buf(K * PW + PW + MR * PW + 64);
-    T* panel = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+    std::vector<T> buf(K * PW + PW + MR * PW + 64);
+    T* panel = align64(buf.data());
     T* colsum = panel + K * PW;
     T* acc = colsum + PW;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < G * npanel; ++t) {
-      const int64_t g = t / npanel, p0 = (t % npanel) * PW;
+    for (int64_t t = 0; t < G * npanel * noblock; ++t) {
+      const int64_t g = t / (npanel * noblock), rest = t % (npanel * noblock);
+      const int64_t p0 = (rest / noblock) * PW, ob = rest % noblock;
       const int64_t width = std::min<int64_t>(PW, P - p0);
-      pack_panel(B + g * K * P, K, P, p0, width, panel, colsum);
-      for (int64_t o0 = 0; o0 < O; o0 += MR) {
+      pack_panel<T, PW>(B + g * K * P, K, P, p0, width, panel, colsum);
+      for (int64_t o0 = ob * oblock; o0 < std::min(O, (ob + 1) * oblock); o0 += MR) {
         const int mr = int(std::min<int64_t>(MR, O - o0));
         const T* w = W + (g * O + o0) * K;
         switch (mr) {
-          case 4: l1_micro<T, 4>(w, K, panel, acc); break;
-          case 3: l1_micro<T, 3>(w, K, panel, acc); break;
-          case 2: l1_micro<T, 2>(w, K, panel, acc); break;
-          default: l1_micro<T, 1>(w, K, panel, acc); break;
+          case 4: l1_micro<T, NR, 4>(w, K, panel, acc); break;
+          case 3: l1_micro<T, NR, 3>(w, K, panel, acc); break;
+          case 2: l1_micro<T, NR, 2>(w, K, panel, acc); break;
+          default: l1_micro<T, NR, 1>(w, K, panel, acc); break;
         }
         for (int i = 0; i < mr; ++i) {
           T* c = C + (g * O + o0 + i) * P + p0;
           const T ws = wsum[g * O + o0 + i];
-          for (int64_t j = 0; j < width; ++j) c[j] = acc[i * PW + j] - colsum[j] - ws;
+          for (int64_t j = 0; j < width; ++j) {
+            c[j] = acc[i * PW + j] - colsum[j] - ws;
+            // An infinite operand makes the rewritten sum inf - inf: recompute the column directly.
+            if (!std::isfinite(colsum[j]) || !std::isfinite(ws)) c[j] = direct_l1(w + i * K, panel + j, K, PW);
+          }
         }
       }
     }
   }
 }
 
-template <typename T, int KR>
-static inline void ht_micro(const T* __restrict wt, int64_t O, const T* __restrict xpanel,
+template <typename T>
+static void l1mm(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
+  const int64_t vecs = ceil_div(P, Blocking<T>::V);
+  if (vecs <= 1) l1mm_nr<T, 1>(W, B, C, G, O, K, P, nthreads);
+  else if (vecs <= 2 || Blocking<T>::NR_MAX == 2) l1mm_nr<T, 2>(W, B, C, G, O, K, P, nthreads);
+  else l1mm_nr<T, 4>(W, B, C, G, O, K, P, nthreads);
+}
+
+template <typename T, int NR, int KR>
+static inline void ht_micro(const T* __restrict w, int64_t O, int64_t K, const T* __restrict xpanel,
                             const T* __restrict gpanel, const T* __restrict gsum, T* __restrict out) {
   typedef typename Vec<T>::v v;
-  constexpr int NR = Blocking<T>::NR, V = Blocking<T>::V, PW = Blocking<T>::PW;
+  constexpr int V = Blocking<T>::V, PW = NR * V;
   v lo[KR][NR], hi[KR][NR], acc[KR][NR];
   const v one = vbroadcast<v, T>(T(1));
   for (int i = 0; i < KR; ++i)
@@ -148,7 +193,7 @@ static inline void ht_micro(const T* __restrict wt, int64_t O, const T* __restri
     v gv[NR];
     for (int j = 0; j < NR; ++j) gv[j] = *reinterpret_cast<const v*>(gpanel + o * PW + j * V);
     for (int i = 0; i < KR; ++i) {
-      v wb = vbroadcast<v, T>(wt[i * O + o]);
+      v wb = vbroadcast<v, T>(w[o * K + i]);
       for (int j = 0; j < NR; ++j) {
         // Ordered so that a NaN weight survives both selections.
         v t = (lo[i][j] > wb) ? lo[i][j] : wb;
@@ -165,37 +210,52 @@ static inline void ht_micro(const T* __restrict wt, int64_t O, const T* __restri
     }
 }
 
-// WT [G][K][O] (weights transposed), B [G][K][P], Gr [G][O][P] -> D [G][K][P]
-template <typename T>
-static void htmm(const T* WT, const T* B, const T* Gr, T* D, int64_t G, int64_t O, int64_t K, int64_t P,
-                 int nthreads) {
-  typedef Blocking<T> Bk;
-  constexpr int PW = Bk::PW, KR = Bk::KR;
-  const int64_t npanel = (P + PW - 1) / PW;
+// W [G][O][K], B [G][K][P], Gr [G][O][P] -> D [G][K][P]
+template <typename T, int NR>
+static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_t O, int64_t K, int64_t P,
+                    int nthreads) {
+  constexpr int KR = Blocking<T>::KR, PW = NR * Blocking<T>::V;
+  const int64_t npanel = ceil_div(P, PW);
+  const int64_t kblock = row_block(K, G * npanel, nthreads, KR), nkblock = ceil_div(K, kblock);
 #pragma omp parallel num_threads(nthreads)
   {
-    std::vector<T> buf((O + K) * PW + PW + PW + KR * PW + 64);
-    T* gpanel = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+    std::vector<T> buf(O * PW + kblock * PW + 3 * PW + KR * PW + 64);
+    T* gpanel = align64(buf.data());
     T* xpanel = gpanel + O * PW;
-    T* gsum = xpanel + K * PW;
+    T* gsum = xpanel + kblock * PW;
     T* xsum = gsum + PW;
     T* out = xsum + PW;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < G * npanel; ++t) {
-      const int64_t g = t / npanel, p0 = (t % npanel) * PW;
+    for (int64_t t = 0; t < G * npanel * nkblock; ++t) {
+      const int64_t g = t / (npanel * nkblock), rest = t % (npanel * nkblock);
+      const int64_t p0 = (rest / nkblock) * PW, kb0 = (rest % nkblock) * kblock;
+      const int64_t kb1 = std::min(K, kb0 + kblock);
       const int64_t width = std::min<int64_t>(PW, P - p0);
-      pack_panel(Gr + g * O * P, O, P, p0, width, gpanel, gsum);
-      pack_panel(B + g * K * P, K, P, p0, width, xpanel, xsum);
-      for (int64_t k0 = 0; k0 < K; k0 += KR) {
-        const int kr = int(std::min<int64_t>(KR, K - k0));
-        const T* wt = WT + (g * K + k0) * O;
-        const T* xp = xpanel + k0 * PW;
-        if (kr == KR) ht_micro<T, KR>(wt, O, xp, gpanel, gsum, out);
-        else ht_micro<T, 1>(wt, O, xp, gpanel, gsum, out);
-        for (int i = 0; i < kr; ++i) std::memcpy(D + (g * K + k0 + i) * P + p0, out + i * PW, width * sizeof(T));
+      pack_panel<T, PW>(Gr + g * O * P, O, P, p0, width, gpanel, gsum);
+      pack_panel<T, PW>(B + (g * K + kb0) * P, kb1 - kb0, P, p0, width, xpanel, xsum);
+      for (int64_t k0 = kb0; k0 < kb1; k0 += KR) {
+        const int kr = int(std::min<int64_t>(KR, kb1 - k0));
+        const T* w = W + g * O * K + k0;
+        const T* xp = xpanel + (k0 - kb0) * PW;
+        if (kr == KR) ht_micro<T, NR, KR>(w, O, K, xp, gpanel, gsum, out);
+        else ht_micro<T, NR, 1>(w, O, K, xp, gpanel, gsum, out);
+        for (int i = 0; i < kr; ++i) {
+          for (int64_t j = 0; j < width; ++j)  // x * sum(g) is inf - inf for an infinite x: recompute directly
+            if (!std::isfinite(xp[i * PW + j])) out[i * PW + j] = direct_ht(w + i, gpanel + j, xp[i * PW + j], O, K, PW);
+          std::memcpy(D + (g * K + k0 + i) * P + p0, out + i * PW, width * sizeof(T));
+        }
       }
     }
   }
+}
+
+template <typename T>
+static void htmm(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_t O, int64_t K, int64_t P,
+                 int nthreads) {
+  const int64_t vecs = ceil_div(P, Blocking<T>::V);
+  if (vecs <= 1) htmm_nr<T, 1>(W, B, Gr, D, G, O, K, P, nthreads);
+  else if (vecs <= 2 || Blocking<T>::NR_MAX == 2) htmm_nr<T, 2>(W, B, Gr, D, G, O, K, P, nthreads);
+  else htmm_nr<T, 4>(W, B, Gr, D, G, O, K, P, nthreads);
 }
 
 // x [N][C][H][W] -> cols [G][K][N * Ho * Wo], K = C/G * kh * kw, rows ordered like the weight (c, ky, kx).
@@ -267,13 +327,13 @@ void nsa_l1mm_f32(const float* W, const float* B, float* C, int64_t G, int64_t O
 void nsa_l1mm_f64(const double* W, const double* B, double* C, int64_t G, int64_t O, int64_t K, int64_t P, int nt) {
   l1mm<double>(W, B, C, G, O, K, P, nt);
 }
-void nsa_htmm_f32(const float* WT, const float* B, const float* Gr, float* D, int64_t G, int64_t O, int64_t K,
+void nsa_htmm_f32(const float* W, const float* B, const float* Gr, float* D, int64_t G, int64_t O, int64_t K,
                   int64_t P, int nt) {
-  htmm<float>(WT, B, Gr, D, G, O, K, P, nt);
+  htmm<float>(W, B, Gr, D, G, O, K, P, nt);
 }
-void nsa_htmm_f64(const double* WT, const double* B, const double* Gr, double* D, int64_t G, int64_t O, int64_t K,
+void nsa_htmm_f64(const double* W, const double* B, const double* Gr, double* D, int64_t G, int64_t O, int64_t K,
                   int64_t P, int nt) {
-  htmm<double>(WT, B, Gr, D, G, O, K, P, nt);
+  htmm<double>(W, B, Gr, D, G, O, K, P, nt);
 }
 void nsa_im2col_f32(const float* x, float* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t kh,
                     int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t Ho,

@@ -25,13 +25,14 @@ from torch import Tensor
 
 from ..cache import cache_root
 
-SOURCE = "adder_cpu.cpp"
+SOURCES = {"adder": "adder_cpu.cpp", "shift": "shift_cpu.cpp"}
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_libs: dict[str, ctypes.CDLL | None] = {}
+_warned: set[str] = set()
 
 
 def cache_dir() -> Path:
-    """Where built kernels are kept: ``$NNI_SHIFTADD_CACHE/kernels`` or ``~/.cache/nni_shiftadd/kernels``."""
+    """Where built kernels are kept: ``<cache root>/kernels`` (see :func:`nni_shiftadd.cache.cache_root`)."""
     return cache_root() / "kernels"
 
 
@@ -51,23 +52,22 @@ def _flags() -> list[str]:
     return flags
 
 
-def _build(cxx: str) -> Path:
-    source = resources.files("nni_shiftadd.kernels").joinpath(SOURCE).read_bytes()
+def _build(cxx: str, source_name: str) -> Path:
+    source = resources.files("nni_shiftadd.kernels").joinpath(source_name).read_bytes()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(_flags()).encode(),
-                                     platform.machine().encode(), platform.processor().encode(),
-                                     _cpu_signature()])).hexdigest()[:16]
-    target = cache_dir() / f"adder_cpu-{key}.so"
+                                     platform.machine().encode(), _cpu_signature()])).hexdigest()[:16]
+    target = cache_dir() / f"{Path(source_name).stem}-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp) / SOURCE
+        src = Path(tmp) / source_name
         src.write_bytes(source)
         out = Path(tmp) / target.name
         proc = subprocess.run([cxx, *_flags(), str(src), "-o", str(out)], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"building the CPU adder kernel with {cxx} failed:\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"building {source_name} with {cxx} failed:\n{proc.stderr[-4000:]}")
         os.replace(out, target)  # atomic: concurrent builders (DDP ranks) never see a partial file
     return target
 
@@ -83,44 +83,62 @@ def _cpu_signature() -> bytes:
     return b""
 
 
-def load() -> ctypes.CDLL | None:
-    """Build (once) and load the library; ``None``, with one warning, if that is impossible here."""
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _declare(lib: ctypes.CDLL, name: str) -> None:
+    i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    signatures = {
+        "adder": {"l1mm": [ptr, ptr, ptr, i64, i64, i64, i64, c_int],
+                  "htmm": [ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int],
+                  "im2col": [ptr, ptr] + [i64] * 15 + [c_int],
+                  "col2im": [ptr, ptr] + [i64] * 15 + [c_int]},
+        "shift": {"pow2": [ptr, ptr, i64, c_int, c_int, c_int, c_int],
+                  "ps": [ptr, ptr, ptr, i64, c_int, c_int, None, c_int],
+                  "ps_backward": [ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int, c_int]},
+    }[name]
+    for fn, args in signatures.items():
+        for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+            getattr(lib, f"nsa_{fn}_{suffix}").argtypes = [real if a is None else a for a in args]
+
+
+def load(name: str = "adder") -> ctypes.CDLL | None:
+    """Build (once, cached) and load the ``name`` kernel library; ``None``, after one warning, if impossible."""
     with _lock:
-        if "lib" in _state:
-            return _state["lib"]  # type: ignore[return-value]
+        if name in _libs:
+            return _libs[name]
         lib = None
         cxx = compiler()
         if cxx is None:
-            warnings.warn("nni_shiftadd: no C++ compiler found (set CXX or install g++); the adder operators "
-                          "use the slow reference kernels on CPU", RuntimeWarning, stacklevel=3)
+            _warn_once("compiler", "nni_shiftadd: no C++ compiler found (set CXX or install g++); the Add and "
+                       "Shift operators use the slower PyTorch reference kernels on CPU")
         else:
             try:
-                lib = ctypes.CDLL(str(_build(cxx)))
+                lib = ctypes.CDLL(str(_build(cxx, SOURCES[name])))
+                _declare(lib, name)
             except (RuntimeError, OSError) as err:
-                warnings.warn(f"nni_shiftadd: the fast CPU adder kernel is unavailable ({err}); the adder "
-                              "operators use the slow reference kernels on CPU", RuntimeWarning, stacklevel=3)
-        if lib is not None:
-            i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            for name in ("nsa_l1mm_f32", "nsa_l1mm_f64"):
-                getattr(lib, name).argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int]
-            for name in ("nsa_htmm_f32", "nsa_htmm_f64"):
-                getattr(lib, name).argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int]
-            for name in ("nsa_im2col_f32", "nsa_im2col_f64", "nsa_col2im_f32", "nsa_col2im_f64"):
-                getattr(lib, name).argtypes = [ptr, ptr] + [i64] * 15 + [ctypes.c_int]
-        _state["lib"] = lib
+                _warn_once(name, f"nni_shiftadd: the fast CPU {name} kernel is unavailable ({err}); the operators "
+                           "use the slower PyTorch reference kernels on CPU")
+                lib = None
+        _libs[name] = lib
         return lib
 
 
 def reset() -> None:
-    """Forget the loaded library so that the next :func:`load` looks again (used by tests)."""
+    """Forget the loaded libraries and warnings so that the next :func:`load` looks again (used by tests)."""
     with _lock:
-        _state.clear()
+        _libs.clear()
+        _warned.clear()
 
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def supports(t: Tensor) -> bool:
+    """True for CPU float32/float64 tensors (whether the library builds is :func:`load`'s business)."""
     return t.device.type == "cpu" and t.dtype in _SUFFIX
 
 
@@ -139,13 +157,12 @@ def l1mm(weight: Tensor, cols: Tensor) -> Tensor:
 def htmm(weight: Tensor, cols: Tensor, grad: Tensor) -> Tensor:
     """``out[g, k, p] = sum_o grad[g, o, p] * HardTanh(weight[g, o, k] - cols[g, k, p])``."""
     lib = load()
-    wt = weight.transpose(1, 2).contiguous()
-    cols, grad = cols.contiguous(), grad.contiguous()
+    weight, cols, grad = weight.contiguous(), cols.contiguous(), grad.contiguous()
     G, O, K = weight.shape
     P = cols.shape[2]
     out = cols.new_empty(G, K, P)
     getattr(lib, "nsa_htmm_" + _SUFFIX[cols.dtype])(
-        wt.data_ptr(), cols.data_ptr(), grad.data_ptr(), out.data_ptr(), G, O, K, P, torch.get_num_threads())
+        weight.data_ptr(), cols.data_ptr(), grad.data_ptr(), out.data_ptr(), G, O, K, P, torch.get_num_threads())
     return out
 
 
@@ -170,3 +187,33 @@ def col2im(cols: Tensor, shape: tuple[int, int, int, int], kernel: tuple[int, in
         cols.data_ptr(), dx.data_ptr(), *shape, groups, *kernel, *stride, *padding, *dilation, *out_hw,
         torch.get_num_threads())
     return dx
+
+
+def pow2_round(w: Tensor, amin: int, pmin: int, pmax: int) -> Tensor:
+    """DeepShift-Q rounding in one pass; see :func:`nni_shiftadd.ops.quantize.round_power_of_two`."""
+    w = w.contiguous()
+    q = torch.empty_like(w)
+    getattr(load("shift"), "nsa_pow2_" + _SUFFIX[w.dtype])(w.data_ptr(), q.data_ptr(), w.numel(), amin, pmin, pmax,
+                                                           torch.get_num_threads())
+    return q
+
+
+def ps_weight(shift: Tensor, sign: Tensor, pmin: int, pmax: int, threshold: float) -> Tensor:
+    """DeepShift-PS weight ``S * 2^P`` in one pass."""
+    shift, sign = shift.contiguous(), sign.contiguous()
+    w = torch.empty_like(shift)
+    getattr(load("shift"), "nsa_ps_" + _SUFFIX[w.dtype])(shift.data_ptr(), sign.data_ptr(), w.data_ptr(), w.numel(),
+                                                         pmin, pmax, threshold, torch.get_num_threads())
+    return w
+
+
+def ps_weight_backward(shift: Tensor, weight: Tensor, grad: Tensor, pmin: int, pmax: int, need_shift: bool,
+                       need_sign: bool) -> tuple[Tensor | None, Tensor | None]:
+    """STE gradients of :func:`ps_weight`: ``(g * w * ln 2, g * 2^P)``."""
+    shift, weight, grad = shift.contiguous(), weight.contiguous(), grad.contiguous()
+    dshift = torch.empty_like(shift) if need_shift else None
+    dsign = torch.empty_like(shift) if need_sign else None
+    getattr(load("shift"), "nsa_ps_backward_" + _SUFFIX[shift.dtype])(
+        shift.data_ptr(), weight.data_ptr(), grad.data_ptr(), 0 if dshift is None else dshift.data_ptr(),
+        0 if dsign is None else dsign.data_ptr(), shift.numel(), pmin, pmax, torch.get_num_threads())
+    return dshift, dsign

@@ -135,15 +135,15 @@ class AdderFunction(torch.autograd.Function):
         if need_w:
             grad_w.addcmul_(w, grad_sum, value=-1.0)
             if ctx.eta is not None:
-                grad_w = adaptive_lr_scale(grad_w, ctx.eta)
+                adaptive_lr_scale(grad_w, ctx.eta, inplace=True)
             grad_w = grad_w.view_as(weight)
         return grad_x, grad_w, None, None, None, None, None, None
 
 
-def adaptive_lr_scale(grad: Tensor, eta: float) -> Tensor:
+def adaptive_lr_scale(grad: Tensor, eta: float, inplace: bool = False) -> Tensor:
     """AdderNet's adaptive learning rate: ``eta * sqrt(numel) * grad / ||grad||_2`` (zero stays zero)."""
-    norm = grad.norm()
-    return grad * (eta * math.sqrt(grad.numel()) / norm.clamp_min(torch.finfo(grad.dtype).tiny))
+    factor = eta * math.sqrt(grad.numel()) / grad.norm().clamp_min(torch.finfo(grad.dtype).tiny)
+    return grad.mul_(factor) if inplace else grad * factor
 
 
 def adder_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | _IntPair = 1,

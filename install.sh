@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up nni-shiftadd on a fresh machine: the Fashion-MNIST data (Debian package), a virtual environment in
+# .venv with the package installed (non-editable), and the fast CPU adder kernel built once into the cache.
+#   ./install.sh          install the package
+#   ./install.sh --test   install the package with its test extras
+set -euo pipefail
+cd "$(dirname "$0")"
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+PYTHON=${PYTHON:-python3}
+CACHE=${NNI_SHIFTADD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nni_shiftadd}
+
+# 1. Data: Fashion-MNIST comes from Debian's dataset-fashion-mnist (nothing is downloaded at run time).
+if [ -d /usr/share/datasets/fashion-mnist ] || [ -d "$CACHE/data/deb/usr/share/datasets/fashion-mnist" ]; then
+  echo "install.sh: Fashion-MNIST present"
+elif [ "$(id -u)" = 0 ]; then
+  echo "install.sh: apt-get install dataset-fashion-mnist"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+else
+  echo "install.sh: not root; unpacking dataset-fashion-mnist into $CACHE/data/deb"
+  mkdir -p "$CACHE/data/deb"
+  tmp=$(mktemp -d) && (cd "$tmp" && apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb "$CACHE/data/deb")
+  rm -rf "$tmp"
+fi
+
+# 2. A C++ compiler for the fast CPU adder kernel (without one the operators fall back to the slow reference).
+if ! command -v c++ >/dev/null && ! command -v g++ >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+fi
+
+# 3. The package, in its own virtual environment.
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check ".$extras"
+
+# 4. Build (or find in the cache) the CPU kernel now rather than inside the first training step.
+.venv/bin/nni-shiftadd kernels >/dev/null || echo "install.sh: warning: the fast CPU adder kernel did not build" >&2
+echo "install.sh: done (.venv/bin/nni-shiftadd)"

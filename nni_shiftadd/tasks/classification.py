@@ -1,0 +1,195 @@
+"""Image classification with Lightning: a model from timm's registry, optionally converted to Add or Shift
+layers, trained with timm's optimizer and scheduler factories, validated, tested, checkpointed."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import timm
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import Tensor, nn
+
+from .. import models as _models  # noqa: F401  (registers the shiftadd_* models in timm)
+from ..data import create_dataset, create_loader, dataset_info, resolve_input_size
+from ..kernels import select
+from ..ops import convert_model
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Schema of a training recipe (YAML): model, operator conversion, data, optimisation and output."""
+
+    model: str = "shiftadd_resnet20"
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    convert: Literal["none", "add", "shift"] = "none"
+    convert_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    input_size: int | None = None
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    sched: str = "cosine"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+    limit_train_batches: int | float | None = None
+    limit_eval_batches: int | float | None = None
+    output: str = "runs/train"
+
+    def validate(self) -> None:
+        if self.model not in timm.list_models():
+            close = timm.list_models(f"*{self.model.split('_')[-1]}*")[:8]
+            raise ValueError(f"field 'model': unknown model {self.model!r}; e.g. {close or timm.list_models('shiftadd_*')}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        dataset_info(self.dataset)
+
+
+def build_model(cfg: TrainConfig, in_chans: int, num_classes: int) -> nn.Module:
+    """Create ``cfg.model`` through timm and convert its layers to Add/Shift when ``cfg.convert`` asks."""
+    model = timm.create_model(cfg.model, in_chans=in_chans, num_classes=num_classes, **cfg.model_kwargs)
+    if cfg.convert != "none":
+        kwargs = dict(cfg.convert_kwargs)
+        kwargs.setdefault("copy_weights", cfg.convert != "add")  # AdderNet trains from N(0, 1)
+        model = convert_model(model, cfg.convert, **kwargs)
+    return model
+
+
+class LossHistory(Callback):
+    """Keeps every training loss so that the summary can show the loss going down."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(loss))
+
+
+class ClassificationTask(pl.LightningModule):
+    """Cross-entropy training of ``model``; logs loss and top-1 accuracy for train, val and test."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.model, self.cfg, self.steps_per_epoch = model, cfg, steps_per_epoch
+        self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self.model(x)
+        smoothing = self.cfg.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage} loss is {loss.item()} at step {self.global_step}")
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", on_step=stage == "train", on_epoch=True,
+                 batch_size=len(y))
+        self.log(f"{stage}/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.cfg
+        opt_kwargs = {"momentum": cfg.momentum} if cfg.optimizer in ("sgd", "momentum", "nesterov") else {}
+        optimizer = create_optimizer_v2(self.model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                        **opt_kwargs)
+        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
+                                           warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
+                                           updates_per_epoch=self.steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step_update(num_updates=self.global_step)
+
+
+def _limit(n: int, limit: int | float | None) -> int:
+    if limit is None:
+        return n
+    return min(n, int(limit)) if isinstance(limit, int) else max(1, int(n * limit))
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, validate each epoch, test the final model; write ``metrics.json`` in ``cfg.output``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    info = dataset_info(cfg.dataset)
+    size = resolve_input_size(cfg.dataset, cfg.input_size)
+    train_set = create_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, is_training=True, input_size=size)
+    val_set = create_dataset(cfg.dataset, "val", data_dir=cfg.data_dir, input_size=size)
+    test_set = create_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, input_size=size)
+    train_loader = create_loader(train_set, cfg.batch_size, is_training=True, num_workers=cfg.num_workers,
+                                 seed=cfg.seed)
+    val_loader = create_loader(val_set, cfg.batch_size, is_training=False, num_workers=cfg.num_workers)
+    test_loader = create_loader(test_set, cfg.batch_size, is_training=False, num_workers=cfg.num_workers)
+
+    model = build_model(cfg, size[0], info.num_classes)
+    steps = _limit(len(train_loader), cfg.limit_train_batches)
+    task = ClassificationTask(model, cfg, steps)
+    out = Path(cfg.output)
+    history = LossHistory()
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs, accelerator="auto", devices=1, default_root_dir=str(out),
+        logger=CSVLogger(str(out), name="logs"), log_every_n_steps=min(50, steps),
+        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True), history],
+        limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_eval_batches,
+        limit_test_batches=cfg.limit_eval_batches, enable_model_summary=True)
+    start = time.perf_counter()
+    trainer.fit(task, train_loader, val_loader)
+    fit_s = time.perf_counter() - start
+    val_acc = float(trainer.callback_metrics.get("val/acc", math.nan))
+    test = trainer.test(task, test_loader, verbose=False)[0]
+    tenth = max(1, len(history.losses) // 10)
+    result = {
+        "model": cfg.model, "convert": cfg.convert, "ops": _op_census(model),
+        "adder_backend": select(torch.empty(0)).__name__.rsplit(".", 1)[-1],
+        "epochs": cfg.epochs, "train_steps": len(history.losses), "fit_seconds": round(fit_s, 1),
+        "train_loss_first": _mean(history.losses[:tenth]), "train_loss_last": _mean(history.losses[-tenth:]),
+        "val_acc": val_acc,
+        "test_acc": float(test["test/acc"]), "test_loss": float(test["test/loss"]),
+        "checkpoint": str(out / "checkpoints" / "last.ckpt"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _op_census(model: nn.Module) -> dict[str, int]:
+    """How many layers of each operator type the model holds."""
+    counts: dict[str, int] = {}
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            counts[type(m).__name__] = counts.get(type(m).__name__, 0) + 1
+    return counts

@@ -1,0 +1,45 @@
+"""nni-shiftadd: ShiftAddNAS (hybrid Attn/Conv/Shift/Add networks and their search) as a plugin for NNI 3.0."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="nni-shiftadd",
+    version="0.1.0",
+    description="ShiftAddNAS for Microsoft NNI: hybrid multiplication-reduced networks, fast Shift/Add operators, "
+                "an Eyeriss cost model and hardware-constrained search",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nni_shiftadd", "nni_shiftadd.*"])
+    + ["nni_shiftadd.search_spaces", "nni_shiftadd.strategies"],
+    # The YAML folders live at the top of the repository and ship inside the package.
+    package_dir={"nni_shiftadd.search_spaces": "search_spaces", "nni_shiftadd.strategies": "strategies"},
+    package_data={
+        "nni_shiftadd.kernels": ["*.cpp"],
+        "nni_shiftadd.search_spaces": ["*.yaml"],
+        "nni_shiftadd.strategies": ["*.yaml"],
+    },
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "nni==3.0",
+        "timm>=1.0,<2",
+        "pytorch_lightning>=2.0,<3",
+        "setuptools<81",  # nnictl imports pkg_resources
+        "sacrebleu>=2.0",
+        "pyyaml>=6.0",
+        "safetensors>=0.4",
+        "matplotlib>=3.7",
+        "scikit-learn>=1.2",
+        "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "nlp": ["hydra-core", "omegaconf", "bitarray", "cython", "sacremoses", "subword-nmt"],
+    },
+    entry_points={"console_scripts": ["nni-shiftadd=nni_shiftadd.cli:main"]},
+)
