@@ -5,6 +5,7 @@
 //       irrational). Zeros and NaNs pass through unchanged.
 // ps:   w = S * 2^P with P = clamp(round_half_even(shift), pmin, pmax), S = sign(sign) or 0 if |sign| < thr.
 // ps_backward: d shift = g * w * ln 2, d sign = g * 2^P (straight-through estimator through both roundings).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -45,19 +46,28 @@ static void pow2(const T* w, T* q, int64_t n, int amin, int pmin, int pmax, int 
   }
 }
 
+// round_half_even(p) clamped to [pmin, pmax], as an integer; written without libm calls so that it vectorises.
+template <typename T> static inline int32_t round_exponent(T p, int pmin, int pmax) {
+  p = std::min(std::max(p, T(pmin)), T(pmax));
+  const T magic = T(1.5) * T(int64_t(1) << Bits<T>::MB);  // adding it rounds to an integer, ties to even
+  return int32_t((p + magic) - magic);
+}
+
+template <typename T> static inline T exp2_int(int32_t e) {
+  typename Bits<T>::U b = typename Bits<T>::U(e + Bits<T>::BIAS) << Bits<T>::MB;
+  T r;
+  std::memcpy(&r, &b, sizeof(T));
+  return r;
+}
+
 template <typename T>
 static void ps(const T* shift, const T* sign, T* w, int64_t n, int pmin, int pmax, T thr, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T p = shift[i], s = sign[i];
-    if (p != p || s != s) {
-      w[i] = p + s;  // NaN
-      continue;
-    }
-    T e = std::nearbyint(p);
-    e = e < pmin ? T(pmin) : (e > pmax ? T(pmax) : e);
-    const T sq = std::fabs(s) < thr ? T(0) : (s > 0 ? T(1) : T(-1));
-    w[i] = std::ldexp(sq, int(e));
+    const T mag = exp2_int<T>(round_exponent(p, pmin, pmax));
+    // (p - p) and (s - s) are 0, or NaN for a NaN parameter, which must stay NaN
+    w[i] = mag * (T(s >= thr) - T(s <= -thr)) + (p - p) + (s - s);
   }
 }
 
@@ -65,12 +75,22 @@ template <typename T>
 static void ps_backward(const T* shift, const T* w, const T* g, T* dshift, T* dsign, int64_t n, int pmin, int pmax,
                         int nthreads) {
   const T ln2 = T(0.693147180559945309417232121458176568);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T e = std::nearbyint(shift[i]);
-    e = e < pmin ? T(pmin) : (e > pmax ? T(pmax) : e);
-    if (dshift) dshift[i] = g[i] * w[i] * ln2;
-    if (dsign) dsign[i] = g[i] * std::exp2(e);
+  if (dshift && dsign) {  // one pass when both are wanted: the op is memory-bound
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const T p = shift[i], gi = g[i];
+      dshift[i] = gi * w[i] * ln2;
+      dsign[i] = gi * exp2_int<T>(round_exponent(p, pmin, pmax)) + (p - p);
+    }
+  } else if (dshift) {
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) dshift[i] = g[i] * w[i] * ln2;
+  } else if (dsign) {
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const T p = shift[i];
+      dsign[i] = g[i] * exp2_int<T>(round_exponent(p, pmin, pmax)) + (p - p);
+    }
   }
 }
 

@@ -19,7 +19,7 @@ from torch.nn.modules.utils import _pair, _single
 from .. import kernels
 
 #: Bytes of im2col workspace one chunk of the batch may use (forward and backward each hold about two).
-WORKSPACE_BYTES = 4 << 20
+WORKSPACE_BYTES = 2 << 20
 
 _IntPair = tuple[int, int]
 

@@ -65,8 +65,9 @@ def round_power_of_two(w: Tensor, bits: int = 5) -> Tensor:
 
 
 def _ps_torch(shift: Tensor, sign: Tensor, lo: int, hi: int, threshold: float) -> Tensor:
-    s_q = torch.where(sign.abs() < threshold, torch.zeros_like(sign), torch.sign(sign))
-    return s_q * torch.exp2(shift.round().clamp(lo, hi))
+    s_q = (sign >= threshold).to(sign.dtype) - (sign <= -threshold).to(sign.dtype)
+    # (x - x) is 0, or NaN for a non-finite parameter, which must not turn into a finite weight
+    return s_q * torch.exp2(shift.round().clamp(lo, hi)) + (shift - shift) + (sign - sign)
 
 
 class _ShiftSign(torch.autograd.Function):
@@ -90,7 +91,7 @@ class _ShiftSign(torch.autograd.Function):
             d_shift, d_sign = cpu.ps_weight_backward(shift, w, grad, lo, hi, need_shift, need_sign)
         else:
             d_shift = grad * w * math.log(2) if need_shift else None
-            d_sign = grad * torch.exp2(shift.round().clamp(lo, hi)) if need_sign else None
+            d_sign = grad * torch.exp2(shift.round().clamp(lo, hi)) + (shift - shift) if need_sign else None
         return d_shift, d_sign, None, None
 
 
@@ -98,7 +99,7 @@ def shift_sign_weight(shift: Tensor, sign: Tensor, bits: int = 5, threshold: flo
     """DeepShift-PS: the weight ``S * 2^P`` from the learnt exponent ``shift`` and sign ``sign``.
 
     ``P = round(shift)`` (half to even) clamped to :func:`shift_range`; ``S = sign(sign)``, or 0 where
-    ``|sign| < threshold``. Both roundings use an STE, so gradients reach ``shift`` (``g * S * 2^P * ln 2``)
+    ``|sign| < threshold``; a NaN or infinite parameter gives a NaN weight. Both roundings use an STE, so gradients reach ``shift`` (``g * S * 2^P * ln 2``)
     and ``sign`` (``g * 2^P``).
     """
     shift_range(bits)
