@@ -4,6 +4,7 @@ Hybrid operators that mix multiplication-based and multiplication-free computati
 ``AdderConv2d`` / ``AdderLinear`` / ``AdderConv1d`` (Add, AdderNet) and ``ShiftConv2d`` / ``ShiftLinear``
 (Shift, DeepShift), and ``convert_model`` to turn any model's layers into them.
 """
+from . import models  # noqa: F401  (registers the shiftadd_* models in timm's registry)
 from .ops import (AdderConv1d, AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear, adder_conv1d, adder_conv2d,
                   adder_linear, convert_model)
 

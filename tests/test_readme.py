@@ -1,0 +1,23 @@
+"""The README's Python snippets run as written, and its first screen holds the two set-up commands."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+CI = Path(__file__).resolve().parents[1] / ".ci" / "run"
+
+
+def test_python_snippets_run() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {})
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    first_screen = README.read_text().split("---", 1)[0]
+    commands = [line for line in re.findall(r"```sh\n(.*?)```", first_screen, flags=re.S)[0].splitlines()
+                if line and not line.startswith("#")]
+    assert len(commands) == 2
+    assert commands[1] in CI.read_text()
