@@ -1,4 +1,4 @@
-"""The ``nni-shiftadd`` command line: ``train``, ``data``, ``kernels``."""
+"""The ``nni-shiftadd`` command line: ``train``, ``profile``, ``data``, ``kernels``."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +85,136 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     return 0 if lib is not None else 1
 
 
+class _ProfileError(ValueError):
+    """A bad ``profile`` argument: the message names the flag and the value."""
+
+
+def _parse_input_size(raw: str) -> tuple[int, ...]:
+    try:
+        size = tuple(int(x) for x in raw.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise _ProfileError(f"--input-size: bad value {raw!r}; expected C,H,W (three positive integers, e.g. "
+                            "3,224,224)")
+    return size
+
+
+def _parse_options(raw: list[str], bits: int) -> dict[str, Any]:
+    import yaml
+
+    from .cost.eyeriss import EyerissConfig
+    from .cost.profile import eyeriss_config
+
+    options: dict[str, Any] = {}
+    for item in raw:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise _ProfileError(f"--option: bad value {item!r}; expected key=value, e.g. adder_on_chip=false")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise _ProfileError(f"--option {item}: value is not valid YAML ({err.__class__.__name__})") from None
+    fields = sorted(f.name for f in dataclasses.fields(EyerissConfig) if f.name != "bits")
+    for key, value in options.items():
+        if key not in fields:
+            raise _ProfileError(f"--option {key}={value!r}: unknown Eyeriss option {key!r}; the options are {fields}")
+        try:
+            eyeriss_config(bits, **{key: value})
+        except (ValueError, TypeError) as err:
+            raise _ProfileError(f"--option {key}={value!r}: {err}") from None
+    return options
+
+
+def _build_timm_model(args: argparse.Namespace, size: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...]]:
+    """A model factory for --model (called once per device tried) and the input size (C, H, W)."""
+    import timm
+    import torch
+    import yaml
+
+    from . import models  # noqa: F401  (registers the shiftadd_* models)
+    from .ops import convert_model
+
+    try:
+        kwargs = yaml.safe_load(args.model_kwargs) if args.model_kwargs else {}
+    except yaml.YAMLError as err:
+        raise _ProfileError(f"--model-kwargs: {args.model_kwargs!r} is not valid YAML "
+                            f"({err.__class__.__name__})") from None
+    if not isinstance(kwargs, dict):
+        raise _ProfileError(f"--model-kwargs: {args.model_kwargs!r} is not a mapping, e.g. '{{op: add}}'")
+    if not timm.is_model(args.model):
+        raise _ProfileError(f"--model: unknown model {args.model!r} (not in timm's registry)")
+    if size is not None:
+        kwargs.setdefault("in_chans", size[0])
+
+    def build() -> Any:
+        model = timm.create_model(args.model, **kwargs)
+        if args.convert != "none":
+            model = convert_model(model, args.convert, copy_weights=False, inplace=True)
+        return model.eval()
+
+    try:
+        try:
+            with torch.device("meta"):
+                probe = build()
+        except Exception:  # noqa: BLE001 - some models cannot be built on meta; the real device decides
+            probe = build()
+    except Exception as err:  # noqa: BLE001 - any construction error is the user's model/kwargs
+        raise _ProfileError(f"--model {args.model} --model-kwargs {kwargs!r}: {type(err).__name__}: {err}") from None
+    if size is None:
+        cfg = getattr(probe, "pretrained_cfg", None) or {}
+        if not cfg.get("input_size"):
+            raise _ProfileError(f"--input-size: required for model {args.model!r} (its pretrained_cfg gives none)")
+        size = tuple(int(x) for x in cfg["input_size"])
+    return build, size
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import torch
+
+    from .cost.profile import report_from_records
+    from .cost.profilers import trace_model
+
+    try:
+        options = _parse_options(args.option or [], args.bits)
+        if args.workload:
+            if args.model_kwargs or args.convert != "none" or args.input_size:
+                raise _ProfileError("--workload: --model-kwargs, --convert and --input-size apply to --model only")
+            from .cost.workloads import transformer_big
+
+            if args.tokens < 1:
+                raise _ProfileError(f"--tokens: bad value {args.tokens}; expected a positive integer")
+            model, inputs = transformer_big(args.tokens)
+            build, what = (lambda: model), f"workload {args.workload} ({args.tokens} tokens)"
+            meta = False  # its attention matmuls are only exact on real tensors
+        else:
+            if args.batch < 1:
+                raise _ProfileError(f"--batch: bad value {args.batch}; expected a positive integer")
+            size = _parse_input_size(args.input_size) if args.input_size else None
+            build, size = _build_timm_model(args, size)
+            inputs = (torch.zeros(args.batch, *size),)
+            what = f"model {args.model} (convert={args.convert}) input {args.batch}x" + "x".join(map(str, size))
+            meta = True
+        try:
+            trace, _ = trace_model(build, *inputs, meta=meta, unmodelled=args.unmodelled)
+        except ValueError as err:
+            raise _ProfileError(f"{what}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - e.g. an input size the model cannot take
+            raise _ProfileError(f"{what}: forward pass failed (check --input-size): {type(err).__name__}: "
+                                f"{err}") from None
+    except _ProfileError as err:
+        print(f"nni-shiftadd profile: error: {err}", file=sys.stderr)
+        return 2
+    report = report_from_records(trace.layers, hardware=args.hardware, bits=args.bits, unmodelled=trace.unmodelled,
+                                 **options)
+    if args.json:
+        print(report.to_json())
+    else:
+        print(what)
+        print(report.table(max_rows=args.max_rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nni-shiftadd", description="ShiftAddNAS for NNI: hybrid Shift/Add/Conv/"
                                      "Attn networks and their search.")
@@ -106,6 +236,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("kernels", help="build the fast CPU adder kernel (cached) and report the backends in use")
     p.set_defaults(func=cmd_kernels)
+
+    p = sub.add_parser("profile", help="op counts, energy and latency of a model on the Eyeriss cost model",
+                       description="Trace one forward pass of a timm-registered model (or a reference workload) and "
+                       "cost every compute layer: #Params, #MACs, #Mult/#Add/#Shift (Table 4 conventions) and, with "
+                       "--hardware eyeriss, energy per memory level and latency.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="timm model name, e.g. shiftadd_resnet20 or resnet50")
+    what.add_argument("--workload", choices=["transformer_big"], help="a reference workload (paper Table 3)")
+    p.add_argument("--model-kwargs", default=None, metavar="YAML", help="keyword arguments of the model, e.g. "
+                   "'{op: [conv, shift, add]}'")
+    p.add_argument("--convert", choices=["none", "add", "shift"], default="none",
+                   help="turn the model's Conv/Linear layers (not the stem and classifier) into Add or Shift layers")
+    p.add_argument("--input-size", default=None, metavar="C,H,W",
+                   help="input size (default: the model's pretrained_cfg); C also sets in_chans")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the profiled pass (default 1)")
+    p.add_argument("--tokens", type=int, default=30, help="sentence length of --workload transformer_big")
+    p.add_argument("--hardware", choices=["eyeriss", "none"], default="eyeriss",
+                   help="'eyeriss': energy and latency too; 'none': op counts only")
+    p.add_argument("--bits", type=int, choices=[32, 16, 8], default=32, help="word width (default 32)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="an EyerissConfig field, e.g. adder_on_chip=false or pe_rows=16 (repeatable)")
+    p.add_argument("--unmodelled", choices=["error", "report"], default="error",
+                   help="a layer without a cost model is an error (default) or listed and left out")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--max-rows", type=int, default=None, metavar="N", help="print at most N layer rows")
+    p.set_defaults(func=cmd_profile)
     return parser
 
 

@@ -362,7 +362,8 @@ def test_chunked_equals_unchunked(monkeypatch, backend, geom):
             return _orig(*args)
 
         monkeypatch.setattr(impl, name, spy)
-    monkeypatch.setattr(adder_mod, "WORKSPACE_BYTES", 1)  # one sample per chunk
+    monkeypatch.setattr(adder_mod, "WORKSPACE_BYTES", 1)  # one sample per chunk ...
+    monkeypatch.setattr(adder_mod, "MAX_CHUNKS", x.shape[0])  # ... when the batch may be split that finely
     chunked = run_op(adder_conv2d, x, w, gy, backend=backend, **kw)
 
     N, L = x.shape[0], gy.shape[2] * gy.shape[3]
@@ -801,3 +802,20 @@ def test_half_precision_auto_falls_back_to_reference(dtype, tol):
     _assert_close(y.detach().double(), ny + m.bias.detach().double().view(1, -1, 1, 1), tol, "forward")
     _assert_close(xr.grad.double(), ngx, tol, "input grad")
     _assert_close(m.weight.grad.double(), ngw, tol, "weight grad")
+
+
+def test_chunk_count_is_bounded(monkeypatch):
+    """A tiny workspace does not split a large batch into more than MAX_CHUNKS chunks."""
+    calls = []
+    original = cpu.l1mm if cpu.load() is not None else reference.l1mm
+    module = cpu if cpu.load() is not None else reference
+
+    def spy(*args):
+        calls.append(args[1].shape[-1])
+        return original(*args)
+
+    monkeypatch.setattr(module, "l1mm", spy)
+    monkeypatch.setattr(adder_mod, "WORKSPACE_BYTES", 1)
+    x, w = torch.randn(20, 3, 4, 4), torch.randn(2, 3, 3, 3)
+    adder_conv2d(x, w, padding=1)
+    assert len(calls) == adder_mod.MAX_CHUNKS - 1 and sum(calls) == 20 * 16  # ceil(20 / 8) = 3 per chunk

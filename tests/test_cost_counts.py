@@ -13,19 +13,10 @@ from torch import Tensor, nn
 from nni_shiftadd.cost.counts import OpCounts, count_layer, count_ops, effective_macs
 from nni_shiftadd.cost.layers import LayerRecord, LayerShape
 from nni_shiftadd.cost.trace import Trace, register_zero_cost_type, trace_layers
-from nni_shiftadd.cost.workloads import transformer_big
+from nni_shiftadd.cost.workloads import resnet50_v1, transformer_big
 from nni_shiftadd.ops import AdderConv1d, AdderLinear, ShiftConv2d, ShiftLinear, convert_model
 
 G = 1e9
-
-
-def resnet50_v1() -> nn.Module:
-    """Original ResNet-50: downsampling bottlenecks stride in the first 1x1 conv, not in the 3x3 (v1.5)."""
-    model = torchvision.models.resnet50(weights=None)
-    for layer in (model.layer2, model.layer3, model.layer4):
-        block = layer[0]
-        block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,18 @@ from .layers import LayerRecord, LayerShape
 from .profile import CostReport, LayerRow, eyeriss_config, profile, report_from_records
 from .trace import Trace, trace_layers
 
-__all__ = ["CostReport", "EyerissConfig", "LayerCost", "LayerRecord", "LayerRow", "LayerShape", "OpCounts", "Trace",
+_LAZY = {"EyerissProfiler": "profilers", "OpCountProfiler": "profilers", "LatencyPredictor": "predictor",
+         "ArchEncoder": "predictor"}
+
+
+def __getattr__(name: str):  # NNI and the predictor load only when used (importing nni is slow)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ArchEncoder", "EyerissProfiler", "LatencyPredictor", "OpCountProfiler", "CostReport", "EyerissConfig", "LayerCost", "LayerRecord", "LayerRow", "LayerShape", "OpCounts", "Trace",
            "count_layer", "count_ops", "effective_macs", "eyeriss_config", "layer_cost", "profile",
            "report_from_records", "trace_layers"]

@@ -160,12 +160,15 @@ class _Tracer:
 
     def __init__(self, model: nn.Module) -> None:
         self.names = {id(m): name for name, m in model.named_modules()}
+        self.param_ids = {id(p) for p in model.parameters()}
         self.param_storages = set()
         for p in model.parameters():
             try:
-                self.param_storages.add(p.untyped_storage().data_ptr())
+                ptr = p.untyped_storage().data_ptr()
             except (RuntimeError, NotImplementedError):
-                pass
+                continue
+            if ptr:  # meta tensors all report 0: they are matched through their view base instead
+                self.param_storages.add(ptr)
         self.stack: list[tuple[str, nn.Module, int]] = []  # (path, module, functional records before it ran)
         self.depth = 0  # how many hooked layers are running (their internals are not traced)
         self.layers: list[LayerRecord] = []
@@ -209,10 +212,16 @@ class _Tracer:
             return True
         if not isinstance(t, Tensor):
             return False
+        base = t
+        while base is not None:
+            if id(base) in self.param_ids:
+                return True
+            base = base._base
         try:
-            return t.untyped_storage().data_ptr() in self.param_storages
+            ptr = t.untyped_storage().data_ptr()
         except (RuntimeError, NotImplementedError):
             return False
+        return bool(ptr) and ptr in self.param_storages
 
     def fn_name(self, fn: str) -> str:
         path = self.stack[-1][0] if self.stack else ""

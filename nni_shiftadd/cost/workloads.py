@@ -4,13 +4,17 @@
 30-token sentence, every Linear and the two attention matmuls per head counted, with HAT's fixed q/k/v
 projection width of 512 (1024->512 Q/K/V, 512->1024 output projection); about 4.17 G MACs for 6+6 layers.
 Embeddings and the vocabulary projection are not part of the workload.
+
+:func:`resnet50_v1` is the vision anchor of Table 4: the original ResNet-50 (about 3.86 G MACs at 224x224).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TransformerBig", "transformer_big"]
+__all__ = ["TransformerBig", "resnet50_v1", "transformer_big"]
 
 
 class _Attention(nn.Module):
@@ -103,3 +107,18 @@ def transformer_big(tokens: int = 30, *, encoder_layers: int = 6, decoder_layers
     src = torch.randn(1, tokens, embed_dim, generator=gen)
     tgt = torch.randn(1, tokens, embed_dim, generator=gen)
     return model, (src, tgt)
+
+
+def resnet50_v1(**kwargs: Any) -> nn.Module:
+    """Original ResNet-50 (v1): downsampling bottlenecks stride in the first 1x1 conv, not in the 3x3 (v1.5).
+
+    Built from torchvision's ``resnet50`` (which is v1.5, about 4.09 G MACs) by moving the stride; ``kwargs`` go
+    to ``torchvision.models.resnet50`` (e.g. ``num_classes``). Randomly initialised.
+    """
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None, **kwargs)
+    for layer in (model.layer2, model.layer3, model.layer4):
+        block = layer[0]
+        block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+    return model

@@ -18,8 +18,11 @@ from torch.nn.modules.utils import _pair, _single
 
 from .. import kernels
 
-#: Bytes of im2col workspace one chunk of the batch may use (forward and backward each hold about two).
+#: Bytes of im2col workspace one chunk of the batch may use (forward and backward each hold about two) ...
 WORKSPACE_BYTES = 2 << 20
+#: ... unless that would split the batch into more than this many chunks: every chunk costs a few parallel
+#: regions, which are cheap on an idle machine but each a scheduler wait on a loaded one.
+MAX_CHUNKS = 8
 
 _IntPair = tuple[int, int]
 
@@ -41,7 +44,8 @@ def _check_input(x: Tensor, weight: Tensor, groups: int, rank: int, layout: str)
 
 
 def _chunk_size(n: int, cols_per_sample: int, itemsize: int) -> int:
-    return max(1, min(n, WORKSPACE_BYTES // max(1, cols_per_sample * itemsize)))
+    by_memory = WORKSPACE_BYTES // max(1, cols_per_sample * itemsize)
+    return max(1, min(n, max(by_memory, -(-n // MAX_CHUNKS))))
 
 
 class _Geometry:
