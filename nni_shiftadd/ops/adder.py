@@ -197,9 +197,15 @@ def adder_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: 
 
 
 class _AdderMixin:
-    """Shared options of the adder modules: adaptive learning rate and kernel backend."""
+    """Shared options of the adder modules: adaptive learning rate and kernel backend, N(0, 1) init."""
 
-    def _init_adder(self, adaptive_lr: bool, eta: float, backend: str) -> None:
+    def _init_adder(self, adaptive_lr: bool, eta: float, backend: str,
+                    conv: tuple[int, int, int, str] | None = None) -> None:
+        if conv is not None:
+            in_channels, out_channels, groups, padding_mode = conv
+            if padding_mode != "zeros":
+                raise ValueError(f"padding_mode: only 'zeros' is supported by adder layers, got {padding_mode!r}")
+            _check_channels(in_channels, out_channels, groups)
         if eta <= 0:
             raise ValueError(f"eta: must be > 0, got {eta}")
         if backend not in ("auto", *kernels.BACKENDS):
@@ -210,13 +216,19 @@ class _AdderMixin:
     def _eta(self) -> float | None:
         return self.eta if self.adaptive_lr else None
 
-    def _adder_reset(self) -> None:
+    def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, 0.0, 1.0)  # SPEC: adder weights start N(0, 1)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _adder_repr(self) -> str:
-        return f", adaptive_lr={self.adaptive_lr}, eta={self.eta}" + (
+    def _explicit_padding(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """Input and numeric padding; ``padding='same'``/``'valid'`` become an explicit pad of the input."""
+        if isinstance(self.padding, str):
+            return F.pad(x, self._reversed_padding_repeated_twice), (0,) * len(self.kernel_size)
+        return x, self.padding
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", adaptive_lr={self.adaptive_lr}, eta={self.eta}" + (
             f", backend={self.backend!r}" if self.backend != "auto" else "")
 
 
@@ -227,26 +239,14 @@ class AdderConv2d(_AdderMixin, nn.Conv2d):
                  padding: int | _IntPair | str = 0, dilation: int | _IntPair = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None, *, adaptive_lr: bool = True,
                  eta: float = 0.2, backend: str = "auto") -> None:
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode: only 'zeros' is supported by adder layers, got {padding_mode!r}")
-        _check_channels(in_channels, out_channels, groups)
-        self._init_adder(adaptive_lr, eta, backend)
+        self._init_adder(adaptive_lr, eta, backend, (in_channels, out_channels, groups, padding_mode))
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
 
-    def reset_parameters(self) -> None:
-        self._adder_reset()
-
     def forward(self, x: Tensor) -> Tensor:
-        padding = self.padding
-        if isinstance(padding, str):
-            x = F.pad(x, self._reversed_padding_repeated_twice)
-            padding = (0, 0)
+        x, padding = self._explicit_padding(x)
         return adder_conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
                             self._eta, self.backend)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + self._adder_repr()
 
 
 class AdderConv1d(_AdderMixin, nn.Conv1d):
@@ -256,26 +256,14 @@ class AdderConv1d(_AdderMixin, nn.Conv1d):
                  padding: int | str = 0, dilation: int = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None, *, adaptive_lr: bool = True,
                  eta: float = 0.2, backend: str = "auto") -> None:
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode: only 'zeros' is supported by adder layers, got {padding_mode!r}")
-        _check_channels(in_channels, out_channels, groups)
-        self._init_adder(adaptive_lr, eta, backend)
+        self._init_adder(adaptive_lr, eta, backend, (in_channels, out_channels, groups, padding_mode))
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
 
-    def reset_parameters(self) -> None:
-        self._adder_reset()
-
     def forward(self, x: Tensor) -> Tensor:
-        padding = self.padding
-        if isinstance(padding, str):
-            x = F.pad(x, self._reversed_padding_repeated_twice)
-            padding = (0,)
+        x, padding = self._explicit_padding(x)
         return adder_conv1d(x, self.weight, self.bias, self.stride[0], padding[0], self.dilation[0], self.groups,
                             self._eta, self.backend)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + self._adder_repr()
 
 
 class AdderLinear(_AdderMixin, nn.Linear):
@@ -286,14 +274,8 @@ class AdderLinear(_AdderMixin, nn.Linear):
         self._init_adder(adaptive_lr, eta, backend)
         super().__init__(in_features, out_features, bias, device, dtype)
 
-    def reset_parameters(self) -> None:
-        self._adder_reset()
-
     def forward(self, x: Tensor) -> Tensor:
         return adder_linear(x, self.weight, self.bias, self._eta, self.backend)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + self._adder_repr()
 
 
 def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:

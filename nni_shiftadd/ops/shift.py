@@ -49,7 +49,9 @@ class _ShiftMixin:
         self.shift = nn.Parameter(torch.empty_like(w))
         self.sign = nn.Parameter(torch.empty_like(w))
 
-    def _shift_reset(self) -> None:
+    def reset_parameters(self) -> None:
+        if self.variant == "PS" and not hasattr(self, "shift"):
+            return  # called by the torch layer's __init__ before the PS parameters exist
         if self.variant == "PS":
             lo, hi = shift_range(self.weight_bits)
             nn.init.uniform_(self.shift, lo, hi)  # SPEC: P ~ U(-14, 0), S ~ U(-1, 1)
@@ -78,8 +80,9 @@ class _ShiftMixin:
     def _round_input(self, x: Tensor) -> Tensor:
         return x if self.activation_bits is None else round_fixed_point(x, *self.activation_bits)
 
-    def _shift_repr(self) -> str:
-        return f", variant={self.variant!r}, weight_bits={self.weight_bits}, activation_bits={self.activation_bits}"
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", variant={self.variant!r}, weight_bits={self.weight_bits}, "
+                                       f"activation_bits={self.activation_bits}")
 
 
 class ShiftConv2d(_ShiftMixin, nn.Conv2d):
@@ -96,16 +99,8 @@ class ShiftConv2d(_ShiftMixin, nn.Conv2d):
             self._make_ps_parameters()
             self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        if self.variant == "PS" and not hasattr(self, "shift"):
-            return  # called by nn.Conv2d.__init__ before the PS parameters exist
-        self._shift_reset()
-
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(self._round_input(x), self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + self._shift_repr()
 
 
 class ShiftLinear(_ShiftMixin, nn.Linear):
@@ -120,13 +115,5 @@ class ShiftLinear(_ShiftMixin, nn.Linear):
             self._make_ps_parameters()
             self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        if self.variant == "PS" and not hasattr(self, "shift"):
-            return
-        self._shift_reset()
-
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self._round_input(x), self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + self._shift_repr()
