@@ -402,9 +402,10 @@ def fit_predictor(encoder: ArchEncoder, archs: Sequence[Arch], targets: Sequence
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        model, report = _fit(encoder, archs, targets, hidden=hidden, layers=layers, epochs=epochs, lr=lr,
-                             batch_size=batch_size, weight_decay=weight_decay, patience=patience,
-                             log_target=log_target, seed=seed, split=split, progress=progress)
+        with torch.enable_grad():  # callers may profile under no_grad
+            model, report = _fit(encoder, archs, targets, hidden=hidden, layers=layers, epochs=epochs, lr=lr,
+                                 batch_size=batch_size, weight_decay=weight_decay, patience=patience,
+                                 log_target=log_target, seed=seed, split=split, progress=progress)
         report["hparams"]["num_threads"] = num_threads
         return model, report
     finally:
