@@ -1,0 +1,240 @@
+"""The hybrid layer of ShiftAddNAS: one position of the network that can be an Attn block or a Conv, Shift or Add
+bottleneck (1x1, 3x3, 1x1 with a residual, SPEC), the three bottlenecks sharing weights (:mod:`nni_shiftadd.hws`).
+
+:class:`HybridBlock` holds every candidate's parameters and runs the one it is told to; :class:`HybridChoice` makes it
+an NNI mutable (``nni.choice`` over the candidates) that works in any ``ModelSpace``; :class:`HybridSuperNet` is its
+one-shot form, created by the mutation hooks of :func:`oneshot_hooks` for NNI's ``RandomOneShot``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from nni.mutable import Categorical, ensure_frozen
+from nni.nas.nn.pytorch import MutableModule
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from torch import Tensor, nn
+
+from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss
+from ..ops import AdderConv2d, ShiftConv2d, adder_conv2d
+from .attention import AttnBlock
+
+CANDIDATES = ("attn", "conv", "shift", "add")
+_CONV_OPS = ("conv", "shift", "add")
+
+
+def _check_candidates(candidates: Sequence[str]) -> tuple[str, ...]:
+    candidates = tuple(candidates)
+    if not candidates:
+        raise ValueError("candidates: at least one block type is needed; allowed: " + ", ".join(CANDIDATES))
+    for c in candidates:
+        if c not in CANDIDATES:
+            raise ValueError(f"candidates: unknown block type {c!r}; allowed: {list(CANDIDATES)}")
+    if len(set(candidates)) != len(candidates):
+        raise ValueError(f"candidates: duplicates in {list(candidates)}")
+    return candidates
+
+
+class HybridBlock(nn.Module):
+    """Every candidate of one layer position. ``forward(x, op)`` runs candidate ``op``.
+
+    The bottleneck's four convolutions (1x1 reduce, 3x3 with the stride, 1x1 expand, and the 1x1 projection of the
+    shortcut when the shape changes) are :class:`~nni_shiftadd.hws.SharedConvWeight` pools shared by the Conv,
+    Shift and Add candidates; each candidate keeps its own BatchNorms (their statistics differ by operator). In
+    ``hws`` mode the eq. (5) KL terms of the pools join the loss through the backward pass (``kl_weight``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 candidates: Sequence[str] = CANDIDATES, *, mode: Mode = "hws", expansion: int = 4,
+                 kl_weight: float = 1.0, eta: float = 0.2, attn_kwargs: dict[str, Any] | None = None,
+                 **pool_kwargs: Any) -> None:
+        super().__init__()
+        self.candidates = _check_candidates(candidates)
+        if mode not in MODES:
+            raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride: expected 1 (keep the resolution) or 2 (halve it), got {stride}")
+        self.in_channels, self.out_channels, self.stride, self.mode = in_channels, out_channels, stride, mode
+        self.kl_weight, self.eta = kl_weight, eta
+        self.attn = AttnBlock(in_channels, out_channels, stride, **(attn_kwargs or {})) \
+            if "attn" in self.candidates else None
+        ops = tuple(c for c in self.candidates if c in _CONV_OPS)
+        self.conv_ops = ops
+        if ops:
+            mid = max(1, out_channels // expansion)
+            shapes = {"reduce": (mid, in_channels, 1, 1), "spatial": (mid, mid, 3, 3), "expand": (out_channels, mid, 1, 1)}
+            if stride != 1 or in_channels != out_channels:
+                shapes["shortcut"] = (out_channels, in_channels, 1, 1)
+            self.pools = nn.ModuleDict({k: SharedConvWeight(s, ops, mode, **pool_kwargs) for k, s in shapes.items()})
+            self.norms = nn.ModuleDict({op: nn.ModuleDict({k: nn.BatchNorm2d(s[0]) for k, s in shapes.items()})
+                                        for op in ops})
+            for op in ops:  # zero-init the last BN so that each bottleneck starts as its shortcut
+                nn.init.zeros_(self.norms[op]["expand"].weight)
+
+    def _conv(self, op: str, x: Tensor, key: str) -> Tensor:
+        w = self.pools[key].weight(op)
+        stride = self.stride if key in ("spatial", "shortcut") else 1
+        padding = w.shape[-1] // 2
+        if op == "add":
+            y = adder_conv2d(x, w, stride=stride, padding=padding, eta=self.eta)
+        else:
+            y = F.conv2d(x, w, stride=stride, padding=padding)
+        return self.norms[op][key](y)
+
+    def forward(self, x: Tensor, op: str) -> Tensor:
+        if op not in self.candidates:
+            raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.candidates)}")
+        if op == "attn":
+            return self.attn(x)
+        y = F.relu(self._conv(op, x, "reduce"))
+        y = F.relu(self._conv(op, y, "spatial"))
+        y = self._conv(op, y, "expand")
+        shortcut = self._conv(op, x, "shortcut") if "shortcut" in self.pools else x
+        out = F.relu(y + shortcut)
+        if self.mode == "hws" and self.training:
+            out = add_auxiliary_loss(out, self.kl(), self.kl_weight)
+        return out
+
+    def kl(self) -> Tensor:
+        """Sum of the eq. (5) KL terms of this position's pools (0 outside ``hws`` mode)."""
+        terms = [p.kl() for p in self.pools.values()] if self.conv_ops else []
+        terms = [t for t in terms if t is not None]
+        return torch.stack(terms).sum() if terms else torch.zeros(())
+
+    @torch.no_grad()
+    def export(self, op: str) -> nn.Module:
+        """A standalone module of candidate ``op`` with the weights it uses here: Conv as ``nn.Conv2d``, Shift as a
+        ``ShiftConv2d`` holding its power-of-two weights, Add as an ``AdderConv2d`` holding ``T(W)``."""
+        if op not in self.candidates:
+            raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.candidates)}")
+        if op == "attn":
+            import copy
+
+            return copy.deepcopy(self.attn)
+        convs = {}
+        for key, pool in self.pools.items():
+            w = pool.weight(op).detach().clone()
+            out_c, in_c, k, _ = w.shape
+            stride = self.stride if key in ("spatial", "shortcut") else 1
+            if op == "conv":
+                layer: nn.Module = nn.Conv2d(in_c, out_c, k, stride, k // 2, bias=False)
+            elif op == "shift":
+                layer = ShiftConv2d(in_c, out_c, k, stride, k // 2, bias=False, variant="Q",
+                                    weight_bits=pool.weight_bits)
+            else:
+                layer = AdderConv2d(in_c, out_c, k, stride, k // 2, bias=False, eta=self.eta)
+            layer.weight.copy_(w)
+            convs[key] = nn.Sequential(layer, _copy_bn(self.norms[op][key]))
+        return Bottleneck(convs)
+
+
+def _copy_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
+    new = nn.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    new.load_state_dict(bn.state_dict())
+    return new
+
+
+class Bottleneck(nn.Module):
+    """A frozen Conv/Shift/Add bottleneck exported from a :class:`HybridBlock` (1x1, 3x3, 1x1, residual)."""
+
+    def __init__(self, convs: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.reduce, self.spatial, self.expand = convs["reduce"], convs["spatial"], convs["expand"]
+        self.shortcut = convs.get("shortcut")
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.expand(F.relu(self.spatial(F.relu(self.reduce(x)))))
+        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class HybridChoice(MutableModule):
+    """The hybrid layer choice as an NNI mutable: ``nni.choice(label, candidates)`` over Attn/Conv/Shift/Add blocks.
+
+    In a ``ModelSpace``: ``space.random()`` samples it, ``space.freeze(sample)`` turns it into the chosen block
+    with the weights it has here (:meth:`HybridBlock.export`), and NNI's one-shot strategies train it through
+    :func:`oneshot_hooks`. Outside one-shot training its forward runs the default (first) candidate.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 candidates: Sequence[str] = CANDIDATES, *, label: str | None = None, **block_kwargs: Any) -> None:
+        super().__init__()
+        candidates = _check_candidates(candidates)
+        self.choice = Categorical(list(candidates), label=label)
+        self.add_mutable(self.choice)
+        self._dry_run_choice = ensure_frozen(self.choice)
+        self.block = HybridBlock(in_channels, out_channels, stride, candidates, **block_kwargs)
+
+    @property
+    def label(self) -> str:
+        return self.choice.label
+
+    def check_contains(self, sample: dict[str, Any]) -> Any:
+        return self.choice.check_contains(sample)
+
+    def freeze(self, sample: dict[str, Any]) -> nn.Module:
+        return self.block.export(self.choice.freeze(sample))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x, self._dry_run_choice)
+
+
+class HybridSuperNet(BaseSuperNetModule):
+    """One-shot form of :class:`HybridChoice`: uniform single-path sampling over the candidates, the candidates'
+    weights shared as the block's mode says."""
+
+    def __init__(self, block: HybridBlock, choice: Categorical) -> None:
+        super().__init__()
+        self.block, self.choice = block, choice
+        self.add_mutable(choice)
+        self._sampled: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.choice.label
+
+    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
+        self._sampled = memo[self.label] if self.label in memo else self.choice.random()
+        return {self.label: self._sampled}
+
+    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
+        return {} if self.label in memo else {self.label: self.choice.random()}
+
+    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
+        if self.label in memo:
+            return {}
+        return {self.label: {c: 1.0 / len(self.choice.values) for c in self.choice.values}}
+
+    def freeze(self, sample: dict[str, Any]) -> nn.Module:
+        return self.block.export(self.choice.freeze(sample))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._sampled is None:
+            raise RuntimeError(f"{self.label}: no path sampled yet; call resample() first")
+        return self.block(x, self._sampled)
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
+        if isinstance(module, HybridChoice):
+            return cls(module.block, module.choice)
+        return None
+
+
+def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
+    """Mutation hooks for NNI's ``RandomOneShot(mutation_hooks=oneshot_hooks(...))``.
+
+    The hybrid layers keep the weight-sharing mode they were built with; ``mode`` is checked against it so that a
+    space built for one mode is not trained silently in another.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
+
+    def hybrid_hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
+        if isinstance(module, HybridChoice):
+            if module.block.mode != mode:
+                raise ValueError(f"{name}: the layer was built with mode={module.block.mode!r} but the hooks ask "
+                                 f"for mode={mode!r}; build the space with the mode you train")
+            return HybridSuperNet.mutate(module, name, memo, mutate_kwargs)
+        return None
+
+    return [hybrid_hook]
