@@ -10,5 +10,16 @@ from .ops import (AdderConv1d, AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinea
 
 __version__ = "0.1.0"
 
-__all__ = ["AdderConv1d", "AdderConv2d", "AdderLinear", "ShiftConv2d", "ShiftLinear", "__version__",
+_LAZY = {"HybridChoice": "nni_shiftadd.nn", "oneshot_hooks": "nni_shiftadd.nn", "profile": "nni_shiftadd.cost"}
+
+
+def __getattr__(name: str):  # the NNI-facing parts load on first use: importing nni takes seconds
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nni_shiftadd' has no attribute {name!r}")
+
+
+__all__ = ["HybridChoice", "oneshot_hooks", "profile", "AdderConv1d", "AdderConv2d", "AdderLinear", "ShiftConv2d", "ShiftLinear", "__version__",
            "adder_conv1d", "adder_conv2d", "adder_linear", "convert_model"]
