@@ -1,12 +1,16 @@
 """Configuration as data: YAML files validated against dataclass schemas, with errors that name the file,
-the field, the bad value and what is allowed."""
+the field, the bad value and what is allowed.
+
+Fields may be nested dataclasses or lists/tuples of them; errors then name the full field path, e.g.
+``spaces.yaml: field 'stages[2].depths[0]': got 'two'; expected int``.
+"""
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, NamedTuple, TypeVar, Union
 
 import yaml
 
@@ -15,6 +19,29 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration file or value that does not fit its schema."""
+
+
+class _Where(NamedTuple):
+    """Where a value sits: the file (or other source) and the field path inside it."""
+
+    source: str
+    path: str = ""
+    quoted: bool = True  # "src: field 'a.b[0]'" rather than the raw "src" + path
+
+    def __str__(self) -> str:
+        if not self.path:
+            return self.source
+        return f"{self.source}: field {self.path!r}" if self.quoted else self.source + self.path
+
+    def item(self, index: Any) -> _Where:
+        return self._replace(path=f"{self.path}[{index}]")
+
+    def field(self, name: str) -> _Where:
+        return self._replace(path=f"{self.path}.{name}" if self.path else name)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
 def _type_name(tp: Any) -> str:
@@ -28,11 +55,18 @@ def _type_name(tp: Any) -> str:
     if origin in (list, tuple):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         return f"a list of {_type_name(args[0])}" if args else "a list"
+    if _is_dataclass_type(tp):
+        return f"a mapping of {tp.__name__} fields"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the type hint ``tp`` (int, float, str, bool, Literal, Optional, list, tuple)."""
+    """Check ``value`` against the type hint ``tp`` (int, float, str, bool, Literal, Optional, list, tuple, dict,
+    or a dataclass given as a mapping of its fields)."""
+    return _coerce(value, tp, _Where(where, "", quoted=False))
+
+
+def _coerce(value: Any, tp: Any, where: _Where) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -40,20 +74,29 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if value in typing.get_args(tp):
             return value
     elif origin in (Union, types.UnionType):
+        deep: ConfigError | None = None
         for arg in typing.get_args(tp):
             try:
-                return coerce(value, arg, where)
-            except ConfigError:
-                continue
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                # a mapping that was meant for a dataclass: its own, more precise error is the one to report
+                if deep is None and _is_dataclass_type(arg) and isinstance(value, dict):
+                    deep = err
+        if deep is not None:
+            raise deep
     elif origin in (list, tuple):
         if isinstance(value, (list, tuple)):
             args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-            items = [coerce(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
+            items = [_coerce(v, args[0], where.item(i)) if args else v for i, v in enumerate(value)]
             return tuple(items) if origin is tuple else items
     elif origin is dict:
         if isinstance(value, dict):
             kt, vt = typing.get_args(tp) or (Any, Any)
-            return {coerce(k, kt, f"{where} key"): coerce(v, vt, f"{where}[{k!r}]") for k, v in value.items()}
+            key_where = _Where(f"{where} key", "", quoted=False)
+            return {_coerce(k, kt, key_where): _coerce(v, vt, where.item(repr(k))) for k, v in value.items()}
+    elif _is_dataclass_type(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, where)
     elif tp is type(None):
         if value is None:
             return None
@@ -71,24 +114,52 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: got {value!r}; expected {_type_name(tp)}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>") -> T:
-    """Build the dataclass ``cls`` from ``data``, rejecting unknown fields and values of the wrong type."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+def _build(cls: type[T], data: dict[str, Any], where: _Where) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"{source}: unknown field {unknown[0]!r}; allowed fields are {sorted(fields)}")
-    values = {k: coerce(v, hints[k], f"{source}: field {k!r}") for k, v in data.items()}
+        name = where.field(str(unknown[0])).path
+        raise ConfigError(f"{where.source}: unknown field {name!r}; allowed fields are {sorted(fields)}")
+    required = [n for n, f in fields.items() if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        name = where.field(missing[0]).path
+        raise ConfigError(f"{where.source}: missing field {name!r} ({_type_name(hints[missing[0]])}); "
+                          f"required fields are {sorted(required)}")
+    values = {k: _coerce(v, hints[k], where.field(k)) for k, v in data.items()}
     obj = cls(**values)
     check = getattr(obj, "validate", None)
     if check is not None:
         try:
             check()
         except ValueError as err:
-            raise ConfigError(f"{source}: {err}") from None
+            inside = f"in {where.path!r}: " if where.path else ""
+            raise ConfigError(f"{where.source}: {inside}{err}") from None
     return obj
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>") -> T:
+    """Build the dataclass ``cls`` from ``data``, rejecting unknown fields and values of the wrong type.
+
+    Nested dataclass fields (and lists of them) are built from nested mappings; a ``validate()`` method, where a
+    dataclass has one, runs after it is built and its ``ValueError`` becomes a ``ConfigError`` naming ``source``.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+    return _build(cls, data, _Where(source))
+
+
+def parse_yaml(cls: type[T], text: str, source: str, overrides: dict[str, Any] | None = None) -> T:
+    """Parse the YAML ``text`` (read from ``source``, named in errors) into the dataclass ``cls``."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return from_dict(cls, {**data, **(overrides or {})}, source)
 
 
 def load_yaml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
@@ -96,10 +167,4 @@ def load_yaml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None =
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
-    return from_dict(cls, {**data, **(overrides or {})}, str(path))
+    return parse_yaml(cls, path.read_text(), str(path), overrides)

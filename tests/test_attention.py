@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from nni_shiftadd.cost import trace_layers
 from nni_shiftadd.nn.attention import AttnBlock, LightweightConv1d, MultiBranchBlock, attention_mask

@@ -5,7 +5,6 @@ columns in chunks, so they run on any device and any size, only slowly.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 #: Upper bound, in elements, of the broadcast temporary one chunk may allocate.
