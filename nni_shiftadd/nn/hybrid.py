@@ -163,6 +163,7 @@ class HybridChoice(MutableModule):
         self.choice = Categorical(list(candidates), label=label)
         self.add_mutable(self.choice)
         self._dry_run_choice = ensure_frozen(self.choice)
+        self.active: str | None = None  # set by a supernet's activate(); else the dry-run (first) candidate runs
         self.block = HybridBlock(in_channels, out_channels, stride, candidates, **block_kwargs)
 
     @property
@@ -176,7 +177,7 @@ class HybridChoice(MutableModule):
         return self.block.export(self.choice.freeze(sample))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.block(x, self._dry_run_choice)
+        return self.block(x, self.active or self._dry_run_choice)
 
 
 class HybridSuperNet(BaseSuperNetModule):
@@ -229,6 +230,8 @@ def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
     if mode not in MODES:
         raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
 
+    from ..space.cv import stage_hooks  # the depth choice of the spaces built from search-space files
+
     def hybrid_hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
         if isinstance(module, HybridChoice):
             if module.block.mode != mode:
@@ -237,4 +240,4 @@ def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
             return HybridSuperNet.mutate(module, name, memo, mutate_kwargs)
         return None
 
-    return [hybrid_hook]
+    return [hybrid_hook, *stage_hooks()]

@@ -1,0 +1,142 @@
+"""The CV hybrid search space of a :class:`~nni_shiftadd.space.spec.SpaceSpec` as an NNI ``ModelSpace``.
+
+A stem, then per stage a depth choice (``stage{i}.depth``) over a chain of :class:`~nni_shiftadd.nn.HybridChoice`
+layers (``stage{i}.layer{j}.op``; the first layer of every stage after the first halves the resolution), then
+pooling and a linear classifier. It is at once
+
+- an NNI model space: ``freeze(arch)`` gives the subnet with the supernet's weights, and NNI's one-shot strategies
+  train it through :func:`~nni_shiftadd.nn.oneshot_hooks`;
+- a single-path supernet for our own training loop: ``activate(arch)`` selects the path the next forward runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from nni.mutable import Categorical, ensure_frozen
+from nni.nas.nn.pytorch import ModelSpace, MutableModule
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from torch import Tensor, nn
+
+from ..hws import Mode
+from ..nn.hybrid import HybridChoice
+from .spec import SpaceSpec, StageSpec, depth_label, op_label, validate_arch
+
+
+class HybridStage(MutableModule):
+    """One stage: ``depth`` (an ``nni.choice``) of its :class:`HybridChoice` layers run in order."""
+
+    def __init__(self, index: int, stage: StageSpec, in_width: int, mode: Mode, kl_weight: float) -> None:
+        super().__init__()
+        self.depth = Categorical(list(stage.depths), label=depth_label(index))
+        self.add_mutable(self.depth)
+        self._dry_run_depth = ensure_frozen(self.depth)
+        self.active_depth: int | None = None
+        layers = []
+        for j in range(max(stage.depths)):
+            layers.append(HybridChoice(
+                in_width if j == 0 else stage.width, stage.width, 2 if (index > 0 and j == 0) else 1,
+                stage.blocks, label=op_label(index, j), mode=mode, expansion=stage.bottleneck, kl_weight=kl_weight,
+                attn_kwargs={"heads": stage.heads, "mlp_ratio": stage.mlp_ratio}))
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def label(self) -> str:
+        return self.depth.label
+
+    def check_contains(self, sample: Mapping[str, Any]) -> Any:
+        return self.depth.check_contains(dict(sample))
+
+    def freeze(self, sample: Mapping[str, Any]) -> nn.Module:
+        depth = self.depth.freeze(dict(sample))
+        return nn.Sequential(*[layer.freeze(dict(sample)) for layer in self.layers[:depth]])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers[:self.active_depth or self._dry_run_depth]:
+            x = layer(x)
+        return x
+
+
+class HybridStageSuperNet(BaseSuperNetModule):
+    """One-shot form of :class:`HybridStage` for NNI's strategies: samples the depth uniformly."""
+
+    def __init__(self, stage: HybridStage) -> None:
+        super().__init__()
+        self.depth, self.layers = stage.depth, stage.layers
+        self.add_mutable(self.depth)
+        self._sampled: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.depth.label
+
+    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
+        self._sampled = memo[self.label] if self.label in memo else self.depth.random()
+        return {self.label: self._sampled}
+
+    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
+        return {} if self.label in memo else {self.label: self.depth.random()}
+
+    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
+        return {} if self.label in memo else {self.label: {d: 1.0 / len(self.depth.values) for d in self.depth.values}}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._sampled is None:
+            raise RuntimeError(f"{self.label}: no depth sampled yet; call resample() first")
+        for layer in self.layers[:self._sampled]:
+            x = layer(x)
+        return x
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
+        return cls(module) if isinstance(module, HybridStage) else None
+
+
+class HybridCVSpace(ModelSpace):
+    """The supernet of ``spec`` with the given weight-sharing ``mode`` (``none``, ``naive`` or ``hws``)."""
+
+    def __init__(self, spec: SpaceSpec, mode: Mode = "hws", kl_weight: float = 1.0) -> None:
+        super().__init__()
+        self.spec, self.mode = spec, mode
+        stem = [nn.Conv2d(spec.input.channels, spec.stem.channels, spec.stem.kernel, spec.stem.stride,
+                          spec.stem.kernel // 2, bias=False), nn.BatchNorm2d(spec.stem.channels), nn.ReLU(inplace=True)]
+        if spec.stem.pool:
+            stem.append(nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(*stem)
+        stages, width = [], spec.stem.channels
+        for i, stage in enumerate(spec.stages):
+            stages.append(HybridStage(i, stage, width, mode, kl_weight))
+            width = stage.width
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveMaxPool2d(1) if spec.classifier.pool == "max" else nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(spec.classifier.dropout)
+        self.head = nn.Linear(width, spec.num_classes)
+
+    def activate(self, arch: Mapping[str, Any]) -> None:
+        """Select the path of ``arch`` (validated against the spec) for the following forward passes."""
+        validate_arch(self.spec, arch)
+        for i, stage in enumerate(self.stages):
+            stage.active_depth = arch[depth_label(i)]
+            for j, layer in enumerate(stage.layers):
+                layer.active = arch[op_label(i, j)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+def stage_hooks() -> list[Any]:
+    """The mutation hook of :class:`HybridStage` (with :func:`~nni_shiftadd.nn.oneshot_hooks` for the layers)."""
+    def hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
+        return HybridStageSuperNet.mutate(module, name, memo, mutate_kwargs)
+    return [hook]
+
+
+def supernet_parameters(spec: SpaceSpec, mode: Mode) -> int:
+    """Parameters of the supernet of ``spec`` in ``mode``, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        space = HybridCVSpace(spec, mode)
+    return sum(p.numel() for p in space.parameters())

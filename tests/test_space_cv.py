@@ -1,0 +1,70 @@
+"""The CV supernet built from a search-space file: single-path activation, inherited-weight subnets, the three
+weight-sharing modes, and NNI's one-shot hooks."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nni_shiftadd.nn import HybridChoice, oneshot_hooks
+from nni_shiftadd.space import baseline_arch, load_space, random_arch
+from nni_shiftadd.space.cv import HybridCVSpace, HybridStage, HybridStageSuperNet, stage_hooks, supernet_parameters
+from nni_shiftadd.ops import AdderConv2d, ShiftConv2d
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_space("cv_small")
+
+
+def test_activate_forward_backward_and_freeze_with_inherited_weights(small) -> None:
+    torch.manual_seed(0)
+    space = HybridCVSpace(small)
+    x = torch.randn(4, 1, 28, 28)
+    for seed in range(4):
+        arch = random_arch(small, seed)
+        space.activate(arch)
+        out = space(x)
+        assert out.shape == (4, 10)
+        out.sum().backward()
+    space.eval()
+    for op in ("conv", "shift", "add", "attn"):
+        arch = baseline_arch(small, op)
+        space.activate(arch)
+        subnet = space.freeze(arch).eval()
+        torch.testing.assert_close(subnet(x), space(x), rtol=1e-4, atol=1e-4)
+        kinds = {type(m) for m in subnet.modules()}
+        assert not any(issubclass(k, HybridChoice) for k in kinds)
+        assert (AdderConv2d in kinds) == (op == "add") and (ShiftConv2d in kinds) == (op == "shift")
+
+
+def test_activate_rejects_a_bad_arch(small) -> None:
+    space = HybridCVSpace(small)
+    arch = random_arch(small, 0)
+    with pytest.raises(ValueError, match="stage0.depth"):
+        space.activate({**arch, "stage0.depth": 7})
+    with pytest.raises(ValueError, match="stage9"):
+        space.activate({**arch, "stage9.depth": 1})
+
+
+def test_supernet_parameters_per_mode(small) -> None:
+    counts = {mode: supernet_parameters(small, mode) for mode in ("none", "naive", "hws")}
+    imagenet = {mode: supernet_parameters(load_space("cv_imagenet"), mode) for mode in ("none", "naive", "hws")}
+    print("cv_small", counts, "cv_imagenet", imagenet)
+    for c in (counts, imagenet):
+        assert c["naive"] < c["hws"] < c["none"]  # hws adds only the T kernels (200 alphas per pool)
+    assert counts["none"] == sum(p.numel() for p in HybridCVSpace(small, "none").parameters())
+
+
+def test_nni_random_and_oneshot_hooks(small) -> None:
+    space = HybridCVSpace(small)
+    sample: dict = {}
+    model = space.random(memo=sample)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert set(sample) >= {"stage0.depth", "stage0.layer0.op"}
+    assert len(oneshot_hooks("hws")) == 1 + len(stage_hooks())
+    stage_super = stage_hooks()[0](space.stages[2], "stages.2", {}, {})
+    assert isinstance(stage_super, HybridStageSuperNet)
+    layer_super = oneshot_hooks("hws")[0](space.stages[2].layers[0], "stages.2.layers.0", {}, {})
+    layer_super.resample({"stage2.layer0.op": "add"})
+    assert layer_super(torch.randn(2, 32, 14, 14)).shape == (2, 64, 7, 7)
+    assert isinstance(space.stages[0], HybridStage)
