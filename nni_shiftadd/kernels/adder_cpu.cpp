@@ -279,6 +279,15 @@ static void im2col(const T* x, T* cols, int64_t N, int64_t C, int64_t H, int64_t
             continue;
           }
           const T* s = src + iy * W;
+          if (sw == 1) {  // the valid outputs form one contiguous run: copy it, zero the borders
+            const int64_t off = kx * dw - pw;  // ix = ox + off
+            const int64_t lo = std::min<int64_t>(Wo, std::max<int64_t>(0, -off));
+            const int64_t hi = std::max<int64_t>(lo, std::min<int64_t>(Wo, W - off));
+            if (lo > 0) std::memset(dst, 0, lo * sizeof(T));
+            if (hi > lo) std::memcpy(dst + lo, s + lo + off, (hi - lo) * sizeof(T));
+            if (hi < Wo) std::memset(dst + hi, 0, (Wo - hi) * sizeof(T));
+            continue;
+          }
           for (int64_t ox = 0; ox < Wo; ++ox) {
             const int64_t ix = ox * sw - pw + kx * dw;
             dst[ox] = (ix >= 0 && ix < W) ? s[ix] : T(0);
@@ -309,6 +318,13 @@ static void col2im(const T* cols, T* dx, int64_t N, int64_t C, int64_t H, int64_
           if (iy < 0 || iy >= H) continue;
           const T* s = row + n * L + oy * Wo;
           T* drow = d + iy * W;
+          if (sw == 1) {
+            const int64_t off = kx * dw - pw;
+            const int64_t lo = std::min<int64_t>(Wo, std::max<int64_t>(0, -off));
+            const int64_t hi = std::max<int64_t>(lo, std::min<int64_t>(Wo, W - off));
+            for (int64_t ox = lo; ox < hi; ++ox) drow[ox + off] += s[ox];
+            continue;
+          }
           for (int64_t ox = 0; ox < Wo; ++ox) {
             const int64_t ix = ox * sw - pw + kx * dw;
             if (ix >= 0 && ix < W) drow[ix] += s[ox];
