@@ -16,6 +16,8 @@ def _quiet_nni_at_exit() -> Iterator[None]:
     yield
     for name in ("nni", ""):
         for handler in logging.getLogger(name).handlers:
+            if type(handler).__module__.startswith("_pytest"):
+                continue
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setStream(sys.__stderr__)
                 handler.setLevel(logging.ERROR)
