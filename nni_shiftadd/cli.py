@@ -1,4 +1,4 @@
-"""The ``nni-shiftadd`` command line: ``train``, ``profile``, ``data``, ``kernels``."""
+"""The ``nni-shiftadd`` command line: ``train``, ``train-supernet``, ``profile``, ``data``, ``kernels``."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,32 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{result['train_loss_last']:.4f} (last 10%), {result['train_steps']} steps in {result['fit_seconds']} s")
     print(f"val accuracy    {result['val_acc']:.4f}")
     print(f"test accuracy   {result['test_acc']:.4f}")
+    print(f"checkpoint      {result['checkpoint']}")
+    print(f"metrics         {cfg.output}/metrics.json")
+    return 0
+
+
+def cmd_train_supernet(args: argparse.Namespace) -> int:
+    from .tasks.supernet import SupernetConfig, train_supernet
+
+    overrides = _overrides(args, SupernetConfig)
+    cfg = (load_yaml(SupernetConfig, args.config, overrides) if args.config
+           else from_dict(SupernetConfig, overrides, "command line"))
+    result = train_supernet(cfg)
+    if not result:  # DDP ranks other than 0 evaluate nothing
+        return 0
+    print()
+    print(f"supernet        {result['space']} (mode={result['mode']}) on {result['dataset']}, step "
+          f"{result['global_step']}" + (f" (resumed from {result['resumed_from']})" if result['resumed_from'] else ""))
+    print(f"train loss      {result['train_loss_first']:.4f} (first 10% of steps) -> "
+          f"{result['train_loss_last']:.4f} (last 10%), {result['steps_this_run']} steps in "
+          f"{result['fit_seconds']} s")
+    for op, acc in result["baselines"].items():
+        print(f"all-{op:<12s}val accuracy {acc:.4f} (inherited weights)")
+    randoms = [a["val_acc"] for name, a in result["archs"].items() if name.startswith("random")]
+    if randoms:
+        print(f"random subnets  val accuracy mean {sum(randoms) / len(randoms):.4f}, best {max(randoms):.4f} "
+              f"({len(randoms)} archs)")
     print(f"checkpoint      {result['checkpoint']}")
     print(f"metrics         {cfg.output}/metrics.json")
     return 0
@@ -229,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
+    from .tasks.supernet import SupernetConfig
+
+    p = sub.add_parser("train-supernet", help="one-shot training of a hybrid search space's supernet",
+                       description="Train the single-path supernet of a search space (one uniformly sampled "
+                       "architecture per step), then validate random subnets and the all-Conv/Shift/Add/Attn "
+                       "baselines with inherited weights. Resumes exactly from <output>/checkpoints/last.ckpt "
+                       "(resume: auto). Fields come from --config (YAML) and are overridden by the flags below.")
+    p.add_argument("--config", help="recipe (YAML), e.g. examples/fashion_mnist/supernet_cv_small.yaml")
+    _add_config_flags(p, SupernetConfig)
+    p.set_defaults(func=cmd_train_supernet)
+
     p = sub.add_parser("data", help="check that a dataset is present and print its splits")
     p.add_argument("name", nargs="?", default="all", help="dataset name, or 'all'")
     p.add_argument("--data-dir", default=None, help="where the dataset files are (default: system install)")
@@ -269,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, FloatingPointError) as err:
         print(f"nni-shiftadd {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -96,7 +96,11 @@ class _AuxiliaryLoss(torch.autograd.Function):
 
 
 def add_auxiliary_loss(y: Tensor, aux: Tensor, weight: float) -> Tensor:
-    """``y`` unchanged, with ``weight * aux`` joining the loss that ``y`` contributes to (once per backward)."""
+    """``y`` unchanged, with ``weight * aux`` joining the loss that ``y`` contributes to (once per backward).
+
+    The injected gradient does not follow the scale of the upstream one: with a loss scaler (AMP) or gradient
+    accumulation over ``n`` steps, divide ``weight`` accordingly (by the scale, or by ``n``).
+    """
     if weight == 0 or not torch.is_grad_enabled() or not aux.requires_grad:
         return y
     return _AuxiliaryLoss.apply(y, aux, weight)

@@ -19,5 +19,5 @@ def _quiet_nni_at_exit() -> Iterator[None]:
             if type(handler).__module__.startswith("_pytest"):
                 continue
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setStream(sys.__stderr__)
+                handler.stream = sys.__stderr__  # not setStream(): it flushes the closed stream first
                 handler.setLevel(logging.ERROR)

@@ -204,8 +204,8 @@ def test_activation_bits_in_module():
 @pytest.mark.parametrize("make, pattern", [
     (lambda: ShiftConv2d(2, 3, 3, variant="QP"), r"variant: unknown value 'QP'"),
     (lambda: ShiftLinear(2, 3, variant="float"), r"variant: unknown value 'float'"),
-    (lambda: ShiftConv2d(2, 3, 3, weight_bits=1), r"weight_bits: must be >= 2, got 1"),
-    (lambda: ShiftLinear(2, 3, weight_bits=0), r"weight_bits: must be >= 2, got 0"),
+    (lambda: ShiftConv2d(2, 3, 3, weight_bits=1), r"weight_bits: must be in \[2, 8\], got 1"),
+    (lambda: ShiftLinear(2, 3, weight_bits=0), r"weight_bits: must be in \[2, 8\], got 0"),
     (lambda: ShiftConv2d(2, 3, 3, activation_bits=(0, 4)), r"activation_bits: .*\(0, 4\)"),
     (lambda: ShiftLinear(2, 3, activation_bits=(4, -1)), r"activation_bits: .*\(4, -1\)"),
     (lambda: round_power_of_two(torch.ones(2), 1), r"weight_bits"),
@@ -256,3 +256,11 @@ def test_load_float_weight_ps_reproduces_power_of_two_weight():
     wf = torch.randn(4, 3, 3, 3) * 0.2
     m.load_float_weight(wf)
     torch.testing.assert_close(m.quantized_weight().detach(), round_power_of_two(wf))
+
+
+def test_weight_bits_above_the_float32_exponent_range_are_rejected():
+    with pytest.raises(ValueError, match=r"weight_bits: must be in \[2, 8\], got 9"):
+        ShiftConv2d(2, 2, 1, weight_bits=9)
+    w = torch.tensor([1e-3, -0.3, 0.7, 1e-40])  # the last is below 2^-126 (a float32 denormal)
+    q8 = round_power_of_two(w, 8)  # exponents down to -126 stay exact on the C++ path
+    assert torch.equal(q8[:3], torch.tensor([2.0 ** -10, -0.25, 0.5])) and q8[3] == 2.0 ** -126

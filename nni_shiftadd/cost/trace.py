@@ -21,6 +21,8 @@ Naming: a module record is named by its module path (``layer1.0.conv1``; a modul
 """
 from __future__ import annotations
 
+import sys
+
 import dataclasses
 import math
 import re
@@ -416,6 +418,20 @@ class _Mode(TorchFunctionMode):
         return out
 
 
+def _reject_search_spaces(model: nn.Module) -> None:
+    """Our hybrid choices, left unfrozen, run a default path through functional calls that the tracer cannot tell
+    apart (an adder conv, power-of-two weights): refuse to guess."""
+    kinds = tuple(getattr(sys.modules.get(mod), cls) for mod, cls in
+                  (("nni_shiftadd.nn.hybrid", "HybridBlock"), ("nni_shiftadd.space.cv", "HybridStage"))
+                  if hasattr(sys.modules.get(mod), cls))
+    if not kinds:
+        return
+    for name, m in model.named_modules():
+        if isinstance(m, kinds):
+            raise ValueError(f"{name or '(root)'} ({type(m).__name__}): a hybrid search-space layer, not a network; "
+                             "cost a frozen architecture (space.freeze(arch)) instead")
+
+
 def trace_layers(model: nn.Module, *example_inputs: Any, unmodelled: Literal["error", "report"] = "error",
                  **forward_kwargs: Any) -> Trace:
     """Run ``model(*example_inputs, **forward_kwargs)`` once and record its compute layers in execution order.
@@ -435,6 +451,7 @@ def trace_layers(model: nn.Module, *example_inputs: Any, unmodelled: Literal["er
     """
     if unmodelled not in ("error", "report"):
         raise ValueError(f"unmodelled: unknown value {unmodelled!r}; expected 'error' or 'report'")
+    _reject_search_spaces(model)
     tracer = _Tracer(model)
     training = {m: m.training for m in model.modules()}
     handles = []

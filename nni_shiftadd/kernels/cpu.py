@@ -113,8 +113,10 @@ def load(name: str = "adder") -> ctypes.CDLL | None:
         lib = None
         cxx = compiler()
         if cxx is None:
-            _warn_once("compiler", "nni_shiftadd: no C++ compiler found (set CXX or install g++); the Add and "
-                       "Shift operators use the slower PyTorch reference kernels on CPU")
+            which = (f"CXX={os.environ['CXX']!r} is not an executable on PATH" if os.environ.get("CXX")
+                     else "no C++ compiler found (set CXX or install g++)")
+            _warn_once("compiler", f"nni_shiftadd: {which}; the Add and Shift operators use the slower PyTorch "
+                       "reference kernels on CPU")
         else:
             try:
                 lib = ctypes.CDLL(str(_build(cxx, SOURCES[name])))

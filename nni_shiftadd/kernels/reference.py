@@ -20,7 +20,7 @@ def l1mm(weight: Tensor, cols: Tensor) -> Tensor:
     G, O, K = weight.shape
     P = cols.shape[2]
     out = cols.new_empty(G, O, P)
-    step = _column_chunk(O, K, P)
+    step = _column_chunk(G * O, K, P)
     for p0 in range(0, P, step):
         c = cols[:, None, :, p0:p0 + step]                       # G 1 K p
         out[:, :, p0:p0 + step] = -(c - weight[..., None]).abs().sum(2)
@@ -32,7 +32,7 @@ def htmm(weight: Tensor, cols: Tensor, grad: Tensor) -> Tensor:
     G, O, K = weight.shape
     P = cols.shape[2]
     out = cols.new_empty(G, K, P)
-    step = _column_chunk(O, K, P)
+    step = _column_chunk(G * O, K, P)
     for p0 in range(0, P, step):
         c = cols[:, None, :, p0:p0 + step]                       # G 1 K p
         ht = (weight[..., None] - c).clamp(-1, 1)                # G O K p

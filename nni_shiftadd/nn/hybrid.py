@@ -117,22 +117,23 @@ class HybridBlock(nn.Module):
             w = pool.weight(op).detach().clone()
             out_c, in_c, k, _ = w.shape
             stride = self.stride if key in ("spatial", "shortcut") else 1
+            where = {"device": w.device, "dtype": w.dtype}
             if op == "conv":
-                layer: nn.Module = nn.Conv2d(in_c, out_c, k, stride, k // 2, bias=False)
+                layer: nn.Module = nn.Conv2d(in_c, out_c, k, stride, k // 2, bias=False, **where)
             elif op == "shift":
                 layer = ShiftConv2d(in_c, out_c, k, stride, k // 2, bias=False, variant="Q",
-                                    weight_bits=pool.weight_bits)
+                                    weight_bits=pool.weight_bits, **where)
             else:
-                layer = AdderConv2d(in_c, out_c, k, stride, k // 2, bias=False, eta=self.eta)
+                layer = AdderConv2d(in_c, out_c, k, stride, k // 2, bias=False, eta=self.eta, **where)
             layer.weight.copy_(w)
             convs[key] = nn.Sequential(layer, _copy_bn(self.norms[op][key]))
         return Bottleneck(convs)
 
 
 def _copy_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
-    new = nn.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
-    new.load_state_dict(bn.state_dict())
-    return new
+    import copy
+
+    return copy.deepcopy(bn)
 
 
 class Bottleneck(nn.Module):

@@ -34,6 +34,8 @@ def _check_input(x: Tensor, weight: Tensor, groups: int, rank: int, layout: str)
         raise ValueError(f"input: expected a floating-point dtype, got {x.dtype}")
     if not weight.is_floating_point():
         raise ValueError(f"weight: expected a floating-point dtype, got {weight.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"weight: on {weight.device}, but the input is on {x.device}")
     if x.dtype != weight.dtype:
         raise ValueError(f"input: dtype {x.dtype} differs from weight dtype {weight.dtype}")
     if groups < 1 or weight.shape[0] % groups:
@@ -41,6 +43,17 @@ def _check_input(x: Tensor, weight: Tensor, groups: int, rank: int, layout: str)
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(f"input: expected {weight.shape[1] * groups} channels (weight.shape[1]={weight.shape[1]} "
                          f"x groups={groups}) in dim 1, got {x.shape[1]} (shape {tuple(x.shape)})")
+
+
+def _autocast_inputs(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Under autocast (mixed precision) the adder runs in float32: |x - w| sums lose too much in 16 bits."""
+    try:
+        autocast = torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        autocast = False
+    if autocast and x.is_floating_point():
+        return x.float(), weight.float()
+    return x, weight
 
 
 def _chunk_size(n: int, cols_per_sample: int, itemsize: int) -> int:
@@ -146,7 +159,9 @@ class AdderFunction(torch.autograd.Function):
 
 def adaptive_lr_scale(grad: Tensor, eta: float, inplace: bool = False) -> Tensor:
     """AdderNet's adaptive learning rate: ``eta * sqrt(numel) * grad / ||grad||_2`` (zero stays zero)."""
-    factor = eta * math.sqrt(grad.numel()) / grad.norm().clamp_min(torch.finfo(grad.dtype).tiny)
+    norm = grad.norm()
+    # a zero gradient stays zero (eta * sqrt(n) / tiny would overflow to inf, and 0 * inf is NaN)
+    factor = torch.where(norm > 0, eta * math.sqrt(grad.numel()) / norm.clamp_min(1e-30), torch.zeros_like(norm))
     return grad.mul_(factor) if inplace else grad * factor
 
 
@@ -161,6 +176,7 @@ def adder_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: 
     if weight.dim() != 4:
         raise ValueError(f"weight: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), "
                          f"got shape {tuple(weight.shape)}")
+    x, weight = _autocast_inputs(x, weight)
     _check_input(x, weight, groups, 4, "(N, C, H, W)")
     y = AdderFunction.apply(x, weight, _pair(stride), _pair(padding), _pair(dilation), groups, eta, backend)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
@@ -175,6 +191,7 @@ def adder_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, eta: flo
         raise ValueError("input: expected a tensor of shape (*, in_features), got a scalar")
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"input: expected in_features={weight.shape[1]} in the last dim, got shape {tuple(x.shape)}")
+    x, weight = _autocast_inputs(x, weight)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, weight.shape[1], 1, 1)
     _check_input(x2, weight[:, :, None, None], 1, 4, "")
@@ -189,6 +206,7 @@ def adder_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: 
     if weight.dim() != 3:
         raise ValueError(f"weight: expected a 3-D tensor (out_channels, in_channels/groups, k), "
                          f"got shape {tuple(weight.shape)}")
+    x, weight = _autocast_inputs(x, weight)
     _check_input(x, weight, groups, 3, "(N, C, L)")
     y = AdderFunction.apply(x.unsqueeze(2), weight.unsqueeze(2), (1, _single(stride)[0]), (0, _single(padding)[0]),
                             (1, _single(dilation)[0]), groups, eta, backend)

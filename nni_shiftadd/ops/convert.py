@@ -94,8 +94,11 @@ def convert_model(model: nn.Module, to: str, *, exclude: Iterable[str] | str = "
     if not inplace:
         model = copy.deepcopy(model)
     converted = []
+    # nn.MultiheadAttention reads its out_proj's weight directly (F.multi_head_attention_forward): leave it alone
+    inside_mha = {f"{n}.{c}" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
+                  for c, _ in m.named_children()}
     for name, module in list(model.named_modules()):
-        if not name or isinstance(module, _HYBRID) or _excluded(name, patterns):
+        if not name or isinstance(module, _HYBRID) or _excluded(name, patterns) or name in inside_mha:
             continue
         if type(module) not in (nn.Conv1d, nn.Conv2d, nn.Linear) and not _is_plain_subclass(module):
             continue
@@ -110,6 +113,7 @@ def convert_model(model: nn.Module, to: str, *, exclude: Iterable[str] | str = "
 
 
 def _is_plain_subclass(module: nn.Module) -> bool:
-    """timm wraps convs in thin subclasses (e.g. ``Conv2dSame``); convert those whose forward is a plain conv."""
+    """Subclasses are converted only when their forward is the plain conv/linear one (so ``Conv2dSame``, which pads
+    in its own forward, is left as it is)."""
     return isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)) and type(module).forward in (
         nn.Conv2d.forward, nn.Conv1d.forward, nn.Linear.forward)

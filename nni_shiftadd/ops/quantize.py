@@ -18,10 +18,14 @@ def _ste(x: Tensor, q: Tensor) -> Tensor:
     return x + (q - x).detach()
 
 
+#: 8 bits give exponents down to -126, the smallest normal float32 exponent.
+MAX_WEIGHT_BITS = 8
+
+
 def shift_range(bits: int) -> tuple[int, int]:
     """The exponents a ``bits``-bit shift weight can hold: ``(-(2^(bits-1) - 2), 0)``."""
-    if bits < 2:
-        raise ValueError(f"weight_bits: must be >= 2, got {bits}")
+    if not 2 <= bits <= MAX_WEIGHT_BITS:
+        raise ValueError(f"weight_bits: must be in [2, {MAX_WEIGHT_BITS}], got {bits}")
     return -(2 ** (bits - 1) - 2), 0
 
 
@@ -46,7 +50,7 @@ class _PowerOfTwo(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: Tensor, bits: int) -> Tensor:  # type: ignore[override]
         lo, hi = shift_range(bits)
-        amin = -(2 ** (bits - 1) - 1)
+        amin = max(-(2 ** (bits - 1) - 1), lo)  # below 2^lo the clamp to [lo, hi] decides anyway
         return cpu.pow2_round(w, amin, lo, hi) if _use_cpu_kernel(w) else _pow2_torch(w, amin, lo, hi)
 
     @staticmethod

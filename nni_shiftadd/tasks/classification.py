@@ -170,7 +170,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tenth = max(1, len(history.losses) // 10)
     result = {
         "model": cfg.model, "convert": cfg.convert, "ops": _op_census(model),
-        "adder_backend": select(torch.empty(0)).__name__.rsplit(".", 1)[-1],
+        "adder_backend": select(next(model.parameters())).__name__.rsplit(".", 1)[-1],
         "epochs": cfg.epochs, "train_steps": len(history.losses), "fit_seconds": round(fit_s, 1),
         "train_loss_first": _mean(history.losses[:tenth]), "train_loss_last": _mean(history.losses[-tenth:]),
         "val_acc": val_acc,

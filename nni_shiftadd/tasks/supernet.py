@@ -1,0 +1,423 @@
+"""One-shot supernet training of a hybrid CV search space with Lightning (uniform single-path sampling).
+
+Every training step samples one architecture uniformly (:func:`~nni_shiftadd.space.spec.random_arch`), selects it
+with ``supernet.activate(arch)`` and takes a cross-entropy step on that path. The recipe follows DeiT (AdamW,
+lr 5e-4, weight decay 0.05, cosine, 5 warm-up epochs). At the end, ``eval_archs`` random subnets and the four
+homogeneous baselines are validated with the weights they inherit from the supernet and ``metrics.json`` is
+written.
+
+Exact resumption (also after ``kill -9``): a checkpoint holds, besides what Lightning saves (weights, optimiser,
+scheduler, loop progress), the architecture sampler's state, the global ``torch``/``random``/``numpy`` RNG states
+(augmentation runs in the main process with ``num_workers=0``) and the position inside the epoch: the training
+loader is a :class:`ResumableLoader`, which Lightning recognises as stateful and saves/restores, over a
+:class:`ResumableSampler` (epoch-seeded permutation + number of batches already taken), so a mid-epoch checkpoint
+resumes at the next batch of the same epoch with the same order. Checkpoints are written atomically
+(:class:`AtomicCheckpointIO`), so a kill during a save keeps the previous ``last.ckpt``. Everything in a checkpoint
+is plain tensors/lists/ints/bytes, so it loads with ``torch.load(..., weights_only=True)``.
+
+DDP: the sampler shards itself (each rank takes ``perm[rank::world]`` of the epoch's permutation; Lightning's own
+``DistributedSampler`` injection is turned off), and the architecture RNG is seeded identically on every rank and
+advanced once per step everywhere, so all ranks train the same path at every step (their gradients must be of the
+same sub-network to be averaged). Checkpoints are written by rank 0; its RNG states are restored on all ranks,
+which is exact because every rank seeds its global RNGs identically and draws the same number of numbers per batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..config import ConfigError
+from ..data import create_dataset, dataset_info
+from ..hws import MODES, Mode
+from ..nn.hybrid import HybridChoice
+from ..space.cv import HybridCVSpace
+from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
+from .classification import LossHistory
+
+BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")
+
+
+@dataclasses.dataclass
+class SupernetConfig:
+    """Schema of a supernet training recipe (YAML)."""
+
+    space: str = "cv_small"
+    mode: Mode = "hws"
+    kl_weight: float = 1.0
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    input_size: int | None = None  # None: the space's input size (digits are resized to it)
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    sched: str = "cosine"
+    warmup_epochs: int = 5
+    seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 100
+    limit_train_batches: int | None = None
+    limit_eval_batches: int | None = None
+    eval_archs: int = 10
+    devices: int = 1
+    strategy: Literal["auto", "ddp"] = "auto"
+    output: str = "runs/supernet"
+    resume: str = "auto"
+
+    def validate(self) -> None:
+        """Check the values, and that the space fits the dataset; errors name the fields."""
+        if self.mode not in MODES:
+            raise ValueError(f"field 'mode': got {self.mode!r}; expected one of {list(MODES)}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "devices"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("limit_train_batches", "limit_eval_batches"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"field {name!r}: must be null or >= 1, got {getattr(self, name)}")
+        for name in ("warmup_epochs", "num_workers", "eval_archs", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.kl_weight < 0:
+            raise ValueError(f"fields 'weight_decay', 'kl_weight': must be >= 0, got {self.weight_decay}, "
+                             f"{self.kl_weight}")
+        if self.strategy == "auto" and self.devices > 1:
+            raise ValueError(f"field 'strategy': devices={self.devices} needs strategy 'ddp'")
+        try:
+            spec = load_space(self.space)
+        except (ConfigError, OSError) as err:
+            raise ValueError(f"field 'space': {err}") from None
+        try:
+            info = dataset_info(self.dataset)
+        except ValueError as err:
+            raise ValueError(f"field 'dataset': {err}") from None
+        if info.in_chans != spec.input.channels:
+            raise ValueError(f"fields 'dataset', 'space': {self.dataset} has {info.in_chans} channel(s) but space "
+                             f"{spec.name!r} takes {spec.input.channels}")
+        if info.num_classes != spec.num_classes:
+            raise ValueError(f"fields 'dataset', 'space': {self.dataset} has {info.num_classes} classes but space "
+                             f"{spec.name!r} has {spec.num_classes}")
+        if self.input_size is not None and self.input_size != spec.input.size:
+            raise ValueError(f"field 'input_size': got {self.input_size}, but space {spec.name!r} takes "
+                             f"{spec.input.size}x{spec.input.size} inputs (field 'space')")
+
+    def load_spec(self) -> SpaceSpec:
+        return load_space(self.space)
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+
+def _dist_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class ResumableSampler(Sampler[int]):
+    """A seeded sampler that can stop and resume mid-epoch.
+
+    Epoch ``e`` uses ``randperm(n)`` seeded with ``seed + e`` (or ``range(n)`` unshuffled), cut to a multiple of
+    ``num_replicas``; rank ``r`` takes ``perm[r::num_replicas]``, truncated to ``num_batches * batch_size``.
+    :meth:`state_dict` records the epoch and the number of batches already taken; after :meth:`load_state_dict` the
+    next iteration of that epoch skips them. The rank is read from ``torch.distributed`` when iteration starts.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, num_replicas: int = 1,
+                 limit_batches: int | None = None) -> None:
+        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        self.num_replicas = num_replicas
+        per_rank = size // num_replicas
+        self.num_batches = per_rank // batch_size
+        if limit_batches is not None:
+            self.num_batches = min(self.num_batches, limit_batches)
+        if self.num_batches < 1:
+            raise ValueError(f"batch_size: {batch_size} x {num_replicas} device(s) is more than the {size} samples")
+        self.epoch = 0
+        self.batches_taken = 0  # in the current epoch
+        self._skip = 0  # batches to skip on the next iteration (set by load_state_dict)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._skip = epoch, 0
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def _ranked(self, rank: int) -> list[int]:
+        """The indices rank ``rank`` draws in the current epoch, in order."""
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return order[:self.size - self.size % self.num_replicas][rank::self.num_replicas][:len(self)].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        mine = self._ranked(_dist_rank())
+        skip, self._skip = self._skip, 0
+        self.batches_taken = skip
+        for i in range(skip * self.batch_size, len(mine)):
+            if i % self.batch_size == 0:
+                self.batches_taken = i // self.batch_size + 1
+            yield mine[i]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_taken": self.batches_taken}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self._skip = self.batches_taken = int(state["batches_taken"])
+
+
+class ResumableLoader(DataLoader):
+    """A single-process ``DataLoader`` over a :class:`ResumableSampler`; its ``state_dict``/``load_state_dict``
+    make Lightning save and restore the position inside the epoch."""
+
+    def __init__(self, dataset: Dataset, sampler: ResumableSampler, num_workers: int = 0) -> None:
+        super().__init__(dataset, batch_size=sampler.batch_size, sampler=sampler, drop_last=True,
+                         num_workers=num_workers, generator=torch.Generator().manual_seed(sampler.seed))
+        self.resumable_sampler = sampler
+
+    def state_dict(self) -> dict[str, int]:
+        return self.resumable_sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resumable_sampler.load_state_dict(state)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file and renames it, so a crash mid-write keeps the previous one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+# --- RNG state as plain data ------------------------------------------------------------------------------------------
+
+def _python_state(state: tuple) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_restore(state: list[Any]) -> tuple:
+    return (int(state[0]), tuple(int(x) for x in state[1]), state[2])
+
+
+def _numpy_state() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_restore(state: list[Any]) -> None:
+    name, keys, pos, has_gauss, cached = state
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# --- the task -----------------------------------------------------------------------------------------------------
+
+class SupernetTask(pl.LightningModule):
+    """Single-path supernet training: one uniformly sampled architecture per step, cross-entropy on its path."""
+
+    def __init__(self, cfg: SupernetConfig, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
+        self.spec = cfg.load_spec()
+        self.supernet = HybridCVSpace(self.spec, cfg.mode, cfg.kl_weight)
+        # Same seed on every rank: all ranks sample the same architecture at every step.
+        self.arch_rng = random.Random(cfg.seed)
+        self.current_arch: dict[str, Any] | None = None
+        self._pending_rng: dict[str, Any] | None = None
+        self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.supernet(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        arch = random_arch(self.spec, self.arch_rng)
+        self.current_arch = arch
+        self.supernet.activate(arch)
+        loss = F.cross_entropy(self(x), y)
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if self.trainer.world_size > 1:  # every rank stops together, not just the one that saw it
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:
+            raise FloatingPointError(f"supernet training: loss is {loss.item()} at global step {self.global_step} "
+                                     f"(epoch {self.current_epoch}, batch {batch_idx}) for the sampled arch {arch}; "
+                                     "no checkpoint was written for this step")
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        if self.cfg.mode == "hws":
+            with torch.no_grad():
+                kl = sum((m.block.kl() for m in self.supernet.modules() if isinstance(m, HybridChoice)),
+                         torch.zeros(()))
+            self.log("train/kl", kl, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.cfg
+        optimizer = create_optimizer_v2(self.supernet, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
+                                           warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
+                                           updates_per_epoch=self.steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step_update(num_updates=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["supernet_rng"] = {
+            "arch": _python_state(self.arch_rng.getstate()),
+            "torch": torch.get_rng_state(),
+            "python": _python_state(random.getstate()),
+            "numpy": _numpy_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("supernet_rng")
+        if state is None:
+            return
+        self.arch_rng.setstate(_python_restore(state["arch"]))
+        self._pending_rng = state  # the global RNGs are restored right before the first batch is drawn
+
+    def on_train_epoch_start(self) -> None:
+        if self._pending_rng is not None:
+            state, self._pending_rng = self._pending_rng, None
+            torch.set_rng_state(state["torch"])
+            random.setstate(_python_restore(state["python"]))
+            _numpy_restore(state["numpy"])
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoader,
+                  limit_batches: int | None = None) -> float:
+    """Top-1 accuracy of ``arch`` with the weights it inherits from ``supernet``; BN in eval mode (the supernet's
+    running statistics, accumulated over all the paths that used each BN)."""
+    supernet.eval()
+    supernet.activate(arch)
+    device = next(supernet.parameters()).device
+    correct = total = 0
+    for i, (x, y) in enumerate(loader):
+        if limit_batches is not None and i >= limit_batches:
+            break
+        x, y = x.to(device), y.to(device)
+        correct += int((supernet(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+# --- entry point ------------------------------------------------------------------------------------------------
+
+def _resume_path(cfg: SupernetConfig) -> str | None:
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        last = Path(cfg.output) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if not Path(cfg.resume).is_file():
+        raise ConfigError(f"field 'resume': no such checkpoint {cfg.resume!r} (or use 'auto' / 'never')")
+    return cfg.resume
+
+
+def _strategy(cfg: SupernetConfig) -> Any:
+    if cfg.strategy == "ddp":
+        from pytorch_lightning.strategies import DDPStrategy
+
+        # single-path: most parameters are unused at each step
+        return DDPStrategy(find_unused_parameters=True,
+                           process_group_backend=None if torch.cuda.is_available() else "gloo")
+    return "auto"
+
+
+def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
+    """Train the supernet, then validate random subnets and the homogeneous baselines; write ``metrics.json``
+    (rank 0) and return the metrics."""
+    pl.seed_everything(cfg.seed, workers=True)
+    spec = cfg.load_spec()
+    size = (spec.input.channels, spec.input.size, spec.input.size)
+    train_set = create_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, is_training=True, input_size=size)
+    val_set = create_dataset(cfg.dataset, "val", data_dir=cfg.data_dir, input_size=size)
+    world = cfg.devices if cfg.strategy == "ddp" else 1
+    sampler = ResumableSampler(len(train_set), cfg.batch_size, seed=cfg.seed, num_replicas=world,
+                               limit_batches=cfg.limit_train_batches)
+    train_loader = ResumableLoader(train_set, sampler, num_workers=cfg.num_workers)
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+
+    task = SupernetTask(cfg, sampler.num_batches)
+    out = Path(cfg.output)
+    history = LossHistory()
+    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint_every,
+                                 save_last=True)
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs, accelerator="auto", devices=cfg.devices, strategy=_strategy(cfg),
+        default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
+        log_every_n_steps=min(50, sampler.num_batches), callbacks=[checkpoint, history],
+        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
+        num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
+    ckpt_path = _resume_path(cfg)
+    start = time.perf_counter()
+    try:
+        trainer.fit(task, train_loader, ckpt_path=ckpt_path, weights_only=True)
+    except BaseException:
+        _close_progress_bars(trainer)  # else tqdm prints the half-done bar again at interpreter exit
+        raise
+    fit_s = time.perf_counter() - start
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
+
+    result: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        rng = random.Random(cfg.seed + 1)
+        archs = {f"random{i}": random_arch(spec, rng) for i in range(cfg.eval_archs)}
+        # all-Attn where the space allows Attn, Conv elsewhere (cv_imagenet has no Attn at 56^2 and 28^2)
+        archs.update({f"all_{op}": baseline_arch(spec, op, fallback="conv") for op in BASELINES})
+        evaluated = {name: {"arch": arch, "val_acc": evaluate_arch(task.supernet, arch, val_loader,
+                                                                   cfg.limit_eval_batches)}
+                     for name, arch in archs.items()}
+        tenth = max(1, len(history.losses) // 10)
+        result = {
+            "space": spec.name, "mode": cfg.mode, "dataset": cfg.dataset, "epochs": cfg.epochs,
+            "global_step": trainer.global_step, "resumed_from": ckpt_path,
+            "steps_this_run": len(history.losses), "fit_seconds": round(fit_s, 1),
+            "train_loss_first": _mean(history.losses[:tenth]), "train_loss_last": _mean(history.losses[-tenth:]),
+            "archs": evaluated,
+            "baselines": {op: evaluated[f"all_{op}"]["val_acc"] for op in BASELINES},
+            "checkpoint": str(out / "checkpoints" / "last.ckpt"),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _close_progress_bars(trainer: pl.Trainer) -> None:
+    bar = trainer.progress_bar_callback
+    for name in ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar", "_predict_progress_bar"):
+        pbar = getattr(bar, name, None)
+        if pbar is not None:
+            pbar.close()
