@@ -2,6 +2,8 @@
 weight-sharing modes, and NNI's one-shot hooks."""
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -68,3 +70,20 @@ def test_nni_random_and_oneshot_hooks(small) -> None:
     layer_super.resample({"stage2.layer0.op": "add"})
     assert layer_super(torch.randn(2, 32, 14, 14)).shape == (2, 64, 7, 7)
     assert isinstance(space.stages[0], HybridStage)
+
+
+def test_total_depth_is_an_nni_constraint() -> None:
+    """cv_imagenet's 16 layer positions constrain the stage depths; NNI sees that as a constraint."""
+    spec = load_space("cv_imagenet")
+    with torch.device("meta"):
+        space = HybridCVSpace(spec)
+    simplified = space.simplify()
+    assert "total_depth" in simplified
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(40):
+        sample = {label: rng.choice(list(m.values)) for label, m in simplified.items() if hasattr(m, "values")}
+        ok = sum(sample[f"stage{i}.depth"] for i in range(4)) == spec.total_depth
+        seen.add(ok)
+        assert (space.check_contains(sample) is None) == ok
+    assert seen == {True, False}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from nni.mutable import Categorical, ensure_frozen
+from nni.mutable import Categorical, ExpressionConstraint, ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace, MutableModule
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch import Tensor, nn
@@ -29,7 +29,9 @@ class HybridStage(MutableModule):
 
     def __init__(self, index: int, stage: StageSpec, in_width: int, mode: Mode, kl_weight: float) -> None:
         super().__init__()
-        self.depth = Categorical(list(stage.depths), label=depth_label(index))
+        # the dry-run default is the stage's default depth, so that spaces with a total depth have a valid default
+        default = stage.default_depth if stage.default_depth is not None else stage.depths[0]
+        self.depth = Categorical(list(stage.depths), default=default, label=depth_label(index))
         self.add_mutable(self.depth)
         self._dry_run_depth = ensure_frozen(self.depth)
         self.active_depth: int | None = None
@@ -109,6 +111,9 @@ class HybridCVSpace(ModelSpace):
             stages.append(HybridStage(i, stage, width, mode, kl_weight))
             width = stage.width
         self.stages = nn.ModuleList(stages)
+        if spec.total_depth is not None:  # e.g. cv_imagenet's 16 layer positions: NNI's samplers must respect it
+            total = sum((stage.depth for stage in stages[1:]), stages[0].depth)
+            self.add_mutable(ExpressionConstraint(total == spec.total_depth, label="total_depth"))
         self.pool = nn.AdaptiveMaxPool2d(1) if spec.classifier.pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(spec.classifier.dropout)
         self.head = nn.Linear(width, spec.num_classes)
