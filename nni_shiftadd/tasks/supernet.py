@@ -80,6 +80,7 @@ class SupernetConfig:
     limit_train_batches: int | None = None
     limit_eval_batches: int | None = None
     eval_archs: int = 10
+    bn_calibration_batches: int = 20
     devices: int = 1
     strategy: Literal["auto", "ddp"] = "auto"
     output: str = "runs/supernet"
@@ -95,7 +96,7 @@ class SupernetConfig:
         for name in ("limit_train_batches", "limit_eval_batches"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be null or >= 1, got {getattr(self, name)}")
-        for name in ("warmup_epochs", "num_workers", "eval_archs", "seed"):
+        for name in ("warmup_epochs", "num_workers", "eval_archs", "seed", "bn_calibration_batches"):
             if getattr(self, name) < 0:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -313,19 +314,39 @@ class SupernetTask(pl.LightningModule):
 
 @torch.no_grad()
 def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoader,
-                  limit_batches: int | None = None) -> float:
-    """Top-1 accuracy of ``arch`` with the weights it inherits from ``supernet``; BN in eval mode (the supernet's
-    running statistics, accumulated over all the paths that used each BN)."""
-    supernet.eval()
-    supernet.activate(arch)
+                  limit_batches: int | None = None, calibration: DataLoader | None = None,
+                  calibration_batches: int = 0) -> float:
+    """Top-1 accuracy of ``arch`` with the weights it inherits from ``supernet``.
+
+    The supernet's BatchNorm statistics mix every path that used each BN; with ``calibration_batches > 0`` they
+    are first recomputed for this path on that many batches of ``calibration`` (training data, no labels used):
+    the usual BN recalibration of one-shot NAS. This overwrites the supernet's running statistics.
+    """
     device = next(supernet.parameters()).device
+    supernet.activate(arch)
+    if calibration is not None and calibration_batches > 0:
+        norms = [m for m in supernet.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        supernet.train()
+        with torch.no_grad():
+            for i, (x, _) in enumerate(calibration):
+                if i >= calibration_batches:
+                    break
+                supernet(x.to(device))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    supernet.eval()
     correct = total = 0
-    for i, (x, y) in enumerate(loader):
-        if limit_batches is not None and i >= limit_batches:
-            break
-        x, y = x.to(device), y.to(device)
-        correct += int((supernet(x).argmax(1) == y).sum())
-        total += len(y)
+    with torch.no_grad():
+        for i, (x, y) in enumerate(loader):
+            if limit_batches is not None and i >= limit_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            correct += int((supernet(x).argmax(1) == y).sum())
+            total += len(y)
     return correct / max(total, 1)
 
 
@@ -385,7 +406,7 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
         _close_progress_bars(trainer)  # else tqdm prints the half-done bar again at interpreter exit
         raise
     fit_s = time.perf_counter() - start
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the full state (model, optimizer, loops)
 
     result: dict[str, Any] = {}
     if trainer.is_global_zero:
@@ -393,8 +414,11 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
         archs = {f"random{i}": random_arch(spec, rng) for i in range(cfg.eval_archs)}
         # all-Attn where the space allows Attn, Conv elsewhere (cv_imagenet has no Attn at 56^2 and 28^2)
         archs.update({f"all_{op}": baseline_arch(spec, op, fallback="conv") for op in BASELINES})
+        calibration = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                                 generator=torch.Generator().manual_seed(cfg.seed))
         evaluated = {name: {"arch": arch, "val_acc": evaluate_arch(task.supernet, arch, val_loader,
-                                                                   cfg.limit_eval_batches)}
+                                                                   cfg.limit_eval_batches, calibration,
+                                                                   cfg.bn_calibration_batches)}
                      for name, arch in archs.items()}
         tenth = max(1, len(history.losses) // 10)
         result = {
