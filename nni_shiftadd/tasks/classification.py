@@ -84,6 +84,12 @@ class LossHistory(Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append(float(loss))
 
+    def summary(self) -> dict[str, float]:
+        """Mean loss of the first and of the last tenth of the steps: whether the loss went down."""
+        tenth = max(1, len(self.losses) // 10)
+        mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
+        return {"train_loss_first": mean(self.losses[:tenth]), "train_loss_last": mean(self.losses[-tenth:])}
+
 
 class ClassificationTask(pl.LightningModule):
     """Cross-entropy training of ``model``; logs loss and top-1 accuracy for train, val and test."""
@@ -167,23 +173,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     fit_s = time.perf_counter() - start
     val_acc = float(trainer.callback_metrics.get("val/acc", math.nan))
     test = trainer.test(task, test_loader, verbose=False)[0]
-    tenth = max(1, len(history.losses) // 10)
     result = {
         "model": cfg.model, "convert": cfg.convert, "ops": _op_census(model),
         "adder_backend": select(next(model.parameters())).__name__.rsplit(".", 1)[-1],
         "epochs": cfg.epochs, "train_steps": len(history.losses), "fit_seconds": round(fit_s, 1),
-        "train_loss_first": _mean(history.losses[:tenth]), "train_loss_last": _mean(history.losses[-tenth:]),
-        "val_acc": val_acc,
+        **history.summary(), "val_acc": val_acc,
         "test_acc": float(test["test/acc"]), "test_loss": float(test["test/loss"]),
         "checkpoint": str(out / "checkpoints" / "last.ckpt"),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
 
 
 def _op_census(model: nn.Module) -> dict[str, int]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import time
@@ -420,23 +419,17 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
                                                                    cfg.limit_eval_batches, calibration,
                                                                    cfg.bn_calibration_batches)}
                      for name, arch in archs.items()}
-        tenth = max(1, len(history.losses) // 10)
         result = {
             "space": spec.name, "mode": cfg.mode, "dataset": cfg.dataset, "epochs": cfg.epochs,
             "global_step": trainer.global_step, "resumed_from": ckpt_path,
             "steps_this_run": len(history.losses), "fit_seconds": round(fit_s, 1),
-            "train_loss_first": _mean(history.losses[:tenth]), "train_loss_last": _mean(history.losses[-tenth:]),
-            "archs": evaluated,
+            **history.summary(), "archs": evaluated,
             "baselines": {op: evaluated[f"all_{op}"]["val_acc"] for op in BASELINES},
             "checkpoint": str(out / "checkpoints" / "last.ckpt"),
         }
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:
