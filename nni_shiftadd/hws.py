@@ -41,7 +41,19 @@ class TransformKernel(nn.Module):
         self.alpha = nn.Parameter(torch.ones(segments))
 
     def segment_index(self, w: Tensor) -> Tensor:
-        """The run (0..segments-1) each element of ``w`` falls in; piecewise constant, so it carries no gradient."""
+        """The run (0..segments-1) each element of ``w`` falls in; piecewise constant, so it carries no gradient.
+
+        Memoised on the tensor's identity and version counter: within one training step the KL term and the Add
+        candidate map the same pool, and the sort is the costly part of ``T``."""
+        key = (id(w), w._version, w.data_ptr(), tuple(w.shape))
+        cached = getattr(self, "_index_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = self._segment_index(w)
+        self._index_cache = (key, index)
+        return index
+
+    def _segment_index(self, w: Tensor) -> Tensor:
         flat = w.detach().flatten()
         n = flat.numel()
         if self.binning == "value":
