@@ -127,15 +127,20 @@ class ClassificationTask(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         cfg = self.cfg
         opt_kwargs = {"momentum": cfg.momentum} if cfg.optimizer in ("sgd", "momentum", "nesterov") else {}
-        optimizer = create_optimizer_v2(self.model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        **opt_kwargs)
-        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
-                                           warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
-                                           updates_per_epoch=self.steps_per_epoch)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return timm_optimization(self.model, cfg, self.steps_per_epoch, **opt_kwargs)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)
+        scheduler.step_update(num_updates=self.global_step)  # timm schedulers step per update, not per epoch
+
+
+def timm_optimization(model: nn.Module, cfg: Any, steps_per_epoch: int, **opt_kwargs: Any) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer from timm's factories: ``cfg.optimizer``/``lr``/``weight_decay``
+    and a ``cfg.sched`` schedule over ``cfg.epochs`` with ``cfg.warmup_epochs``, stepped every update."""
+    optimizer = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **opt_kwargs)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
+                                       warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
+                                       updates_per_epoch=steps_per_epoch)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def _limit(n: int, limit: int | float | None) -> int:

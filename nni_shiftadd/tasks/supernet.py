@@ -40,8 +40,6 @@ import torch.nn.functional as F
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -51,7 +49,7 @@ from ..hws import MODES, Mode
 from ..nn.hybrid import HybridChoice
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
-from .classification import LossHistory
+from .classification import LossHistory, timm_optimization
 
 BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")
 
@@ -276,12 +274,7 @@ class SupernetTask(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        cfg = self.cfg
-        optimizer = create_optimizer_v2(self.supernet, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
-                                           warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
-                                           updates_per_epoch=self.steps_per_epoch)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return timm_optimization(self.supernet, self.cfg, self.steps_per_epoch)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         scheduler.step_update(num_updates=self.global_step)
