@@ -181,15 +181,14 @@ class HybridChoice(MutableModule):
         return self.block(x, self.active or self._dry_run_choice)
 
 
-class HybridSuperNet(BaseSuperNetModule):
-    """One-shot form of :class:`HybridChoice`: uniform single-path sampling over the candidates, the candidates'
-    weights shared as the block's mode says."""
+class UniformSuperNet(BaseSuperNetModule):
+    """One-shot module over one categorical choice, sampled uniformly (NNI's ``resample``/``export`` protocol)."""
 
-    def __init__(self, block: HybridBlock, choice: Categorical) -> None:
+    def __init__(self, choice: Categorical) -> None:
         super().__init__()
-        self.block, self.choice = block, choice
+        self.choice = choice
         self.add_mutable(choice)
-        self._sampled: str | None = None
+        self._sampled: Any = None
 
     @property
     def label(self) -> str:
@@ -207,13 +206,25 @@ class HybridSuperNet(BaseSuperNetModule):
             return {}
         return {self.label: {c: 1.0 / len(self.choice.values) for c in self.choice.values}}
 
+    def sampled(self) -> Any:
+        if self._sampled is None:
+            raise RuntimeError(f"{self.label}: nothing sampled yet; call resample() first")
+        return self._sampled
+
+
+class HybridSuperNet(UniformSuperNet):
+    """One-shot form of :class:`HybridChoice`: uniform single-path sampling over the candidates, the candidates'
+    weights shared as the block's mode says."""
+
+    def __init__(self, block: HybridBlock, choice: Categorical) -> None:
+        super().__init__(choice)
+        self.block = block
+
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         return self.block.export(self.choice.freeze(sample))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._sampled is None:
-            raise RuntimeError(f"{self.label}: no path sampled yet; call resample() first")
-        return self.block(x, self._sampled)
+        return self.block(x, self.sampled())
 
     @classmethod
     def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:

@@ -16,11 +16,10 @@ from typing import Any
 import torch
 from nni.mutable import Categorical, ExpressionConstraint, ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace, MutableModule
-from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch import Tensor, nn
 
 from ..hws import Mode
-from ..nn.hybrid import HybridChoice
+from ..nn.hybrid import HybridChoice, UniformSuperNet
 from .spec import SpaceSpec, StageSpec, depth_label, op_label, validate_arch
 
 
@@ -60,33 +59,19 @@ class HybridStage(MutableModule):
         return x
 
 
-class HybridStageSuperNet(BaseSuperNetModule):
+class HybridStageSuperNet(UniformSuperNet):
     """One-shot form of :class:`HybridStage` for NNI's strategies: samples the depth uniformly."""
 
     def __init__(self, stage: HybridStage) -> None:
-        super().__init__()
-        self.depth, self.layers = stage.depth, stage.layers
-        self.add_mutable(self.depth)
-        self._sampled: int | None = None
+        super().__init__(stage.depth)
+        self.layers = stage.layers
 
     @property
-    def label(self) -> str:
-        return self.depth.label
-
-    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
-        self._sampled = memo[self.label] if self.label in memo else self.depth.random()
-        return {self.label: self._sampled}
-
-    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
-        return {} if self.label in memo else {self.label: self.depth.random()}
-
-    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
-        return {} if self.label in memo else {self.label: {d: 1.0 / len(self.depth.values) for d in self.depth.values}}
+    def depth(self) -> Categorical:
+        return self.choice
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._sampled is None:
-            raise RuntimeError(f"{self.label}: no depth sampled yet; call resample() first")
-        for layer in self.layers[:self._sampled]:
+        for layer in self.layers[:self.sampled()]:
             x = layer(x)
         return x
 
