@@ -20,8 +20,9 @@ setup(
     package_dir={"nni_shiftadd.search_spaces": "search_spaces", "nni_shiftadd.strategies": "strategies"},
     package_data={
         "nni_shiftadd.kernels": ["*.cpp"],
+        "nni_shiftadd.experiment": ["*.js"],
         "nni_shiftadd.search_spaces": ["*.yaml"],
-        "nni_shiftadd.strategies": ["*.yaml"],
+        "nni_shiftadd.strategies": ["*.yaml", "*.yml"],
     },
     install_requires=[
         "torch==2.14.1",
@@ -38,7 +39,7 @@ setup(
         "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "selenium>=4.20"],
         "nlp": ["hydra-core", "omegaconf", "bitarray", "cython", "sacremoses", "subword-nmt"],
     },
     entry_points={"console_scripts": ["nni-shiftadd=nni_shiftadd.cli:main"]},

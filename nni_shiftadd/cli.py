@@ -1,4 +1,4 @@
-"""The ``nni-shiftadd`` command line: ``train``, ``train-supernet``, ``profile``, ``data``, ``kernels``."""
+"""The ``nni-shiftadd`` command line: ``train``, ``train-supernet``, ``profile``, ``data``, ``kernels``, ``plot``."""
 from __future__ import annotations
 
 import argparse
@@ -78,6 +78,29 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
         print(f"random subnets  val accuracy mean {sum(randoms) / len(randoms):.4f}, best {max(randoms):.4f} "
               f"({len(randoms)} archs)")
     print(f"checkpoint      {result['checkpoint']}")
+    print(f"metrics         {cfg.output}/metrics.json")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .tasks.retrain import RetrainConfig, retrain
+
+    overrides = _overrides(args, RetrainConfig)
+    cfg = (load_yaml(RetrainConfig, args.config, overrides) if args.config
+           else from_dict(RetrainConfig, overrides, "command line"))
+    r = retrain(cfg)
+    cost = r["cost"]
+    print()
+    print(f"subnet          {r['arch_source']} on space {r['space']}: blocks {r['blocks']}, {r['params']} params"
+          + (f", {r['quant_bits']}-bit fake quantisation" if r["quant_bits"] else ", float"))
+    print(f"recipe          {r['recipe']}" + (f" (from supernet {r['supernet']})" if r["supernet"] else ""))
+    print(f"train loss      {r['train_loss_first']:.4f} (first 10% of steps) -> {r['train_loss_last']:.4f} "
+          f"(last 10%), {r['train_steps']} steps in {r['fit_seconds']} s")
+    print(f"val accuracy    {r['val_acc']:.4f}")
+    print(f"test accuracy   {r['test_acc']:.4f}")
+    print(f"cost @{cost['bits']:<2d} bits   {cost['energy_mJ']:.4f} mJ, {cost['latency_ms']:.4f} ms (Eyeriss); "
+          f"#Mult {cost['mult']}, #Add {cost['add']}, #Shift {cost['shift']}")
+    print(f"checkpoint      {r['checkpoint']}")
     print(f"metrics         {cfg.output}/metrics.json")
     return 0
 
@@ -241,6 +264,191 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- plot -------------------------------------------------------------------------------------------------------------
+
+def _json_arg(raw: str, flag: str) -> Any:
+    """``raw`` as inline JSON (starting with ``{`` or ``[``) or as the path of a JSON file."""
+    from pathlib import Path
+
+    text = raw if raw.lstrip().startswith(("{", "[")) else Path(raw).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} {raw[:60]!r}: not valid JSON ({err})") from None
+
+
+def _plot_weights(args: argparse.Namespace) -> list[Any]:
+    from .plots import plot_weight_histograms, weight_fits
+    from .tasks.supernet import load_supernet
+
+    supernet, _ = load_supernet(args.supernet)
+    layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
+    for name, fits in weight_fits(supernet, layers).items():
+        print(f"{name:28s} " + "  ".join(f"{op}: " + ", ".join(f"{k}={v:.4g}" for k, v in fit.items())
+                                         for op, fit in fits.items()))
+    return [plot_weight_histograms(supernet, args.out, layers)]
+
+
+def _plot_subnet(args: argparse.Namespace) -> list[Any]:
+    from .plots import plot_subnet
+    from .space.spec import load_space
+
+    arch = _json_arg(args.arch, "--arch")
+    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):  # an evaluated record {"arch": {...}, ...}
+        arch = arch["arch"]
+    if not isinstance(arch, dict):
+        raise ValueError(f"--arch: expected a JSON object of labels to values, got {type(arch).__name__}")
+    return [plot_subnet(load_space(args.space), arch, args.out, args.title)]
+
+
+def _plot_pareto(args: argparse.Namespace) -> list[Any]:
+    from .plots import plot_pareto_pair
+
+    data = _json_arg(args.results, "--results")
+    if isinstance(data, dict):
+        records, baselines, best = data.get("records"), data.get("baselines"), data.get("best")
+    else:
+        records, baselines, best = data, None, None
+    if not isinstance(records, list):
+        raise ValueError(f"--results {args.results}: expected a list of records, or an object with a 'records' "
+                         "list (and optional 'baselines' and 'best')")
+    if baselines is not None and not isinstance(baselines, dict):
+        raise ValueError(f"--results {args.results}: 'baselines' must map names to records")
+    return plot_pareto_pair(records, args.out_dir, baselines, best, y=args.y)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    try:
+        paths = {"weights": _plot_weights, "subnet": _plot_subnet, "pareto": _plot_pareto}[args.what](args)
+    except ValueError as err:
+        print(f"nni-shiftadd plot {args.what}: error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_plot_parser(sub: Any) -> None:
+    p = sub.add_parser("plot", help="figures: supernet weight histograms, an architecture, accuracy-cost fronts")
+    kinds = p.add_subparsers(dest="what", required=True)
+    w = kinds.add_parser("weights", help="Conv/Shift/Add weight histograms of a trained supernet (paper Fig. 3, 7)")
+    w.add_argument("--supernet", required=True, metavar="CKPT", help="checkpoint of `train-supernet`")
+    w.add_argument("--out", required=True, metavar="FILE.png")
+    w.add_argument("--layers", default=None, metavar="NAMES", help="comma-separated weight pools, e.g. "
+                   "stage0.layer0.spatial,stage2.layer1 (default: the 3x3 pool of each stage's first layer)")
+    s = kinds.add_parser("subnet", help="diagram of one architecture (paper Fig. 8)")
+    s.add_argument("--space", required=True, help="search space name or YAML path, e.g. cv_small")
+    s.add_argument("--arch", required=True, metavar="JSON", help="architecture: a JSON file or inline JSON")
+    s.add_argument("--out", required=True, metavar="FILE.png")
+    s.add_argument("--title", default=None)
+    r = kinds.add_parser("pareto", help="accuracy vs. energy and vs. latency with the Pareto front (paper Fig. 6)")
+    r.add_argument("--results", required=True, metavar="JSON", help="a list of records (energy_mJ, latency_ms, "
+                   "accuracy), or an object with 'records' and optional 'baselines' (name -> record) and 'best'")
+    r.add_argument("--out-dir", required=True, metavar="DIR", help="writes pareto_energy.png, pareto_latency.png")
+    r.add_argument("--y", default="accuracy", help="the metric to maximise (default accuracy)")
+    p.set_defaults(func=cmd_plot)
+
+
+# --- search: demo, register, search-space, trial, create ----------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiment.demo import DemoConfig, format_summary, load_demo_config, run_demo
+    from .experiment.nnictl import ExperimentError
+
+    cfg = load_demo_config(args.config, _overrides(args, DemoConfig))
+    try:
+        results = run_demo(cfg)
+    except ExperimentError as err:
+        print(f"nni-shiftadd demo: error: {err}", file=sys.stderr)
+        return 1
+    print(format_summary(results))
+    return 0 if results.get("best") else 1
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from .experiment.nnictl import register
+
+    print(register())
+    print("tuner 'ShiftAddEvolution' can now be named in an nnictl config: tuner: {name: ShiftAddEvolution, "
+          "classArgs: {space: cv_small, preset: cv_small}}")
+    return 0
+
+
+def cmd_search_space(args: argparse.Namespace) -> int:
+    from .strategy.tuner import search_space_json
+
+    text = json.dumps(search_space_json(args.space), indent=1)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from .strategy.trial import TrialConfig, run_trial
+
+    cfg = from_dict(TrialConfig, _overrides(args, TrialConfig), "command line")
+    try:
+        run_trial(cfg, _json_arg(args.arch, "--arch") if args.arch else None)
+    except ValueError as err:
+        print(f"nni-shiftadd trial: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from .experiment.nnictl import ExperimentError, create, free_port, listening_addresses
+
+    try:
+        port = free_port(args.port, args.host)
+        experiment_id = create(args.config, port, args.host)
+    except ExperimentError as err:
+        print(f"nni-shiftadd create: error: {err}", file=sys.stderr)
+        return 1
+    print(f"experiment {experiment_id}: web UI http://{args.host}:{port} (listening on "
+          f"{sorted(listening_addresses(port))}); stop it with: nnictl stop {experiment_id}")
+    return 0
+
+
+def _add_search_parsers(sub: Any) -> None:
+    from .experiment.demo import DemoConfig
+    from .strategy.trial import TrialConfig
+
+    p = sub.add_parser("demo", help="the main job: train the cv_small supernet, search it with nnictl, print the best",
+                       description="Train the cv_small supernet on Fashion-MNIST, run the evolution search as an NNI "
+                       "experiment (nnictl create, web UI on 127.0.0.1), wait for its trials and print the best "
+                       "architecture with its accuracy, energy, latency and op counts beside the all-Conv/Shift/Add/"
+                       "Attn baselines. Run it again after a kill: it resumes. Fields come from --config (YAML) and "
+                       "are overridden by the flags below.")
+    p.add_argument("--config", default=None, help="demo recipe (YAML), e.g. examples/fashion_mnist/demo.yaml")
+    _add_config_flags(p, DemoConfig)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("register", help="register the ShiftAddEvolution tuner with nnictl (nnictl algo register)")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("search-space", help="the NNI search-space JSON of a search-space YAML")
+    p.add_argument("space", help="a shipped space name (cv_small, cv_imagenet) or a YAML path")
+    p.add_argument("--out", default=None, help="write to this file instead of printing")
+    p.set_defaults(func=cmd_search_space)
+
+    p = sub.add_parser("trial", help="evaluate one architecture with supernet weights and report it to NNI",
+                       description="The trial command of a search: under NNI it takes the architecture from "
+                       "nni.get_next_parameter() and reports accuracy, energy, latency and op counts; otherwise "
+                       "pass --arch.")
+    p.add_argument("--arch", default=None, help="the architecture: inline JSON or a JSON file (outside NNI)")
+    _add_config_flags(p, TrialConfig)
+    p.set_defaults(func=cmd_trial)
+
+    p = sub.add_parser("create", help="nnictl create with the web UI and REST API on 127.0.0.1 only")
+    p.add_argument("--config", required=True, help="an nnictl experiment config, e.g. examples/fashion_mnist/config.yml")
+    p.add_argument("--port", type=int, default=8080, help="web UI port (the next free one if taken)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.set_defaults(func=cmd_create)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nni-shiftadd", description="ShiftAddNAS for NNI: hybrid Shift/Add/Conv/"
                                      "Attn networks and their search.")
@@ -265,6 +473,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="recipe (YAML), e.g. examples/fashion_mnist/supernet_cv_small.yaml")
     _add_config_flags(p, SupernetConfig)
     p.set_defaults(func=cmd_train_supernet)
+
+    from .tasks.retrain import RetrainConfig
+
+    p = sub.add_parser("retrain", help="train one architecture of a search space from scratch",
+                       description="Train the standalone network of an architecture (a JSON file, a baseline name "
+                       "all_conv/all_shift/all_add/all_attn, or a mapping) from scratch with the supernet recipe "
+                       "(DeiT defaults, or --supernet CKPT's), optionally with fake quantisation (--quant-bits); "
+                       "then validate, test and cost it. Fields come from --config (YAML) and are overridden by the "
+                       "flags below.")
+    p.add_argument("--config", help="recipe (YAML), e.g. examples/fashion_mnist/retrain_cv_small.yaml")
+    _add_config_flags(p, RetrainConfig)
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("data", help="check that a dataset is present and print its splits")
     p.add_argument("name", nargs="?", default="all", help="dataset name, or 'all'")
@@ -299,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--max-rows", type=int, default=None, metavar="N", help="print at most N layer rows")
     p.set_defaults(func=cmd_profile)
+
+    _add_plot_parser(sub)
+    _add_search_parsers(sub)
     return parser
 
 

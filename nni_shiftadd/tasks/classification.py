@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from .. import models as _models  # noqa: F401  (registers the shiftadd_* models in timm)
 from ..data import create_dataset, create_loader, dataset_info, resolve_input_size
@@ -92,9 +93,13 @@ class LossHistory(Callback):
 
 
 class ClassificationTask(pl.LightningModule):
-    """Cross-entropy training of ``model``; logs loss and top-1 accuracy for train, val and test."""
+    """Cross-entropy training of ``model``; logs loss and top-1 accuracy for train, val and test.
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    ``cfg`` is a :class:`TrainConfig` or another recipe dataclass with its optimiser fields (``optimizer``, ``lr``,
+    ``momentum``, ``weight_decay``, ``sched``, ``epochs``, ``warmup_epochs``) and ``label_smoothing``.
+    """
+
+    def __init__(self, model: nn.Module, cfg: Any, steps_per_epoch: int) -> None:
         super().__init__()
         self.model, self.cfg, self.steps_per_epoch = model, cfg, steps_per_epoch
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
@@ -149,23 +154,30 @@ def _limit(n: int, limit: int | float | None) -> int:
     return min(n, int(limit)) if isinstance(limit, int) else max(1, int(n * limit))
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, validate each epoch, test the final model; write ``metrics.json`` in ``cfg.output``."""
-    pl.seed_everything(cfg.seed, workers=True)
-    info = dataset_info(cfg.dataset)
-    size = resolve_input_size(cfg.dataset, cfg.input_size)
-    train_set = create_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, is_training=True, input_size=size)
-    val_set = create_dataset(cfg.dataset, "val", data_dir=cfg.data_dir, input_size=size)
-    test_set = create_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, input_size=size)
-    train_loader = create_loader(train_set, cfg.batch_size, is_training=True, num_workers=cfg.num_workers,
-                                 seed=cfg.seed)
-    val_loader = create_loader(val_set, cfg.batch_size, is_training=False, num_workers=cfg.num_workers)
-    test_loader = create_loader(test_set, cfg.batch_size, is_training=False, num_workers=cfg.num_workers)
+def classification_loaders(dataset: str, input_size: tuple[int, int, int], batch_size: int, *,
+                           data_dir: str | None = None, num_workers: int = 0,
+                           seed: int = 0) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """Train (augmented, shuffled in ``seed``'s order, last batch dropped), val and test loaders of ``dataset``."""
+    def loader(split: str) -> DataLoader:
+        training = split == "train"
+        data = create_dataset(dataset, split, data_dir=data_dir, is_training=training, input_size=input_size)
+        return create_loader(data, batch_size, is_training=training, num_workers=num_workers, seed=seed)
 
-    model = build_model(cfg, size[0], info.num_classes)
+    return loader("train"), loader("val"), loader("test")
+
+
+def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loader: DataLoader,
+                 test_loader: DataLoader, output: str | Path) -> dict[str, Any]:
+    """Train ``model`` in a :class:`ClassificationTask` with the recipe ``cfg`` (a :class:`TrainConfig`, or any
+    dataclass with its ``epochs``, optimiser, ``label_smoothing`` and ``limit_*_batches`` fields), validate each
+    epoch, test the final model; checkpoints and CSV logs go to ``output``.
+
+    Returns the steps taken, the fit time, the loss summary, ``val_acc``, ``test_acc``, ``test_loss`` and the path
+    of the last checkpoint.
+    """
     steps = _limit(len(train_loader), cfg.limit_train_batches)
     task = ClassificationTask(model, cfg, steps)
-    out = Path(cfg.output)
+    out = Path(output)
     history = LossHistory()
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator="auto", devices=1, default_root_dir=str(out),
@@ -178,14 +190,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     fit_s = time.perf_counter() - start
     val_acc = float(trainer.callback_metrics.get("val/acc", math.nan))
     test = trainer.test(task, test_loader, verbose=False)[0]
-    result = {
-        "model": cfg.model, "convert": cfg.convert, "ops": _op_census(model),
-        "adder_backend": select(next(model.parameters())).__name__.rsplit(".", 1)[-1],
-        "epochs": cfg.epochs, "train_steps": len(history.losses), "fit_seconds": round(fit_s, 1),
-        **history.summary(), "val_acc": val_acc,
+    return {
+        "train_steps": len(history.losses), "fit_seconds": round(fit_s, 1), **history.summary(), "val_acc": val_acc,
         "test_acc": float(test["test/acc"]), "test_loss": float(test["test/loss"]),
         "checkpoint": str(out / "checkpoints" / "last.ckpt"),
     }
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, validate each epoch, test the final model; write ``metrics.json`` in ``cfg.output``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    info = dataset_info(cfg.dataset)
+    size = resolve_input_size(cfg.dataset, cfg.input_size)
+    loaders = classification_loaders(cfg.dataset, size, cfg.batch_size, data_dir=cfg.data_dir,
+                                     num_workers=cfg.num_workers, seed=cfg.seed)
+    model = build_model(cfg, size[0], info.num_classes)
+    fit = fit_and_test(model, cfg, *loaders, cfg.output)
+    result = {
+        "model": cfg.model, "convert": cfg.convert, "ops": _op_census(model),
+        "adder_backend": select(next(model.parameters())).__name__.rsplit(".", 1)[-1],
+        "epochs": cfg.epochs, **fit,
+    }
+    out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result

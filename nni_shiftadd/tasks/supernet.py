@@ -431,3 +431,38 @@ def _close_progress_bars(trainer: pl.Trainer) -> None:
         pbar = getattr(bar, name, None)
         if pbar is not None:
             pbar.close()
+
+
+def load_supernet(checkpoint: str | os.PathLike[str], space: str | SpaceSpec | None = None,
+                  map_location: str | torch.device = "cpu") -> tuple[HybridCVSpace, SupernetConfig]:
+    """The trained supernet of a ``train-supernet`` checkpoint and the recipe it was trained with.
+
+    Loads with ``torch.load(weights_only=True)``. ``space`` (a name, a path or a spec), when given, must be the
+    space the checkpoint was trained on: a mismatch raises ``ValueError`` naming both, as does a file that is not
+    a supernet checkpoint or whose weights do not fit the space.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"supernet checkpoint {str(path)!r}: no such file (train one with "
+                                "`nni-shiftadd train-supernet --config ...`)")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    config = (state.get("hyper_parameters") or {}).get("config") if isinstance(state, dict) else None
+    if not isinstance(config, dict) or "state_dict" not in state:
+        raise ValueError(f"{path}: not a supernet checkpoint of `nni-shiftadd train-supernet` (it has no "
+                         "'hyper_parameters.config' and 'state_dict')")
+    fields = {f.name for f in dataclasses.fields(SupernetConfig)}
+    cfg = SupernetConfig(**{k: v for k, v in config.items() if k in fields})
+    spec = cfg.load_spec()
+    if space is not None:
+        wanted = space if isinstance(space, SpaceSpec) else load_space(space)
+        if wanted != spec:
+            raise ValueError(f"{path}: the supernet was trained on space {spec.name!r}, which does not match the "
+                             f"requested space {wanted.name!r}; train a supernet on it or pass the matching space")
+    supernet = HybridCVSpace(spec, cfg.mode, cfg.kl_weight)
+    weights = {k[len("supernet."):]: v for k, v in state["state_dict"].items() if k.startswith("supernet.")}
+    missing, unexpected = supernet.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: its weights do not fit space {spec.name!r} in mode {cfg.mode!r}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    supernet.to(map_location).eval()
+    return supernet, cfg

@@ -1,0 +1,379 @@
+"""HAT-style evolution search under hardware constraints, as an ask/tell core shared by the NNI front ends.
+
+A generation is a list of architectures. The first holds ``population`` random architectures that meet the
+constraints; every later one holds the ``parents`` best of the previous generation, ``mutation`` children of a
+random parent with every gene resampled with probability ``mutation_prob``, and ``crossover`` children taking
+each gene from one of two random parents (uniform crossover). Children that break a constraint (energy, latency,
+MACs, params, op counts from the cost model) are rejected and redrawn; after ``max_rejects`` rejections in a row
+the search stops with a :class:`ConstraintError` naming the closest architecture found.
+
+The core never evaluates anything: :meth:`Evolution.ask` hands out the architectures of the current generation
+that have no result yet, :meth:`Evolution.tell` takes a result. A generation advances once all its members have
+results, so the search is deterministic for a seed and a given evaluator, whatever order results arrive in, and an
+architecture evaluated once is never evaluated again (a child identical to an earlier architecture reuses its
+result). The whole state is JSON (:meth:`state_dict`); :meth:`save` writes it atomically after every result.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import ConfigError, load_yaml, parse_yaml
+from ..resources import list_resources, resource
+from ..space.spec import SpaceSpec, arch_space, canonical_arch, random_arch, valid_depths, depth_label
+
+CONSTRAINT_METRICS: tuple[str, ...] = ("energy_mJ", "latency_ms", "macs_M", "params_M", "mult_G", "add_G",
+                                       "shift_G")
+Arch = dict[str, Any]
+CostFn = Callable[[Arch], dict[str, float]]
+
+
+class ConstraintError(RuntimeError):
+    """No architecture met the constraints within the allowed number of samples."""
+
+    def __init__(self, message: str, closest: Arch | None, metrics: dict[str, float] | None) -> None:
+        super().__init__(message)
+        self.closest, self.metrics = closest, metrics
+
+
+@dataclasses.dataclass
+class Bound:
+    """A closed range; ``None`` leaves that side open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def validate(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is larger than max {self.max}")
+
+    def violation(self, value: float) -> float:
+        """0 inside the range, else the relative distance to it."""
+        if self.min is not None and value < self.min:
+            return (self.min - value) / max(abs(self.min), 1e-12)
+        if self.max is not None and value > self.max:
+            return (value - self.max) / max(abs(self.max), 1e-12)
+        return 0.0
+
+
+@dataclasses.dataclass
+class EvolutionConfig:
+    """Schema of a strategy preset (``strategies/*.yaml``)."""
+
+    name: str = "custom"
+    description: str = ""
+    iterations: int = 20
+    population: int = 50
+    parents: int = 10
+    mutation: int = 25
+    crossover: int = 25
+    mutation_prob: float = 0.2
+    seed: int = 0
+    objective: str = "accuracy"
+    constraints: dict[str, Bound] = dataclasses.field(default_factory=dict)
+    bits: int = 32
+    max_rejects: int = 2000
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["conv", "shift", "add", "attn"])
+    latency: Literal["eyeriss", "predictor"] = "eyeriss"
+    predictor: str | None = None
+
+    def validate(self) -> None:
+        for name in ("iterations", "population", "parents", "max_rejects"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("mutation", "crossover", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
+        if self.parents > self.population:
+            raise ValueError(f"field 'parents': {self.parents} is more than the population ({self.population})")
+        if not 0.0 <= self.mutation_prob <= 1.0:
+            raise ValueError(f"field 'mutation_prob': must be in [0, 1], got {self.mutation_prob}")
+        for key, bound in self.constraints.items():
+            if key not in CONSTRAINT_METRICS:
+                raise ValueError(f"field 'constraints': unknown metric {key!r}; allowed {list(CONSTRAINT_METRICS)}")
+            try:
+                bound.validate()
+            except ValueError as err:
+                raise ValueError(f"field 'constraints.{key}': {err}") from None
+        for op in self.baselines:
+            if op not in ("conv", "shift", "add", "attn"):
+                raise ValueError(f"field 'baselines': unknown block type {op!r}; allowed ['conv', 'shift', 'add', "
+                                 "'attn']")
+        if self.bits not in (8, 16, 32):
+            raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
+        if self.latency == "predictor" and not self.predictor:
+            raise ValueError("field 'predictor': latency 'predictor' needs the path of a trained latency predictor")
+
+    @property
+    def generation_size(self) -> int:
+        """Members of every generation after the first."""
+        return self.parents + self.mutation + self.crossover
+
+
+def load_preset(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> EvolutionConfig:
+    """A shipped preset by name (``"cv"``, ``"nlp"``, ``"cv_small"``; see ``strategies/``) or a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return load_yaml(EvolutionConfig, path, overrides)
+    name = str(name_or_path)
+    file = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    try:
+        text = resource("strategies", file).read_text()
+    except FileNotFoundError:
+        presets = [p.rsplit(".", 1)[0] for p in list_resources("strategies") if not p.startswith("meta")]
+        raise ConfigError(f"strategy preset {name!r}: no such file and no shipped preset of that name; shipped "
+                          f"presets are {presets}") from None
+    return parse_yaml(EvolutionConfig, text, f"strategies/{file}", overrides)
+
+
+def arch_key(arch: Mapping[str, Any]) -> str:
+    """A canonical architecture as a stable string (JSON, keys in label order)."""
+    return json.dumps(arch, separators=(",", ":"))
+
+
+class Evolution:
+    """The ask/tell evolution core (see the module docstring).
+
+    Args:
+        spec: the search space.
+        cfg: the strategy settings.
+        cost: ``arch -> {metric: value}`` for the constrained metrics (e.g. :func:`space_cost_fn`); may be
+            ``None`` without constraints.
+    """
+
+    def __init__(self, spec: SpaceSpec, cfg: EvolutionConfig, cost: CostFn | None = None) -> None:
+        if cfg.constraints and cost is None:
+            raise ValueError("cost: constraints need a cost function")
+        self.spec, self.cfg, self.cost = spec, cfg, cost
+        self.space = arch_space(spec)
+        self._depths = set(valid_depths(spec))
+        self.rng = random.Random(cfg.seed)
+        self.generation = 0
+        self.members: list[str] = []  # keys of the current generation, in order
+        self.results: dict[str, dict[str, Any]] = {}  # every evaluated arch: key -> record
+        self.history: list[dict[str, Any]] = []
+        self.baselines: dict[str, str] = {}  # name -> key (references, never parents)
+        self.rejected = 0
+        self._cost_memo: dict[str, dict[str, float]] = {}
+        self._started = False
+
+    # -- ask / tell ------------------------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.generation >= self.cfg.iterations
+
+    def ask(self) -> list[Arch]:
+        """The architectures still waiting for a result: the baselines, then the current generation's members."""
+        self._start()
+        if self.done:
+            return []
+        keys = [*self.baselines.values(), *self.members]
+        seen: set[str] = set()
+        todo = []
+        for k in keys:
+            if k not in self.results and k not in seen:
+                seen.add(k)
+                todo.append(json.loads(k))
+        return todo
+
+    def tell(self, arch: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> None:
+        """Record the result of ``arch`` (``metrics`` holds the objective; ``None`` for a failed evaluation, which
+        ranks last). Advances the generation when it is complete."""
+        self._start()
+        key = arch_key(canonical_arch(self.spec, arch))
+        if metrics is not None and self.cfg.objective not in metrics:
+            raise ValueError(f"metrics: no {self.cfg.objective!r} (the objective) in {sorted(metrics)}")
+        record: dict[str, Any] = {"arch": json.loads(key), "generation": self.generation,
+                                  "status": "ok" if metrics is not None else "failed"}
+        record.update({k: v for k, v in (metrics or {}).items()})
+        if metrics is None:
+            record[self.cfg.objective] = None
+        self.results[key] = record
+        while not self.done and not self.ask():
+            self._advance()
+
+    def score(self, key: str) -> float:
+        value = self.results[key].get(self.cfg.objective)
+        return -math.inf if value is None else float(value)
+
+    def best(self) -> dict[str, Any] | None:
+        """The best evaluated architecture that meets the constraints (baselines included if they do)."""
+        ok = [k for k, r in self.results.items() if r["status"] == "ok" and self._feasible(k)]
+        return self.results[max(ok, key=self.score)] if ok else None
+
+    # -- generations -----------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if not self.members and self.generation == 0:
+            from ..space.spec import baseline_arch
+
+            for op in self.cfg.baselines:
+                self.baselines[f"all_{op}"] = arch_key(baseline_arch(self.spec, op, fallback="conv"))
+            self.members = self._unique(self.cfg.population, self._random)
+
+    def _advance(self) -> None:
+        ranked = sorted(dict.fromkeys(self.members), key=self.score, reverse=True)
+        parents = ranked[:self.cfg.parents]
+        self.history.append({"generation": self.generation, "evaluated": len(self.members),
+                             "best": self.score(ranked[0]) if ranked else None,
+                             "best_arch": json.loads(ranked[0]) if ranked else None})
+        self.generation += 1
+        if self.done:
+            self.members = parents
+            return
+        parent_archs = [json.loads(k) for k in parents]
+        mutated = [self._sample(lambda: self._mutate(self.rng.choice(parent_archs))) for _ in range(self.cfg.mutation)]
+        crossed = [self._sample(lambda: self._crossover(parent_archs)) for _ in range(self.cfg.crossover)]
+        self.members = parents + mutated + crossed
+
+    def _unique(self, count: int, draw: Callable[[], Arch]) -> list[str]:
+        keys: list[str] = []
+        seen: set[str] = set()
+        for _ in range(count):
+            key = self._sample(draw, avoid=seen)
+            seen.add(key)
+            keys.append(key)
+        return keys
+
+    def _random(self) -> Arch:
+        return random_arch(self.spec, self.rng)
+
+    def _mutate(self, parent: Arch) -> Arch:
+        child = dict(parent)
+        for label, choices in self.space.items():
+            if self.rng.random() < self.cfg.mutation_prob:
+                child[label] = self.rng.choice(choices)
+        return child
+
+    def _crossover(self, parents: list[Arch]) -> Arch:
+        a, b = (self.rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0]))
+        return {label: (a if self.rng.random() < 0.5 else b)[label] for label in self.space}
+
+    def _sample(self, draw: Callable[[], Arch], avoid: set[str] | None = None) -> str:
+        """Draw until an architecture meets the depth rule and the constraints (and is not in ``avoid``)."""
+        closest: tuple[float, str] | None = None
+        for _ in range(self.cfg.max_rejects):
+            arch = draw()
+            depths = tuple(int(arch[depth_label(i)]) for i in range(len(self.spec.stages)))
+            if depths not in self._depths:
+                continue
+            key = arch_key(canonical_arch(self.spec, arch))
+            if avoid is not None and key in avoid:
+                continue
+            violation = self._violation(key)
+            if violation == 0.0:
+                return key
+            self.rejected += 1
+            if closest is None or violation < closest[0]:
+                closest = (violation, key)
+        arch = json.loads(closest[1]) if closest else None
+        metrics = self._costs(closest[1]) if closest else None
+        wanted = {k: dataclasses.asdict(b) for k, b in self.cfg.constraints.items()}
+        raise ConstraintError(
+            f"no architecture met the constraints {wanted} in {self.cfg.max_rejects} samples (generation "
+            f"{self.generation}); the closest was {arch} with {metrics}. Widen the constraints or raise "
+            "'max_rejects'; the results so far are kept", arch, metrics)
+
+    def _costs(self, key: str) -> dict[str, float]:
+        if key not in self._cost_memo:
+            self._cost_memo[key] = dict(self.cost(json.loads(key))) if self.cost is not None else {}
+        return self._cost_memo[key]
+
+    def _violation(self, key: str) -> float:
+        if not self.cfg.constraints:
+            return 0.0
+        costs = self._costs(key)
+        return sum(b.violation(costs[m]) for m, b in self.cfg.constraints.items())
+
+    def _feasible(self, key: str) -> bool:
+        return self._violation(key) == 0.0
+
+    # -- state -----------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (JSON-serialisable)."""
+        self._start()
+        version, internal, gauss = self.rng.getstate()
+        return {"format": 1, "space": self.spec.name, "config": dataclasses.asdict(self.cfg),
+                "generation": self.generation, "done": self.done, "members": self.members,
+                "baselines": self.baselines, "results": list(self.results.values()), "history": self.history,
+                "rejected": self.rejected, "rng": [version, list(internal), gauss]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`; the space and the settings must be the ones it was made with."""
+        if state.get("format") != 1:
+            raise ValueError(f"evolution state: unknown format {state.get('format')!r}")
+        if state["space"] != self.spec.name:
+            raise ValueError(f"evolution state: made for space {state['space']!r}, not {self.spec.name!r}")
+        mine = dataclasses.asdict(self.cfg)
+        changed = sorted(k for k in mine if k not in ("iterations", "max_rejects") and mine[k] != state["config"].get(k))
+        if changed:
+            raise ValueError(f"evolution state: the strategy settings {changed} differ from the saved ones "
+                             f"({ {k: state['config'].get(k) for k in changed} }); resume with the same preset")
+        self.generation, self.members = int(state["generation"]), list(state["members"])
+        self.baselines = dict(state["baselines"])
+        self.results = {arch_key(r["arch"]): dict(r) for r in state["results"]}
+        self.history, self.rejected = list(state["history"]), int(state["rejected"])
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self._started = True
+        while not self.done and not self.ask():  # iterations raised on resume: go on from the last generation
+            self._advance()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically (a kill never leaves half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state_dict(), indent=1))
+        os.replace(tmp, path)
+
+    def load(self, path: str | os.PathLike[str]) -> bool:
+        """Resume from ``path`` if it exists; returns whether it did."""
+        path = Path(path)
+        if not path.is_file():
+            return False
+        self.load_state_dict(json.loads(path.read_text()))
+        return True
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every evaluated architecture with its metrics and, where it is one, its baseline name."""
+        names = {k: n for n, k in self.baselines.items()}
+        out = []
+        for key, record in self.results.items():
+            row = dict(record)
+            row["baseline"] = names.get(key)
+            row["feasible"] = self._feasible(key)
+            out.append(row)
+        return out
+
+
+def space_cost_fn(spec: SpaceSpec, bits: int = 32, latency: Literal["eyeriss", "predictor"] = "eyeriss",
+                  predictor: str | None = None) -> CostFn:
+    """``arch -> {energy_mJ, latency_ms, macs_M, params_M, mult_G, add_G, shift_G}`` from the Eyeriss model on the
+    layer-wise fast path (latency from a trained latency predictor if asked). The models load on the first call
+    (torch and NNI's NAS take seconds to import)."""
+    state: dict[str, Any] = {}
+
+    def cost(arch: Arch) -> dict[str, float]:
+        if not state:
+            from ..cost.layerwise import space_profiler
+
+            state["profiler"] = space_profiler(spec, bits=bits)
+            if latency == "predictor":
+                from ..cost.predictor import load_predictor
+
+                state["predictor"] = load_predictor(predictor)[0]
+        totals = state["profiler"].report(arch).totals
+        lat = float(state["predictor"].predict(arch)[0]) if "predictor" in state else totals["latency_ms"]
+        return {"energy_mJ": totals["energy_mJ"], "latency_ms": lat, "macs_M": totals["macs"] / 1e6,
+                "params_M": totals["params"] / 1e6, "mult_G": totals["mult"] / 1e9, "add_G": totals["add"] / 1e9,
+                "shift_G": totals["shift"] / 1e9}
+    return cost

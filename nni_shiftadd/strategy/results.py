@@ -1,0 +1,58 @@
+"""What a search leaves behind: every evaluated architecture with all its metrics (JSON and CSV) and the
+accuracy-vs-energy / accuracy-vs-latency Pareto plots with the homogeneous baselines marked."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .evolution import Evolution
+
+_plotted: dict[str, tuple[int, int]] = {}  # output folder -> (generation, results) last plotted
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, error: str | None = None,
+                  plots: bool = True) -> dict[str, Path]:
+    """Write ``results.json`` (records, baselines, best, per-generation history, error), ``results.csv`` (one
+    row per architecture: metrics, then one column per label) and, once per generation, the Pareto plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = evolution.records()
+    baselines = {r["baseline"]: r for r in records if r["baseline"]}
+    best = evolution.best()
+    summary = {"space": evolution.spec.name, "preset": evolution.cfg.name, "generation": evolution.generation,
+               "iterations": evolution.cfg.iterations, "done": evolution.done, "error": error,
+               "constraints": {k: {"min": b.min, "max": b.max} for k, b in evolution.cfg.constraints.items()},
+               "evaluated": len(records), "rejected_samples": evolution.rejected, "best": best,
+               "baselines": baselines, "history": evolution.history, "records": records}
+    paths = {"json": out / "results.json", "csv": out / "results.csv"}
+    _atomic_write(paths["json"], json.dumps(summary, indent=1))
+    labels = list(evolution.space)
+    metric_keys = sorted({k for r in records for k in r if k not in ("arch",) and not isinstance(r[k], dict)})
+    tmp = paths["csv"].with_name("results.csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(metric_keys + labels)
+        for r in records:
+            writer.writerow([r.get(k) for k in metric_keys] + [r["arch"][label] for label in labels])
+    os.replace(tmp, paths["csv"])
+    mark = (evolution.generation, len(records))
+    last = _plotted.get(str(out))
+    ok = [r for r in records if r["status"] == "ok" and "energy_mJ" in r and "latency_ms" in r]
+    due = last is None or last[0] != mark[0] or evolution.done or error is not None
+    if plots and ok and due and last != mark:
+        from ..plots.pareto import plot_pareto_pair
+
+        good = {name: r for name, r in baselines.items() if r["status"] == "ok"}
+        for path in plot_pareto_pair(ok, out, good, best):
+            paths[path.stem] = path
+        _plotted[str(out)] = mark
+    return paths

@@ -1,0 +1,95 @@
+"""The trial of a search: one architecture, evaluated with the weights it inherits from the trained supernet.
+
+Under NNI (``nnictl create``) the architecture comes from ``nni.get_next_parameter()`` and the result goes to
+``nni.report_final_result`` as ``{"default": accuracy, "accuracy", "energy_mJ", "latency_ms", "mult_G",
+"add_G", "shift_G", "params_M", "macs_M"}``; every key becomes a column of the web UI's trial table. Outside NNI
+pass the architecture yourself (``nni-shiftadd trial --supernet CKPT --arch ARCH.json``).
+
+Accuracy is top-1 on the dataset's validation split after recalibrating BatchNorm on ``calibration_batches``
+training batches (the supernet's statistics mix every path); energy, latency and op counts come from the
+Eyeriss model of the frozen subnet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import ConfigError
+from ..data import create_dataset
+from ..space.spec import canonical_arch
+from ..tasks.supernet import evaluate_arch, load_supernet
+from .evolution import space_cost_fn
+
+
+@dataclasses.dataclass
+class TrialConfig:
+    """Schema of the trial settings (flags of ``nni-shiftadd trial``)."""
+
+    supernet: str = "runs/supernet_cv_small/checkpoints/last.ckpt"
+    split: str = "val"
+    batch_size: int = 256
+    eval_batches: int | None = 10
+    calibration_batches: int = 10
+    bits: int = 32
+    threads: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+
+    def validate(self) -> None:
+        if self.split not in ("val", "test"):
+            raise ValueError(f"field 'split': got {self.split!r}; expected 'val' or 'test'")
+        if self.batch_size < 1 or self.calibration_batches < 0:
+            raise ValueError(f"fields 'batch_size', 'calibration_batches': must be >= 1 and >= 0, got "
+                             f"{self.batch_size}, {self.calibration_batches}")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise ValueError(f"field 'eval_batches': must be null or >= 1, got {self.eval_batches}")
+        if self.bits not in (8, 16, 32):
+            raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
+
+
+def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
+    """Accuracy (inherited weights), Eyeriss energy/latency and op counts of ``arch`` (see the module doc)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
+    supernet, recipe = load_supernet(cfg.supernet)
+    spec = supernet.spec
+    try:
+        arch = canonical_arch(spec, arch)
+    except ValueError as err:
+        raise ValueError(f"trial: the proposed architecture does not belong to space {spec.name!r} of the supernet "
+                         f"{cfg.supernet}: {err}") from None
+    size = (spec.input.channels, spec.input.size, spec.input.size)
+    data_dir = cfg.data_dir if cfg.data_dir is not None else recipe.data_dir
+    evaluation = create_dataset(recipe.dataset, cfg.split, data_dir=data_dir, input_size=size)
+    train = create_dataset(recipe.dataset, "train", data_dir=data_dir, is_training=True, input_size=size)
+    loader = DataLoader(evaluation, batch_size=cfg.batch_size, shuffle=False)
+    calibration = DataLoader(train, batch_size=cfg.batch_size, shuffle=True,
+                             generator=torch.Generator().manual_seed(cfg.seed))
+    torch.manual_seed(cfg.seed)
+    accuracy = evaluate_arch(supernet, arch, loader, cfg.eval_batches, calibration, cfg.calibration_batches)
+    costs = space_cost_fn(spec, cfg.bits)(arch)
+    return {"default": accuracy, "accuracy": accuracy, **{k: float(v) for k, v in costs.items()},
+            "eval_seconds": round(time.perf_counter() - start, 2)}
+
+
+def run_trial(cfg: TrialConfig, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``arch``, or under NNI the architecture NNI hands out, and report the metrics to NNI."""
+    import nni
+
+    under_nni = arch is None
+    if under_nni:
+        arch = nni.get_next_parameter()
+        if not arch:
+            raise ConfigError("trial: no architecture (not started by NNI? pass --arch ARCH.json)")
+    metrics = evaluate_subnet(cfg, arch)
+    if under_nni:
+        nni.report_final_result(metrics)
+    print(json.dumps({"arch": dict(arch), **metrics}))
+    return metrics

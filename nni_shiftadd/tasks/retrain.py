@@ -1,0 +1,214 @@
+"""Retraining of one architecture of a hybrid CV search space from scratch (``nni-shiftadd retrain``).
+
+The network is the standalone subnet of ``arch``, freshly initialised: the space is built in ``none`` weight-sharing
+mode (each operator with its own initialisation: Conv and Shift ~ N(0, 1/fan_in), Add ~ N(0, 1) as AdderNet) and
+frozen to ``arch`` with :meth:`HybridCVSpace.freeze`, so nothing is inherited from a supernet. It is trained with
+the supernet's recipe, by default the DeiT one of :class:`~nni_shiftadd.tasks.supernet.SupernetConfig` (AdamW,
+lr 5e-4, weight decay 0.05, cosine, 5 warm-up epochs), or that of a trained supernet's checkpoint (``supernet``),
+optionally with ``quant_bits``-bit fake quantisation (:func:`nni_shiftadd.quant.fake_quantize`). The result is
+validated, tested and costed on the Eyeriss model, and ``metrics.json`` and a checkpoint are written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from ..cost.profile import profile
+from ..quant import check_bits, fake_quantize
+from ..space.cv import HybridCVSpace
+from ..space.spec import SpaceSpec, baseline_arch, canonical_arch, layer_plan, load_space
+from .classification import classification_loaders, fit_and_test
+from .supernet import BASELINES, SupernetConfig, load_supernet
+
+#: The fields that make up the training recipe: taken from the supernet checkpoint (``supernet``) when left null,
+#: else from :class:`SupernetConfig`'s defaults.
+RECIPE_FIELDS: tuple[str, ...] = ("space", "dataset", "data_dir", "epochs", "batch_size", "optimizer", "lr",
+                                  "weight_decay", "sched", "warmup_epochs")
+#: Names of the homogeneous baselines ``arch`` may be (Conv where a stage does not offer the op).
+BASELINE_ARCHS: dict[str, str] = {f"all_{op}": op for op in BASELINES}
+
+
+@dataclasses.dataclass
+class RetrainConfig:
+    """Schema of a retraining recipe (YAML).
+
+    ``arch``: a mapping of the space's labels to values, the path of a JSON file holding one (or an object with an
+    ``arch`` mapping, as the entries of a supernet's ``metrics.json``), or a baseline name (``all_conv``,
+    ``all_shift``, ``all_add``, ``all_attn``). The fields of :data:`RECIPE_FIELDS` left null come from the
+    checkpoint ``supernet`` when it is given, else from :class:`SupernetConfig`'s defaults.
+    """
+
+    arch: dict[str, Any] | str | None = None
+    supernet: str | None = None
+    space: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    sched: str | None = None
+    warmup_epochs: int | None = None
+    momentum: float = 0.9  # SGD-type optimizers only
+    label_smoothing: float = 0.0
+    quant_bits: int | None = None
+    seed: int = 0
+    num_workers: int = 0
+    limit_train_batches: int | None = None
+    limit_eval_batches: int | None = None
+    output: str = "runs/retrain"
+
+    def validate(self) -> None:
+        """Check the values; without ``supernet`` also the recipe and ``arch`` against the space (with it, they are
+        checked by :meth:`resolved` once the checkpoint is read). Errors name the field."""
+        if self.quant_bits is not None:
+            try:
+                check_bits(self.quant_bits)
+            except ValueError as err:
+                raise ValueError(f"field 'quant_bits': {err}; or null for floating point") from None
+        for name in ("limit_train_batches", "limit_eval_batches"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"field {name!r}: must be null or >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"field 'label_smoothing': must be in [0, 1), got {self.label_smoothing}")
+        if self.momentum < 0:
+            raise ValueError(f"field 'momentum': must be >= 0, got {self.momentum}")
+        if self.arch is None:
+            raise ValueError(f"field 'arch': required; an architecture mapping, the path of a JSON file holding "
+                             f"one, or one of {list(BASELINE_ARCHS)}")
+        if self.supernet is None:
+            self._resolve(SupernetConfig())
+        elif not Path(self.supernet).is_file():
+            raise ValueError(f"field 'supernet': no such checkpoint {self.supernet!r} (train one with "
+                             "`nni-shiftadd train-supernet`, or leave it null for the default recipe)")
+
+    def _resolve(self, base: SupernetConfig) -> RetrainConfig:
+        given = {name: getattr(self, name) for name in RECIPE_FIELDS if getattr(self, name) is not None}
+        recipe = dataclasses.replace(base, **given)
+        recipe.validate()  # the recipe's own checks: values, and that the space fits the dataset
+        try:
+            arch = load_arch(recipe.load_spec(), self.arch)
+        except ValueError as err:
+            raise ValueError(f"field 'arch': {err}") from None
+        return dataclasses.replace(self, arch=arch, **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
+
+    def resolved(self) -> RetrainConfig:
+        """A copy with every recipe field filled in (from ``supernet``'s checkpoint or the defaults) and ``arch``
+        as a validated, canonical mapping; ``ConfigError`` naming the field otherwise."""
+        base = SupernetConfig()
+        if self.supernet is not None:
+            try:
+                base = load_supernet(self.supernet)[1]
+            except ValueError as err:
+                raise ConfigError(f"retrain config: field 'supernet': {err}") from None
+        try:
+            return self._resolve(base)
+        except ValueError as err:
+            raise ConfigError(f"retrain config: {err}") from None
+
+
+def load_arch(spec: SpaceSpec, arch: Mapping[str, Any] | str) -> dict[str, Any]:
+    """The canonical architecture ``arch`` names: a mapping, a baseline name (:data:`BASELINE_ARCHS`), or a JSON
+    file holding a mapping (or an object with an ``arch`` mapping). A missing or unknown key, or a value outside
+    the space, raises ``ValueError`` naming the key and the allowed values."""
+    source = ""
+    if isinstance(arch, str):
+        if arch in BASELINE_ARCHS:
+            return baseline_arch(spec, BASELINE_ARCHS[arch], fallback="conv")
+        path = Path(arch)
+        if not path.is_file():
+            raise ValueError(f"{arch!r} is neither a baseline ({', '.join(BASELINE_ARCHS)}) nor an existing JSON "
+                             "file")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if isinstance(data, dict) and isinstance(data.get("arch"), dict):
+            data = data["arch"]
+        arch, source = data, f"{path}: "
+    if not isinstance(arch, Mapping):
+        raise ValueError(f"{source}expected a mapping of the space's labels to values, got {type(arch).__name__}")
+    try:
+        return canonical_arch(spec, arch)
+    except ValueError as err:
+        raise ValueError(f"{source}{err}") from None
+
+
+def build_subnet(spec: SpaceSpec, arch: Mapping[str, Any], quant_bits: int | None = None) -> nn.Module:
+    """A freshly initialised standalone network of ``arch`` (nothing inherited: a ``none``-mode space frozen to
+    ``arch``), fake-quantised to ``quant_bits`` bits when given."""
+    model = HybridCVSpace(spec, mode="none").freeze(canonical_arch(spec, arch))
+    return model if quant_bits is None else fake_quantize(model, quant_bits)
+
+
+def cost_bits(quant_bits: int | None) -> int:
+    """The accelerator word width that holds ``quant_bits``-bit values: 8, 16, or 32 for floating point."""
+    if quant_bits is None:
+        return 32
+    return 8 if quant_bits <= 8 else 16
+
+
+def load_retrained(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module,
+                                                                                           RetrainConfig]:
+    """The trained network of a ``retrain`` checkpoint (fake-quantised as it was trained) and its resolved recipe.
+
+    Loads with ``torch.load(weights_only=True)``; a file that is not a retrain checkpoint raises ``ValueError``.
+    """
+    path = Path(checkpoint)
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    config = (state.get("hyper_parameters") or {}).get("config") if isinstance(state, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("arch"), dict) or "state_dict" not in state:
+        raise ValueError(f"{path}: not a checkpoint of `nni-shiftadd retrain` (no 'hyper_parameters.config.arch' "
+                         "and 'state_dict')")
+    fields = {f.name for f in dataclasses.fields(RetrainConfig)}
+    cfg = RetrainConfig(**{k: v for k, v in config.items() if k in fields})
+    model = build_subnet(load_space(cfg.space), cfg.arch, cfg.quant_bits)
+    model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
+    return model.to(map_location).eval(), cfg
+
+
+def retrain(cfg: RetrainConfig) -> dict[str, Any]:
+    """Train ``cfg.arch`` from scratch, validate and test it, cost it; write ``metrics.json`` and return it."""
+    source = cfg.arch if isinstance(cfg.arch, str) else "inline"
+    cfg = cfg.resolved()
+    spec = load_space(cfg.space)
+    pl.seed_everything(cfg.seed, workers=True)
+    size = (spec.input.channels, spec.input.size, spec.input.size)
+    loaders = classification_loaders(cfg.dataset, size, cfg.batch_size, data_dir=cfg.data_dir,
+                                     num_workers=cfg.num_workers, seed=cfg.seed)
+    model = build_subnet(spec, cfg.arch)
+    # The cost model counts operations and data movement of the structure, whatever the weights hold; the float
+    # network is costed at the word width that holds quant_bits (its quantisers are not compute layers).
+    bits = cost_bits(cfg.quant_bits)
+    cost = profile(model.eval(), torch.zeros(1, *size), bits=bits)
+    model.train()  # Lightning keeps each module's train/eval mode as it finds it
+    if cfg.quant_bits is not None:
+        fake_quantize(model, cfg.quant_bits)
+    fit = fit_and_test(model, cfg, *loaders, cfg.output)
+    result = {
+        "space": spec.name, "arch_source": source, "arch": cfg.arch, "supernet": cfg.supernet,
+        "dataset": cfg.dataset, "quant_bits": cfg.quant_bits,
+        "blocks": dict(Counter(layer.op for layer in layer_plan(spec, cfg.arch))),
+        "recipe": {name: getattr(cfg, name) for name in RECIPE_FIELDS if name not in ("space", "dataset", "data_dir")},
+        "params": sum(p.numel() for p in model.parameters()),
+        "cost": {"bits": bits, **{k: cost[k] for k in ("energy_mJ", "latency_ms", "macs", "mult", "add", "shift",
+                                                       "params")}},
+        **fit,
+    }
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result
