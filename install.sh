@@ -2,7 +2,8 @@
 # Set up nni-shiftadd on a fresh machine: the Fashion-MNIST data (Debian package), a virtual environment in
 # .venv with the package installed (non-editable), and the fast CPU adder kernel built once into the cache.
 #   ./install.sh          install the package
-#   ./install.sh --test   install the package with its test extras
+#   ./install.sh --test   install the package with its test extras (and, as root, Debian's chromium and
+#                         chromium-driver for the web UI test)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,10 +30,21 @@ if ! command -v c++ >/dev/null && ! command -v g++ >/dev/null && [ "$(id -u)" = 
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
 fi
 
-# 3. The package, in its own virtual environment.
+# 3. For the tests: Debian's Chromium and its driver (tests/test_webui.py opens the NNI web UI through selenium).
+if [ "${1:-}" = "--test" ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "install.sh: apt-get install chromium chromium-driver"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "install.sh: warning: the browser test needs Debian's Chromium; run: sudo apt-get install chromium" \
+         "chromium-driver" >&2
+  fi
+fi
+
+# 4. The package, in its own virtual environment.
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check ".$extras"
 
-# 4. Build (or find in the cache) the CPU kernel now rather than inside the first training step.
+# 5. Build (or find in the cache) the CPU kernel now rather than inside the first training step.
 .venv/bin/nni-shiftadd kernels >/dev/null || echo "install.sh: warning: the fast CPU adder kernel did not build" >&2
 echo "install.sh: done (.venv/bin/nni-shiftadd)"

@@ -422,7 +422,7 @@ def _add_search_parsers(sub: Any) -> None:
                        "architecture with its accuracy, energy, latency and op counts beside the all-Conv/Shift/Add/"
                        "Attn baselines. Run it again after a kill: it resumes. Fields come from --config (YAML) and "
                        "are overridden by the flags below.")
-    p.add_argument("--config", default=None, help="demo recipe (YAML), e.g. examples/fashion_mnist/demo.yaml")
+    p.add_argument("--config", default=None, help="demo recipe (YAML); default examples/fashion_mnist/demo.yaml")
     _add_config_flags(p, DemoConfig)
     p.set_defaults(func=cmd_demo)
 

@@ -92,6 +92,66 @@ def laplace_kl(w: Tensor, scale: float = 1.0) -> Tensor:
     return torch.log(scale / b) + am / scale + (b / scale) * torch.exp(-am / b) - 1.0
 
 
+class _PoolKL(torch.autograd.Function):
+    """``gaussian_kl(w) + laplace_kl(w * alpha[index], scale)`` (eq. (5) for one pool, ``T`` of eq. (6) inside)
+    with closed-form gradients: a handful of vector operations per pool instead of an autograd graph of ~40 tiny
+    nodes, which is most of what HWS would otherwise add to a training step (``benchmarks/supernet.py``)."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, alpha: Tensor | None, index: Tensor | None,  # type: ignore[override]
+                scale: float) -> Tensor:
+        flat = w.detach().reshape(-1)
+        n = flat.numel()
+        var_raw, mu = torch.var_mean(flat, unbiased=False)
+        var = var_raw.clamp_min(1e-12)
+        kl = 0.5 * (var + mu * mu - 1.0 - torch.log(var))
+        ctx.n, ctx.scale, ctx.has_t = n, scale, alpha is not None
+        saved = [flat, mu, var, var_raw > 1e-12]
+        if alpha is not None:
+            a = alpha.detach()[index]
+            u = flat * a
+            m = u.mean()
+            sgn = torch.sign(u - m)
+            b_raw = (u - m).abs().mean()
+            b = b_raw.clamp_min(1e-12)
+            am = m.abs()
+            e = torch.exp(-am / b)
+            kl = kl + torch.log(scale / b) + am / scale + (b / scale) * e - 1.0
+            saved += [a, index, m, sgn, b, b_raw > 1e-12, e]
+            ctx.segments = alpha.numel()
+        ctx.save_for_backward(*saved)
+        ctx.w_shape = w.shape
+        return kl
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None, None]:  # type: ignore[override]
+        flat, mu, var, var_free, *rest = ctx.saved_tensors
+        n, scale = ctx.n, ctx.scale
+        g = grad / n
+        coef = torch.where(var_free, 1.0 - 1.0 / var, torch.zeros_like(var))
+        g_w = g * (coef * (flat - mu) + mu)
+        g_alpha = None
+        if ctx.has_t:
+            a, index, m, sgn, b, b_free, e = rest
+            am = m.abs()
+            d_b = torch.where(b_free, -1.0 / b + (e / scale) * (1.0 + am / b), torch.zeros_like(b))
+            d_m = torch.sign(m) / scale * (1.0 - e)
+            g_u = g * (d_b * (sgn - sgn.mean()) + d_m)
+            g_w = g_w + g_u * a
+            if ctx.needs_input_grad[1]:
+                g_alpha = torch.zeros(ctx.segments, dtype=flat.dtype, device=flat.device).index_add_(0, index,
+                                                                                                   g_u * flat)
+        return g_w.view(ctx.w_shape), g_alpha, None, None
+
+
+def pool_kl(w: Tensor, transform: TransformKernel | None = None, scale: float = 1.0) -> Tensor:
+    """``gaussian_kl(w) + laplace_kl(transform(w), scale)`` (eq. (5); the Laplace term only with a ``transform``),
+    computed in one fused autograd node with the same value and gradients."""
+    if transform is None:
+        return _PoolKL.apply(w, None, None, scale)
+    return _PoolKL.apply(w, transform.alpha, transform.segment_index(w), scale)
+
+
 class _AuxiliaryLoss(torch.autograd.Function):
     """Identity on ``y``; in the backward pass, ``aux`` receives gradient ``weight`` (i.e. ``weight * aux`` is added
     to whatever loss ``y`` feeds)."""
@@ -166,10 +226,7 @@ class SharedConvWeight(nn.Module):
         """``KL(P(W) || N(0,1)) + KL(P(T(W)) || Laplace(0, b))`` in ``hws`` mode, else ``None``."""
         if self.mode != "hws":
             return None
-        total = gaussian_kl(self.pool)
-        if self.transform is not None:
-            total = total + laplace_kl(self.transform(self.pool), self.laplace_scale)
-        return total
+        return pool_kl(self.pool, self.transform, self.laplace_scale)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, ops={self.ops}, mode={self.mode!r}"

@@ -169,3 +169,23 @@ def test_oneshot_hooks_share_weights_and_train() -> None:
     assert hook(nn.Conv2d(1, 1, 1), "x", {}, {}) is None
     with pytest.raises(ValueError, match="mode='hws' but the hooks ask for mode='naive'"):
         oneshot_hooks("naive")[0](space.layer1, "layer1", {}, {})
+
+
+@pytest.mark.parametrize("shape, shift, segments", [((8, 4, 3, 3), 0.0, 20), ((16, 32, 1, 1), 0.3, 200),
+                                                    ((5, 7), -2.0, 3)])
+def test_fused_pool_kl_matches_the_autograd_composition(shape: tuple[int, ...], shift: float, segments: int) -> None:
+    from nni_shiftadd.hws import pool_kl
+
+    gen = torch.Generator().manual_seed(len(shape))
+    w = (torch.randn(shape, dtype=torch.float64, generator=gen) * 0.7 + shift).requires_grad_()
+    t = TransformKernel(segments).double()
+    with torch.no_grad():
+        t.alpha.copy_(torch.rand(segments, dtype=torch.float64, generator=gen) + 0.5)
+    reference = gaussian_kl(w) + laplace_kl(t(w), 1.3)
+    fused = pool_kl(w, t, 1.3)
+    assert fused.item() == pytest.approx(reference.item(), abs=1e-12)
+    for a, b in zip(torch.autograd.grad(reference, (w, t.alpha)), torch.autograd.grad(fused, (w, t.alpha))):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+    plain = pool_kl(w)  # no T: the Gaussian term alone
+    torch.testing.assert_close(torch.autograd.grad(plain, w)[0], torch.autograd.grad(gaussian_kl(w), w)[0],
+                               rtol=0, atol=1e-12)

@@ -72,6 +72,19 @@ def test_short_run_writes_checkpoint_and_baselines(tmp_path: Path) -> None:
     assert set(metrics["baselines"]) == {"conv", "shift", "add", "attn"}
     assert all(0.0 <= acc <= 1.0 for acc in metrics["baselines"].values())
     assert len(metrics["archs"]) == 1 + 4
+    # the trained supernet loads back (weights_only) with its recipe; a subnet gets the same weights it trained
+    from nni_shiftadd.tasks.supernet import load_supernet
+
+    supernet, recipe = load_supernet(tmp_path / "checkpoints" / "last.ckpt", "cv_small")
+    assert recipe.space == "cv_small" and recipe.limit_train_batches == 12
+    assert torch.equal(supernet.head.weight, ckpt["state_dict"]["supernet.head.weight"])
+    with pytest.raises(ValueError, match=r"trained on space 'cv_small'.*requested space 'cv_imagenet'"):
+        load_supernet(tmp_path / "checkpoints" / "last.ckpt", "cv_imagenet")
+    with pytest.raises(ValueError, match="not a supernet checkpoint"):
+        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+        load_supernet(tmp_path / "other.ckpt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_supernet(tmp_path / "missing.ckpt")
 
 
 def test_sampler_resumes_mid_epoch_and_shards() -> None:
@@ -175,3 +188,21 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     ckpt = _load(tmp_path / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 4
     assert json.loads((tmp_path / "metrics.json").read_text())["baselines"].keys() == {"conv", "shift", "add", "attn"}
+
+
+def test_sampling_can_be_restricted_to_a_cost_range() -> None:
+    from nni_shiftadd.strategy import space_cost_fn
+    from nni_shiftadd.tasks.supernet import SupernetTask
+
+    cfg = from_dict(SupernetConfig, {"sample_constraints": {"energy_mJ": {"max": 0.3}, "latency_ms": {"min": 0.1}}})
+    task = SupernetTask(cfg, steps_per_epoch=10)
+    cost = space_cost_fn(task.spec)
+    archs = [task.sample_arch() for _ in range(40)]
+    assert all(cost(a)["energy_mJ"] <= 0.3 and cost(a)["latency_ms"] >= 0.1 for a in archs)
+    assert len({json.dumps(a, sort_keys=True) for a in archs}) > 20  # still a spread of paths, not one
+    impossible = SupernetTask(from_dict(SupernetConfig, {"sample_constraints": {"energy_mJ": {"max": 1e-6}},
+                                                         "sample_max_rejects": 20}), steps_per_epoch=10)
+    with pytest.raises(ConfigError, match=r"sample_constraints.*no architecture .* in 20 samples; the closest"):
+        impossible.sample_arch()
+    with pytest.raises(ConfigError, match=r"unknown metric 'energy'"):
+        from_dict(SupernetConfig, {"sample_constraints": {"energy": {"max": 1.0}}})

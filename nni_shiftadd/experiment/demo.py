@@ -53,7 +53,8 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
                       search_space_file: Path, supernet: Path, eval_batches: int, calibration_batches: int,
                       batch_size: int, threads: int, concurrency: int, max_trials: int, name: str) -> dict[str, Any]:
     """An ``nnictl create`` config (as a dict) for the evolution tuner and the supernet trial."""
-    trial = (f"{sys.executable} -m nni_shiftadd.cli trial --supernet {supernet} --eval-batches {eval_batches} "
+    trial = (f"{sys.executable} -m nni_shiftadd.cli trial --supernet {supernet} --space {space} "
+             f"--eval-batches {eval_batches} "
              f"--calibration-batches {calibration_batches} --batch-size {batch_size} --threads {threads}")
     return {
         "experimentName": name,
@@ -175,12 +176,17 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_demo_config(path: str | None, overrides: dict[str, Any]) -> DemoConfig:
-    """The demo recipe from ``path`` (YAML) or the defaults, with ``overrides``."""
-    from ..config import from_dict
+DEFAULT_RECIPE = "examples/fashion_mnist/demo.yaml"
 
+
+def load_demo_config(path: str | None, overrides: dict[str, Any]) -> DemoConfig:
+    """The demo recipe from ``path`` (YAML; default ``examples/fashion_mnist/demo.yaml`` of the checkout the
+    command runs in), with ``overrides``."""
     if path is None:
-        return from_dict(DemoConfig, overrides, "command line")
+        if not Path(DEFAULT_RECIPE).is_file():
+            raise ConfigError(f"{DEFAULT_RECIPE}: not found from {Path.cwd()}; run the demo from the repository "
+                              "root or pass --config")
+        path = DEFAULT_RECIPE
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such demo config")
     return load_yaml(DemoConfig, path, overrides)

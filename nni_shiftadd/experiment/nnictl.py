@@ -67,13 +67,42 @@ def free_port(preferred: int = 8080, host: str = "127.0.0.1", tries: int = 50) -
     raise ExperimentError(f"no free port in {preferred}..{preferred + tries - 1}")
 
 
-def create(config: str | os.PathLike[str], port: int, host: str = "127.0.0.1") -> str:
-    """``nnictl create --config config --port port`` with the web UI on ``host``; returns the experiment id."""
-    proc = nnictl("create", "--config", str(config), "--port", str(port), env=loopback_env(host))
-    found = re.search(r"Experiment ID:\s*(\w+)", _ANSI.sub("", proc.stdout))
-    if found is None:
-        raise ExperimentError(f"nnictl create printed no experiment id:\n{proc.stdout}{proc.stderr}")
-    return found.group(1)
+def create(config: str | os.PathLike[str], port: int, host: str = "127.0.0.1", *, attempts: int = 3) -> str:
+    """``nnictl create --config config --port port`` with the web UI on ``host``; returns the experiment id.
+
+    NNI's manager fails an experiment whose tuner process has not connected within 10 s, which a loaded 2-core
+    machine can miss (Python, NNI and the tuner must start); such an experiment is stopped and created again, up to
+    ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        proc = nnictl("create", "--config", str(config), "--port", str(port), env=loopback_env(host))
+        found = re.search(r"Experiment ID:\s*(\w+)", _ANSI.sub("", proc.stdout))
+        if found is None:
+            raise ExperimentError(f"nnictl create printed no experiment id:\n{proc.stdout}{proc.stderr}")
+        experiment_id = found.group(1)
+        error = _startup_error(Rest(port, host))
+        if error is None:
+            return experiment_id
+        stop(experiment_id)
+        if "did not connect" not in error or attempt == attempts:
+            raise ExperimentError(f"experiment {experiment_id} failed to start: {error}")
+    raise AssertionError("unreachable")
+
+
+def _startup_error(rest: Rest, timeout: float = 30.0) -> str | None:
+    """NNI's error if the experiment fails while its tuner starts; ``None`` once a trial exists, the experiment
+    has finished, or ``timeout`` passed without an error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = rest.get("check-status")
+            if status.get("status") == "ERROR":
+                return str(status.get("errors") or status)
+            if status.get("status") in ("DONE", "NO_MORE_TRIAL") or rest.trials():
+                return None
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1.0)
+    return None
 
 
 def stop(experiment_id: str) -> None:

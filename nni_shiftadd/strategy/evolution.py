@@ -137,6 +137,17 @@ def arch_key(arch: Mapping[str, Any]) -> str:
     return json.dumps(arch, separators=(",", ":"))
 
 
+def result_metrics(value: Any, objective: str) -> dict[str, Any] | None:
+    """The metrics to :meth:`Evolution.tell` for one evaluation's final result, as NNI delivers it to either front
+    end: a dict of metrics with ``default`` (extra keys such as ``energy_mJ`` are kept), a bare number, or ``None``
+    for no result (a failed evaluation). ``default`` doubles as ``objective`` unless that key is reported too."""
+    if value is None:
+        return None
+    metrics = dict(value) if isinstance(value, Mapping) else {"default": value}
+    metrics.setdefault(objective, metrics.get("default"))
+    return metrics
+
+
 class Evolution:
     """The ask/tell evolution core (see the module docstring).
 
@@ -211,13 +222,14 @@ class Evolution:
     def _start(self) -> None:
         if self._started:
             return
-        self._started = True
         if not self.members and self.generation == 0:
             from ..space.spec import baseline_arch
 
-            for op in self.cfg.baselines:
-                self.baselines[f"all_{op}"] = arch_key(baseline_arch(self.spec, op, fallback="conv"))
-            self.members = self._unique(self.cfg.population, self._random)
+            members = self._unique(self.cfg.population, self._random)  # may raise ConstraintError: not started
+            self.baselines = {f"all_{op}": arch_key(baseline_arch(self.spec, op, fallback="conv"))
+                              for op in self.cfg.baselines}
+            self.members = members
+        self._started = True
 
     def _advance(self) -> None:
         ranked = sorted(dict.fromkeys(self.members), key=self.score, reverse=True)
@@ -299,7 +311,6 @@ class Evolution:
     # -- state -----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (JSON-serialisable)."""
-        self._start()
         version, internal, gauss = self.rng.getstate()
         return {"format": 1, "space": self.spec.name, "config": dataclasses.asdict(self.cfg),
                 "generation": self.generation, "done": self.done, "members": self.members,
@@ -323,7 +334,7 @@ class Evolution:
         self.history, self.rejected = list(state["history"]), int(state["rejected"])
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
-        self._started = True
+        self._started = bool(self.members) or self.generation > 0  # else the first generation is still to draw
         while not self.done and not self.ask():  # iterations raised on resume: go on from the last generation
             self._advance()
 

@@ -22,7 +22,8 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, error: str | None = None,
                   plots: bool = True) -> dict[str, Path]:
     """Write ``results.json`` (records, baselines, best, per-generation history, error), ``results.csv`` (one
-    row per architecture: metrics, then one column per label) and, once per generation, the Pareto plots."""
+    row per architecture: metrics, then one column per label), ``best.json`` (the best feasible architecture and
+    its metrics) and, once per generation, the Pareto plots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = evolution.records()
@@ -35,6 +36,9 @@ def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, erro
                "baselines": baselines, "history": evolution.history, "records": records}
     paths = {"json": out / "results.json", "csv": out / "results.csv"}
     _atomic_write(paths["json"], json.dumps(summary, indent=1))
+    if best is not None:  # what `nni-shiftadd retrain --arch` and `plot subnet --arch` take
+        paths["best"] = out / "best.json"
+        _atomic_write(paths["best"], json.dumps(best, indent=1))
     labels = list(evolution.space)
     metric_keys = sorted({k for r in records for k in r if k not in ("arch",) and not isinstance(r[k], dict)})
     tmp = paths["csv"].with_name("results.csv.tmp")

@@ -32,6 +32,7 @@ class TrialConfig:
     """Schema of the trial settings (flags of ``nni-shiftadd trial``)."""
 
     supernet: str = "runs/supernet_cv_small/checkpoints/last.ckpt"
+    space: str | None = None  # when given, the supernet must have been trained on this space
     split: str = "val"
     batch_size: int = 256
     eval_batches: int | None = 10
@@ -58,7 +59,7 @@ def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
-    supernet, recipe = load_supernet(cfg.supernet)
+    supernet, recipe = load_supernet(cfg.supernet, cfg.space)
     spec = supernet.spec
     try:
         arch = canonical_arch(spec, arch)

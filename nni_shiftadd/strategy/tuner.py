@@ -29,7 +29,7 @@ from nni.tuner import Tuner
 from nni.utils import ClassArgsValidator
 
 from ..space.spec import SpaceSpec, arch_space, canonical_arch, load_space
-from .evolution import ConstraintError, Evolution, arch_key, load_preset, space_cost_fn
+from .evolution import ConstraintError, Evolution, arch_key, load_preset, result_metrics, space_cost_fn
 from .results import write_results
 
 _logger = logging.getLogger(__name__)
@@ -88,8 +88,17 @@ class ShiftAddEvolutionTuner(Tuner):
         self.error: str | None = None
         # NNI's dispatcher calls a tuner from two threads (results and trial ends come on different queues)
         self._lock = threading.RLock()
+        self._begun = False
+
+    def _begin(self) -> None:
+        """Draw the first generation (an impossible constraint shows at once) and write the state. Not in
+        ``__init__``: NNI's manager gives the dispatcher 10 s to connect, and the cost model takes seconds to load
+        on a busy machine, so this waits for the first message from NNI."""
+        if self._begun:
+            return
+        self._begun = True
         try:
-            self.evolution.ask()  # the first generation is drawn now, so an impossible constraint shows at once
+            self.evolution.ask()
         except ConstraintError as err:
             self._fail(err)
         self._save()
@@ -98,6 +107,8 @@ class ShiftAddEvolutionTuner(Tuner):
     def update_search_space(self, search_space: dict[str, Any]) -> None:
         """Check that the experiment's search space is the one generated from the space YAML."""
         expected = search_space_json(self.spec)
+        with self._lock:
+            self._begin()
         if not search_space:
             return
         for label in expected:
@@ -114,6 +125,7 @@ class ShiftAddEvolutionTuner(Tuner):
 
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
         with self._lock:
+            self._begin()
             return self._generate_multiple(parameter_id_list, **kwargs)
 
     def _generate_multiple(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
@@ -129,6 +141,7 @@ class ShiftAddEvolutionTuner(Tuner):
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
         with self._lock:
+            self._begin()
             arch = self._next()
             if arch is None:
                 raise nni.NoMoreTrialError("the current generation is handed out; waiting for its results"
@@ -162,6 +175,7 @@ class ShiftAddEvolutionTuner(Tuner):
     def import_data(self, data: list[dict[str, Any]]) -> None:
         """Results of earlier experiments (``nnictl resume`` replays them): taken unless already known."""
         with self._lock:
+            self._begin()
             self._import(data)
 
     def _import(self, data: list[dict[str, Any]]) -> None:
@@ -176,11 +190,9 @@ class ShiftAddEvolutionTuner(Tuner):
                 self._tell(entry["parameter"], self._metrics(entry["value"]))
 
     # -- internals -------------------------------------------------------------------------------------------------
-    def _metrics(self, value: Any) -> dict[str, Any]:
+    def _metrics(self, value: Any) -> dict[str, Any] | None:
         """A trial's final result (a dict of metrics with ``default``, or a bare number) with the objective set."""
-        metrics = dict(value) if isinstance(value, dict) else {"default": value}
-        metrics.setdefault(self.cfg.objective, metrics.get("default"))
-        return metrics
+        return result_metrics(value, self.cfg.objective)
 
     def _next(self) -> dict[str, Any] | None:
         if self.error is not None:

@@ -49,6 +49,7 @@ from ..hws import MODES, Mode
 from ..nn.hybrid import HybridChoice
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
+from ..strategy.evolution import CONSTRAINT_METRICS, Bound, space_cost_fn
 from .classification import LossHistory, timm_optimization
 
 BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")
@@ -78,6 +79,9 @@ class SupernetConfig:
     limit_eval_batches: int | None = None
     eval_archs: int = 10
     bn_calibration_batches: int = 20
+    # train only paths whose cost is in range (metric -> {min, max}; Eyeriss model), e.g. {energy_mJ: {max: 1}}
+    sample_constraints: dict[str, Bound] = dataclasses.field(default_factory=dict)
+    sample_max_rejects: int = 1000
     devices: int = 1
     strategy: Literal["auto", "ddp"] = "auto"
     output: str = "runs/supernet"
@@ -93,6 +97,12 @@ class SupernetConfig:
         for name in ("limit_train_batches", "limit_eval_batches"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be null or >= 1, got {getattr(self, name)}")
+        for key in self.sample_constraints:
+            if key not in CONSTRAINT_METRICS:
+                raise ValueError(f"field 'sample_constraints': unknown metric {key!r}; allowed "
+                                 f"{list(CONSTRAINT_METRICS)}")
+        if self.sample_max_rejects < 1:
+            raise ValueError(f"field 'sample_max_rejects': must be >= 1, got {self.sample_max_rejects}")
         for name in ("warmup_epochs", "num_workers", "eval_archs", "seed", "bn_calibration_batches"):
             if getattr(self, name) < 0:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -246,6 +256,7 @@ class SupernetTask(pl.LightningModule):
         # Same seed on every rank: all ranks sample the same architecture at every step.
         self.arch_rng = random.Random(cfg.seed)
         self.current_arch: dict[str, Any] | None = None
+        self._cost: Any = None
         self._pending_rng: dict[str, Any] | None = None
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
 
@@ -254,7 +265,7 @@ class SupernetTask(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        arch = random_arch(self.spec, self.arch_rng)
+        arch = self.sample_arch()
         self.current_arch = arch
         self.supernet.activate(arch)
         loss = F.cross_entropy(self(x), y)
@@ -266,12 +277,33 @@ class SupernetTask(pl.LightningModule):
                                      f"(epoch {self.current_epoch}, batch {batch_idx}) for the sampled arch {arch}; "
                                      "no checkpoint was written for this step")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        if self.cfg.mode == "hws":
-            with torch.no_grad():
+        if self.cfg.mode == "hws" and self.global_step % self.trainer.log_every_n_steps == 0:
+            with torch.no_grad():  # every layer's KL (one sort each): only when Lightning logs
                 kl = sum((m.block.kl() for m in self.supernet.modules() if isinstance(m, HybridChoice)),
                          torch.zeros(()))
             self.log("train/kl", kl, on_step=True, on_epoch=False, batch_size=len(y))
         return loss
+
+    def sample_arch(self) -> dict[str, Any]:
+        """A uniformly random architecture; with ``sample_constraints``, uniform over those whose Eyeriss cost is
+        in range (rejection sampling, so the distribution stays uniform on the allowed set)."""
+        if not self.cfg.sample_constraints:
+            return random_arch(self.spec, self.arch_rng)
+        if self._cost is None:
+            self._cost = space_cost_fn(self.spec)
+        closest: tuple[float, dict[str, Any]] | None = None
+        for _ in range(self.cfg.sample_max_rejects):
+            arch = random_arch(self.spec, self.arch_rng)
+            costs = self._cost(arch)
+            violation = sum(b.violation(costs[m]) for m, b in self.cfg.sample_constraints.items())
+            if violation == 0.0:
+                return arch
+            if closest is None or violation < closest[0]:
+                closest = (violation, arch)
+        wanted = {k: dataclasses.asdict(b) for k, b in self.cfg.sample_constraints.items()}
+        raise ConfigError(f"field 'sample_constraints': no architecture of space {self.spec.name!r} met {wanted} "
+                          f"in {self.cfg.sample_max_rejects} samples; the closest was {closest[1] if closest else None}"
+                          f" with {self._cost(closest[1]) if closest else None}")
 
     def configure_optimizers(self) -> Any:
         return timm_optimization(self.supernet, self.cfg, self.steps_per_epoch)
@@ -398,7 +430,7 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
         _close_progress_bars(trainer)  # else tqdm prints the half-done bar again at interpreter exit
         raise
     fit_s = time.perf_counter() - start
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the full state (model, optimizer, loops)
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # the full state, to resume
 
     result: dict[str, Any] = {}
     if trainer.is_global_zero:

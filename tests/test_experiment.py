@@ -1,0 +1,125 @@
+"""The nnictl side without a full experiment: the loopback preload on NNI's own Node.js, socket inspection, the
+generated search space and experiment configs, the demo recipe's validation."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_shiftadd.config import ConfigError, load_yaml
+from nni_shiftadd.experiment.demo import DemoConfig, experiment_config
+from nni_shiftadd.experiment.nnictl import free_port, listening_addresses, loopback_env
+from nni_shiftadd.strategy.tuner import search_space_json
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "fashion_mnist"
+
+
+def _node() -> Path:
+    import nni_node
+
+    return Path(nni_node.__file__).parent / "node"
+
+
+def _serve(env: dict[str, str] | None, port: int) -> subprocess.Popen:
+    """NNI's Node.js listening the way NNI's manager does (``app.listen(port)``, no host)."""
+    script = f"require('http').createServer((q, r) => r.end('ok')).listen({port}); setTimeout(() => {{}}, 20000);"
+    return subprocess.Popen([str(_node()), "-e", script], env=env)
+
+
+def _wait_listening(port: int, timeout: float = 10.0) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = listening_addresses(port)
+        if found:
+            return found
+        time.sleep(0.1)
+    return set()
+
+
+def test_listening_addresses_reads_the_kernel_tables() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert listening_addresses(port) == {"127.0.0.1"}
+    assert listening_addresses(port) == set()
+
+
+def test_loopback_preload_keeps_nnis_server_on_127_0_0_1() -> None:
+    port = free_port(18500)
+    plain = _serve(None, port)
+    try:
+        wide = _wait_listening(port)
+    finally:
+        plain.kill()
+        plain.wait()
+    assert wide and wide <= {"::", "0.0.0.0"}, f"without the preload node listens on every interface: {wide}"
+    port = free_port(18600)
+    local = _serve(loopback_env(), port)
+    try:
+        assert _wait_listening(port) == {"127.0.0.1"}
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:  # and it serves there
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert b"ok" in c.recv(1024)
+    finally:
+        local.kill()
+        local.wait()
+    port = free_port(18700)
+    chosen = _serve(loopback_env("::1"), port)  # another address when the user asks for one
+    try:
+        assert _wait_listening(port) == {"::1"}
+    finally:
+        chosen.kill()
+        chosen.wait()
+
+
+def test_loopback_env_keeps_the_users_node_options() -> None:
+    env = loopback_env(base={"NODE_OPTIONS": "--max-old-space-size=512", "PATH": "/bin"})
+    assert env["NODE_OPTIONS"].startswith("--max-old-space-size=512 --require ")
+    assert env["NODE_OPTIONS"].rstrip('"').endswith("loopback.js") and env["NNI_SHIFTADD_HOST"] == "127.0.0.1"
+
+
+def test_shipped_search_space_is_the_generated_one() -> None:
+    shipped = json.loads((EXAMPLES / "search_space.json").read_text())
+    assert shipped == search_space_json("cv_small")
+    assert shipped["stage2.depth"] == {"_type": "choice", "_value": [1, 2, 3]}
+
+
+def test_example_nnictl_config_is_valid_for_nni() -> None:
+    from nni.experiment.config import ExperimentConfig
+
+    raw = yaml.safe_load((EXAMPLES / "config.yml").read_text())
+    assert raw["tuner"] == {"name": "ShiftAddEvolution", "classArgs": {"space": "cv_small", "preset": "cv_small"}}
+    assert "--space cv_small" in raw["trialCommand"] and "nni-shiftadd trial" in raw["trialCommand"]
+    config = ExperimentConfig(**{k: v for k, v in raw.items() if k not in ("searchSpaceFile", "trialCodeDirectory")})
+    assert config.trial_concurrency == 2
+
+
+def test_generated_experiment_config(tmp_path: Path) -> None:
+    cfg = experiment_config(space="cv_small", preset="cv_small", preset_overrides={"iterations": 1},
+                            search_dir=tmp_path / "search", search_space_file=tmp_path / "ss.json",
+                            supernet=tmp_path / "last.ckpt", eval_batches=2, calibration_batches=3, batch_size=64,
+                            threads=1, concurrency=2, max_trials=10, name="t")
+    assert cfg["tuner"]["classArgs"] == {"space": "cv_small", "preset": "cv_small", "output": str(tmp_path / "search"),
+                                         "overrides": {"iterations": 1}}
+    assert f"--supernet {tmp_path / 'last.ckpt'} --space cv_small --eval-batches 2 --calibration-batches 3" in \
+        cfg["trialCommand"]
+
+
+def test_demo_recipe_errors_name_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    cfg = load_yaml(DemoConfig, EXAMPLES / "demo.yaml")
+    assert cfg.host == "127.0.0.1" and cfg.preset == "cv_small"
+    bad = tmp_path / "demo.yaml"
+    bad.write_text("concurency: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown field 'concurency'; allowed fields are .*'concurrency'"):
+        load_yaml(DemoConfig, bad)
+    bad.write_text("supernet_recipe: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"supernet_recipe.*no such file 'nowhere.yaml'"):
+        load_yaml(DemoConfig, bad)

@@ -1,0 +1,241 @@
+"""A real ``nnictl create`` experiment (evolution tuner + supernet trials) and its web UI.
+
+One small experiment per module: a supernet trained for 3 batches, then 4 trials (the all-Conv and all-Add
+baselines and a first generation of 2). The default suite checks that its web UI and REST API listen on 127.0.0.1
+only and that the REST API returns the hardware metrics; the ``browser`` test (``.venv/bin/pytest -m browser``,
+also part of the default run) opens the trials table in headless Chromium and saves ``runs/webui/trials.png``.
+
+The experiment runs with its own ``HOME`` (NNI keeps its experiments under ``~/nni-experiments``) and
+``NNI_CONFIG_DIR`` (the tuner registration), and is always stopped at teardown. Nothing here connects to an
+address that is not on this machine.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pytest
+import yaml
+
+import nni_shiftadd
+from nni_shiftadd.cache import cache_root
+from nni_shiftadd.experiment.demo import experiment_config
+from nni_shiftadd.experiment.nnictl import Rest, create, free_port, listening_addresses, nnictl, register, stop, wait
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "runs" / "webui"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# PLATFORM.md: without the background-networking flags Chromium keeps trying to reach Google's services.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1800,1000")
+# No constraints: with cv_small's energy budget the tuner's constructor draws its first generation through the
+# Eyeriss cost model (about 10 s on 2 cores), and NNI's manager gives the tuner 10 s to connect.
+PRESET = {"iterations": 1, "population": 2, "parents": 1, "mutation": 0, "crossover": 0,
+          "baselines": ["conv", "add"], "constraints": {}}
+TRIALS = 4  # 2 baselines + a population of 2
+HARDWARE_METRICS = ("energy_mJ", "latency_ms")
+
+
+def _final_metrics(trial: dict[str, Any]) -> dict[str, Any]:
+    """A trial's final result from the REST API (``finalMetricData[0].data`` is JSON of a JSON string)."""
+    data = json.loads(trial["finalMetricData"][0]["data"])
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def _local_ipv4_addresses() -> set[str]:
+    """The IPv4 addresses of this machine's own interfaces (the kernel's LOCAL routes in ``/proc/net/fib_trie``)."""
+    found: set[str] = set()
+    table = Path("/proc/net/fib_trie")
+    if table.is_file():
+        previous = ""
+        for line in table.read_text().splitlines():
+            if "/32 host LOCAL" in line and previous:
+                found.add(previous)
+            fields = line.split()
+            previous = fields[1] if len(fields) == 2 and fields[0] in ("|--", "+--") else ""
+    return found
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A finished small experiment, still running (its web UI and REST API up); stopped at teardown."""
+    from nni_shiftadd.strategy.tuner import search_space_json
+    from nni_shiftadd.tasks.supernet import SupernetConfig, train_supernet
+
+    tmp = tmp_path_factory.mktemp("webui")
+    started = time.perf_counter()
+    experiment_ids: list[str] = []
+    with pytest.MonkeyPatch.context() as env:
+        # keep the built kernel, the prepared data and matplotlib's font cache while HOME moves
+        env.setenv("NNI_SHIFTADD_CACHE", str(cache_root()))
+        env.setenv("MPLCONFIGDIR", os.environ.get("MPLCONFIGDIR") or matplotlib.get_configdir())
+        env.setenv("HOME", str(tmp / "home"))
+        env.setenv("NNI_CONFIG_DIR", str(tmp / "nni"))
+        # NNI's tuner process and the trials import nni_shiftadd: the same copy as this test (a checkout or not)
+        source = str(Path(nni_shiftadd.__file__).resolve().parents[1])
+        env.setenv("PYTHONPATH", os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
+        try:
+            supernet = SupernetConfig(space="cv_small", epochs=1, batch_size=32, limit_train_batches=3, eval_archs=0,
+                                      bn_calibration_batches=1, limit_eval_batches=1, output=str(tmp / "supernet"))
+            train_supernet(supernet)
+            register()
+            search_dir = tmp / "search"
+            search_dir.mkdir()
+            space_file = tmp / "search_space.json"
+            space_file.write_text(json.dumps(search_space_json("cv_small")))
+            config = experiment_config(space="cv_small", preset="cv_small", preset_overrides=PRESET,
+                                       search_dir=search_dir, search_space_file=space_file,
+                                       supernet=tmp / "supernet" / "checkpoints" / "last.ckpt", eval_batches=1,
+                                       calibration_batches=1, batch_size=64, threads=1, concurrency=2,
+                                       max_trials=10, name="nni-shiftadd webui test")
+            config_file = tmp / "config.yml"
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            port = free_port(20000 + os.getpid() % 20000)
+            experiment_ids.append(create(config_file, port))
+            results = search_dir / "results.json"
+
+            def finished() -> bool:
+                if not results.is_file():
+                    return False
+                state = json.loads(results.read_text())
+                return bool(state["done"] or state["error"])
+
+            trials = wait(Rest(port), finished, timeout=300, poll=1.0)
+            yield {"port": port, "id": experiment_ids[0], "trials": trials, "tmp": tmp, "config": config_file,
+                   "results": json.loads(results.read_text()), "seconds": time.perf_counter() - started}
+        finally:
+            for experiment_id in experiment_ids:
+                stop(experiment_id)
+            # anything else started under this HOME (e.g. a `create` that failed after the manager came up)
+            nnictl("stop", "--all", check=False)
+
+
+def test_webui_listens_on_loopback_only(experiment: dict[str, Any]) -> None:
+    port = experiment["port"]
+    assert listening_addresses(port) == {"127.0.0.1"}
+
+    # the web UI's port answers on loopback and refuses connections to this machine's other addresses
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    for address in sorted(_local_ipv4_addresses() - {"127.0.0.1"}):
+        if address.startswith("127."):
+            continue
+        with socket.socket() as s:
+            s.settimeout(5)
+            assert s.connect_ex((address, port)) == errno.ECONNREFUSED, f"port {port} answers on {address}"
+
+    # the REST API on 127.0.0.1: the finished trials with their hardware metrics
+    assert not experiment["results"]["error"]
+    assert experiment["results"]["done"]
+    trials = Rest(port).trials()
+    assert len(trials) == TRIALS
+    assert {t["status"] for t in trials} == {"SUCCEEDED"}
+    for trial in trials:
+        metrics = _final_metrics(trial)
+        for key in ("default", "accuracy", *HARDWARE_METRICS):
+            assert isinstance(metrics[key], float), (key, metrics)
+        assert metrics["energy_mJ"] > 0 and metrics["latency_ms"] > 0
+
+
+def test_create_listens_on_the_address_asked_for(experiment: dict[str, Any]) -> None:
+    """``create(host=...)`` is the way to reach the web UI from elsewhere: a second experiment on 0.0.0.0, stopped
+    as soon as it is up (no trial needs to finish)."""
+    config = yaml.safe_load(experiment["config"].read_text())
+    search_dir = experiment["tmp"] / "search_any"
+    search_dir.mkdir()
+    config.update({"trialCommand": "true", "trialConcurrency": 1, "maxTrialNumber": 1,
+                   "trialCodeDirectory": str(search_dir), "experimentName": "nni-shiftadd webui test (0.0.0.0)"})
+    config["tuner"]["classArgs"]["output"] = str(search_dir)
+    config_file = experiment["tmp"] / "config_any.yml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port(experiment["port"] + 1)
+    experiment_id = create(config_file, port, host="0.0.0.0")
+    try:
+        assert listening_addresses(port) == {"0.0.0.0"}
+        assert Rest(port).status()
+    finally:
+        stop(experiment_id)
+    assert listening_addresses(port) == set()
+
+
+def _chromium() -> Any:
+    """Headless Debian Chromium through Debian's chromedriver; fails (never skips) when they are missing."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        pytest.fail(f"the browser test needs Debian's Chromium and its driver ({', '.join(missing)} missing): "
+                    "install them with `apt-get install chromium chromium-driver` (./install.sh --test does "
+                    "this when run as root)", pytrace=False)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("the browser test needs selenium: pip install -e '.[test]' (./install.sh --test)", pytrace=False)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = Path(os.environ["HOME"]) / f"chromium-profile-{time.monotonic_ns()}"  # fresh, inside the test HOME
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+
+
+@pytest.mark.browser
+def test_webui_trials_table_shows_hardware_columns(experiment: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base = f"http://127.0.0.1:{experiment['port']}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver = _chromium()
+    try:
+        wait = WebDriverWait(driver, 60)
+
+        def text() -> str:
+            return driver.find_element(By.TAG_NAME, "body").text
+
+        # the overview page: the experiment is there, with its trials
+        driver.get(f"{base}/oview")
+        wait.until(lambda _: experiment["id"] in text())
+        driver.save_screenshot(str(SCREENSHOTS / "overview.png"))
+
+        # the trials detail page: NNI lists every key of a dict final result as a column it can show
+        driver.get(f"{base}/detail")
+        wait.until(lambda _: "Trial jobs" in text() and text().count("SUCCEEDED") >= TRIALS)
+        headers = {f"{metric} (metric)" for metric in HARDWARE_METRICS}
+        shown = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
+        if not headers <= shown:
+            driver.find_element(By.XPATH, "//button[normalize-space()='Add/Remove columns']").click()
+            dialog = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=dialog]"))
+            for header in sorted(headers - shown):
+                # a Fluent UI checkbox: <label><div>(check mark icon)</div><span>{header}</span></label>
+                dialog.find_element(By.XPATH, f".//label[.//span[normalize-space()='{header}']]").click()
+            dialog.find_element(By.XPATH, ".//button[normalize-space()='Save']").click()
+
+        def header_texts(_: Any) -> set[str] | bool:
+            found = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
+            return found if headers <= found else False
+
+        shown = wait.until(header_texts)
+        table = driver.find_element(By.ID, "tableList")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", table)
+        time.sleep(0.5)  # let the table settle before the screenshot
+        driver.save_screenshot(str(SCREENSHOTS / "trials.png"))
+        assert headers <= shown, shown
+        page = text()
+        assert all(h in page for h in headers)
+        # the values in those columns are the trials' results (NNI prints the numbers as JavaScript does)
+        for trial in experiment["trials"]:
+            metrics = _final_metrics(trial)
+            for metric in HARDWARE_METRICS:
+                shown_as = {repr(metrics[metric]), *(f"{metrics[metric]:.{digits}g}" for digits in range(4, 8))}
+                assert any(value in page for value in shown_as), (metric, metrics[metric])
+    finally:
+        driver.quit()
