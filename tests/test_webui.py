@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -72,12 +71,11 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     from nni_shiftadd.tasks.supernet import SupernetConfig, train_supernet
 
     tmp = tmp_path_factory.mktemp("webui")
-    started = time.perf_counter()
     experiment_ids: list[str] = []
     with pytest.MonkeyPatch.context() as env:
         # keep the built kernel, the prepared data and matplotlib's font cache while HOME moves
         env.setenv("NNI_SHIFTADD_CACHE", str(cache_root()))
-        env.setenv("MPLCONFIGDIR", os.environ.get("MPLCONFIGDIR") or matplotlib.get_configdir())
+        env.setenv("MPLCONFIGDIR", os.environ.get("MPLCONFIGDIR") or matplotlib.get_cachedir())
         env.setenv("HOME", str(tmp / "home"))
         env.setenv("NNI_CONFIG_DIR", str(tmp / "nni"))
         # NNI's tuner process and the trials import nni_shiftadd: the same copy as this test (a checkout or not)
@@ -99,7 +97,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
                                        max_trials=10, name="nni-shiftadd webui test")
             config_file = tmp / "config.yml"
             config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-            port = free_port(20000 + os.getpid() % 20000)
+            port = free_port(20000 + os.getpid() % 10000)  # below the ephemeral range (32768-)
             experiment_ids.append(create(config_file, port))
             results = search_dir / "results.json"
 
@@ -111,7 +109,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 
             trials = wait(Rest(port), finished, timeout=300, poll=1.0)
             yield {"port": port, "id": experiment_ids[0], "trials": trials, "tmp": tmp, "config": config_file,
-                   "results": json.loads(results.read_text()), "seconds": time.perf_counter() - started}
+                   "results": json.loads(results.read_text())}
         finally:
             for experiment_id in experiment_ids:
                 stop(experiment_id)

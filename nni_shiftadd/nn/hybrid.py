@@ -177,8 +177,22 @@ class HybridChoice(MutableModule):
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         return self.block.export(self.choice.freeze(sample))
 
+    @classmethod
+    def create_fixed_module(cls, sample: dict, *args: Any, **kwargs: Any) -> nn.Module:
+        """Under ``nni.nas.space.model_context(sample)`` (NNI's "simplified" model format re-creates the space
+        that way) build the chosen block directly, freshly initialised."""
+        return build_then_freeze(cls, sample, *args, **kwargs)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x, self.active or self._dry_run_choice)
+
+
+def build_then_freeze(cls: type, sample: dict, *args: Any, **kwargs: Any) -> nn.Module:
+    """``cls(*args, **kwargs).freeze(sample)`` without going through NNI's ``MutableModule.__new__`` again (it is
+    what called ``create_fixed_module``)."""
+    instance = nn.Module.__new__(cls)
+    instance.__init__(*args, **kwargs)
+    return instance.freeze(sample)
 
 
 class UniformSuperNet(BaseSuperNetModule):

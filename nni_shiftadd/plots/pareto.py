@@ -101,6 +101,9 @@ def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     if best_point is not None:
         ax.scatter(*best_point, s=260, marker="*", color="#FFC20A", edgecolors="black", linewidths=0.9, zorder=6,
                    label=f"best: {y} {best_point[1]:.4g} at {best_point[0]:.4g}{_UNITS.get(x, '')}")
+    xs = [px for px, _ in points] + [bx for bx, _ in base_points.values()]
+    if min(xs) > 0 and max(xs) / min(xs) > 20:  # e.g. all-Attn at 10x the energy of the rest: log scale
+        ax.set_xscale("log")
     ax.set_xlabel(METRIC_LABELS.get(x, x))
     ax.set_ylabel(METRIC_LABELS.get(y, y))
     ax.grid(alpha=0.3)

@@ -19,7 +19,7 @@ from nni.nas.nn.pytorch import ModelSpace, MutableModule
 from torch import Tensor, nn
 
 from ..hws import Mode
-from ..nn.hybrid import HybridChoice, UniformSuperNet
+from ..nn.hybrid import HybridChoice, UniformSuperNet, build_then_freeze
 from .spec import SpaceSpec, StageSpec, depth_label, op_label, validate_arch
 
 
@@ -51,7 +51,13 @@ class HybridStage(MutableModule):
 
     def freeze(self, sample: Mapping[str, Any]) -> nn.Module:
         depth = self.depth.freeze(dict(sample))
-        return nn.Sequential(*[layer.freeze(dict(sample)) for layer in self.layers[:depth]])
+        # under a model_context the layers were built frozen already (HybridChoice.create_fixed_module)
+        return nn.Sequential(*[layer.freeze(dict(sample)) if isinstance(layer, HybridChoice) else layer
+                               for layer in self.layers[:depth]])
+
+    @classmethod
+    def create_fixed_module(cls, sample: dict, *args: Any, **kwargs: Any) -> nn.Module:
+        return build_then_freeze(cls, sample, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:self.active_depth or self._dry_run_depth]:
