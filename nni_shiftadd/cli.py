@@ -1,4 +1,5 @@
-"""The ``nni-shiftadd`` command line: ``train``, ``train-supernet``, ``profile``, ``data``, ``kernels``, ``plot``."""
+"""The ``nni-shiftadd`` command line: ``demo``, ``train-supernet``, ``retrain``, ``register``, ``create``, ``trial``,
+``search-space``, ``plot``, ``train``, ``profile``, ``data``, ``kernels``."""
 from __future__ import annotations
 
 import argparse

@@ -36,8 +36,8 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1800,1000")
-# No constraints: with cv_small's energy budget the tuner's constructor draws its first generation through the
-# Eyeriss cost model (about 10 s on 2 cores), and NNI's manager gives the tuner 10 s to connect.
+# No constraints: with cv_small's energy budget the first generation is drawn through the Eyeriss cost model
+# (about 10 s on 2 cores), which this test does not need.
 PRESET = {"iterations": 1, "population": 2, "parents": 1, "mutation": 0, "crossover": 0,
           "baselines": ["conv", "add"], "constraints": {}}
 TRIALS = 4  # 2 baselines + a population of 2
