@@ -12,6 +12,7 @@ Modes: ``"none"`` (every candidate owns its weights), ``"naive"`` (one pool, no 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -92,64 +93,93 @@ def laplace_kl(w: Tensor, scale: float = 1.0) -> Tensor:
     return torch.log(scale / b) + am / scale + (b / scale) * torch.exp(-am / b) - 1.0
 
 
-class _PoolKL(torch.autograd.Function):
-    """``gaussian_kl(w) + laplace_kl(w * alpha[index], scale)`` (eq. (5) for one pool, ``T`` of eq. (6) inside)
-    with closed-form gradients: a handful of vector operations per pool instead of an autograd graph of ~40 tiny
-    nodes, which is most of what HWS would otherwise add to a training step (``benchmarks/supernet.py``)."""
+class _PoolsKL(torch.autograd.Function):
+    """``sum_p gaussian_kl(w_p) + laplace_kl(w_p * alpha_p[index_p], scale)`` over a layer's pools (eq. (5), with
+    ``T`` of eq. (6) inside) in one autograd node with closed-form gradients. The pools are concatenated and their
+    moments taken with segment sums, so a layer costs a dozen vector operations instead of an autograd graph of
+    ~40 tiny nodes per pool: most of what HWS would otherwise add to a training step (``benchmarks/supernet.py``).
+    ``alpha``/``index`` are ``None`` for the Gaussian term alone; otherwise every pool has a transform."""
 
     @staticmethod
-    def forward(ctx: Any, w: Tensor, alpha: Tensor | None, index: Tensor | None,  # type: ignore[override]
-                scale: float) -> Tensor:
-        flat = w.detach().reshape(-1)
-        n = flat.numel()
-        var_raw, mu = torch.var_mean(flat, unbiased=False)
+    def forward(ctx: Any, scale: float, n_pools: int, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+        ws, alphas, indices = tensors[:n_pools], tensors[n_pools:2 * n_pools], tensors[2 * n_pools:]
+        flat = torch.cat([w.detach().reshape(-1) for w in ws])
+        sizes = [w.numel() for w in ws]
+        pid = torch.repeat_interleave(torch.arange(n_pools, device=flat.device),
+                                      torch.tensor(sizes, device=flat.device))
+        n = torch.tensor(sizes, dtype=flat.dtype, device=flat.device)
+
+        def seg_mean(v: Tensor) -> Tensor:
+            return torch.zeros(n_pools, dtype=v.dtype, device=v.device).index_add_(0, pid, v) / n
+
+        mu = seg_mean(flat)
+        centred = flat - mu[pid]
+        var_raw = seg_mean(centred * centred)
         var = var_raw.clamp_min(1e-12)
         kl = 0.5 * (var + mu * mu - 1.0 - torch.log(var))
-        ctx.n, ctx.scale, ctx.has_t = n, scale, alpha is not None
-        saved = [flat, mu, var, var_raw > 1e-12]
-        if alpha is not None:
-            a = alpha.detach()[index]
+        saved = [pid, n, centred, mu, var, var_raw > 1e-12]
+        ctx.has_t = len(alphas) > 0
+        if ctx.has_t:
+            segments = alphas[0].numel()
+            gidx = torch.cat([idx + p * segments for p, idx in enumerate(indices)])
+            a = torch.cat([alpha.detach() for alpha in alphas])[gidx]
             u = flat * a
-            m = u.mean()
-            sgn = torch.sign(u - m)
-            b_raw = (u - m).abs().mean()
+            m = seg_mean(u)
+            d = u - m[pid]
+            sgn = torch.sign(d)
+            b_raw = seg_mean(d.abs())
             b = b_raw.clamp_min(1e-12)
             am = m.abs()
             e = torch.exp(-am / b)
             kl = kl + torch.log(scale / b) + am / scale + (b / scale) * e - 1.0
-            saved += [a, index, m, sgn, b, b_raw > 1e-12, e]
-            ctx.segments = alpha.numel()
+            saved += [flat, a, gidx, m, sgn, b, b_raw > 1e-12, e]
+            ctx.segments = segments
         ctx.save_for_backward(*saved)
-        ctx.w_shape = w.shape
-        return kl
+        ctx.scale, ctx.n_pools, ctx.shapes = scale, n_pools, [w.shape for w in ws]
+        ctx.sizes = sizes
+        return kl.sum()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None, None]:  # type: ignore[override]
-        flat, mu, var, var_free, *rest = ctx.saved_tensors
-        n, scale = ctx.n, ctx.scale
-        g = grad / n
+    def backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        pid, n, centred, mu, var, var_free, *rest = ctx.saved_tensors
+        scale, n_pools = ctx.scale, ctx.n_pools
+        g = grad / n  # per pool
         coef = torch.where(var_free, 1.0 - 1.0 / var, torch.zeros_like(var))
-        g_w = g * (coef * (flat - mu) + mu)
-        g_alpha = None
+        g_w = (g * coef)[pid] * centred + (g * mu)[pid]
+        g_alphas: list[Tensor | None] = []
         if ctx.has_t:
-            a, index, m, sgn, b, b_free, e = rest
+            flat, a, gidx, m, sgn, b, b_free, e = rest
             am = m.abs()
             d_b = torch.where(b_free, -1.0 / b + (e / scale) * (1.0 + am / b), torch.zeros_like(b))
             d_m = torch.sign(m) / scale * (1.0 - e)
-            g_u = g * (d_b * (sgn - sgn.mean()) + d_m)
+            sgn_mean = torch.zeros(n_pools, dtype=sgn.dtype, device=sgn.device).index_add_(0, pid, sgn) / n
+            g_u = (g * d_b)[pid] * (sgn - sgn_mean[pid]) + (g * d_m)[pid]
             g_w = g_w + g_u * a
-            if ctx.needs_input_grad[1]:
-                g_alpha = torch.zeros(ctx.segments, dtype=flat.dtype, device=flat.device).index_add_(0, index,
-                                                                                                   g_u * flat)
-        return g_w.view(ctx.w_shape), g_alpha, None, None
+            g_alpha = torch.zeros(n_pools * ctx.segments, dtype=flat.dtype, device=flat.device)
+            g_alpha.index_add_(0, gidx, g_u * flat)
+            g_alphas = list(g_alpha.view(n_pools, ctx.segments).unbind(0))
+        g_ws = [part.view(shape) for part, shape in zip(g_w.split(ctx.sizes), ctx.shapes)]
+        return (None, None, *g_ws, *g_alphas, *([None] * len(g_alphas)))
+
+
+def pools_kl(pools: Sequence[Tensor], transforms: Sequence[TransformKernel] | None = None,
+             scale: float = 1.0) -> Tensor:
+    """``sum_p gaussian_kl(w_p) + laplace_kl(transform_p(w_p), scale)`` (eq. (5) for every pool of a layer; the
+    Laplace terms only with ``transforms``, one per pool, all with the same number of segments), computed in one
+    fused autograd node with the same value and gradients as the composition of those functions."""
+    pools = list(pools)
+    if not transforms:
+        return _PoolsKL.apply(scale, len(pools), *pools)
+    transforms = list(transforms)
+    if len(transforms) != len(pools) or len({t.segments for t in transforms}) != 1:
+        raise ValueError("transforms: one per pool, all with the same number of segments")
+    return _PoolsKL.apply(scale, len(pools), *pools, *(t.alpha for t in transforms),
+                          *(t.segment_index(w) for t, w in zip(transforms, pools)))
 
 
 def pool_kl(w: Tensor, transform: TransformKernel | None = None, scale: float = 1.0) -> Tensor:
-    """``gaussian_kl(w) + laplace_kl(transform(w), scale)`` (eq. (5); the Laplace term only with a ``transform``),
-    computed in one fused autograd node with the same value and gradients."""
-    if transform is None:
-        return _PoolKL.apply(w, None, None, scale)
-    return _PoolKL.apply(w, transform.alpha, transform.segment_index(w), scale)
+    """:func:`pools_kl` of one pool."""
+    return pools_kl([w], [transform] if transform is not None else None, scale)
 
 
 class _AuxiliaryLoss(torch.autograd.Function):

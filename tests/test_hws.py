@@ -189,3 +189,21 @@ def test_fused_pool_kl_matches_the_autograd_composition(shape: tuple[int, ...], 
     plain = pool_kl(w)  # no T: the Gaussian term alone
     torch.testing.assert_close(torch.autograd.grad(plain, w)[0], torch.autograd.grad(gaussian_kl(w), w)[0],
                                rtol=0, atol=1e-12)
+
+
+def test_a_layers_fused_kl_is_the_sum_of_its_pools_terms() -> None:
+    from nni_shiftadd.nn.hybrid import HybridBlock
+
+    torch.manual_seed(0)
+    block = HybridBlock(8, 16, 2, ("conv", "shift", "add"), mode="hws").double()
+    pools = list(block.pools.values())
+    assert len(pools) == 4  # reduce, spatial, expand and the strided shortcut
+    with torch.no_grad():
+        for p in pools:
+            p.transform.alpha.uniform_(0.5, 1.5)
+    fused = block.kl()
+    reference = sum(gaussian_kl(p.pool) + laplace_kl(p.transform(p.pool), p.laplace_scale) for p in pools)
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-12)
+    params = [t for p in pools for t in (p.pool, p.transform.alpha)]
+    for a, b in zip(torch.autograd.grad(reference, params), torch.autograd.grad(fused, params)):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)

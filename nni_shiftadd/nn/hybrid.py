@@ -16,7 +16,7 @@ from nni.nas.nn.pytorch import MutableModule
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch import Tensor, nn
 
-from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss
+from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss, pools_kl
 from ..ops import AdderConv2d, ShiftConv2d, adder_conv2d
 from .attention import AttnBlock
 
@@ -98,9 +98,13 @@ class HybridBlock(nn.Module):
 
     def kl(self) -> Tensor:
         """Sum of the eq. (5) KL terms of this position's pools (0 outside ``hws`` mode)."""
-        terms = [p.kl() for p in self.pools.values()] if self.conv_ops else []
-        terms = [t for t in terms if t is not None]
-        return torch.stack(terms).sum() if terms else torch.zeros(())
+        pools = [p for p in self.pools.values() if p.mode == "hws"] if self.conv_ops else []
+        if not pools:
+            return torch.zeros(())
+        transforms = [p.transform for p in pools]
+        if any(t is None for t in transforms):  # no Add candidate: the Gaussian terms only
+            return pools_kl([p.pool for p in pools], None)
+        return pools_kl([p.pool for p in pools], transforms, pools[0].laplace_scale)
 
     @torch.no_grad()
     def export(self, op: str) -> nn.Module:
