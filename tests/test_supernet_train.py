@@ -17,18 +17,11 @@ import torch
 
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import ConfigError, from_dict, load_yaml
-from nni_shiftadd.ops.adder import adaptive_lr_scale
 from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.tasks.supernet import ResumableSampler, SupernetConfig, train_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# nni_shiftadd.ops.adder.adaptive_lr_scale turns an all-zero weight gradient into NaN (eta*sqrt(n)/tiny overflows
-# to inf, and 0*inf = NaN), which happens within a few supernet steps (an Add layer whose gradient is exactly zero).
-# The training tests are expected to fail while that bug is there and run normally once it is fixed.
-ADDER_ZERO_GRAD_NAN = bool(torch.isnan(adaptive_lr_scale(torch.zeros(4096), 0.2)).any())
-needs_adder_fix = pytest.mark.xfail(ADDER_ZERO_GRAD_NAN, strict=True, raises=(FloatingPointError, AssertionError),
-                                    reason="adaptive_lr_scale gives NaN for a zero gradient (nni_shiftadd/ops/adder.py)")
 RECIPE = ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml"
 
 
@@ -61,7 +54,6 @@ def test_example_recipe_validates() -> None:
                                                                                        "cosine", 5)
 
 
-@needs_adder_fix
 def test_short_run_writes_checkpoint_and_baselines(tmp_path: Path) -> None:
     cfg = from_dict(SupernetConfig, _config(tmp_path, limit_train_batches=12, batch_size=32))
     result = train_supernet(cfg)
@@ -106,7 +98,6 @@ def test_sampler_resumes_mid_epoch_and_shards() -> None:
     assert len(shards[0]) == len(rank0) == len(rank1) == 48 and not set(rank0) & set(rank1)
 
 
-@needs_adder_fix
 def test_kill9_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "killed", limit_train_batches=20, checkpoint_every=4, eval_archs=0)
     proc = subprocess.Popen(_cli(cfg), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -139,7 +130,6 @@ def test_kill9_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert a["supernet_rng"]["arch"] == b["supernet_rng"]["arch"]
 
 
-@needs_adder_fix
 def test_nan_loss_names_step_and_arch_and_keeps_last_good_checkpoint(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
@@ -180,7 +170,6 @@ def test_cli_reports_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert "field 'space'" in capsys.readouterr().err
 
 
-@needs_adder_fix
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     cfg = _config(tmp_path, devices=2, strategy="ddp", limit_train_batches=4, checkpoint_every=2, eval_archs=0)
     run = subprocess.run(_cli(cfg), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)

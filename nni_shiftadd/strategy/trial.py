@@ -1,7 +1,7 @@
 """The trial of a search: one architecture, evaluated with the weights it inherits from the trained supernet.
 
 Under NNI (``nnictl create``) the architecture comes from ``nni.get_next_parameter()`` and the result goes to
-``nni.report_final_result`` as ``{"default": accuracy, "accuracy", "energy_mJ", "latency_ms", "mult_G",
+``nni.report_final_result`` as ``{"default": accuracy, "accuracy", "loss", "energy_mJ", "latency_ms", "mult_G",
 "add_G", "shift_G", "params_M", "macs_M"}``; every key becomes a column of the web UI's trial table. Outside NNI
 pass the architecture yourself (``nni-shiftadd trial --supernet CKPT --arch ARCH.json``).
 
@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -55,9 +56,18 @@ class TrialConfig:
 
 
 def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
-    """Accuracy (inherited weights), Eyeriss energy/latency and op counts of ``arch`` (see the module doc)."""
+    """Accuracy (inherited weights), Eyeriss energy/latency and op counts of ``arch`` (see the module doc), on
+    ``cfg.threads`` torch threads (the caller's setting is restored afterwards)."""
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _evaluate_subnet(cfg, arch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     supernet, recipe = load_supernet(cfg.supernet, cfg.space)
     spec = supernet.spec
@@ -73,10 +83,13 @@ def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]
     loader = DataLoader(evaluation, batch_size=cfg.batch_size, shuffle=False)
     calibration = DataLoader(train, batch_size=cfg.batch_size, shuffle=True,
                              generator=torch.Generator().manual_seed(cfg.seed))
-    torch.manual_seed(cfg.seed)
-    accuracy = evaluate_arch(supernet, arch, loader, cfg.eval_batches, calibration, cfg.calibration_batches)
+    # timm's random crop draws from Python's `random`, torchvision's flip from torch: seed both, so that an
+    # architecture scores the same in every trial (and the evolution is deterministic)
+    pl.seed_everything(cfg.seed, verbose=False)
+    scores = evaluate_arch(supernet, arch, loader, cfg.eval_batches, calibration, cfg.calibration_batches)
     costs = space_cost_fn(spec, cfg.bits)(arch)
-    return {"default": accuracy, "accuracy": accuracy, **{k: float(v) for k, v in costs.items()},
+    return {"default": scores["accuracy"], "accuracy": scores["accuracy"], "loss": scores["loss"],
+            **{k: float(v) for k, v in costs.items()},
             "eval_seconds": round(time.perf_counter() - start, 2)}
 
 

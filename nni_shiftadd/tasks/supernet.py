@@ -339,8 +339,9 @@ class SupernetTask(pl.LightningModule):
 @torch.no_grad()
 def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoader,
                   limit_batches: int | None = None, calibration: DataLoader | None = None,
-                  calibration_batches: int = 0) -> float:
-    """Top-1 accuracy of ``arch`` with the weights it inherits from ``supernet``.
+                  calibration_batches: int = 0) -> dict[str, float]:
+    """Top-1 ``accuracy`` and mean cross-entropy ``loss`` of ``arch`` with the weights it inherits from
+    ``supernet``.
 
     The supernet's BatchNorm statistics mix every path that used each BN; with ``calibration_batches > 0`` they
     are first recomputed for this path on that many batches of ``calibration`` (training data, no labels used):
@@ -364,14 +365,17 @@ def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoa
             m.momentum = momentum
     supernet.eval()
     correct = total = 0
+    loss = 0.0
     with torch.no_grad():
         for i, (x, y) in enumerate(loader):
             if limit_batches is not None and i >= limit_batches:
                 break
             x, y = x.to(device), y.to(device)
-            correct += int((supernet(x).argmax(1) == y).sum())
+            logits = supernet(x)
+            correct += int((logits.argmax(1) == y).sum())
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
             total += len(y)
-    return correct / max(total, 1)
+    return {"accuracy": correct / max(total, 1), "loss": loss / max(total, 1)}
 
 
 # --- entry point ------------------------------------------------------------------------------------------------
@@ -440,10 +444,11 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
         archs.update({f"all_{op}": baseline_arch(spec, op, fallback="conv") for op in BASELINES})
         calibration = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                                  generator=torch.Generator().manual_seed(cfg.seed))
-        evaluated = {name: {"arch": arch, "val_acc": evaluate_arch(task.supernet, arch, val_loader,
-                                                                   cfg.limit_eval_batches, calibration,
-                                                                   cfg.bn_calibration_batches)}
-                     for name, arch in archs.items()}
+        evaluated = {}
+        for name, arch in archs.items():
+            scores = evaluate_arch(task.supernet, arch, val_loader, cfg.limit_eval_batches, calibration,
+                                   cfg.bn_calibration_batches)
+            evaluated[name] = {"arch": arch, "val_acc": scores["accuracy"], "val_loss": scores["loss"]}
         result = {
             "space": spec.name, "mode": cfg.mode, "dataset": cfg.dataset, "epochs": cfg.epochs,
             "global_step": trainer.global_step, "resumed_from": ckpt_path,
