@@ -3,7 +3,8 @@ in the three weight-sharing modes (``hws`` against ``naive`` and ``none``), on t
 architectures and the same batches.
 
 A step is: activate the sampled path, forward, cross-entropy, backward (in ``hws`` mode this includes the eq. (5) KL
-terms and the eq. (6) transform), AdamW update. The modes run round-robin (one step each, in turn) so that noise from
+terms and the eq. (6) transform), and the optimiser update of the supernet recipe (timm's AdamW with foreach
+updates, as ``train-supernet`` builds it). The modes run round-robin (one step each, in turn) so that noise from
 other processes hits them alike; the median step time is reported. Peak memory is the extra resident memory of one
 step (``benchmarks/ops.py``'s VmHWM probe). Target: ``hws`` step time <= 1.10 x ``naive``.
 
@@ -29,8 +30,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ops import RssProbe  # noqa: E402  (the same memory probe as the operator benchmark)
 
+from nni_shiftadd.config import load_yaml  # noqa: E402
 from nni_shiftadd.space import load_space, random_arch  # noqa: E402
 from nni_shiftadd.space.cv import HybridCVSpace, supernet_parameters  # noqa: E402
+from nni_shiftadd.tasks.classification import timm_optimization  # noqa: E402
+from nni_shiftadd.tasks.supernet import SupernetConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODES = ("none", "naive", "hws")
 TARGET = 1.10
@@ -38,14 +44,16 @@ TARGET = 1.10
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="10 timed steps instead of 40")
+    p.add_argument("--quick", action="store_true", help="10 timed steps instead of 150")
     p.add_argument("--json", type=Path, help="write the results as JSON to this path")
     p.add_argument("--space", default="cv_small", help="a shipped search space or a YAML path")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--recipe", default=str(ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml"),
+                   help="supernet recipe whose optimiser settings the steps use")
     args = p.parse_args(argv)
 
     spec = load_space(args.space)
-    steps, warmup = (10, 3) if args.quick else (40, 5)
+    steps, warmup = (10, 3) if args.quick else (150, 5)
     rng = random.Random(0)
     archs = [random_arch(spec, rng) for _ in range(warmup + steps)]
     gen = torch.Generator().manual_seed(0)
@@ -53,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     batches = [(torch.randn(args.batch_size, *size, generator=gen),
                 torch.randint(0, spec.num_classes, (args.batch_size,), generator=gen)) for _ in range(4)]
 
+    recipe = load_yaml(SupernetConfig, args.recipe, {"space": args.space, "batch_size": args.batch_size})
     models, optims = {}, {}
     for mode in MODES:
         torch.manual_seed(0)
-        models[mode] = HybridCVSpace(spec, mode=mode).train()
-        optims[mode] = torch.optim.AdamW(models[mode].parameters(), lr=5e-4, weight_decay=0.05)
+        models[mode] = HybridCVSpace(spec, mode=mode, kl_weight=recipe.kl_weight).train()
+        # the optimiser train-supernet builds from the recipe (timm's factory: AdamW, foreach updates)
+        optims[mode] = timm_optimization(models[mode], recipe, steps_per_epoch=100)["optimizer"]
 
     def step(mode: str, i: int) -> None:
         model, opt = models[mode], optims[mode]

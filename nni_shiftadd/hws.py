@@ -11,17 +11,28 @@ Modes: ``"none"`` (every candidate owns its weights), ``"naive"`` (one pool, no 
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .kernels import cpu as cpu_kernels
 from .ops.quantize import round_power_of_two
 
 Mode = Literal["none", "naive", "hws"]
 MODES: tuple[str, ...] = ("none", "naive", "hws")
+
+
+@functools.lru_cache(maxsize=256)
+def _rank_segments(n: int, segments: int) -> np.ndarray:
+    """The segment of each rank ``0..n-1`` when ``n`` sorted values are cut into ``segments`` equal runs."""
+    table = np.arange(n, dtype=np.int64) * segments // n
+    table.flags.writeable = False
+    return table
 
 
 class TransformKernel(nn.Module):
@@ -61,13 +72,19 @@ class TransformKernel(nn.Module):
             lo, hi = flat.min(), flat.max()
             scaled = (hi - flat) / (hi - lo).clamp_min(torch.finfo(flat.dtype).tiny)  # descending, like the sort
             return (scaled * self.segments).long().clamp_(0, self.segments - 1)
+        if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+            # in NumPy: torch's CPU sort is 6-7x slower from ~8K elements on, and its scatter 3x slower
+            # (benchmarks/supernet.py)
+            index = np.empty(n, dtype=np.int64)
+            index[np.argsort(-flat.numpy())] = _rank_segments(n, self.segments)
+            return torch.from_numpy(index)
         order = torch.argsort(flat, descending=True)
         index = torch.empty(n, dtype=torch.long, device=w.device)
         index[order] = torch.arange(n, device=w.device) * self.segments // n
         return index
 
     def forward(self, w: Tensor) -> Tensor:
-        return (w.flatten() * self.alpha[self.segment_index(w)]).view_as(w)
+        return (w.flatten() * self.alpha.index_select(0, self.segment_index(w))).view_as(w)
 
     def extra_repr(self) -> str:
         return f"segments={self.segments}, binning={self.binning!r}"
@@ -93,11 +110,22 @@ def laplace_kl(w: Tensor, scale: float = 1.0) -> Tensor:
     return torch.log(scale / b) + am / scale + (b / scale) * torch.exp(-am / b) - 1.0
 
 
+def _segment_sum(v: Tensor, lengths: Tensor) -> Tensor:
+    """Sums of the consecutive runs of ``v`` with the given ``lengths`` (a quarter of the time of ``index_add_``)."""
+    return torch.segment_reduce(v, "sum", lengths=lengths)
+
+
+def _expand(per_run: Tensor, lengths: Tensor, total: int) -> Tensor:
+    """``per_run[i]`` repeated ``lengths[i]`` times (a third of the time of a gather with run ids)."""
+    return per_run.repeat_interleave(lengths, output_size=total)
+
+
 class _PoolsKL(torch.autograd.Function):
     """``sum_p gaussian_kl(w_p) + laplace_kl(w_p * alpha_p[index_p], scale)`` over a layer's pools (eq. (5), with
-    ``T`` of eq. (6) inside) in one autograd node with closed-form gradients. The pools are concatenated and their
-    moments taken with segment sums, so a layer costs a dozen vector operations instead of an autograd graph of
-    ~40 tiny nodes per pool: most of what HWS would otherwise add to a training step (``benchmarks/supernet.py``).
+    ``T`` of eq. (6) inside) in one autograd node with closed-form gradients: most of what HWS would otherwise add to
+    a training step is an autograd graph of ~40 tiny nodes per pool (``benchmarks/supernet.py``). On the CPU the
+    C++ kernel ``kernels/hws_cpu.cpp`` makes two passes over the concatenated pools; elsewhere (or without a
+    compiler) the moments are segment sums over the runs of the concatenation, a dozen vector operations a layer.
     ``alpha``/``index`` are ``None`` for the Gaussian term alone; otherwise every pool has a transform."""
 
     @staticmethod
@@ -105,29 +133,33 @@ class _PoolsKL(torch.autograd.Function):
         ws, alphas, indices = tensors[:n_pools], tensors[n_pools:2 * n_pools], tensors[2 * n_pools:]
         flat = torch.cat([w.detach().reshape(-1) for w in ws])
         sizes = [w.numel() for w in ws]
-        pid = torch.repeat_interleave(torch.arange(n_pools, device=flat.device),
-                                      torch.tensor(sizes, device=flat.device))
-        n = torch.tensor(sizes, dtype=flat.dtype, device=flat.device)
-
-        def seg_mean(v: Tensor) -> Tensor:
-            return torch.zeros(n_pools, dtype=v.dtype, device=v.device).index_add_(0, pid, v) / n
-
-        mu = seg_mean(flat)
-        centred = flat - mu[pid]
-        var_raw = seg_mean(centred * centred)
+        lengths = torch.tensor(sizes, device=flat.device)
+        ctx.scale, ctx.n_pools, ctx.shapes, ctx.sizes = scale, n_pools, [w.shape for w in ws], sizes
+        ctx.has_t = len(alphas) > 0
+        ctx.cpu_kernel = cpu_kernels.supports(flat) and all(a.dtype == flat.dtype for a in alphas) \
+            and cpu_kernels.load("hws") is not None
+        if ctx.cpu_kernel:  # hws_cpu.cpp: the same sums in two passes over the pools
+            alpha = torch.stack([a.detach() for a in alphas]) if ctx.has_t else None
+            index = torch.cat(list(indices)) if ctx.has_t else None
+            kl, stats = cpu_kernels.pools_kl_forward(flat, lengths, alpha, index, scale)
+            ctx.save_for_backward(flat, lengths, stats, *((alpha, index) if ctx.has_t else ()))
+            return torch.tensor(kl, dtype=flat.dtype)
+        n = lengths.to(flat.dtype)
+        mu = _segment_sum(flat, lengths) / n
+        centred = flat - _expand(mu, lengths, flat.numel())
+        var_raw = _segment_sum(centred * centred, lengths) / n
         var = var_raw.clamp_min(1e-12)
         kl = 0.5 * (var + mu * mu - 1.0 - torch.log(var))
-        saved = [pid, n, centred, mu, var, var_raw > 1e-12]
-        ctx.has_t = len(alphas) > 0
+        saved = [lengths, n, centred, mu, var, var_raw > 1e-12]
         if ctx.has_t:
             segments = alphas[0].numel()
             gidx = torch.cat([idx + p * segments for p, idx in enumerate(indices)])
-            a = torch.cat([alpha.detach() for alpha in alphas])[gidx]
+            a = torch.cat([alpha.detach() for alpha in alphas]).index_select(0, gidx)
             u = flat * a
-            m = seg_mean(u)
-            d = u - m[pid]
+            m = _segment_sum(u, lengths) / n
+            d = u - _expand(m, lengths, flat.numel())
             sgn = torch.sign(d)
-            b_raw = seg_mean(d.abs())
+            b_raw = _segment_sum(d.abs(), lengths) / n
             b = b_raw.clamp_min(1e-12)
             am = m.abs()
             e = torch.exp(-am / b)
@@ -135,25 +167,31 @@ class _PoolsKL(torch.autograd.Function):
             saved += [flat, a, gidx, m, sgn, b, b_raw > 1e-12, e]
             ctx.segments = segments
         ctx.save_for_backward(*saved)
-        ctx.scale, ctx.n_pools, ctx.shapes = scale, n_pools, [w.shape for w in ws]
-        ctx.sizes = sizes
         return kl.sum()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        pid, n, centred, mu, var, var_free, *rest = ctx.saved_tensors
-        scale, n_pools = ctx.scale, ctx.n_pools
+        if ctx.cpu_kernel:
+            flat, lengths, stats, *t_args = ctx.saved_tensors
+            alpha, index = t_args if ctx.has_t else (None, None)
+            g_w, g_alpha = cpu_kernels.pools_kl_backward(flat, lengths, alpha, index, ctx.scale, stats, float(grad))
+            g_ws = [part.view(shape) for part, shape in zip(g_w.split(ctx.sizes), ctx.shapes)]
+            g_alphas = list(g_alpha.unbind(0)) if g_alpha is not None else []
+            return (None, None, *g_ws, *g_alphas, *([None] * len(g_alphas)))
+        lengths, n, centred, mu, var, var_free, *rest = ctx.saved_tensors
+        scale, n_pools, total = ctx.scale, ctx.n_pools, centred.numel()
         g = grad / n  # per pool
         coef = torch.where(var_free, 1.0 - 1.0 / var, torch.zeros_like(var))
-        g_w = (g * coef)[pid] * centred + (g * mu)[pid]
+        g_w = _expand(g * coef, lengths, total) * centred + _expand(g * mu, lengths, total)
         g_alphas: list[Tensor | None] = []
         if ctx.has_t:
             flat, a, gidx, m, sgn, b, b_free, e = rest
             am = m.abs()
             d_b = torch.where(b_free, -1.0 / b + (e / scale) * (1.0 + am / b), torch.zeros_like(b))
             d_m = torch.sign(m) / scale * (1.0 - e)
-            sgn_mean = torch.zeros(n_pools, dtype=sgn.dtype, device=sgn.device).index_add_(0, pid, sgn) / n
-            g_u = (g * d_b)[pid] * (sgn - sgn_mean[pid]) + (g * d_m)[pid]
+            sgn_mean = _segment_sum(sgn, lengths) / n
+            g_u = _expand(g * d_b, lengths, total) * (sgn - _expand(sgn_mean, lengths, total)) \
+                + _expand(g * d_m, lengths, total)
             g_w = g_w + g_u * a
             g_alpha = torch.zeros(n_pools * ctx.segments, dtype=flat.dtype, device=flat.device)
             g_alpha.index_add_(0, gidx, g_u * flat)

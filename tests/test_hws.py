@@ -191,9 +191,21 @@ def test_fused_pool_kl_matches_the_autograd_composition(shape: tuple[int, ...], 
                                rtol=0, atol=1e-12)
 
 
-def test_a_layers_fused_kl_is_the_sum_of_its_pools_terms() -> None:
+def _kl_backend(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cpu``: the C++ kernel (hws_cpu.cpp), which must build here; ``torch``: the tensor-op fallback."""
+    from nni_shiftadd.kernels import cpu as cpu_kernels
+
+    if backend == "torch":
+        monkeypatch.setattr(cpu_kernels, "load", lambda name="adder": None)
+    else:
+        assert cpu_kernels.load("hws") is not None
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_a_layers_fused_kl_is_the_sum_of_its_pools_terms(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from nni_shiftadd.nn.hybrid import HybridBlock
 
+    _kl_backend(backend, monkeypatch)
     torch.manual_seed(0)
     block = HybridBlock(8, 16, 2, ("conv", "shift", "add"), mode="hws").double()
     pools = list(block.pools.values())
@@ -207,3 +219,24 @@ def test_a_layers_fused_kl_is_the_sum_of_its_pools_terms() -> None:
     params = [t for p in pools for t in (p.pool, p.transform.alpha)]
     for a, b in zip(torch.autograd.grad(reference, params), torch.autograd.grad(fused, params)):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+
+
+def test_kl_kernel_and_fallback_agree_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nni_shiftadd.nn.hybrid import HybridBlock
+
+    torch.manual_seed(1)
+    block = HybridBlock(16, 32, 2, ("conv", "shift", "add"), mode="hws")
+    with torch.no_grad():
+        for p in block.pools.values():
+            p.transform.alpha.uniform_(0.5, 1.5)
+            p.pool.add_(0.3)
+    params = [t for p in block.pools.values() for t in (p.pool, p.transform.alpha)]
+    results = {}
+    for backend in ("cpu", "torch"):
+        with monkeypatch.context() as m:
+            _kl_backend(backend, m)
+            kl = block.kl()
+            results[backend] = (kl.detach(), torch.autograd.grad(kl, params))
+    torch.testing.assert_close(results["cpu"][0], results["torch"][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(results["cpu"][1], results["torch"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..cache import cache_root
 
-SOURCES = {"adder": "adder_cpu.cpp", "shift": "shift_cpu.cpp"}
+SOURCES = {"adder": "adder_cpu.cpp", "shift": "shift_cpu.cpp", "hws": "hws_cpu.cpp"}
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
 _warned: set[str] = set()
@@ -90,7 +90,7 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def _declare(lib: ctypes.CDLL, name: str) -> None:
-    i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    i64, ptr, c_int, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     signatures = {
         "adder": {"l1mm": [ptr, ptr, ptr, i64, i64, i64, i64, c_int],
                   "htmm": [ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int],
@@ -99,6 +99,8 @@ def _declare(lib: ctypes.CDLL, name: str) -> None:
         "shift": {"pow2": [ptr, ptr, i64, c_int, c_int, c_int, c_int],
                   "ps": [ptr, ptr, ptr, i64, c_int, c_int, None, c_int],
                   "ps_backward": [ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int, c_int]},
+        "hws": {"kl_forward": [ptr, i64, ptr, ptr, ptr, i64, f64, ptr, ptr],
+                "kl_backward": [ptr, i64, ptr, ptr, ptr, i64, f64, ptr, f64, ptr, ptr]},
     }[name]
     for fn, args in signatures.items():
         for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
@@ -219,3 +221,30 @@ def ps_weight_backward(shift: Tensor, weight: Tensor, grad: Tensor, pmin: int, p
         shift.data_ptr(), weight.data_ptr(), grad.data_ptr(), 0 if dshift is None else dshift.data_ptr(),
         0 if dsign is None else dsign.data_ptr(), shift.numel(), pmin, pmax, torch.get_num_threads())
     return dshift, dsign
+
+
+def pools_kl_forward(flat: Tensor, lengths: Tensor, alpha: Tensor | None, index: Tensor | None,
+                     scale: float) -> tuple[float, Tensor]:
+    """The eq. (5) KL terms of the pools concatenated in ``flat`` (run lengths ``lengths``), the Laplace ones of
+    ``flat * alpha[p * segments + index]`` when ``alpha`` (``[P, segments]``) is given; returns the summed KL and the
+    per-pool statistics :func:`pools_kl_backward` needs. See ``hws_cpu.cpp``."""
+    P = lengths.numel()
+    stats = torch.zeros(P, 6, dtype=torch.float64)
+    out = ctypes.c_double()
+    getattr(load("hws"), "nsa_kl_forward_" + _SUFFIX[flat.dtype])(
+        flat.data_ptr(), P, lengths.data_ptr(), 0 if alpha is None else alpha.data_ptr(),
+        0 if index is None else index.data_ptr(), 0 if alpha is None else alpha.shape[-1], scale, stats.data_ptr(),
+        ctypes.byref(out))
+    return out.value, stats
+
+
+def pools_kl_backward(flat: Tensor, lengths: Tensor, alpha: Tensor | None, index: Tensor | None, scale: float,
+                      stats: Tensor, grad: float) -> tuple[Tensor, Tensor | None]:
+    """Gradients of ``grad *`` :func:`pools_kl_forward` with respect to ``flat`` and ``alpha``."""
+    gw = torch.empty_like(flat)
+    galpha = None if alpha is None else torch.zeros_like(alpha)
+    getattr(load("hws"), "nsa_kl_backward_" + _SUFFIX[flat.dtype])(
+        flat.data_ptr(), lengths.numel(), lengths.data_ptr(), 0 if alpha is None else alpha.data_ptr(),
+        0 if index is None else index.data_ptr(), 0 if alpha is None else alpha.shape[-1], scale, stats.data_ptr(),
+        grad, gw.data_ptr(), 0 if galpha is None else galpha.data_ptr())
+    return gw, galpha

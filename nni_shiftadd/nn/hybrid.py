@@ -92,7 +92,7 @@ class HybridBlock(nn.Module):
         y = self._conv(op, y, "expand")
         shortcut = self._conv(op, x, "shortcut") if "shortcut" in self.pools else x
         out = F.relu(y + shortcut)
-        if self.mode == "hws" and self.training:
+        if self.mode == "hws" and self.training and self.kl_weight != 0 and torch.is_grad_enabled():
             out = add_auxiliary_loss(out, self.kl(), self.kl_weight)
         return out
 

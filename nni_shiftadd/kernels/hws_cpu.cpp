@@ -1,0 +1,110 @@
+// CPU kernels of the heterogeneous-weight-sharing regulariser (paper eq. (5), with T of eq. (6) inside): the KL
+// terms of a layer's weight pools and their closed-form gradients, in two passes over the pools instead of a few
+// dozen small tensor operations per layer.
+//
+// The P pools are concatenated in w (pool p has len[p] elements). For pool p, with n = len[p]:
+//   Gaussian term  mu = mean(w), v = mean((w - mu)^2) (floored at 1e-12),  KL = (v + mu^2 - 1 - log v) / 2
+//   Laplace term   (only with alpha) u = w * alpha[p * segments + idx], m = mean(u), b = mean|u - m| (floored),
+//                  KL = log(scale / b) + |m| / scale + (b / scale) exp(-|m| / b) - 1
+// kl_forward writes the summed KL to *out and six statistics per pool to stats (mu, v, whether v was above the
+// floor, m, b, whether b was) for kl_backward, which writes d(grad * KL)/dw to gw and adds d(grad * KL)/dalpha
+// into galpha (zeroed by the caller).
+// Sums are accumulated in double.
+#include <cmath>
+#include <cstdint>
+
+template <typename T>
+static void kl_forward(const T* w, int64_t P, const int64_t* len, const T* alpha, const int64_t* idx,
+                       int64_t segments, double scale, double* stats, double* out) {
+  double total = 0.0;
+  int64_t off = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t n = len[p];
+    const T* x = w + off;
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += x[i];
+    const double mu = s / double(n);
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double c = double(x[i]) - mu;
+      ss += c * c;
+    }
+    const double v_raw = ss / double(n);
+    const double v = v_raw > 1e-12 ? v_raw : 1e-12;
+    total += 0.5 * (v + mu * mu - 1.0 - std::log(v));
+    double* st = stats + 6 * p;
+    st[0] = mu;
+    st[1] = v;
+    st[2] = v_raw > 1e-12 ? 1.0 : 0.0;
+    if (alpha != nullptr) {
+      const T* a = alpha + p * segments;
+      const int64_t* k = idx + off;
+      double su = 0.0;
+      for (int64_t i = 0; i < n; ++i) su += double(x[i] * a[k[i]]);
+      const double m = su / double(n);
+      double sd = 0.0;
+      for (int64_t i = 0; i < n; ++i) sd += std::fabs(double(x[i] * a[k[i]]) - m);
+      const double b_raw = sd / double(n);
+      const double b = b_raw > 1e-12 ? b_raw : 1e-12;
+      const double am = std::fabs(m);
+      total += std::log(scale / b) + am / scale + (b / scale) * std::exp(-am / b) - 1.0;
+      st[3] = m;
+      st[4] = b;
+      st[5] = b_raw > 1e-12 ? 1.0 : 0.0;
+    }
+    off += n;
+  }
+  *out = total;
+}
+
+template <typename T>
+static void kl_backward(const T* w, int64_t P, const int64_t* len, const T* alpha, const int64_t* idx,
+                        int64_t segments, double scale, const double* stats, double grad, T* gw, T* galpha) {
+  int64_t off = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t n = len[p];
+    const T* x = w + off;
+    T* gx = gw + off;
+    const double* st = stats + 6 * p;
+    const double g = grad / double(n), mu = st[0], v = st[1];
+    const double coef = st[2] != 0.0 ? g * (1.0 - 1.0 / v) : 0.0, shift = g * mu;
+    if (alpha == nullptr) {
+      for (int64_t i = 0; i < n; ++i) gx[i] = T(coef * (double(x[i]) - mu) + shift);
+    } else {
+      const T* a = alpha + p * segments;
+      T* ga = galpha + p * segments;
+      const int64_t* k = idx + off;
+      const double m = st[3], b = st[4], am = std::fabs(m), e = std::exp(-am / b);
+      const double d_b = st[5] != 0.0 ? g * (-1.0 / b + (e / scale) * (1.0 + am / b)) : 0.0;
+      const double d_m = g * ((m > 0.0) - (m < 0.0)) / scale * (1.0 - e);
+      double sgn_sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double d = double(x[i] * a[k[i]]) - m;
+        sgn_sum += (d > 0.0) - (d < 0.0);
+      }
+      const double sgn_mean = sgn_sum / double(n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double ai = a[k[i]], d = double(x[i] * a[k[i]]) - m;
+        const double gu = d_b * (((d > 0.0) - (d < 0.0)) - sgn_mean) + d_m;
+        gx[i] = T(coef * (double(x[i]) - mu) + shift + gu * ai);
+        ga[k[i]] += T(gu * double(x[i]));
+      }
+    }
+    off += n;
+  }
+}
+
+#define NSA_HWS(T, S)                                                                                         \
+  extern "C" void nsa_kl_forward_##S(const T* w, int64_t P, const int64_t* len, const T* alpha,              \
+                                     const int64_t* idx, int64_t segments, double scale, double* stats,      \
+                                     double* out) {                                                          \
+    kl_forward<T>(w, P, len, alpha, idx, segments, scale, stats, out);                                       \
+  }                                                                                                           \
+  extern "C" void nsa_kl_backward_##S(const T* w, int64_t P, const int64_t* len, const T* alpha,             \
+                                      const int64_t* idx, int64_t segments, double scale, const double* stats, \
+                                      double grad, T* gw, T* galpha) {                                       \
+    kl_backward<T>(w, P, len, alpha, idx, segments, scale, stats, grad, gw, galpha);                         \
+  }
+
+NSA_HWS(float, f32)
+NSA_HWS(double, f64)
