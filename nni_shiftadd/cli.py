@@ -378,6 +378,9 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_search_space(args: argparse.Namespace) -> int:
     from .strategy.tuner import search_space_json
 
+    if args.info:
+        print(_space_summary(args.space))
+        return 0
     text = json.dumps(search_space_json(args.space), indent=1)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
@@ -385,6 +388,29 @@ def cmd_search_space(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _space_summary(space: str) -> str:
+    """What ``search-space --info`` prints: the stages, the subnet count and the supernet size per sharing mode."""
+    from .space import count_subnets, load_space
+    from .space.cv import supernet_parameters
+    from .space.spec import valid_depths
+
+    spec = load_space(space)
+    lines = [f"space           {spec.name}: {spec.description}",
+             f"input           {spec.input.channels} x {spec.input.size} x {spec.input.size}, "
+             f"{spec.num_classes} classes"]
+    for i, st in enumerate(spec.stages):
+        lines.append(f"stage {i}         {st.resolution}^2 x {st.width}: depths {list(st.depths)}, blocks "
+                     f"{list(st.blocks)}")
+    patterns = valid_depths(spec)
+    total = count_subnets(spec)
+    lines.append(f"subnets         {total:,} ({total:.2e}) over {len(patterns)} depth pattern(s)"
+                 + (f", total depth {spec.total_depth}" if spec.total_depth is not None else ""))
+    params = {mode: supernet_parameters(spec, mode) for mode in ("none", "naive", "hws")}
+    lines.append("supernet params " + ", ".join(f"{mode} {n / 1e6:.2f}M" for mode, n in params.items())
+                 + f" (hws {params['hws'] / params['none'] - 1:+.0%} against none)")
+    return "\n".join(lines)
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -433,6 +459,8 @@ def _add_search_parsers(sub: Any) -> None:
     p = sub.add_parser("search-space", help="the NNI search-space JSON of a search-space YAML")
     p.add_argument("space", help="a shipped space name (cv_small, cv_imagenet) or a YAML path")
     p.add_argument("--out", default=None, help="write to this file instead of printing")
+    p.add_argument("--info", action="store_true",
+                   help="print a summary instead: stages, subnet count, supernet parameters per sharing mode")
     p.set_defaults(func=cmd_search_space)
 
     p = sub.add_parser("trial", help="evaluate one architecture with supernet weights and report it to NNI",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nni_shiftadd.nn import HybridChoice, oneshot_hooks
-from nni_shiftadd.space import baseline_arch, load_space, random_arch
+from nni_shiftadd.space import baseline_arch, count_subnets, load_space, random_arch
 from nni_shiftadd.space.cv import HybridCVSpace, HybridStage, HybridStageSuperNet, stage_hooks, supernet_parameters
 from nni_shiftadd.ops import AdderConv2d, ShiftConv2d
 
@@ -87,3 +87,14 @@ def test_total_depth_is_an_nni_constraint() -> None:
         seen.add(ok)
         assert (space.check_contains(sample) is None) == ok
     assert seen == {True, False}
+
+
+def test_cli_prints_the_subnet_count_and_supernet_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    from nni_shiftadd.cli import main
+
+    assert main(["search-space", "cv_imagenet", "--info"]) == 0
+    out = capsys.readouterr().out
+    assert f"{count_subnets(load_space('cv_imagenet')):,}" in out and "66 depth pattern(s), total depth 16" in out
+    sizes = {m: supernet_parameters(load_space("cv_imagenet"), m) / 1e6 for m in ("none", "naive", "hws")}
+    assert ", ".join(f"{m} {n:.2f}M" for m, n in sizes.items()) in out
+    assert "stage 3         7^2 x 1024: depths [4, 5, 6, 7, 8, 9]" in out
