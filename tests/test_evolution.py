@@ -244,3 +244,59 @@ def test_tuner_reports_an_impossible_constraint_in_its_results(tmp_path) -> None
     assert tuner.generate_multiple_parameters([0]) == []
     results = json.loads((tmp_path / "search" / "results.json").read_text())
     assert "no architecture met the constraints" in results["error"] and "closest" in results["error"]
+
+
+def test_tuner_under_nnis_own_dispatcher_with_partial_answers(tmp_path) -> None:
+    """NNI's real MsgDispatcher with two trial slots. When the tuner can answer only part of a request (the rest
+    of a generation is out for evaluation), NNI packs its NoMoreTrialJobs reply with the request's first id and
+    overwrites that id's stored parameters with '' (nni/runtime/msg_dispatcher.py); the result of that trial must
+    still reach the search with its architecture."""
+    from nni.common.serializer import dump
+    from nni.runtime import msg_dispatcher
+    from nni.runtime.msg_dispatcher import MsgDispatcher
+    from nni.runtime.tuner_command_channel import CommandType
+
+    tuner = tuner_in(tmp_path, iterations=3, population=5, parents=2, mutation=2, crossover=1)
+    dispatcher = MsgDispatcher("ws://_unittest_nni_shiftadd", tuner)  # NNI's no-connect URL: we play its manager
+    jobs: list[dict] = []
+    dispatcher.send = lambda command, data: jobs.append(json.loads(data)) \
+        if command is CommandType.NewTrialJob else None
+    msg_dispatcher._trial_params.clear()
+    msg_dispatcher._next_parameter_id = 0
+    dispatcher.handle_initialize(search_space_json("cv_small"))
+    slots, partial, reported = 2, 0, []
+
+    def request(free: int) -> int:  # NNI's manager asks for one trial per free slot
+        before = len(jobs)
+        dispatcher.handle_request_trial_jobs(free)
+        mine = [job["parameter_id"] for job in jobs[before:]]
+        return sum(msg_dispatcher._trial_params[pid] == "" for pid in mine)
+
+    partial += request(slots)
+    while jobs:
+        running, jobs[:] = list(jobs), []
+        for job in running:  # both slots finish, then the manager refills them
+            arch = job["parameters"]
+            metrics = {"default": fake_accuracy(arch), **COST(arch)}
+            dispatcher.handle_report_metric_data({"parameter_id": job["parameter_id"], "type": "FINAL",
+                                                  "value": dump(metrics), "trial_job_id": str(len(reported))})
+            reported.append(arch_key(canonical_arch(SPEC, arch)))
+        if slots - len(jobs) > 0:  # trials the tuner sent by itself (st_callback) hold slots already
+            partial += request(slots - len(jobs))
+    assert partial > 0, "the test no longer reaches NNI's partial-answer path"
+    assert tuner.error is None and tuner.evolution.done
+    results = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert results["done"] and results["evaluated"] == len(reported) == len(set(reported))
+
+
+def test_tuner_stops_visibly_on_a_result_it_cannot_record(tmp_path) -> None:
+    tuner = tuner_in(tmp_path)
+    archs = tuner.generate_multiple_parameters([0, 1])
+    tuner.receive_trial_result(7, "", {"default": 0.5})  # not handed out, no arch: ignored
+    assert tuner.error is None
+    foreign = {**archs[1], "stage0.layer0.op": "winograd"}  # not handed out, and not of this space
+    tuner.receive_trial_result(8, foreign, {"default": 0.5})
+    results = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert "could not be recorded" in results["error"] and "winograd" in results["error"]
+    with pytest.raises(nni.NoMoreTrialError):
+        tuner.generate_parameters(2)

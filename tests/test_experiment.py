@@ -123,3 +123,30 @@ def test_demo_recipe_errors_name_the_field(tmp_path: Path, monkeypatch: pytest.M
     bad.write_text("supernet_recipe: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"supernet_recipe.*no such file 'nowhere.yaml'"):
         load_yaml(DemoConfig, bad)
+
+
+class _FakeRest:
+    """The two REST calls ``wait`` makes, answered from lists (an experiment whose tuner died after one trial)."""
+
+    base = "http://127.0.0.1:0/api/v1/nni"
+
+    def __init__(self, trials: list[dict]) -> None:
+        self._trials = trials
+
+    def get(self, path: str) -> dict:
+        assert path == "check-status"
+        return {"status": "TUNER_NO_MORE_TRIAL"}
+
+    def trials(self) -> list[dict]:
+        return self._trials
+
+
+def test_wait_gives_up_on_a_tuner_that_stopped_answering() -> None:
+    from nni_shiftadd.experiment.nnictl import ExperimentError, wait
+
+    seen: list[int] = []
+    with pytest.raises(ExperimentError, match=r"no trial has run for 0 s.*dispatcher.log"):
+        wait(_FakeRest([{"status": "SUCCEEDED"}]), lambda: False, poll=0.01, stall_timeout=0.05,
+             progress=lambda trials: seen.append(len(trials)))
+    assert seen and seen[0] == 1
+    assert wait(_FakeRest([{"status": "SUCCEEDED"}]), lambda: True, poll=0.01) == [{"status": "SUCCEEDED"}]

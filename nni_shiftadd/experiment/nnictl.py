@@ -128,10 +128,14 @@ class Rest:
 
 
 def wait(rest: Rest, finished: Callable[[], bool], *, timeout: float = 3600, poll: float = 2.0,
-         progress: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+         progress: Callable[[list[dict[str, Any]]], None] | None = None,
+         stall_timeout: float = 180.0) -> list[dict[str, Any]]:
     """Poll until ``finished()`` and no trial is active, or the experiment ends; returns the trials. An
-    experiment in ERROR raises :class:`ExperimentError` with NNI's message."""
+    experiment in ERROR raises :class:`ExperimentError` with NNI's message, and so does one with no trial active
+    for ``stall_timeout`` seconds while unfinished: its tuner has stopped answering (NNI 3.0 shows no error when
+    its dispatcher dies)."""
     deadline = time.monotonic() + timeout
+    idle_since: float | None = None
     while True:
         try:
             status, trials = rest.get("check-status"), rest.trials()
@@ -144,6 +148,10 @@ def wait(rest: Rest, finished: Callable[[], bool], *, timeout: float = 3600, pol
             raise ExperimentError(f"the experiment failed: {status.get('errors') or status}")
         if not active and (finished() or status.get("status") in ("DONE", "STOPPED")):
             return trials
+        idle_since = (idle_since or time.monotonic()) if not active else None
+        if idle_since is not None and time.monotonic() - idle_since > stall_timeout:
+            raise ExperimentError(f"no trial has run for {stall_timeout:.0f} s and the search has not finished: the "
+                                  "tuner stopped answering; see the experiment's log/dispatcher.log")
         if time.monotonic() > deadline:
             raise ExperimentError(f"the experiment did not finish within {timeout:.0f} s ({len(active)} trials "
                                   "still active)")

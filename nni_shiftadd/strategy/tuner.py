@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +150,21 @@ class ShiftAddEvolutionTuner(Tuner):
             self.running[parameter_id] = arch_key(arch)
             return arch
 
-    def receive_trial_result(self, parameter_id: int, parameters: dict[str, Any], value: Any, **kwargs: Any) -> None:
+    def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
+        """Take a trial's result. The architecture is the one this tuner handed out for ``parameter_id``, not
+        NNI's ``parameters``: NNI 3.0's dispatcher overwrites the stored parameters of the first id of a request
+        with ``''`` when the tuner answers only part of it (``NoMoreTrialJobs`` is packed with that id)."""
         with self._lock:
-            self.running.pop(parameter_id, None)
-            self._tell(parameters, self._metrics(value))
+            key = self.running.pop(parameter_id, None)
+            if key is not None:
+                arch = json.loads(key)
+            elif isinstance(parameters, Mapping):
+                arch = dict(parameters)
+            else:
+                _logger.error("result of parameter %d ignored: this tuner did not hand it out and NNI passed no "
+                              "architecture (%r)", parameter_id, parameters)
+                return
+            self._tell(arch, self._metrics(value))
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         """A failed trial ranks last. A trial's end can reach the tuner before its result (another dispatcher
@@ -213,6 +225,9 @@ class ShiftAddEvolutionTuner(Tuner):
             self.evolution.tell(arch, metrics)
         except ConstraintError as err:
             self._fail(err)
+        except Exception as err:  # noqa: BLE001  stop the search visibly rather than leave NNI's dispatcher dead
+            _logger.exception("the search stopped: a result could not be recorded")
+            self.error = f"the search stopped: the result for {arch!r} could not be recorded: {err!r}"
         self._save()
         while self.waiting and self.send_trial_callback is not None:
             arch = self._next()
