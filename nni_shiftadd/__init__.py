@@ -10,8 +10,15 @@ start within 10 s, a config schema) does not pull in torch, timm and NNI's NAS. 
 are registered by ``import nni_shiftadd.models`` (or by touching any operator name here).
 """
 import importlib
+import warnings
 
 __version__ = "0.1.0"
+
+# NNI 3.0 warns, at import and for every run, about each torch class newer than itself ("<class
+# 'torch.nn.parameter.Buffer'> is found to be not a nn.Module, which is unexpected"); with torch 2.14 that is
+# harmless noise before every command's own output.
+warnings.filterwarnings("ignore", message=r"<class '.*'> is found to be not a nn\.Module, which is unexpected",
+                        category=RuntimeWarning)
 
 _OPS = ("AdderConv1d", "AdderConv2d", "AdderLinear", "ShiftConv2d", "ShiftLinear", "adder_conv1d", "adder_conv2d",
         "adder_linear", "convert_model")
