@@ -38,12 +38,16 @@ def _overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return out
 
 
+def _recipe(args: argparse.Namespace, cls: type) -> Any:
+    """The ``cls`` recipe of ``--config`` (YAML) with the command line's flags on top, or of the flags alone."""
+    overrides = _overrides(args, cls)
+    return load_yaml(cls, args.config, overrides) if args.config else from_dict(cls, overrides, "command line")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .tasks.classification import TrainConfig, train
 
-    overrides = _overrides(args, TrainConfig)
-    cfg = load_yaml(TrainConfig, args.config, overrides) if args.config else from_dict(TrainConfig, overrides,
-                                                                                          "command line")
+    cfg = _recipe(args, TrainConfig)
     result = train(cfg)
     print()
     print(f"model           {result['model']} (convert={result['convert']}) layers {result['ops']}")
@@ -60,9 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_supernet(args: argparse.Namespace) -> int:
     from .tasks.supernet import SupernetConfig, train_supernet
 
-    overrides = _overrides(args, SupernetConfig)
-    cfg = (load_yaml(SupernetConfig, args.config, overrides) if args.config
-           else from_dict(SupernetConfig, overrides, "command line"))
+    cfg = _recipe(args, SupernetConfig)
     result = train_supernet(cfg)
     if not result:  # DDP ranks other than 0 evaluate nothing
         return 0
@@ -86,9 +88,7 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from .tasks.retrain import RetrainConfig, retrain
 
-    overrides = _overrides(args, RetrainConfig)
-    cfg = (load_yaml(RetrainConfig, args.config, overrides) if args.config
-           else from_dict(RetrainConfig, overrides, "command line"))
+    cfg = _recipe(args, RetrainConfig)
     r = retrain(cfg)
     cost = r["cost"]
     print()
