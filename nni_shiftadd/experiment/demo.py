@@ -119,7 +119,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         return bool(state["done"] or state["error"])
 
     print("[3/3] trials (each: inherited weights, BN recalibration, validation, Eyeriss profile)", flush=True)
-    wait(Rest(port, cfg.host), finished, timeout=cfg.timeout_minutes * 60, progress=_progress_bar())
+    wait(Rest(port, cfg.host), finished, timeout=cfg.timeout_minutes * 60, progress=_progress_bar(results_file))
     results = json.loads(results_file.read_text())
     results.update({"experiment_id": experiment_id, "web_ui": url, "search_dir": str(search_dir),
                     "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),
@@ -128,7 +128,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return results
 
 
-def _progress_bar() -> Any:
+def _progress_bar(results_file: Path) -> Any:
+    """A tqdm bar over the experiment's trials (its total grows as the tuner proposes them), with the search's
+    generation from ``results.json``."""
     from tqdm import tqdm
 
     bar = tqdm(desc="      trials", unit="trial", dynamic_ncols=True)
@@ -138,7 +140,13 @@ def _progress_bar() -> Any:
         running = sum(t.get("status") == "RUNNING" for t in trials)
         bar.total = len(trials)
         bar.n = done
-        bar.set_postfix(running=running, refresh=False)
+        postfix: dict[str, Any] = {"running": running}
+        try:
+            state = json.loads(results_file.read_text())
+            postfix["generation"] = f"{min(state['generation'] + 1, state['iterations'])}/{state['iterations']}"
+        except (OSError, ValueError, KeyError):  # not written yet, or being replaced
+            pass
+        bar.set_postfix(postfix, refresh=False)
         bar.refresh()
     return update
 
