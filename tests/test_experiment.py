@@ -150,3 +150,15 @@ def test_wait_gives_up_on_a_tuner_that_stopped_answering() -> None:
              progress=lambda trials: seen.append(len(trials)))
     assert seen and seen[0] == 1
     assert wait(_FakeRest([{"status": "SUCCEEDED"}]), lambda: True, poll=0.01) == [{"status": "SUCCEEDED"}]
+
+
+def test_demo_progress_shows_trials_and_the_generation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nni_shiftadd.experiment.demo import _progress_bar
+
+    results = tmp_path / "results.json"
+    update = _progress_bar(results)
+    update([{"status": "RUNNING"}])  # before the tuner wrote anything
+    results.write_text(json.dumps({"generation": 1, "iterations": 3}))
+    update([{"status": "SUCCEEDED"}, {"status": "FAILED"}, {"status": "RUNNING"}])
+    err = capsys.readouterr().err
+    assert "2/3 [" in err and "running=1" in err and "generation=2/3" in err
