@@ -223,18 +223,23 @@ def ps_weight_backward(shift: Tensor, weight: Tensor, grad: Tensor, pmin: int, p
     return dshift, dsign
 
 
+def _pools_args(flat: Tensor, lengths: Tensor, alpha: Tensor | None, index: Tensor | None, scale: float) -> tuple:
+    """The arguments ``hws_cpu.cpp``'s two functions share: pools, run lengths, the optional transform, ``scale``."""
+    if alpha is None:
+        return flat.data_ptr(), lengths.numel(), lengths.data_ptr(), 0, 0, 0, scale
+    return flat.data_ptr(), lengths.numel(), lengths.data_ptr(), alpha.data_ptr(), index.data_ptr(), alpha.shape[-1], \
+        scale
+
+
 def pools_kl_forward(flat: Tensor, lengths: Tensor, alpha: Tensor | None, index: Tensor | None,
                      scale: float) -> tuple[float, Tensor]:
     """The eq. (5) KL terms of the pools concatenated in ``flat`` (run lengths ``lengths``), the Laplace ones of
     ``flat * alpha[p * segments + index]`` when ``alpha`` (``[P, segments]``) is given; returns the summed KL and the
     per-pool statistics :func:`pools_kl_backward` needs. See ``hws_cpu.cpp``."""
-    P = lengths.numel()
-    stats = torch.zeros(P, 6, dtype=torch.float64)
+    stats = torch.zeros(lengths.numel(), 6, dtype=torch.float64)
     out = ctypes.c_double()
     getattr(load("hws"), "nsa_kl_forward_" + _SUFFIX[flat.dtype])(
-        flat.data_ptr(), P, lengths.data_ptr(), 0 if alpha is None else alpha.data_ptr(),
-        0 if index is None else index.data_ptr(), 0 if alpha is None else alpha.shape[-1], scale, stats.data_ptr(),
-        ctypes.byref(out))
+        *_pools_args(flat, lengths, alpha, index, scale), stats.data_ptr(), ctypes.byref(out))
     return out.value, stats
 
 
@@ -244,7 +249,6 @@ def pools_kl_backward(flat: Tensor, lengths: Tensor, alpha: Tensor | None, index
     gw = torch.empty_like(flat)
     galpha = None if alpha is None else torch.zeros_like(alpha)
     getattr(load("hws"), "nsa_kl_backward_" + _SUFFIX[flat.dtype])(
-        flat.data_ptr(), lengths.numel(), lengths.data_ptr(), 0 if alpha is None else alpha.data_ptr(),
-        0 if index is None else index.data_ptr(), 0 if alpha is None else alpha.shape[-1], scale, stats.data_ptr(),
-        grad, gw.data_ptr(), 0 if galpha is None else galpha.data_ptr())
+        *_pools_args(flat, lengths, alpha, index, scale), stats.data_ptr(), grad, gw.data_ptr(),
+        0 if galpha is None else galpha.data_ptr())
     return gw, galpha
