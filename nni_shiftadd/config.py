@@ -7,6 +7,7 @@ Fields may be nested dataclasses or lists/tuples of them; errors then name the f
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,6 +16,45 @@ from typing import Any, Literal, NamedTuple, TypeVar, Union
 import yaml
 
 T = TypeVar("T")
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core-schema scalars, as a user writes numbers and booleans.
+
+    PyYAML implements YAML 1.1, where ``1e-3`` and ``5E-4`` are strings (a float needs a dot and a signed
+    exponent), ``010`` is octal, ``1:30`` is sexagesimal, and ``yes``/``no``/``on``/``off`` are booleans. Here
+    ``1e-3`` is a float, ``010`` is ten, and only ``true``/``false`` (any of the three spellings of each) are
+    booleans; every other word stays a string, which a ``bool`` field then rejects by name.
+    """
+
+
+YAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float", "tag:yaml.org,2002:int")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                 list("-+0123456789"))
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)  # "010" is ten, not YAML 1.1's octal eight
+
+
+YAMLLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML ``text`` with :class:`YAMLLoader` (``yaml.YAMLError`` on a syntax error)."""
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -97,6 +137,8 @@ def _coerce(value: Any, tp: Any, where: _Where) -> Any:
     elif _is_dataclass_type(tp):
         if isinstance(value, dict):
             return _build(tp, value, where)
+        if isinstance(value, tp):  # already built (a flag's value, coerced once)
+            return value
     elif tp is type(None):
         if value is None:
             return None
@@ -154,9 +196,12 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>") -> T
 def parse_yaml(cls: type[T], text: str, source: str, overrides: dict[str, Any] | None = None) -> T:
     """Parse the YAML ``text`` (read from ``source``, named in errors) into the dataclass ``cls``."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml_text(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if data is None:  # an empty file is a mistake (a truncated copy, the wrong file), never "all defaults"
+        raise ConfigError(f"{source}: the file is empty; expected a mapping of fields, allowed fields are "
+                          f"{sorted(f.name for f in dataclasses.fields(cls))}")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return from_dict(cls, {**data, **(overrides or {})}, source)
