@@ -11,9 +11,15 @@ scheduler, loop progress), the architecture sampler's state, the global ``torch`
 (augmentation runs in the main process with ``num_workers=0``) and the position inside the epoch: the training
 loader is a :class:`ResumableLoader`, which Lightning recognises as stateful and saves/restores, over a
 :class:`ResumableSampler` (epoch-seeded permutation + number of batches already taken), so a mid-epoch checkpoint
-resumes at the next batch of the same epoch with the same order. Checkpoints are written atomically
-(:class:`AtomicCheckpointIO`), so a kill during a save keeps the previous ``last.ckpt``. Everything in a checkpoint
-is plain tensors/lists/ints/bytes, so it loads with ``torch.load(..., weights_only=True)``.
+resumes at the next batch of the same epoch with the same order. Checkpoints are written atomically and never
+with NaN/Inf weights or optimiser state (:class:`~nni_shiftadd.checkpoint.SafeCheckpointIO`), so a kill during a
+save keeps the previous ``last.ckpt`` and a diverged run stops with its last finite checkpoint in place.
+Everything in a checkpoint is plain tensors/lists/ints/bytes, so it loads with ``torch.load(..., weights_only=True)``.
+``resume: auto`` takes ``last.ckpt``, or, when that one is corrupt or non-finite, the newest good checkpoint beside
+it (and says so). A resumed run must keep the fields that fix the sampled sequence (:data:`RESUME_FIXED`); the
+optimisation fields (:data:`RESUME_REOPTIMISE`, e.g. a lower ``lr`` after a divergence) may change and then apply
+from the resumed step on, with the checkpoint's optimiser moments. The output folder is locked while training
+(:func:`~nni_shiftadd.lock.output_lock`).
 
 DDP: the sampler shards itself (each rank takes ``perm[rank::world]`` of the epoch's permutation; Lightning's own
 ``DistributedSampler`` injection is turned off), and the architecture RNG is seeded identically on every rank and
@@ -27,6 +33,7 @@ import dataclasses
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,22 +44,30 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..checkpoint import LAST, CheckpointError, SafeCheckpointIO, find_resumable, load_checkpoint, save_resumable
 from ..config import ConfigError
-from ..data import create_dataset, dataset_info
+from ..data import check_data_dir, create_dataset, dataset_info
+from ..lock import check_output_dir, is_rank_zero, output_lock
 from ..hws import MODES, Mode
 from ..nn.hybrid import HybridChoice
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
 from ..strategy.evolution import CONSTRAINT_METRICS, Bound, space_cost_fn
-from .classification import LossHistory, timm_optimization
+from .classification import LossHistory, check_optimization, timm_optimization
 
 BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")
+#: Recipe fields a resumed run must share with its checkpoint: they fix the data order, the sampled architectures
+#: and the shapes of the saved state.
+RESUME_FIXED: tuple[str, ...] = ("space", "mode", "dataset", "input_size", "batch_size", "seed",
+                                 "limit_train_batches", "sample_constraints", "devices", "strategy", "optimizer")
+#: Optimisation fields that may change on resume; the optimiser's hyper-parameters and the schedule are rebuilt
+#: from the new recipe at the resumed step, keeping the checkpoint's optimiser moments.
+RESUME_REOPTIMISE: tuple[str, ...] = ("lr", "weight_decay", "sched", "warmup_epochs", "epochs")
 
 
 @dataclasses.dataclass
@@ -121,6 +136,12 @@ class SupernetConfig:
             info = dataset_info(self.dataset)
         except ValueError as err:
             raise ValueError(f"field 'dataset': {err}") from None
+        check_data_dir(self.dataset, self.data_dir)
+        check_optimization(self)
+        check_output_dir(self.output, "field 'output'")
+        if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
+            raise ValueError(f"field 'resume': no such checkpoint {self.resume!r}; expected 'auto', 'never' or the "
+                             "path of a checkpoint")
         if info.in_chans != spec.input.channels:
             raise ValueError(f"fields 'dataset', 'space': {self.dataset} has {info.in_chans} channel(s) but space "
                              f"{spec.name!r} takes {spec.input.channels}")
@@ -212,16 +233,6 @@ class ResumableLoader(DataLoader):
         self.resumable_sampler.load_state_dict(state)
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file and renames it, so a crash mid-write keeps the previous one."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
-
-
 # --- RNG state as plain data ------------------------------------------------------------------------------------------
 
 def _python_state(state: tuple) -> list[Any]:
@@ -258,6 +269,7 @@ class SupernetTask(pl.LightningModule):
         self.current_arch: dict[str, Any] | None = None
         self._cost: Any = None
         self._pending_rng: dict[str, Any] | None = None
+        self.reoptimise = False  # set when resuming with changed RESUME_REOPTIMISE fields
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
 
     def forward(self, x: Tensor) -> Tensor:
@@ -274,8 +286,7 @@ class SupernetTask(pl.LightningModule):
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite.item() < 1:
             raise FloatingPointError(f"supernet training: loss is {loss.item()} at global step {self.global_step} "
-                                     f"(epoch {self.current_epoch}, batch {batch_idx}) for the sampled arch {arch}; "
-                                     "no checkpoint was written for this step")
+                                     f"(epoch {self.current_epoch}, batch {batch_idx}) for the sampled arch {arch}")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         if self.cfg.mode == "hws" and self.global_step % self.trainer.log_every_n_steps == 0:
             with torch.no_grad():  # every layer's KL (one sort each): only when Lightning logs
@@ -325,6 +336,19 @@ class SupernetTask(pl.LightningModule):
             return
         self.arch_rng.setstate(_python_restore(state["arch"]))
         self._pending_rng = state  # the global RNGs are restored right before the first batch is drawn
+
+    def on_train_start(self) -> None:
+        """After Lightning restored a checkpoint's optimiser and schedule: when the recipe's optimisation fields
+        changed, take their new values from a fresh optimiser and schedule (the moments stay the checkpoint's)."""
+        if not self.reoptimise:
+            return
+        fresh = timm_optimization(self.supernet, self.cfg, self.steps_per_epoch)
+        for group, new in zip(self.trainer.optimizers[0].param_groups, fresh["optimizer"].param_groups):
+            group.update({k: v for k, v in new.items() if k != "params"})
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        scheduler.__dict__.update({k: v for k, v in fresh["lr_scheduler"]["scheduler"].__dict__.items()
+                                   if k != "optimizer"})
+        scheduler.step_update(num_updates=self.global_step)
 
     def on_train_epoch_start(self) -> None:
         if self._pending_rng is not None:
@@ -380,15 +404,74 @@ def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoa
 
 # --- entry point ------------------------------------------------------------------------------------------------
 
-def _resume_path(cfg: SupernetConfig) -> str | None:
+@dataclasses.dataclass
+class Resume:
+    """Where a run resumes from: the checkpoint, its global step, and the recipe fields that changed since."""
+
+    path: Path
+    step: int
+    changes: dict[str, tuple[Any, Any]]
+    passed_over: list[str]
+
+    def describe(self) -> str:
+        text = f"resuming from {self.path} (global step {self.step})"
+        if self.passed_over:
+            text += "; passed over: " + "; ".join(self.passed_over)
+        if self.changes:
+            text += "; recipe changes applied from this step on: " + ", ".join(
+                f"{k} {old!r} -> {new!r}" for k, (old, new) in self.changes.items())
+        return text
+
+
+def resolve_resume(cfg: SupernetConfig) -> Resume | None:
+    """The checkpoint ``cfg.resume`` asks for (``auto``: the newest good one in ``<output>/checkpoints``), checked
+    before anything is built: readable, finite, of a ``train-supernet`` run, and with the same
+    :data:`RESUME_FIXED` fields as ``cfg``. ``ConfigError`` naming the field, the values and the fix otherwise."""
     if cfg.resume == "never":
         return None
+    skipped: list[str] = []
     if cfg.resume == "auto":
-        last = Path(cfg.output) / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(cfg.resume).is_file():
-        raise ConfigError(f"field 'resume': no such checkpoint {cfg.resume!r} (or use 'auto' / 'never')")
-    return cfg.resume
+        folder = Path(cfg.output) / "checkpoints"
+        path, skipped = find_resumable(folder)
+        if path is None:
+            if skipped:
+                raise ConfigError(f"field 'resume': no usable checkpoint in {folder} to resume from: "
+                                  + "; ".join(skipped) + ". Start afresh with --resume never (the folder's "
+                                  "checkpoints are then replaced) or choose another --output")
+            return None
+    else:
+        path = Path(cfg.resume)
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except CheckpointError as err:
+        raise ConfigError(f"field 'resume': {err}") from None
+    saved = (state.get("hyper_parameters") or {}).get("config")
+    if not isinstance(saved, dict) or "global_step" not in state:
+        raise ConfigError(f"field 'resume': {path} is not a checkpoint of `nni-shiftadd train-supernet` (no "
+                          "'hyper_parameters.config' and 'global_step')")
+    mine = dataclasses.asdict(cfg)
+    for name in RESUME_FIXED:
+        if name in saved and saved[name] != mine[name]:
+            raise ConfigError(f"field {name!r}: {mine[name]!r} differs from {saved[name]!r} of the checkpoint {path} "
+                              "it would resume from; an exact resume needs the same value (or use another --output, "
+                              "or --resume never to start afresh)")
+    changes = {name: (saved[name], mine[name]) for name in RESUME_REOPTIMISE
+               if name in saved and saved[name] != mine[name]}
+    return Resume(path, int(state["global_step"]), changes, skipped)
+
+
+def _last_good(folder: Path, resume: Resume | None) -> str:
+    """What a diverged run leaves to resume from, for its error message."""
+    path, _ = find_resumable(folder)
+    if path is None:
+        return "no checkpoint was written before it diverged: run the same command with a lower --lr to start afresh"
+    step = int(load_checkpoint(path, mmap=True)["global_step"])
+    if resume is not None and step <= resume.step:
+        return (f"it diverged again before writing a checkpoint after {path} (global step {step}), which may already "
+                "hold the diverged weights (finite but far too large): start afresh with --resume never and a "
+                "lower --lr")
+    return (f"the last good checkpoint is {path} (global step {step}, all tensors finite): the same command "
+            "resumes from it, e.g. with a lower --lr")
 
 
 def _strategy(cfg: SupernetConfig) -> Any:
@@ -403,7 +486,14 @@ def _strategy(cfg: SupernetConfig) -> Any:
 
 def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
     """Train the supernet, then validate random subnets and the homogeneous baselines; write ``metrics.json``
-    (rank 0) and return the metrics."""
+    (rank 0) and return the metrics. The output folder is locked while it runs."""
+    with output_lock(cfg.output, "output", "train-supernet"):
+        return _train_supernet(cfg, resolve_resume(cfg))
+
+
+def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any]:
+    if resume is not None and is_rank_zero():
+        print(f"nni-shiftadd train-supernet: {resume.describe()}", file=sys.stderr, flush=True)
     pl.seed_everything(cfg.seed, workers=True)
     spec = cfg.load_spec()
     size = (spec.input.channels, spec.input.size, spec.input.size)
@@ -416,6 +506,7 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
 
     task = SupernetTask(cfg, sampler.num_batches)
+    task.reoptimise = resume is not None and bool(resume.changes)
     out = Path(cfg.output)
     history = LossHistory()
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint_every,
@@ -424,17 +515,20 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
         max_epochs=cfg.epochs, accelerator="auto", devices=cfg.devices, strategy=_strategy(cfg),
         default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
         log_every_n_steps=min(50, sampler.num_batches), callbacks=[checkpoint, history],
-        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
+        plugins=[SafeCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
         num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
-    ckpt_path = _resume_path(cfg)
+    ckpt_path = str(resume.path) if resume is not None else None
     start = time.perf_counter()
     try:
         trainer.fit(task, train_loader, ckpt_path=ckpt_path, weights_only=True)
+        save_resumable(trainer, out / "checkpoints" / LAST)
+    except FloatingPointError as err:  # a NaN loss, or non-finite weights refused by the checkpoint writer
+        _close_progress_bars(trainer)
+        raise FloatingPointError(f"{err}; {_last_good(out / 'checkpoints', resume)}") from None
     except BaseException:
         _close_progress_bars(trainer)  # else tqdm prints the half-done bar again at interpreter exit
         raise
     fit_s = time.perf_counter() - start
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # the full state, to resume
 
     result: dict[str, Any] = {}
     if trainer.is_global_zero:
@@ -452,6 +546,7 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
         result = {
             "space": spec.name, "mode": cfg.mode, "dataset": cfg.dataset, "epochs": cfg.epochs,
             "global_step": trainer.global_step, "resumed_from": ckpt_path,
+            "recipe_changes": {k: list(v) for k, v in resume.changes.items()} if resume else {},
             "steps_this_run": len(history.losses), "fit_seconds": round(fit_s, 1),
             **history.summary(), "archs": evaluated,
             "baselines": {op: evaluated[f"all_{op}"]["val_acc"] for op in BASELINES},
@@ -482,10 +577,10 @@ def load_supernet(checkpoint: str | os.PathLike[str], space: str | SpaceSpec | N
     if not path.is_file():
         raise FileNotFoundError(f"supernet checkpoint {str(path)!r}: no such file (train one with "
                                 "`nni-shiftadd train-supernet --config ...`)")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    config = (state.get("hyper_parameters") or {}).get("config") if isinstance(state, dict) else None
+    state = load_checkpoint(path, map_location)
+    config = (state.get("hyper_parameters") or {}).get("config")
     if not isinstance(config, dict) or "state_dict" not in state:
-        raise ValueError(f"{path}: not a supernet checkpoint of `nni-shiftadd train-supernet` (it has no "
+        raise CheckpointError(f"{path}: not a supernet checkpoint of `nni-shiftadd train-supernet` (it has no "
                          "'hyper_parameters.config' and 'state_dict')")
     fields = {f.name for f in dataclasses.fields(SupernetConfig)}
     cfg = SupernetConfig(**{k: v for k, v in config.items() if k in fields})
@@ -493,13 +588,13 @@ def load_supernet(checkpoint: str | os.PathLike[str], space: str | SpaceSpec | N
     if space is not None:
         wanted = space if isinstance(space, SpaceSpec) else load_space(space)
         if wanted != spec:
-            raise ValueError(f"{path}: the supernet was trained on space {spec.name!r}, which does not match the "
+            raise CheckpointError(f"{path}: the supernet was trained on space {spec.name!r}, which does not match the "
                              f"requested space {wanted.name!r}; train a supernet on it or pass the matching space")
     supernet = HybridCVSpace(spec, cfg.mode, cfg.kl_weight)
     weights = {k[len("supernet."):]: v for k, v in state["state_dict"].items() if k.startswith("supernet.")}
     missing, unexpected = supernet.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: its weights do not fit space {spec.name!r} in mode {cfg.mode!r}: "
+        raise CheckpointError(f"{path}: its weights do not fit space {spec.name!r} in mode {cfg.mode!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     supernet.to(map_location).eval()
     return supernet, cfg
