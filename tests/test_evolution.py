@@ -3,6 +3,7 @@ NNI's dispatcher drives it, without starting an experiment)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import nni
@@ -204,9 +205,17 @@ def test_tuner_runs_the_search_and_writes_results(tmp_path) -> None:
 
 
 def test_tuner_resumes_from_its_output_without_reevaluating(tmp_path) -> None:
-    first = drive(tuner_in(tmp_path), limit=5)
-    second = drive(tuner_in(tmp_path))
+    from nni_shiftadd.lock import OutputLockedError
+
+    killed = tuner_in(tmp_path)
+    first = drive(killed, limit=5)
+    with pytest.raises(OutputLockedError, match=rf"in use by another running job \(pid {os.getpid()}"):
+        tuner_in(tmp_path)  # a second tuner on a folder whose tuner still runs
+    killed.close()  # as its process ending would
+    resumed = tuner_in(tmp_path)
+    second = drive(resumed)
     assert {arch_key(a) for a in first}.isdisjoint({arch_key(a) for a in second})
+    resumed.close()
     assert tuner_in(tmp_path).evolution.done
 
 

@@ -4,7 +4,10 @@
 Everything lands in ``output`` (``runs/demo``): the supernet (``supernet/``), the experiment's config and search
 space (``experiment/``), the search state, results and Pareto plots (``search/``). Run it again after a kill and
 it goes on: the supernet resumes from its last checkpoint (or is reused when finished), and the search resumes
-from ``search/state.json`` without evaluating any finished architecture again.
+from ``search/state.json`` without evaluating any finished architecture again. If the experiment of a killed demo
+is still running (NNI's manager and tuner outlive the demo's process), the demo follows that experiment instead of
+starting a second search on the same folder. The whole recipe, the host and the port are checked before any
+training starts, and ``output`` is locked while the demo runs.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, load_yaml
-from .nnictl import Rest, create, free_port, listening_addresses, register, wait
+from ..lock import check_output_dir, output_lock, read_holder
+from .nnictl import ExperimentError, Rest, check_address, create, free_port, listening_addresses, register, wait
 
 
 @dataclasses.dataclass
@@ -42,9 +46,13 @@ class DemoConfig:
 
     def validate(self) -> None:
         for name in ("eval_batches", "calibration_batches", "trial_batch_size", "trial_threads", "concurrency",
-                     "max_trials", "port"):
+                     "max_trials"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        if not self.timeout_minutes > 0:
+            raise ValueError(f"field 'timeout_minutes': must be > 0, got {self.timeout_minutes}")
+        check_address(self.host, self.port, "field 'host'", "field 'port'")
+        check_output_dir(self.output, "field 'output'")
         if not Path(self.supernet_recipe).is_file():
             raise ValueError(f"field 'supernet_recipe': no such file {self.supernet_recipe!r}")
 
@@ -72,15 +80,42 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """The whole job (see the module docstring); returns the final ``results.json`` plus where things are."""
+    out = Path(cfg.output).resolve()
+    with output_lock(out, "output", "demo"):
+        return _run_demo(cfg, out)
+
+
+def _running_experiment(exp_dir: Path, search_dir: Path) -> dict[str, Any] | None:
+    """The experiment of an earlier demo whose tuner still holds ``search_dir`` (``experiment.json``: id, host,
+    port), if its manager still answers there; ``ExperimentError`` if another job holds the folder."""
+    holder = read_holder(search_dir)
+    if holder is None:
+        return None
+    record_file = exp_dir / "experiment.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    if record.get("id") and record.get("id") == holder.get("experiment"):
+        try:
+            if Rest(record["port"], record["host"]).get("experiment")["id"] == record["id"]:
+                return record
+        except (OSError, ValueError, KeyError):
+            pass
+    raise ExperimentError(f"the search folder {search_dir} is in use by pid {holder.get('pid')} "
+                          f"({holder.get('what') or holder.get('command')}"
+                          + (f", NNI experiment {holder['experiment']}; stop it with: nnictl stop {holder['experiment']}"
+                             if holder.get("experiment") else "") + ")")
+
+
+def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from ..strategy.evolution import load_preset
     from ..strategy.tuner import search_space_json
     from ..tasks.supernet import SupernetConfig, train_supernet
 
-    out = Path(cfg.output).resolve()
     started = time.perf_counter()
     load_preset(cfg.preset, cfg.preset_overrides)  # a bad preset fails now, not inside the experiment
     recipe = load_yaml(SupernetConfig, cfg.supernet_recipe,
                        {**cfg.supernet_overrides, "output": str(out / "supernet")})
+    exp_dir, search_dir = out / "experiment", out / "search"
+    running = _running_experiment(exp_dir, search_dir)  # before training: a foreign holder fails now
     print(f"[1/3] supernet: {recipe.space} ({recipe.mode}) on {recipe.dataset}, {recipe.epochs} epoch(s)", flush=True)
     checkpoint = out / "supernet" / "checkpoints" / "last.ckpt"
     done_marker = out / "supernet" / "metrics.json"
@@ -90,23 +125,27 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         train_supernet(recipe)
     supernet_s = time.perf_counter() - started
 
-    print("[2/3] search: registering the ShiftAddEvolution tuner and creating the NNI experiment", flush=True)
-    register()
-    exp_dir, search_dir = out / "experiment", out / "search"
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    search_dir.mkdir(parents=True, exist_ok=True)
-    space_file = exp_dir / "search_space.json"
-    space_file.write_text(json.dumps(search_space_json(recipe.space), indent=1))
-    config = experiment_config(space=recipe.space, preset=cfg.preset, preset_overrides=cfg.preset_overrides,
-                               search_dir=search_dir, search_space_file=space_file, supernet=checkpoint,
-                               eval_batches=cfg.eval_batches, calibration_batches=cfg.calibration_batches,
-                               batch_size=cfg.trial_batch_size, threads=cfg.trial_threads,
-                               concurrency=cfg.concurrency, max_trials=cfg.max_trials, name="nni-shiftadd demo")
-    config_file = exp_dir / "config.yml"
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port(cfg.port, cfg.host)
-    experiment_id = create(config_file, port, cfg.host)
-    url = f"http://{cfg.host}:{port}"
+    if running is not None:
+        experiment_id, host, port = running["id"], running["host"], int(running["port"])
+        print(f"[2/3] search: following experiment {experiment_id}, still running from an earlier demo", flush=True)
+    else:
+        print("[2/3] search: registering the ShiftAddEvolution tuner and creating the NNI experiment", flush=True)
+        register()
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        search_dir.mkdir(parents=True, exist_ok=True)
+        space_file = exp_dir / "search_space.json"
+        space_file.write_text(json.dumps(search_space_json(recipe.space), indent=1))
+        config = experiment_config(space=recipe.space, preset=cfg.preset, preset_overrides=cfg.preset_overrides,
+                                   search_dir=search_dir, search_space_file=space_file, supernet=checkpoint,
+                                   eval_batches=cfg.eval_batches, calibration_batches=cfg.calibration_batches,
+                                   batch_size=cfg.trial_batch_size, threads=cfg.trial_threads,
+                                   concurrency=cfg.concurrency, max_trials=cfg.max_trials, name="nni-shiftadd demo")
+        config_file = exp_dir / "config.yml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        host, port = cfg.host, free_port(cfg.port, cfg.host)
+        experiment_id = create(config_file, port, host)
+        (exp_dir / "experiment.json").write_text(json.dumps({"id": experiment_id, "host": host, "port": port}))
+    url = f"http://{host}:{port}"
     print(f"      experiment {experiment_id}, web UI {url} (listening on {sorted(listening_addresses(port))})",
           flush=True)
 
@@ -119,7 +158,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         return bool(state["done"] or state["error"])
 
     print("[3/3] trials (each: inherited weights, BN recalibration, validation, Eyeriss profile)", flush=True)
-    wait(Rest(port, cfg.host), finished, timeout=cfg.timeout_minutes * 60, progress=_progress_bar(results_file))
+    wait(Rest(port, host), finished, timeout=cfg.timeout_minutes * 60, progress=_progress_bar(results_file))
     results = json.loads(results_file.read_text())
     results.update({"experiment_id": experiment_id, "web_ui": url, "search_dir": str(search_dir),
                     "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),

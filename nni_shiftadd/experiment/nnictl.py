@@ -36,7 +36,9 @@ def nnictl(*args: str, env: dict[str, str] | None = None, check: bool = True) ->
     proc = subprocess.run([sys.executable, "-c", NNICTL, *args], env=env, capture_output=True, text=True)
     out = _ANSI.sub("", proc.stdout + proc.stderr)
     if check and (proc.returncode != 0 or "ERROR" in out):
-        raise ExperimentError(f"nnictl {' '.join(args)} failed (exit {proc.returncode}):\n{out.strip()}")
+        if "Traceback (most recent call last)" in out:  # NNI raised: its last line says what was wrong
+            out = out.strip().splitlines()[-1]
+        raise ExperimentError(f"nnictl {' '.join(args)} failed (exit {proc.returncode}): {out.strip()}")
     return proc
 
 
@@ -58,6 +60,25 @@ def loopback_env(host: str = "127.0.0.1", base: dict[str, str] | None = None) ->
     return env
 
 
+def check_address(host: str, port: int, host_name: str = "--host", port_name: str = "--port") -> None:
+    """Raise ``ValueError`` naming the flag or field (``host_name``, ``port_name``) when ``port`` is outside 1-65535
+    or ``host`` is not an address of this machine that the web UI could listen on."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{port_name}: got {port}; expected a TCP port in 1-65535 (8080 by default)")
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise ValueError(f"{host_name}: cannot resolve {host!r} ({err}); give an address of this "
+                         "machine, e.g. 127.0.0.1 (loopback only) or 0.0.0.0 (every interface)") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address[0], 0))
+        except OSError as err:
+            raise ValueError(f"{host_name}: {host!r} ({address[0]}) is not an address of this machine "
+                             f"({err.strerror}); e.g. 127.0.0.1 or 0.0.0.0") from None
+
+
 def free_port(preferred: int = 8080, host: str = "127.0.0.1", tries: int = 50) -> int:
     """``preferred`` if nothing listens on it, else the next free port."""
     for port in range(preferred, preferred + tries):
@@ -72,7 +93,9 @@ def create(config: str | os.PathLike[str], port: int, host: str = "127.0.0.1", *
 
     NNI's manager fails an experiment whose tuner process has not connected within 10 s, which a loaded 2-core
     machine can miss (Python, NNI and the tuner must start); such an experiment is stopped and created again, up to
-    ``attempts`` times."""
+    ``attempts`` times. An experiment of the ShiftAddEvolution tuner whose ``output`` folder another running
+    tuner holds is refused before anything starts, naming that tuner's pid and experiment."""
+    _check_tuner_output(Path(config))
     for attempt in range(1, attempts + 1):
         proc = nnictl("create", "--config", str(config), "--port", str(port), env=loopback_env(host))
         found = re.search(r"Experiment ID:\s*(\w+)", _ANSI.sub("", proc.stdout))
@@ -83,9 +106,46 @@ def create(config: str | os.PathLike[str], port: int, host: str = "127.0.0.1", *
         if error is None:
             return experiment_id
         stop(experiment_id)
+        tuner_error = _dispatcher_error(experiment_id)
+        if tuner_error is not None:  # the tuner raised while starting: retrying cannot help
+            raise ExperimentError(f"experiment {experiment_id} failed to start: its tuner raised {tuner_error}")
         if "did not connect" not in error or attempt == attempts:
             raise ExperimentError(f"experiment {experiment_id} failed to start: {error}")
     raise AssertionError("unreachable")
+
+
+def _check_tuner_output(config: Path) -> None:
+    """Refuse an experiment whose ShiftAddEvolution tuner would write into a folder another running job holds."""
+    import yaml
+
+    from ..lock import read_holder
+
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ExperimentError(f"{config}: not a readable experiment config: {err}") from None
+    tuner = (data or {}).get("tuner") or {}
+    output = (tuner.get("classArgs") or {}).get("output")
+    if tuner.get("name") != "ShiftAddEvolution" or not output:
+        return  # the default output is inside the new experiment's own folder
+    holder = read_holder(output)
+    if holder is not None:
+        experiment = holder.get("experiment")
+        raise ExperimentError(
+            f"{config}: tuner classArgs 'output': {output!r} is in use by another running job (pid "
+            f"{holder.get('pid')}" + (f", NNI experiment {experiment}; stop it with: nnictl stop {experiment}"
+                                      if experiment else "") + ")")
+
+
+def _dispatcher_error(experiment_id: str) -> str | None:
+    """The last exception line of an experiment's dispatcher (tuner) log, if it logged one."""
+    log = Path.home() / "nni-experiments" / experiment_id / "log" / "dispatcher.log"
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.strip() for line in lines if re.match(r"^\s*[\w.]+(Error|Exception): ", line)]
+    return errors[-1] if errors else None
 
 
 def _startup_error(rest: Rest, timeout: float = 30.0) -> str | None:

@@ -12,7 +12,9 @@ Every trial receives one architecture (``nni.get_next_parameter()``: label -> ch
 space JSON) and reports ``{"default": accuracy, "energy_mJ": ..., ...}`` (see :mod:`nni_shiftadd.strategy.trial`).
 The tuner keeps the evolution state, ``results.json``, ``results.csv`` and the Pareto plots in ``output`` and
 rewrites them after every result, so a killed experiment loses nothing: a new experiment (or ``nnictl resume``)
-with the same ``output`` goes on without evaluating any finished architecture again.
+with the same ``output`` goes on without evaluating any finished architecture again. The tuner holds the lock of
+``output`` (:mod:`nni_shiftadd.lock`) for its lifetime, so a second experiment on the same folder fails at start
+with the first one's pid and experiment id instead of evaluating the same architectures beside it.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import nni
 from nni.tuner import Tuner
 from nni.utils import ClassArgsValidator
 
+from ..lock import acquire
 from ..space.spec import SpaceSpec, arch_space, canonical_arch, load_space
 from .evolution import ConstraintError, Evolution, arch_key, load_preset, result_metrics, space_cost_fn
 from .results import write_results
@@ -77,6 +80,7 @@ class ShiftAddEvolutionTuner(Tuner):
         self.spec = load_space(space)
         self.cfg = load_preset(preset, overrides)
         self.output = Path(output) if output else default_output()
+        self._output_lock = acquire(self.output, "tuner classArgs 'output'", "ShiftAddEvolution tuner")
         self.state_path = self.output / "state.json"
         self.evolution = Evolution(self.spec, self.cfg, space_cost_fn(self.spec, self.cfg.bits, self.cfg.latency,
                                                                      self.cfg.predictor))
@@ -90,6 +94,10 @@ class ShiftAddEvolutionTuner(Tuner):
         # NNI's dispatcher calls a tuner from two threads (results and trial ends come on different queues)
         self._lock = threading.RLock()
         self._begun = False
+
+    def close(self) -> None:
+        """Release the output folder (the process's end releases it too)."""
+        self._output_lock.release()
 
     def _begin(self) -> None:
         """Draw the first generation (an impossible constraint shows at once) and write the state. Not in

@@ -21,8 +21,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .. import models as _models  # noqa: F401  (registers the shiftadd_* models in timm)
-from ..data import create_dataset, create_loader, dataset_info, resolve_input_size
+from ..checkpoint import SafeCheckpointIO
+from ..data import check_data_dir, create_dataset, create_loader, dataset_info, resolve_input_size
 from ..kernels import select
+from ..lock import check_output_dir, output_lock
 from ..ops import convert_model
 
 
@@ -61,7 +63,27 @@ class TrainConfig:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
-        dataset_info(self.dataset)
+        try:
+            dataset_info(self.dataset)
+        except ValueError as err:
+            raise ValueError(f"field 'dataset': {err}") from None
+        check_data_dir(self.dataset, self.data_dir)
+        check_optimization(self)
+        check_model_kwargs(self.model, self.model_kwargs)
+        check_output_dir(self.output, "field 'output'")
+
+
+def check_model_kwargs(model: str, kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming ``model_kwargs`` when timm cannot build ``model`` with ``kwargs`` (an unknown
+    keyword, a bad value); built on the meta device, so nothing is allocated."""
+    for key in ("in_chans", "num_classes"):
+        if key in kwargs:
+            raise ValueError(f"field 'model_kwargs': {key!r} is set from the dataset; remove it from model_kwargs")
+    try:
+        with torch.device("meta"):
+            timm.create_model(model, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"field 'model_kwargs': {model} does not take {kwargs!r}: {err}") from None
 
 
 def build_model(cfg: TrainConfig, in_chans: int, num_classes: int) -> nn.Module:
@@ -151,6 +173,32 @@ def timm_optimization(model: nn.Module, cfg: Any, steps_per_epoch: int, **opt_kw
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+#: The schedules of timm's ``create_scheduler_v2`` that step per update without a monitored metric (``plateau``
+#: needs one and is left out).
+SCHEDULES: tuple[str, ...] = ("cosine", "tanh", "step", "multistep", "poly", "constant", "rsqrt")
+
+
+def check_optimization(cfg: Any) -> None:
+    """Raise ``ValueError`` naming the field when ``cfg.optimizer`` or ``cfg.sched`` is not one timm's factories
+    build (tried on a one-parameter model, so an optimiser whose package is missing fails here too), or when
+    ``cfg.warmup_epochs`` is negative."""
+    from timm.optim import list_optimizers
+
+    if cfg.optimizer not in list_optimizers():
+        common = ["adamw", "adam", "sgd", "momentum", "nesterov", "radam", "lamb", "lion", "rmsprop"]
+        raise ValueError(f"field 'optimizer': unknown optimizer {cfg.optimizer!r}; e.g. {common} (all "
+                         f"{len(list_optimizers())}: timm.optim.list_optimizers())")
+    try:
+        create_optimizer_v2(nn.Linear(1, 1), opt=cfg.optimizer, lr=1e-3)
+    except Exception as err:  # noqa: BLE001 - e.g. bitsandbytes or apex not installed
+        raise ValueError(f"field 'optimizer': timm cannot build {cfg.optimizer!r} here: "
+                         f"{type(err).__name__}: {err}") from None
+    if cfg.sched not in SCHEDULES:
+        raise ValueError(f"field 'sched': unknown schedule {cfg.sched!r}; expected one of {list(SCHEDULES)}")
+    if cfg.warmup_epochs < 0:
+        raise ValueError(f"field 'warmup_epochs': must be >= 0, got {cfg.warmup_epochs}")
+
+
 def _limit(n: int, limit: int | float | None) -> int:
     if limit is None:
         return n
@@ -186,6 +234,7 @@ def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loade
         max_epochs=cfg.epochs, accelerator="auto", devices=1, default_root_dir=str(out),
         logger=CSVLogger(str(out), name="logs"), log_every_n_steps=min(50, steps),
         callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True), history],
+        plugins=[SafeCheckpointIO()],
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_eval_batches,
         limit_test_batches=cfg.limit_eval_batches, enable_model_summary=True)
     start = time.perf_counter()
@@ -201,7 +250,13 @@ def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loade
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, validate each epoch, test the final model; write ``metrics.json`` in ``cfg.output``."""
+    """Train, validate each epoch, test the final model; write ``metrics.json`` in ``cfg.output`` (locked while
+    it runs)."""
+    with output_lock(cfg.output, "output", "train"):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     info = dataset_info(cfg.dataset)
     size = resolve_input_size(cfg.dataset, cfg.input_size)

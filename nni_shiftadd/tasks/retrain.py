@@ -21,8 +21,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError
 from ..cost.profile import profile
+from ..lock import check_output_dir, output_lock
 from ..quant import check_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, baseline_arch, canonical_arch, layer_plan, load_space
@@ -86,6 +88,7 @@ class RetrainConfig:
             raise ValueError(f"field 'label_smoothing': must be in [0, 1), got {self.label_smoothing}")
         if self.momentum < 0:
             raise ValueError(f"field 'momentum': must be >= 0, got {self.momentum}")
+        check_output_dir(self.output, "field 'output'")
         if self.arch is None:
             raise ValueError(f"field 'arch': required; an architecture mapping, the path of a JSON file holding "
                              f"one, or one of {list(BASELINE_ARCHS)}")
@@ -168,10 +171,10 @@ def load_retrained(checkpoint: str | Path, map_location: str | torch.device = "c
     Loads with ``torch.load(weights_only=True)``; a file that is not a retrain checkpoint raises ``ValueError``.
     """
     path = Path(checkpoint)
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    config = (state.get("hyper_parameters") or {}).get("config") if isinstance(state, dict) else None
+    state = load_checkpoint(path, map_location)
+    config = (state.get("hyper_parameters") or {}).get("config")
     if not isinstance(config, dict) or not isinstance(config.get("arch"), dict) or "state_dict" not in state:
-        raise ValueError(f"{path}: not a checkpoint of `nni-shiftadd retrain` (no 'hyper_parameters.config.arch' "
+        raise CheckpointError(f"{path}: not a checkpoint of `nni-shiftadd retrain` (no 'hyper_parameters.config.arch' "
                          "and 'state_dict')")
     fields = {f.name for f in dataclasses.fields(RetrainConfig)}
     cfg = RetrainConfig(**{k: v for k, v in config.items() if k in fields})
@@ -181,9 +184,15 @@ def load_retrained(checkpoint: str | Path, map_location: str | torch.device = "c
 
 
 def retrain(cfg: RetrainConfig) -> dict[str, Any]:
-    """Train ``cfg.arch`` from scratch, validate and test it, cost it; write ``metrics.json`` and return it."""
+    """Train ``cfg.arch`` from scratch, validate and test it, cost it; write ``metrics.json`` and return it. The
+    output folder is locked while it runs."""
     source = cfg.arch if isinstance(cfg.arch, str) else "inline"
     cfg = cfg.resolved()
+    with output_lock(cfg.output, "output", "retrain"):
+        return _retrain(cfg, source)
+
+
+def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:
     spec = load_space(cfg.space)
     pl.seed_everything(cfg.seed, workers=True)
     size = (spec.input.channels, spec.input.size, spec.input.size)
