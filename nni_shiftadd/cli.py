@@ -9,7 +9,7 @@ import sys
 import typing
 from typing import Any
 
-from .config import ConfigError, coerce, from_dict, load_yaml
+from .config import ConfigError, coerce, from_dict, load_yaml, load_yaml_text
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -24,17 +24,28 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def _overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+def _yaml_flag(raw: str, flag: str) -> Any:
+    """A flag's value parsed as YAML (so ``1e-3``, ``[1, 2]`` and ``{max: 0.3}`` work); a syntax error names the flag."""
     import yaml
 
+    try:
+        return load_yaml_text(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{flag}: {raw!r} is not valid YAML ({problem}); quote a mapping like "
+                          "'{key: value}' and a list like '[a, b]'") from None
+
+
+def _overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
         raw = getattr(args, f.name)
         if raw is None:
             continue
-        value = yaml.safe_load(raw) if hints[f.name] is not str else raw
-        out[f.name] = coerce(value, hints[f.name], f"--{f.name.replace('_', '-')}")
+        flag = f"--{f.name.replace('_', '-')}"
+        value = _yaml_flag(raw, flag) if hints[f.name] is not str else raw
+        out[f.name] = coerce(value, hints[f.name], flag)
     return out
 
 
@@ -107,12 +118,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import create_dataset, dataset_info, list_datasets
+    from .data import check_data_dir, create_dataset, dataset_info, list_datasets
 
     names = list_datasets() if args.name == "all" else [args.name]
     for name in names:
-        info = dataset_info(name)
-        sizes = {s: len(create_dataset(name, s, data_dir=args.data_dir)) for s in info.splits}
+        info = dataset_info(name)  # an unknown name lists the known ones
+        # with 'all', --data-dir is for the datasets that read one
+        data_dir = None if args.name == "all" and info.bundled_with else args.data_dir
+        check_data_dir(name, data_dir, "--data-dir")
+        sizes = {s: len(create_dataset(name, s, data_dir=data_dir)) for s in info.splits}
         print(f"{name}: {info.num_classes} classes, input {info.input_size}, splits {sizes}")
     return 0
 
@@ -151,8 +165,6 @@ def _parse_input_size(raw: str) -> tuple[int, ...]:
 
 
 def _parse_options(raw: list[str], bits: int) -> dict[str, Any]:
-    import yaml
-
     from .cost.eyeriss import EyerissConfig
     from .cost.profile import eyeriss_config
 
@@ -162,9 +174,9 @@ def _parse_options(raw: list[str], bits: int) -> dict[str, Any]:
         if not eq or not key:
             raise _ProfileError(f"--option: bad value {item!r}; expected key=value, e.g. adder_on_chip=false")
         try:
-            options[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise _ProfileError(f"--option {item}: value is not valid YAML ({err.__class__.__name__})") from None
+            options[key.strip()] = _yaml_flag(value, f"--option {key.strip()}")
+        except ConfigError as err:
+            raise _ProfileError(str(err)) from None
     fields = sorted(f.name for f in dataclasses.fields(EyerissConfig) if f.name != "bits")
     for key, value in options.items():
         if key not in fields:
@@ -180,16 +192,14 @@ def _build_timm_model(args: argparse.Namespace, size: tuple[int, ...] | None) ->
     """A model factory for --model (called once per device tried) and the input size (C, H, W)."""
     import timm
     import torch
-    import yaml
 
     from . import models  # noqa: F401  (registers the shiftadd_* models)
     from .ops import convert_model
 
     try:
-        kwargs = yaml.safe_load(args.model_kwargs) if args.model_kwargs else {}
-    except yaml.YAMLError as err:
-        raise _ProfileError(f"--model-kwargs: {args.model_kwargs!r} is not valid YAML "
-                            f"({err.__class__.__name__})") from None
+        kwargs = _yaml_flag(args.model_kwargs, "--model-kwargs") if args.model_kwargs else {}
+    except ConfigError as err:
+        raise _ProfileError(str(err)) from None
     if not isinstance(kwargs, dict):
         raise _ProfileError(f"--model-kwargs: {args.model_kwargs!r} is not a mapping, e.g. '{{op: add}}'")
     if not timm.is_model(args.model):
@@ -271,7 +281,12 @@ def _json_arg(raw: str, flag: str) -> Any:
     """``raw`` as inline JSON (starting with ``{`` or ``[``) or as the path of a JSON file."""
     from pathlib import Path
 
-    text = raw if raw.lstrip().startswith(("{", "[")) else Path(raw).read_text(encoding="utf-8")
+    if raw.lstrip().startswith(("{", "[")):
+        text = raw
+    elif Path(raw).is_file():
+        text = Path(raw).read_text(encoding="utf-8")
+    else:
+        raise ValueError(f"{flag}: no such file {raw!r}; give inline JSON ({{...}}) or the path of a JSON file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -279,9 +294,10 @@ def _json_arg(raw: str, flag: str) -> Any:
 
 
 def _plot_weights(args: argparse.Namespace) -> list[Any]:
-    from .plots import plot_weight_histograms, weight_fits
+    from .plots import check_figure_path, plot_weight_histograms, weight_fits
     from .tasks.supernet import load_supernet
 
+    check_figure_path(args.out, "--out")
     supernet, _ = load_supernet(args.supernet)
     layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
     for name, fits in weight_fits(supernet, layers).items():
@@ -291,9 +307,10 @@ def _plot_weights(args: argparse.Namespace) -> list[Any]:
 
 
 def _plot_subnet(args: argparse.Namespace) -> list[Any]:
-    from .plots import plot_subnet
+    from .plots import check_figure_path, plot_subnet
     from .space.spec import load_space
 
+    check_figure_path(args.out, "--out")
     arch = _json_arg(args.arch, "--arch")
     if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):  # an evaluated record {"arch": {...}, ...}
         arch = arch["arch"]
@@ -383,11 +400,31 @@ def cmd_search_space(args: argparse.Namespace) -> int:
         return 0
     text = json.dumps(search_space_json(args.space), indent=1)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        _write_text(args.out, text + "\n", "--out")
     else:
         print(text)
     return 0
+
+
+def _write_text(path: str, text: str, flag: str) -> None:
+    """Write ``text`` to the file ``path``; a directory, a missing folder or a file in the way is named."""
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{flag}: {path!r} is a directory; give a file name, e.g. {str(target / 'space.json')!r}")
+    parent = target.absolute().parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"{flag}: {path!r} lies under {str(folder)!r}, which is a file")
+            break
+    if not parent.is_dir():
+        raise ConfigError(f"{flag}: the folder {str(parent)!r} does not exist; create it first")
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot write {path!r}: {err.strerror}") from None
 
 
 def _space_summary(space: str) -> str:
@@ -426,8 +463,13 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from .experiment.nnictl import ExperimentError, create, free_port, listening_addresses
+    from pathlib import Path
 
+    from .experiment.nnictl import ExperimentError, check_address, create, free_port, listening_addresses
+
+    check_address(args.host, args.port)
+    if not Path(args.config).is_file():
+        raise ConfigError(f"--config: no such experiment config {args.config!r}")
     try:
         port = free_port(args.port, args.host)
         experiment_id = create(args.config, port, args.host)
@@ -555,10 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a bad input or a failed run ends in one ``error:`` line and exit status 2 (1 for an
+    NNI experiment that failed), never a traceback (set ``NNI_SHIFTADD_DEBUG=1`` to see one)."""
+    import os
+
+    from .lock import OutputLockedError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FloatingPointError,
+            OutputLockedError) as err:
+        # ValueError covers ConfigError, CheckpointError, OutputPathError and the checks of every recipe
+        if os.environ.get("NNI_SHIFTADD_DEBUG"):
+            raise
         print(f"nni-shiftadd {args.command}: error: {err}", file=sys.stderr)
         return 2
 

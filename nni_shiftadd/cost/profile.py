@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from torch import nn
 
+from ..config import coerce
 from .counts import OpCounts, count_layer, effective_macs
 from .eyeriss import LEVELS, EyerissConfig, layer_cost
 from .layers import LayerRecord, LayerShape
@@ -93,7 +95,9 @@ def eyeriss_config(bits: int = 32, **options: Any) -> EyerissConfig:
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(f"option {unknown[0]!r}: unknown; the Eyeriss model's options are {sorted(fields - {'bits'})}")
-    cfg = EyerissConfig(bits=bits, **options)  # type: ignore[arg-type]
+    hints = typing.get_type_hints(EyerissConfig)
+    typed = {k: coerce(v, hints[k], f"option {k!r}") for k, v in options.items()}  # 'maybe' is no bool
+    cfg = EyerissConfig(bits=bits, **typed)  # type: ignore[arg-type]
     cfg.validate()
     return cfg
 

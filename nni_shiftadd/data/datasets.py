@@ -59,6 +59,8 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     splits: tuple[str, ...] = SPLITS
+    #: where the data comes from when it reads no data directory (``data_dir`` must then be left unset)
+    bundled_with: str | None = None
 
 
 _REGISTRY: dict[str, tuple[DatasetInfo, Factory]] = {}
@@ -103,6 +105,20 @@ def resolve_input_size(name: str, input_size: InputSize | None = None) -> tuple[
     return size  # type: ignore[return-value]
 
 
+def check_data_dir(name: str, data_dir: str | os.PathLike[str] | None, field: str = "field 'data_dir'") -> None:
+    """Raise ``ValueError`` naming ``field`` (a recipe field or a flag) when ``data_dir`` is given for a dataset
+    that reads none, or is not a directory."""
+    info = dataset_info(name)
+    if data_dir is None:
+        return
+    if info.bundled_with is not None:
+        raise ValueError(f"{field}: dataset {name!r} ships with {info.bundled_with} and reads no data directory, got "
+                         f"{str(data_dir)!r}; leave it unset")
+    if not Path(data_dir).expanduser().is_dir():
+        raise ValueError(f"{field}: {str(data_dir)!r} is not a directory (it should hold the {name} files; check "
+                         f"with `nni-shiftadd data {name} --data-dir DIR`)")
+
+
 def create_dataset(
     name: str,
     split: str,
@@ -120,6 +136,7 @@ def create_dataset(
     info = dataset_info(name)
     if split not in info.splits:
         raise ValueError(f"split: unknown value {split!r} for {name}; expected one of {list(info.splits)}")
+    check_data_dir(name, data_dir)
     factory = _REGISTRY[name][1]
     return factory(split, data_dir=data_dir, is_training=is_training,
                    input_size=resolve_input_size(name, input_size), transform=transform)
@@ -360,7 +377,7 @@ def digits_split_indices(split: str) -> torch.Tensor:
 
 
 @register_dataset(DatasetInfo("digits", num_classes=10, in_chans=1, input_size=(1, 8, 8),
-                              mean=(0.3053,), std=(0.3760,)))
+                              mean=(0.3053,), std=(0.3760,), bundled_with="scikit-learn"))
 def _digits(
     split: str,
     *,
@@ -369,7 +386,7 @@ def _digits(
     input_size: tuple[int, int, int],
     transform: Transform | None,
 ) -> Dataset:
-    # data_dir is unused (the data ships with scikit-learn); no augmentation, so is_training is unused too.
+    # data_dir is None (checked: the data ships with scikit-learn); no augmentation, so is_training is unused.
     info = dataset_info("digits")
     images, targets = _digits_arrays()
     index = digits_split_indices(split)

@@ -59,7 +59,7 @@ class SmallResNet(nn.Module):
 
     def __init__(self, depths: Sequence[int] = (3, 3, 3), widths: Sequence[int] = (16, 32, 64),
                  op: str | Sequence[str] = "conv", in_chans: int = 3, num_classes: int = 10,
-                 op_kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+                 op_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         if len(depths) != len(widths):
             raise ValueError(f"depths: {list(depths)} and widths: {list(widths)} must have the same length")
@@ -91,13 +91,23 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+def _create(variant: str, depths: Sequence[int], pretrained: bool, kwargs: dict[str, Any]) -> SmallResNet:
+    """Build a variant from timm's ``create_model`` call: its factory options (``pretrained_cfg`` and the like)
+    are taken here, everything else goes to :class:`SmallResNet`, whose signature rejects an unknown argument."""
+    if pretrained:
+        raise ValueError(f"{variant}: no pretrained weights exist; create it with pretrained=False")
+    for option in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(option, None)
+    return SmallResNet(depths=depths, **kwargs)
+
+
 @register_model
 def shiftadd_resnet8(pretrained: bool = False, **kwargs: Any) -> SmallResNet:
     """ResNet-8 (1 block per stage, widths 16/32/64)."""
-    return SmallResNet(depths=(1, 1, 1), **kwargs)
+    return _create("shiftadd_resnet8", (1, 1, 1), pretrained, kwargs)
 
 
 @register_model
 def shiftadd_resnet20(pretrained: bool = False, **kwargs: Any) -> SmallResNet:
     """ResNet-20 (3 blocks per stage, widths 16/32/64), the AdderNet / DeepShift CIFAR baseline."""
-    return SmallResNet(depths=(3, 3, 3), **kwargs)
+    return _create("shiftadd_resnet20", (3, 3, 3), pretrained, kwargs)

@@ -25,12 +25,30 @@ _FIXED = "#BBBBBB"  # stem and head: not searched
 _BOX_W, _BOX_H = 0.78, 0.62
 
 
+def check_figure_path(path: str | os.PathLike[str], field: str = "path") -> Path:
+    """``path`` as a figure file: a name whose suffix is a format matplotlib writes (``.png``, ``.pdf``, ``.svg``,
+    ...), not a folder and not under a file; ``ValueError`` naming ``field`` otherwise."""
+    path = Path(path)
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    if path.is_dir():
+        raise ValueError(f"{field}: {str(path)!r} is a folder; give a file name, e.g. {str(path / 'figure.png')!r}")
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise ValueError(f"{field}: {str(path)!r} has no figure format suffix; expected one of "
+                         f"{['.' + f for f in formats]}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{field}: {str(path)!r} lies under {str(parent)!r}, which is a file")
+            break
+    return path
+
+
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix, PNG for ``.png``), creating the folder; return the path.
 
     Figures are built as ``matplotlib.figure.Figure`` objects, not through ``pyplot``: no global backend or figure
     registry is touched, so plotting works headless and leaks nothing between calls."""
-    path = Path(path)
+    path = check_figure_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path

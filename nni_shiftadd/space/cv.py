@@ -117,6 +117,13 @@ class HybridCVSpace(ModelSpace):
             for j, layer in enumerate(stage.layers):
                 layer.active = arch[op_label(i, j)]
 
+    def freeze(self, sample: Mapping[str, Any]) -> nn.Module:
+        """The subnet of ``sample`` with this supernet's weights; an unknown or missing label, or a value outside a
+        label's choices, raises ``ValueError`` naming the label and the allowed values (NNI would ignore an unknown
+        key)."""
+        validate_arch(self.spec, sample)
+        return super().freeze(sample)
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         for stage in self.stages:

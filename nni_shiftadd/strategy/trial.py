@@ -51,6 +51,8 @@ class TrialConfig:
                              f"{self.batch_size}, {self.calibration_batches}")
         if self.eval_batches is not None and self.eval_batches < 1:
             raise ValueError(f"field 'eval_batches': must be null or >= 1, got {self.eval_batches}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"field 'threads': must be null or >= 1, got {self.threads}")
         if self.bits not in (8, 16, 32):
             raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
 
