@@ -1,5 +1,6 @@
 """One-shot supernet training (``nni-shiftadd train-supernet``) on scikit-learn's digits resized to 28x28: a short
-run, exact resumption after ``kill -9``, NaN handling, DDP on two CPU processes, and config errors."""
+run, exact resumption after ``kill -9``, DDP on two CPU processes, and config errors (NaN stops, corrupt
+checkpoints and locked folders: ``tests/test_reliability.py``)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ import torch
 
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import ConfigError, from_dict, load_yaml
-from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.tasks.supernet import ResumableSampler, SupernetConfig, train_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,28 +128,6 @@ def test_kill9_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
     assert not differ, f"resumed from step {killed_at}: tensors differ: {differ[:10]}"
     assert a["supernet_rng"]["arch"] == b["supernet_rng"]["arch"]
-
-
-def test_nan_loss_names_step_and_arch_and_keeps_last_good_checkpoint(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"n": 0}
-    forward = HybridCVSpace.forward
-
-    def poisoned(self: HybridCVSpace, x: torch.Tensor) -> torch.Tensor:
-        y = forward(self, x)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 8:  # global step 7
-                return y * float("nan")
-        return y
-
-    monkeypatch.setattr(HybridCVSpace, "forward", poisoned)
-    cfg = from_dict(SupernetConfig, _config(tmp_path, limit_train_batches=12, checkpoint_every=7))
-    with pytest.raises(FloatingPointError, match=r"global step 7 .*arch \{'stage0\.depth'"):
-        train_supernet(cfg)
-    assert _load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 7  # saved after step 7 completed, i.e.
-    # before the poisoned 8th batch; nothing was written for that step
-    assert not (tmp_path / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("content, message", [

@@ -20,12 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import pytest
 import yaml
+from conftest import isolate_nni
 
-import nni_shiftadd
-from nni_shiftadd.cache import cache_root
 from nni_shiftadd.experiment.demo import experiment_config
 from nni_shiftadd.experiment.nnictl import Rest, create, free_port, listening_addresses, nnictl, register, stop, wait
 
@@ -73,14 +71,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     tmp = tmp_path_factory.mktemp("webui")
     experiment_ids: list[str] = []
     with pytest.MonkeyPatch.context() as env:
-        # keep the built kernel, the prepared data and matplotlib's font cache while HOME moves
-        env.setenv("NNI_SHIFTADD_CACHE", str(cache_root()))
-        env.setenv("MPLCONFIGDIR", os.environ.get("MPLCONFIGDIR") or matplotlib.get_cachedir())
-        env.setenv("HOME", str(tmp / "home"))
-        env.setenv("NNI_CONFIG_DIR", str(tmp / "nni"))
-        # NNI's tuner process and the trials import nni_shiftadd: the same copy as this test (a checkout or not)
-        source = str(Path(nni_shiftadd.__file__).resolve().parents[1])
-        env.setenv("PYTHONPATH", os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
+        isolate_nni(env, tmp)
         try:
             supernet = SupernetConfig(space="cv_small", epochs=1, batch_size=32, limit_train_batches=3, eval_archs=0,
                                       bn_calibration_batches=1, limit_eval_batches=1, output=str(tmp / "supernet"))
