@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up nni-shiftadd on a fresh machine: the Fashion-MNIST data (Debian package), a virtual environment in
-# .venv with the package installed (non-editable), and the fast CPU adder kernel built once into the cache.
+# Set up nni-shiftadd on a fresh machine: the Fashion-MNIST and trans-de-en data (Debian packages), a virtual
+# environment in .venv with the package and fairseq installed (non-editable), and the fast CPU adder kernel built
+# once into the cache.
 #   ./install.sh          install the package
 #   ./install.sh --test   install the package with its test extras (and, as root, Debian's chromium and
 #                         chromium-driver for the web UI test)
@@ -25,6 +26,19 @@ else
   rm -rf "$tmp"
 fi
 
+# 1b. Translation data: the German-English pairs of Debian's trans-de-en (GPL: extracted at run time, never committed).
+if [ -f /usr/share/trans/de-en ] || [ -f "$CACHE/data/deb/usr/share/trans/de-en" ]; then
+  echo "install.sh: trans-de-en present"
+elif [ "$(id -u)" = 0 ]; then
+  echo "install.sh: apt-get install trans-de-en"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq trans-de-en >/dev/null
+else
+  echo "install.sh: not root; unpacking trans-de-en into $CACHE/data/deb"
+  mkdir -p "$CACHE/data/deb"
+  tmp=$(mktemp -d) && (cd "$tmp" && apt-get download trans-de-en && dpkg-deb -x trans-de-en_*.deb "$CACHE/data/deb")
+  rm -rf "$tmp"
+fi
+
 # 2. A C++ compiler for the fast CPU adder kernel (without one the operators fall back to the slow reference).
 if ! command -v c++ >/dev/null && ! command -v g++ >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
@@ -44,6 +58,21 @@ fi
 # 4. The package, in its own virtual environment.
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check ".$extras"
+
+# 4b. fairseq for translation: fairseq-fixed builds from its sdist (no wheel for Python 3.11), against this venv's
+#     torch (--no-build-isolation) and without its requirements (--no-deps: torchaudio would pull another torch).
+#     The built wheel is kept in the cache, so a second install takes seconds instead of minutes.
+FAIRSEQ=fairseq-fixed==0.12.3.1
+if ! .venv/bin/python -c "import fairseq" 2>/dev/null; then
+  wheel=$(ls "$CACHE"/wheels/fairseq_fixed-0.12.3.1-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$wheel" ]; then
+    echo "install.sh: building $FAIRSEQ (a few minutes, once)"
+    .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation "$FAIRSEQ" \
+      -w "$CACHE/wheels"
+    wheel=$(ls "$CACHE"/wheels/fairseq_fixed-0.12.3.1-*.whl | head -n 1)
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "$wheel"
+fi
 
 # 5. Build (or find in the cache) the CPU kernel now rather than inside the first training step.
 .venv/bin/nni-shiftadd kernels >/dev/null || echo "install.sh: warning: the fast CPU adder kernel did not build" >&2

@@ -37,10 +37,19 @@ setup(
         "matplotlib>=3.7",
         "scikit-learn>=1.2",
         "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        # translation: tokenisation and BPE, and what fairseq needs at run time. fairseq itself (fairseq-fixed,
+        # no wheel for Python 3.11) is built by install.sh with --no-deps --no-build-isolation: its torchaudio
+        # requirement would pull another torch.
+        "sacremoses>=0.1",
+        "subword-nmt>=0.3.8",
+        "hydra-core>=1.3",
+        "omegaconf>=2.3",
+        "bitarray",
+        "cython",
+        "regex",
     ],
     extras_require={
         "test": ["pytest>=7", "selenium>=4.20"],
-        "nlp": ["hydra-core", "omegaconf", "bitarray", "cython", "sacremoses", "subword-nmt"],
     },
     entry_points={"console_scripts": ["nni-shiftadd=nni_shiftadd.cli:main"]},
 )

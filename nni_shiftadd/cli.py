@@ -119,7 +119,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import check_data_dir, create_dataset, dataset_info, list_datasets
+    from .data.translation import TranslationDataConfig
 
+    if args.name == "translation":
+        return _prepare_translation(args)
+    given = [f"--{k.replace('_', '-')}" for k in _overrides(args, TranslationDataConfig)]
+    if given or args.config:
+        raise ConfigError(f"{(given or ['--config'])[0]}: applies to `nni-shiftadd data translation` only")
     names = list_datasets() if args.name == "all" else [args.name]
     for name in names:
         info = dataset_info(name)  # an unknown name lists the known ones
@@ -129,6 +135,40 @@ def cmd_data(args: argparse.Namespace) -> int:
         sizes = {s: len(create_dataset(name, s, data_dir=data_dir)) for s in info.splits}
         print(f"{name}: {info.num_classes} classes, input {info.input_size}, splits {sizes}")
     return 0
+
+
+def _prepare_translation(args: argparse.Namespace) -> int:
+    from .data.translation import TranslationDataConfig, prepare_translation
+
+    if args.data_dir is not None:
+        raise ConfigError("--data-dir: is for image datasets; for translation give --binarized DIR (a "
+                          "fairseq-binarised directory) or --source FILE (the trans-de-en dictionary)")
+    cfg = _translation_data_config(args.config, _overrides(args, TranslationDataConfig))
+    manifest = prepare_translation(cfg, progress=lambda line: print(line, flush=True))
+    print(f"translation data  {manifest['data_bin']}")
+    if manifest.get("sizes"):
+        print(f"sentence pairs    {manifest['pairs']} extracted from {manifest['source']}; splits "
+              f"{manifest['sizes']}")
+        print(f"references        {manifest['raw']} (untokenised, for sacrebleu)")
+    return 0
+
+
+def _translation_data_config(path: str | None, overrides: dict[str, Any]) -> Any:
+    """The data settings of a YAML file: its ``data`` block (a translation recipe) or its top level."""
+    from pathlib import Path
+
+    from .data.translation import TranslationDataConfig
+
+    if path is None:
+        return from_dict(TranslationDataConfig, overrides, "command line")
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such config file")
+    data = load_yaml_text(Path(path).read_text(encoding="utf-8"))
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = data["data"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of data fields (or a recipe with a 'data' block)")
+    return from_dict(TranslationDataConfig, {**data, **overrides}, path)
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
@@ -428,12 +468,16 @@ def _write_text(path: str, text: str, flag: str) -> None:
 
 
 def _space_summary(space: str) -> str:
-    """What ``search-space --info`` prints: the stages, the subnet count and the supernet size per sharing mode."""
+    """What ``search-space --info`` prints: the stages (or the encoder and decoder), the subnet count and the
+    supernet size per sharing mode."""
     from .space import count_subnets, load_space
     from .space.cv import supernet_parameters
+    from .space.nlp_spec import TranslationSpaceSpec
     from .space.spec import valid_depths
 
     spec = load_space(space)
+    if isinstance(spec, TranslationSpaceSpec):
+        return _translation_summary(spec)
     lines = [f"space           {spec.name}: {spec.description}",
              f"input           {spec.input.channels} x {spec.input.size} x {spec.input.size}, "
              f"{spec.num_classes} classes"]
@@ -447,6 +491,29 @@ def _space_summary(space: str) -> str:
     params = {mode: supernet_parameters(spec, mode) for mode in ("none", "naive", "hws")}
     lines.append("supernet params " + ", ".join(f"{mode} {n / 1e6:.2f}M" for mode, n in params.items())
                  + f" (hws {params['hws'] / params['none'] - 1:+.0%} against none)")
+    return "\n".join(lines)
+
+
+def _translation_summary(spec: Any) -> str:
+    import dataclasses as dc
+
+    from .space import count_subnets
+    from .space.nlp import supernet_parameters
+
+    lines = [f"space           {spec.name}: {spec.description}"]
+    for side in ("encoder", "decoder"):
+        st = getattr(spec, side)
+        lines.append(f"{side:<16s}depths {list(st.depths)}, blocks {list(st.blocks)}, embed {list(st.embed_dims)}, "
+                     f"heads {list(st.heads)}, FFN {list(st.ffn_dims)}, kernels {list(st.kernel_sizes)}"
+                     + (f", attends to the last {list(st.attend)} encoder layers" if side == "decoder" else ""))
+    lines.append(f"attention       q/k/v width {spec.qkv_dim}; elastic heads and FFN chosen per {spec.elastic}")
+    total = count_subnets(spec)
+    other = "model" if spec.elastic == "layer" else "layer"
+    lines.append(f"subnets         {total:.2e} ({total:,}); with heads and FFN chosen per {other}: "
+                 f"{count_subnets(dc.replace(spec, elastic=other)):.2e}")
+    params = {mode: supernet_parameters(spec, mode) for mode in ("none", "naive", "hws")}
+    lines.append("supernet params " + ", ".join(f"{mode} {n / 1e6:.1f}M" for mode, n in params.items())
+                 + f" (hws {params['hws'] / params['none'] - 1:+.0%} against none; a 32K-token joined vocabulary)")
     return "\n".join(lines)
 
 
@@ -557,9 +624,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, RetrainConfig)
     p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("data", help="check that a dataset is present and print its splits")
-    p.add_argument("name", nargs="?", default="all", help="dataset name, or 'all'")
-    p.add_argument("--data-dir", default=None, help="where the dataset files are (default: system install)")
+    from .data.translation import TranslationDataConfig
+
+    p = sub.add_parser("data", help="check that a dataset is present and print its splits; 'translation' prepares "
+                       "the German-English pairs", description="Image datasets: check that the files are there and "
+                       "print the splits. 'translation': extract the sentence pairs of the Debian package trans-de-en, "
+                       "split them, tokenise them (sacremoses), learn a joint BPE (subword-nmt) and binarise them "
+                       "with fairseq-preprocess into the cache, once per settings; the settings come from --config "
+                       "(a translation recipe's 'data' block, or a YAML of these fields) and the flags below.")
+    p.add_argument("name", nargs="?", default="all", help="dataset name, 'all', or 'translation'")
+    p.add_argument("--data-dir", default=None, help="where the image dataset files are (default: system install)")
+    p.add_argument("--config", default=None, help="translation: a recipe with a 'data' block, or a YAML of its fields")
+    _add_config_flags(p, TranslationDataConfig)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("kernels", help="build the fast CPU adder kernel (cached) and report the backends in use")

@@ -298,3 +298,16 @@ class SharedConvWeight(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, ops={self.ops}, mode={self.mode!r}"
+
+
+def position_kl(pools: Sequence[SharedConvWeight]) -> Tensor:
+    """The eq. (5) terms of one layer position: the sum over its ``hws`` pools (the Laplace terms where an Add
+    candidate reads them through ``T``) in one fused node; 0 when no pool is in ``hws`` mode."""
+    pools = [p for p in pools if p.mode == "hws"]
+    if not pools:
+        return torch.zeros(())
+    transforms = [p.transform for p in pools]
+    if any(t is None for t in transforms):  # no Add candidate: the Gaussian terms only
+        return pools_kl([p.pool for p in pools], None)
+    return pools_kl([p.pool for p in pools], transforms, pools[0].laplace_scale)
+

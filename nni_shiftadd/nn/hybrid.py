@@ -16,12 +16,11 @@ from nni.nas.nn.pytorch import MutableModule
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch import Tensor, nn
 
-from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss, pools_kl
+from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss, position_kl
 from ..ops import AdderConv2d, ShiftConv2d, adder_conv2d
+from ..vocabulary import BLOCKS as CANDIDATES
+from ..vocabulary import CONV_FAMILY as _CONV_OPS
 from .attention import AttnBlock
-
-CANDIDATES = ("attn", "conv", "shift", "add")
-_CONV_OPS = ("conv", "shift", "add")
 
 
 def _check_candidates(candidates: Sequence[str]) -> tuple[str, ...]:
@@ -98,13 +97,7 @@ class HybridBlock(nn.Module):
 
     def kl(self) -> Tensor:
         """Sum of the eq. (5) KL terms of this position's pools (0 outside ``hws`` mode)."""
-        pools = [p for p in self.pools.values() if p.mode == "hws"] if self.conv_ops else []
-        if not pools:
-            return torch.zeros(())
-        transforms = [p.transform for p in pools]
-        if any(t is None for t in transforms):  # no Add candidate: the Gaussian terms only
-            return pools_kl([p.pool for p in pools], None)
-        return pools_kl([p.pool for p in pools], transforms, pools[0].laplace_scale)
+        return position_kl(list(self.pools.values()) if self.conv_ops else [])
 
     @torch.no_grad()
     def export(self, op: str) -> nn.Module:

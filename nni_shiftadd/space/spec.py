@@ -30,6 +30,7 @@ Architecture dicts are flat ``{label: value}`` mappings, as an NNI sample:
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -41,9 +42,11 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from .. import resources
-from ..config import ConfigError, load_yaml, parse_yaml
+from ..config import ConfigError, load_yaml_text, parse_yaml
+from ..vocabulary import BLOCKS
+from . import nlp_spec
 
-OPS: tuple[str, ...] = ("attn", "conv", "shift", "add")
+OPS: tuple[str, ...] = BLOCKS
 BlockType = Literal["attn", "conv", "shift", "add"]
 
 
@@ -166,6 +169,7 @@ class SpaceSpec:
     classifier: ClassifierSpec = ClassifierSpec()
     total_depth: int | None = None
     description: str = ""
+    kind: Literal["image_classification"] = "image_classification"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field path, the bad value and what is allowed."""
@@ -239,22 +243,56 @@ def shipped_spaces() -> list[str]:
     return [Path(n).stem for n in resources.list_resources("search_spaces")]
 
 
-def load_space(name_or_path: str | os.PathLike[str]) -> SpaceSpec:
-    """Load a search space: a shipped name (``"cv_imagenet"``, ``"cv_small"``, with or without ``.yaml``), found
-    through ``importlib.resources``, or the path of a YAML file (use ``./name.yaml`` for a local file whose name
-    is also a shipped one). Raises ``ConfigError`` naming the file, the field path, the value and what is
-    allowed."""
+def load_space(name_or_path: str | os.PathLike[str]) -> Any:
+    """Load a search space: a shipped name (``"cv_imagenet"``, ``"cv_small"``, ``"nlp_wmt14"``, ``"nlp_small"``,
+    with or without ``.yaml``), found through ``importlib.resources``, or the path of a YAML file (use
+    ``./name.yaml`` for a local file whose name is also a shipped one). Its ``kind`` picks the schema: a CV
+    :class:`SpaceSpec` (``image_classification``, the default) or a
+    :class:`~nni_shiftadd.space.nlp_spec.TranslationSpaceSpec` (``translation``). Raises ``ConfigError`` naming the
+    file, the field path, the value and what is allowed."""
     text = os.fspath(name_or_path)
+    source: str | None = None
     if isinstance(name_or_path, str) and "/" not in text and os.sep not in text:
         stem = text[:-5] if text.endswith(".yaml") else text
         if stem in shipped_spaces():
             res = resources.resource("search_spaces", f"{stem}.yaml")
-            return parse_yaml(SpaceSpec, res.read_text(encoding="utf-8"), str(res))
-    path = Path(text)
-    if not path.is_file():
-        raise ConfigError(f"{text}: no such search-space file, nor a shipped search space; "
-                          f"shipped: {shipped_spaces()}")
-    return load_yaml(SpaceSpec, path)
+            source, content = str(res), res.read_text(encoding="utf-8")
+    if source is None:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"{text}: no such search-space file, nor a shipped search space; "
+                              f"shipped: {shipped_spaces()}")
+        source, content = str(path), path.read_text(encoding="utf-8")
+    return parse_yaml(_schema(content, source), content, source)
+
+
+def _schema(content: str, source: str) -> type:
+    """The spec class a search-space YAML's ``kind`` names."""
+    from .nlp_spec import TranslationSpaceSpec
+
+    try:
+        data = load_yaml_text(content)
+    except Exception:  # noqa: BLE001 - parse_yaml reports the syntax error with the file name
+        return SpaceSpec
+    kinds = {"image_classification": SpaceSpec, "translation": TranslationSpaceSpec}
+    kind = data.get("kind", "image_classification") if isinstance(data, dict) else "image_classification"
+    if kind not in kinds:
+        raise ConfigError(f"{source}: field 'kind': got {kind!r}; expected one of {list(kinds)}")
+    return kinds[kind]
+
+
+def _also_translation(nlp_function: Any) -> Any:
+    """Make a function of CV specs serve translation specs too, by handing those to ``nlp_function`` (the same
+    operation in :mod:`nni_shiftadd.space.nlp_spec`): one interface for both halves."""
+    def wrap(cv_function: Any) -> Any:
+        @functools.wraps(cv_function)
+        def dispatch(spec: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(spec, nlp_spec.TranslationSpaceSpec):
+                return nlp_function(spec, *args, **kwargs)
+            return cv_function(spec, *args, **kwargs)
+        return dispatch
+    return wrap
+
 
 
 # --- architectures --------------------------------------------------------------------------------------------
@@ -269,6 +307,7 @@ def op_label(stage: int, layer: int) -> str:
     return f"stage{stage}.layer{layer}.op"
 
 
+@_also_translation(nlp_spec.arch_space)
 def arch_space(spec: SpaceSpec) -> dict[str, list[Any]]:
     """Every label of the space and its choices, in network order: what an NNI model space exposes (one
     ``nni.choice`` per label) and what the latency predictor's ``ArchEncoder`` takes as ``space``."""
@@ -298,6 +337,7 @@ def _matches(value: Any, choice: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value == choice
 
 
+@_also_translation(nlp_spec.validate_arch)
 def validate_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for a missing label, an unknown label, a value outside the label's choices, or stage
     depths that do not add up to ``total_depth``; the message names the label, the value and what is allowed."""
@@ -321,6 +361,7 @@ def validate_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> None:
                              f"expects total_depth {spec.total_depth}")
 
 
+@_also_translation(nlp_spec.canonical_arch)
 def canonical_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> dict[str, Any]:
     """A validated copy of ``arch`` in label order with plain Python values and every inactive layer set to its
     stage's first block type, so that architectures building the same network compare equal."""
@@ -334,6 +375,7 @@ def canonical_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@_also_translation(nlp_spec.count_subnets)
 def count_subnets(spec: SpaceSpec) -> int:
     """The number of distinct networks (canonical architectures): the sum over the allowed depth combinations
     of the product of the block-type choices of their active layers."""
@@ -346,6 +388,7 @@ def _choice(rng: Any, seq: Sequence[Any]) -> Any:
     return rng.choice(seq)
 
 
+@_also_translation(nlp_spec.random_arch)
 def random_arch(spec: SpaceSpec, rng: random.Random | int | None = None) -> dict[str, Any]:
     """A uniformly random architecture holding every label (inactive layers get random values too, as an NNI
     sample): depths uniform over :func:`valid_depths`, each block type uniform over its stage's choices.
@@ -361,6 +404,7 @@ def random_arch(spec: SpaceSpec, rng: random.Random | int | None = None) -> dict
     return arch
 
 
+@_also_translation(nlp_spec.baseline_arch)
 def baseline_arch(spec: SpaceSpec, op: str, *, fallback: str | None = None,
                   depths: Sequence[int] | None = None) -> dict[str, Any]:
     """The homogeneous baseline with every layer of type ``op`` (all-Conv, all-Attn, all-Shift, all-Add), at
