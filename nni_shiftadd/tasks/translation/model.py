@@ -1,0 +1,147 @@
+"""fairseq model ``shiftadd_supertransformer``: the hybrid SuperTransformer of a translation search space
+(:class:`~nni_shiftadd.space.nlp.HybridNLPSpace`) behind fairseq's encoder-decoder interface, or, with ``--subnet``,
+one subnet of it trained on its own (retraining from scratch).
+
+Architecture presets (``--arch``): ``shiftadd_nlp_small`` (the default space) and ``shiftadd_nlp_wmt14`` (paper
+Table 1). The encoder and decoder wrappers hold no parameters of their own: the network is registered once, as
+``supernet``, so a checkpoint holds each weight once.
+"""
+# No `from __future__ import annotations`: fairseq reads the config dataclasses' field types at run time.
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import (FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel, register_model,
+                            register_model_architecture)
+from torch import Tensor
+
+from ...hws import MODES
+from ...nn.transformer import EncoderOut, SuperTransformer
+from ...space.nlp import HybridNLPSpace
+from ...space.nlp_spec import TranslationSpaceSpec
+from ...space.spec import load_space
+
+
+@dataclass
+class ShiftAddSuperTransformerConfig(FairseqDataclass):
+    space: str = field(default="nlp_small", metadata={"help": "translation search space: a shipped name "
+                                                              "(nlp_small, nlp_wmt14) or a YAML path"})
+    mode: str = field(default="hws", metadata={"help": "weight sharing of the Conv/Shift/Add candidates: "
+                                                       "none, naive or hws"})
+    kl_weight: float = field(default=1.0, metadata={"help": "weight of the eq. (5) terms (hws mode)"})
+    subnet: str = field(default="", metadata={"help": "train one subnet from scratch instead of the supernet: an "
+                                                      "architecture as inline JSON or a JSON file"})
+
+
+def parse_subnet(text: str) -> dict[str, Any] | None:
+    """``--subnet``: inline JSON, a JSON file (a bare architecture or an object with an ``arch`` mapping), or empty."""
+    if not text:
+        return None
+    raw = text if text.lstrip().startswith("{") else Path(text).read_text(encoding="utf-8") \
+        if Path(text).is_file() else None
+    if raw is None:
+        raise ValueError(f"--subnet: no such file {text!r}; give inline JSON or the path of a JSON file")
+    try:
+        arch = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--subnet: not valid JSON ({err})") from None
+    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):
+        arch = arch["arch"]
+    if not isinstance(arch, dict):
+        raise ValueError(f"--subnet: expected a mapping of labels to values, got {type(arch).__name__}")
+    return arch
+
+
+class ShiftAddEncoder(FairseqEncoder):
+    """fairseq's view of the network's encoder (the parameters live in the model's ``supernet``)."""
+
+    def __init__(self, dictionary: Any, net: SuperTransformer, max_positions: int) -> None:
+        super().__init__(dictionary)
+        self.__dict__["net"] = net  # not a submodule: registered once, in the model
+        self._max_positions = max_positions
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor | None = None, **kwargs: Any) -> dict[str, list[Tensor]]:
+        out = self.net.encode(src_tokens)
+        return {"encoder_out": out.layers, "encoder_padding_mask": [out.padding_mask]}
+
+    def reorder_encoder_out(self, encoder_out: dict[str, list[Tensor]], new_order: Tensor) -> dict[str, list[Tensor]]:
+        return {"encoder_out": [x.index_select(0, new_order) for x in encoder_out["encoder_out"]],
+                "encoder_padding_mask": [encoder_out["encoder_padding_mask"][0].index_select(0, new_order)]}
+
+    def max_positions(self) -> int:
+        return self._max_positions
+
+
+class ShiftAddDecoder(FairseqDecoder):
+    """fairseq's view of the network's decoder: the whole prefix is decoded at every step (no incremental state)."""
+
+    def __init__(self, dictionary: Any, net: SuperTransformer, max_positions: int) -> None:
+        super().__init__(dictionary)
+        self.__dict__["net"] = net
+        self._max_positions = max_positions
+
+    def forward(self, prev_output_tokens: Tensor, encoder_out: dict[str, list[Tensor]] | None = None,
+                incremental_state: Any = None, **kwargs: Any) -> tuple[Tensor, dict[str, Any]]:
+        if encoder_out is None:
+            raise ValueError("the ShiftAdd decoder needs the encoder's output")
+        memory = EncoderOut(encoder_out["encoder_out"], encoder_out["encoder_padding_mask"][0])
+        return self.net.decode(prev_output_tokens, memory), {"attn": [None], "inner_states": None}
+
+    def max_positions(self) -> int:
+        return self._max_positions
+
+
+@register_model("shiftadd_supertransformer", dataclass=ShiftAddSuperTransformerConfig)
+class ShiftAddSuperTransformer(FairseqEncoderDecoderModel):
+    """The SuperTransformer (``space`` is the :class:`HybridNLPSpace` whose path the task activates each update), or
+    a standalone subnet (``space`` is ``None``)."""
+
+    def __init__(self, encoder: ShiftAddEncoder, decoder: ShiftAddDecoder, net: SuperTransformer,
+                 space: HybridNLPSpace | None, spec: TranslationSpaceSpec) -> None:
+        super().__init__(encoder, decoder)
+        self.supernet = net
+        self.__dict__["space"] = space  # its one module is ``supernet``
+        self.spec = spec
+
+    @classmethod
+    def build_model(cls, cfg: ShiftAddSuperTransformerConfig, task: Any) -> "ShiftAddSuperTransformer":
+        if cfg.mode not in MODES:
+            raise ValueError(f"--mode: got {cfg.mode!r}; expected one of {list(MODES)}")
+        spec = load_space(cfg.space)
+        if not isinstance(spec, TranslationSpaceSpec):
+            raise ValueError(f"--space: {cfg.space!r} is not a translation space (kind: translation); e.g. nlp_small")
+        src, tgt = task.source_dictionary, task.target_dictionary
+        if spec.share_embeddings and src != tgt:
+            raise ValueError(f"space {spec.name!r} shares its embeddings: the data needs a joined dictionary "
+                             "(fairseq-preprocess --joined-dictionary; `nni-shiftadd data translation` makes one)")
+        arch = parse_subnet(cfg.subnet)
+        if arch is None:
+            space: HybridNLPSpace | None = HybridNLPSpace(spec, len(tgt), tgt.pad(), cfg.mode, cfg.kl_weight)
+            net = space.transformer
+        else:
+            space, net = None, HybridNLPSpace(spec, len(tgt), tgt.pad(), "none").freeze(arch)
+        return cls(ShiftAddEncoder(src, net, spec.max_positions), ShiftAddDecoder(tgt, net, spec.max_positions),
+                   net, space, spec)
+
+    def activate(self, arch: dict[str, Any]) -> None:
+        """Run ``arch`` from the next forward pass on (the supernet only)."""
+        if self.space is None:
+            raise ValueError("this model is one subnet (--subnet); it has no other paths to activate")
+        self.space.activate(arch)
+
+    def max_positions(self) -> tuple[int, int]:
+        return self.spec.max_positions, self.spec.max_positions
+
+
+@register_model_architecture("shiftadd_supertransformer", "shiftadd_nlp_small")
+def shiftadd_nlp_small(cfg: Any) -> None:
+    """The ``nlp_small`` space (trans-de-en on a laptop CPU)."""
+    cfg.space = getattr(cfg, "space", "nlp_small") or "nlp_small"
+
+
+@register_model_architecture("shiftadd_supertransformer", "shiftadd_nlp_wmt14")
+def shiftadd_nlp_wmt14(cfg: Any) -> None:
+    """The ``nlp_wmt14`` space (paper Table 1, WMT'14 En-De / En-Fr)."""
+    cfg.space = "nlp_wmt14" if getattr(cfg, "space", "nlp_small") == "nlp_small" else cfg.space
