@@ -1,5 +1,6 @@
-"""The ``nni-shiftadd`` command line: ``demo``, ``train-supernet``, ``retrain``, ``register``, ``create``, ``trial``,
-``search-space``, ``plot``, ``train``, ``profile``, ``data``, ``kernels``."""
+"""The ``nni-shiftadd`` command line: ``demo``, ``train-supernet``, ``train-supertransformer``, ``retrain``,
+``register``, ``create``, ``trial``, ``search-space``, ``plot``, ``train``, ``profile``, ``data``, ``kernels``,
+``fairseq-user-dir``."""
 from __future__ import annotations
 
 import argparse
@@ -93,6 +94,33 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
               f"({len(randoms)} archs)")
     print(f"checkpoint      {result['checkpoint']}")
     print(f"metrics         {cfg.output}/metrics.json")
+    return 0
+
+
+def cmd_train_supertransformer(args: argparse.Namespace) -> int:
+    from .tasks.supertransformer import SuperTransformerConfig, train_supertransformer
+
+    cfg = _recipe(args, SuperTransformerConfig)
+    r = train_supertransformer(cfg)
+    print()
+    print(f"supertransformer {r['space']} (mode={r['mode']}), {r['updates']} updates"
+          + (" (resumed)" if r["resumed"] else "") + f", {r['fit_seconds']} s; data {r['data']}")
+    print(f"unigram model    valid loss {r['unigram_loss_nats']:.3f} nats/token (the bar to clear)")
+    for name, s in r["subnets"].items():
+        print(f"{name:<16s} valid loss {s['valid']['loss_nats']:.3f} nats/token, test BLEU {s['test']['bleu']:.2f} "
+              f"({s['test']['sentences']} sentences, inherited weights)")
+    first = next(iter(r["subnets"].values()), None)
+    if first:
+        print(f"BLEU signature   {first['test']['signature']}")
+    print(f"checkpoint       {r['checkpoint']}")
+    print(f"metrics          {cfg.output}/metrics.json")
+    return 0
+
+
+def cmd_fairseq_user_dir(args: argparse.Namespace) -> int:
+    from .tasks.translation import USER_DIR
+
+    print(USER_DIR)
     return 0
 
 
@@ -611,6 +639,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="recipe (YAML), e.g. examples/fashion_mnist/supernet_cv_small.yaml")
     _add_config_flags(p, SupernetConfig)
     p.set_defaults(func=cmd_train_supernet)
+
+    from .tasks.supertransformer import SuperTransformerConfig
+
+    p = sub.add_parser("train-supertransformer", help="one-shot training of a translation space's SuperTransformer "
+                       "with fairseq", description="Train the hybrid SuperTransformer of a translation search space "
+                       "(one uniformly sampled subnet per update) with fairseq-train and the nni-shiftadd plugin, on "
+                       "the trans-de-en pairs (prepared on first use) or any fairseq-binarised data (data.binarized); "
+                       "then score the homogeneous and random subnets with inherited weights (validation loss, "
+                       "sacrebleu BLEU). Run it again after a kill: it resumes from <output>/checkpoints. Fields come "
+                       "from --config (YAML) and are overridden by the flags below.")
+    p.add_argument("--config", help="recipe (YAML), e.g. examples/translation/supernet_nlp_small.yaml")
+    _add_config_flags(p, SuperTransformerConfig)
+    p.set_defaults(func=cmd_train_supertransformer)
+
+    p = sub.add_parser("fairseq-user-dir", help="print the folder to pass to fairseq-train --user-dir",
+                       description="The fairseq plugin folder: fairseq-train DATA --user-dir \"$(nni-shiftadd "
+                       "fairseq-user-dir)\" --task shiftadd_translation --arch shiftadd_nlp_small ...")
+    p.set_defaults(func=cmd_fairseq_user_dir)
 
     from .tasks.retrain import RetrainConfig
 

@@ -11,9 +11,10 @@ Modes: ``"none"`` (every candidate owns its weights), ``"naive"`` (one pool, no 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -55,8 +56,12 @@ class TransformKernel(nn.Module):
     def segment_index(self, w: Tensor) -> Tensor:
         """The run (0..segments-1) each element of ``w`` falls in; piecewise constant, so it carries no gradient.
 
-        Memoised on the tensor's identity and version counter: within one training step the KL term and the Add
-        candidate map the same pool, and the sort is the costly part of ``T``."""
+        Inside :func:`ranks_memoised` (one forward pass of a layer, where the KL term and the Add candidate map the
+        same pool and the sort is the costly part of ``T``) it is computed once per tensor; outside, every call
+        sorts. The memo lives no longer than that: an optimiser that updates ``param.data`` (fairseq's) changes a
+        pool without bumping its version counter, so no key can tell a stale memo from a fresh one across steps."""
+        if not getattr(self, "_memo_depth", 0):
+            return self._segment_index(w)
         key = (id(w), w._version, w.data_ptr(), tuple(w.shape))
         cached = getattr(self, "_index_cache", None)
         if cached is not None and cached[0] == key:
@@ -88,6 +93,21 @@ class TransformKernel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"segments={self.segments}, binning={self.binning!r}"
+
+
+@contextlib.contextmanager
+def ranks_memoised(pools: Sequence[SharedConvWeight]) -> Iterator[None]:
+    """Within the block, each pool's sort (the rank segments of ``T``) is computed once; after it, forgotten."""
+    transforms = [p.transform for p in pools if getattr(p, "transform", None) is not None]
+    for t in transforms:
+        t._memo_depth = getattr(t, "_memo_depth", 0) + 1
+    try:
+        yield
+    finally:
+        for t in transforms:
+            t._memo_depth -= 1
+            if not t._memo_depth:
+                t._index_cache = None
 
 
 def gaussian_kl(w: Tensor) -> Tensor:

@@ -40,3 +40,47 @@ def isolate_nni(env: pytest.MonkeyPatch, home: Path) -> None:
     env.setenv("NNI_CONFIG_DIR", str(home / "nni"))
     source = str(Path(nni_shiftadd.__file__).resolve().parents[1])
     env.setenv("PYTHONPATH", os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
+
+
+@pytest.fixture(scope="session")
+def trans_de_en_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lines of the real trans-de-en (Debian package; install.sh installs it) that give its first 2,200 sentence
+    pairs, written at test time into a temporary folder (GPL data: never committed)."""
+    from nni_shiftadd.data.translation import extract_pairs, locate_trans_de_en
+
+    source = locate_trans_de_en()  # a missing dictionary fails here, naming the command that installs it
+    keep, count = [], 0
+    with open(source, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            found = extract_pairs([line])
+            if found:
+                keep.append(line)
+                count += len(found)
+                if count >= 2200:
+                    break
+    path = tmp_path_factory.mktemp("trans") / "de-en"
+    path.write_text("".join(keep), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_translation(trans_de_en_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """That slice prepared (400 BPE merges) in a cache of its own, and a tiny translation space YAML."""
+    from nni_shiftadd.config import from_dict
+    from nni_shiftadd.data.translation import TranslationDataConfig, prepare_translation
+
+    root = tmp_path_factory.mktemp("tiny_translation")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NNI_SHIFTADD_CACHE", str(root / "cache"))
+        manifest = prepare_translation(from_dict(TranslationDataConfig, {
+            "source": str(trans_de_en_slice), "bpe_merges": 400, "valid_size": 200, "test_size": 800}),
+            progress=lambda line: None)
+    space = root / "tiny.yaml"
+    space.write_text(
+        "name: tiny\nkind: translation\nqkv_dim: 16\nmax_positions: 128\ndropout: 0.1\n"
+        "encoder: {depths: [2], blocks: [attn, attn+conv, attn+shift, attn+add, conv, shift, add], "
+        "embed_dims: [32, 16], heads: [2, 1], ffn_dims: [64, 32], kernel_sizes: [3, 5]}\n"
+        "decoder: {depths: [2, 1], blocks: [attn, attn+conv, attn+shift, attn+add], embed_dims: [32, 16], "
+        "heads: [2, 1], ffn_dims: [64, 32], kernel_sizes: [3, 5], attend: [1, 2]}\n")
+    return {"data_bin": Path(manifest["data_bin"]), "raw": Path(manifest["raw"]), "space": space,
+            "cache": root / "cache", "source": trans_de_en_slice}

@@ -58,29 +58,10 @@ def test_split_keeps_every_sentence_in_one_split() -> None:
         split_pairs(pairs[:1000], 300, 800)
 
 
-@pytest.fixture(scope="module")
-def small_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lines of the real trans-de-en that give the first 2,200 sentence pairs (GPL data: written at test time
-    into a temporary folder only)."""
-    source = locate_trans_de_en()  # install.sh installs it; a missing dictionary fails here with the command
-    keep, count = [], 0
-    with open(source, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            found = extract_pairs([line])
-            if found:
-                keep.append(line)
-                count += len(found)
-                if count >= 2200:
-                    break
-    path = tmp_path_factory.mktemp("trans") / "de-en"
-    path.write_text("".join(keep), encoding="utf-8")
-    return path
-
-
-def test_prepare_tokenises_learns_bpe_and_binarises(small_source: Path, tmp_path: Path,
+def test_prepare_tokenises_learns_bpe_and_binarises(trans_de_en_slice: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NNI_SHIFTADD_CACHE", str(tmp_path / "cache"))
-    cfg = from_dict(TranslationDataConfig, {"source": str(small_source), "bpe_merges": 400, "valid_size": 200,
+    cfg = from_dict(TranslationDataConfig, {"source": str(trans_de_en_slice), "bpe_merges": 400, "valid_size": 200,
                                             "test_size": 800})
     messages: list[str] = []
     manifest = prepare_translation(cfg, progress=messages.append)
@@ -101,7 +82,7 @@ def test_prepare_tokenises_learns_bpe_and_binarises(small_source: Path, tmp_path
     assert any("binarising" in m for m in messages)
     # a second call reuses the prepared folder
     assert prepare_translation(cfg, progress=messages.append) == manifest and len(messages) == 3
-    assert json.loads((raw.parent / "manifest.json").read_text())["source"] == str(small_source)
+    assert json.loads((raw.parent / "manifest.json").read_text())["source"] == str(trans_de_en_slice)
 
 
 def test_missing_or_malformed_data_names_the_path_and_the_command(tmp_path: Path,

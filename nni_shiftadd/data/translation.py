@@ -238,7 +238,7 @@ def _binarise(bpe_dir: Path, dest: Path, src: str, tgt: str) -> None:
 
 def dataset_dir(cfg: TranslationDataConfig) -> Path:
     """Where :func:`prepare_translation` puts the data of ``cfg`` (one folder per settings)."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("source", "binarized")}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "binarized"}
     settings["version"] = PREPARATION_VERSION
     tag = _digest(json.dumps(settings, sort_keys=True))[:10]
     return cache_root() / "data" / "translation" / f"trans-de-en-{cfg.source_lang}{cfg.target_lang}-{tag}"

@@ -16,7 +16,7 @@ from nni.nas.nn.pytorch import MutableModule
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch import Tensor, nn
 
-from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss, position_kl
+from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
 from ..ops import AdderConv2d, ShiftConv2d, adder_conv2d
 from ..vocabulary import BLOCKS as CANDIDATES
 from ..vocabulary import CONV_FAMILY as _CONV_OPS
@@ -86,6 +86,10 @@ class HybridBlock(nn.Module):
             raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.candidates)}")
         if op == "attn":
             return self.attn(x)
+        with ranks_memoised(list(self.pools.values())):
+            return self._bottleneck(x, op)
+
+    def _bottleneck(self, x: Tensor, op: str) -> Tensor:
         y = F.relu(self._conv(op, x, "reduce"))
         y = F.relu(self._conv(op, y, "spatial"))
         y = self._conv(op, y, "expand")

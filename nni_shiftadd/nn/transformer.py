@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hws import Mode, SharedConvWeight, add_auxiliary_loss, position_kl
+from ..hws import Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
 from ..ops import adder_conv1d, adder_linear
 from ..vocabulary import CONV_FAMILY, branches
 from .elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, sinusoidal_positions
@@ -143,6 +143,10 @@ class LightweightBranch(nn.Module):
     def forward(self, x: Tensor, op: str, padding_mask: Tensor | None = None) -> Tensor:
         if op not in self.ops:
             raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.ops)}")
+        with ranks_memoised(list(self.pools.values())):
+            return self._forward(x, op, padding_mask)
+
+    def _forward(self, x: Tensor, op: str, padding_mask: Tensor | None) -> Tensor:
         c = x.shape[-1]
         linear, conv = LIGHTWEIGHT_FUNCTIONS[op]
         extra = {"eta": self.eta} if op == "add" else {}

@@ -7,9 +7,7 @@ Table 1). The encoder and decoder wrappers hold no parameters of their own: the 
 ``supernet``, so a checkpoint holds each weight once.
 """
 # No `from __future__ import annotations`: fairseq reads the config dataclasses' field types at run time.
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fairseq.dataclass import FairseqDataclass
@@ -22,6 +20,7 @@ from ...nn.transformer import EncoderOut, SuperTransformer
 from ...space.nlp import HybridNLPSpace
 from ...space.nlp_spec import TranslationSpaceSpec
 from ...space.spec import load_space
+from .archs import parse_arch
 
 
 @dataclass
@@ -33,25 +32,6 @@ class ShiftAddSuperTransformerConfig(FairseqDataclass):
     kl_weight: float = field(default=1.0, metadata={"help": "weight of the eq. (5) terms (hws mode)"})
     subnet: str = field(default="", metadata={"help": "train one subnet from scratch instead of the supernet: an "
                                                       "architecture as inline JSON or a JSON file"})
-
-
-def parse_subnet(text: str) -> dict[str, Any] | None:
-    """``--subnet``: inline JSON, a JSON file (a bare architecture or an object with an ``arch`` mapping), or empty."""
-    if not text:
-        return None
-    raw = text if text.lstrip().startswith("{") else Path(text).read_text(encoding="utf-8") \
-        if Path(text).is_file() else None
-    if raw is None:
-        raise ValueError(f"--subnet: no such file {text!r}; give inline JSON or the path of a JSON file")
-    try:
-        arch = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--subnet: not valid JSON ({err})") from None
-    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):
-        arch = arch["arch"]
-    if not isinstance(arch, dict):
-        raise ValueError(f"--subnet: expected a mapping of labels to values, got {type(arch).__name__}")
-    return arch
 
 
 class ShiftAddEncoder(FairseqEncoder):
@@ -116,7 +96,7 @@ class ShiftAddSuperTransformer(FairseqEncoderDecoderModel):
         if spec.share_embeddings and src != tgt:
             raise ValueError(f"space {spec.name!r} shares its embeddings: the data needs a joined dictionary "
                              "(fairseq-preprocess --joined-dictionary; `nni-shiftadd data translation` makes one)")
-        arch = parse_subnet(cfg.subnet)
+        arch = parse_arch(cfg.subnet)
         if arch is None:
             space: HybridNLPSpace | None = HybridNLPSpace(spec, len(tgt), tgt.pad(), cfg.mode, cfg.kl_weight)
             net = space.transformer

@@ -9,15 +9,13 @@ terms of heterogeneous weight sharing join the loss inside the model (through th
 trains them.
 """
 # No `from __future__ import annotations`: fairseq reads the config dataclasses' field types at run time.
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from ...space.nlp_spec import TranslationSpaceSpec, baseline_arch, random_arch
-from .model import parse_subnet
+from .archs import named_arch, sampled_arch
 
 
 @dataclass
@@ -25,23 +23,6 @@ class ShiftAddTranslationConfig(TranslationConfig):
     subnet_seed: int = field(default=0, metadata={"help": "seed of the per-update subnet sampling"})
     valid_subnet: str = field(default="largest", metadata={"help": "the subnet validation runs: largest, smallest, "
                                                                    "or an architecture (inline JSON or a JSON file)"})
-
-
-def sampled_arch(spec: TranslationSpaceSpec, seed: int, update_num: int) -> dict[str, Any]:
-    """The subnet trained at update ``update_num`` (uniform over the space; a function of the seed and the update
-    only)."""
-    return random_arch(spec, random.Random(f"{seed}:{update_num}"))
-
-
-def named_arch(spec: TranslationSpaceSpec, name: str) -> dict[str, Any]:
-    """``largest``/``smallest`` (all-Attn at the largest or smallest dimensions, the deepest decoder), or a parsed
-    architecture."""
-    if name in ("largest", "smallest"):
-        return baseline_arch(spec, "attn", size=name)
-    arch = parse_subnet(name)
-    if arch is None:
-        raise ValueError("--valid-subnet: empty; expected largest, smallest or an architecture")
-    return arch
 
 
 @register_task("shiftadd_translation", dataclass=ShiftAddTranslationConfig)

@@ -1,0 +1,269 @@
+"""One-shot training of the hybrid SuperTransformer with fairseq (``nni-shiftadd train-supertransformer``), then the
+homogeneous and random subnets scored with inherited weights (validation loss, test BLEU).
+
+The recipe (:class:`SuperTransformerConfig`, YAML) becomes a ``fairseq-train`` command line with the plugin of
+:mod:`nni_shiftadd.tasks.translation` (``--user-dir``, task ``shiftadd_translation``, model
+``shiftadd_supertransformer``): the paper's recipe is Adam (0.9, 0.98), a cosine schedule after a linear warm-up from
+1e-7 to 1e-3, label-smoothed cross-entropy (0.1), one subnet sampled uniformly per update. fairseq shows progress,
+writes ``checkpoint_last.pt`` and every ``save_interval_updates`` a ``checkpoint_<epoch>_<update>.pt``, and resumes
+from ``checkpoint_last.pt`` when the same command runs again (the data position, the update count and with it the
+subnet sequence and the per-update seeds come back, so a killed run ends as an uninterrupted one). fairseq copies
+``checkpoint_last.pt`` non-atomically; a truncated one is replaced by the newest good update checkpoint before
+resuming (and said so). The output folder is locked while the run lasts. ``fairseq_args`` passes anything else to
+fairseq.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..config import ConfigError
+from ..data.translation import TranslationDataConfig
+from ..hws import MODES, Mode
+from ..lock import check_output_dir, output_lock
+from ..vocabulary import ENCODER_BLOCKS
+
+LAST = "checkpoint_last.pt"
+
+
+@dataclasses.dataclass
+class SuperTransformerConfig:
+    """Schema of a SuperTransformer training recipe (YAML)."""
+
+    space: str = "nlp_small"
+    mode: Mode = "hws"
+    kl_weight: float = 1.0
+    data: TranslationDataConfig = dataclasses.field(default_factory=TranslationDataConfig)
+    max_updates: int = 40000
+    max_tokens: int = 4096
+    update_freq: int = 1
+    lr: float = 1e-3
+    warmup_updates: int = 4000
+    warmup_init_lr: float = 1e-7
+    min_lr: float = 1e-7
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.1
+    seed: int = 1
+    subnet_seed: int = 0
+    valid_subnet: str = "largest"
+    save_interval_updates: int = 500
+    keep_interval_updates: int = 2
+    log_interval: int = 50
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["attn", "attn+add", "add"])
+    eval_archs: int = 2
+    beam: int = 4
+    lenpen: float = 0.6
+    eval_test_sentences: int | None = None
+    threads: int | None = None
+    fairseq_args: list[str] = dataclasses.field(default_factory=list)
+    output: str = "runs/supertransformer"
+    resume: Literal["auto", "never"] = "auto"
+
+    def validate(self) -> None:
+        """Check every value (the space, the data settings, the numbers) before anything runs."""
+        from ..space.nlp_spec import TranslationSpaceSpec
+        from ..space.spec import load_space
+
+        if self.mode not in MODES:
+            raise ValueError(f"field 'mode': got {self.mode!r}; expected one of {list(MODES)}")
+        try:
+            spec = load_space(self.space)
+        except (ConfigError, OSError) as err:
+            raise ValueError(f"field 'space': {err}") from None
+        if not isinstance(spec, TranslationSpaceSpec):
+            raise ValueError(f"field 'space': {self.space!r} is not a translation space (kind: translation); "
+                             "e.g. nlp_small or nlp_wmt14")
+        for name in ("max_updates", "max_tokens", "update_freq", "save_interval_updates", "log_interval", "beam"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_updates", "eval_archs", "seed", "subnet_seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
+        if self.keep_interval_updates < 1:
+            raise ValueError(f"field 'keep_interval_updates': must be >= 1 (a previous good checkpoint to fall back "
+                             f"on), got {self.keep_interval_updates}")
+        if not 0 < self.warmup_init_lr <= self.lr:
+            raise ValueError(f"fields 'warmup_init_lr', 'lr': need 0 < warmup_init_lr <= lr, got "
+                             f"{self.warmup_init_lr}, {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"field 'min_lr': must be in [0, lr], got {self.min_lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"field 'label_smoothing': must be in [0, 1), got {self.label_smoothing}")
+        if not all(0 < b < 1 for b in self.adam_betas):
+            raise ValueError(f"field 'adam_betas': each must be in (0, 1), got {list(self.adam_betas)}")
+        for op in self.baselines:
+            if op not in spec.encoder.blocks:
+                raise ValueError(f"field 'baselines': {op!r} is not an encoder block of {spec.name!r}; allowed "
+                                 f"{list(spec.encoder.blocks)} (of {list(ENCODER_BLOCKS)})")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"field 'threads': must be null or >= 1, got {self.threads}")
+        if self.eval_test_sentences is not None and self.eval_test_sentences < 1:
+            raise ValueError(f"field 'eval_test_sentences': must be null or >= 1, got {self.eval_test_sentences}")
+        from .translation.archs import named_arch
+
+        try:
+            named_arch(spec, self.valid_subnet)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"field 'valid_subnet': {err}") from None
+        check_output_dir(self.output, "field 'output'")
+
+
+def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Path) -> list[str]:
+    """The ``fairseq-train`` arguments of ``cfg`` (the paper's recipe; see the module docstring)."""
+    from .translation import USER_DIR
+
+    args = [str(data_bin), "--user-dir", str(USER_DIR), "--task", "shiftadd_translation",
+            "--arch", "shiftadd_supertransformer", "--space", cfg.space, "--mode", cfg.mode,
+            "--kl-weight", str(cfg.kl_weight), "--source-lang", cfg.data.source_lang,
+            "--target-lang", cfg.data.target_lang,
+            "--subnet-seed", str(cfg.subnet_seed), "--valid-subnet", cfg.valid_subnet,
+            "--optimizer", "adam", "--adam-betas", str(tuple(cfg.adam_betas)), "--weight-decay", str(cfg.weight_decay),
+            "--clip-norm", str(cfg.clip_norm), "--lr", str(cfg.lr), "--lr-scheduler", "cosine",
+            "--warmup-updates", str(cfg.warmup_updates), "--warmup-init-lr", str(cfg.warmup_init_lr),
+            "--min-lr", str(cfg.min_lr), "--max-update", str(cfg.max_updates), "--max-tokens", str(cfg.max_tokens),
+            "--update-freq", str(cfg.update_freq), "--criterion", "label_smoothed_cross_entropy",
+            "--label-smoothing", str(cfg.label_smoothing), "--seed", str(cfg.seed), "--save-dir", str(save_dir),
+            "--save-interval-updates", str(cfg.save_interval_updates),
+            "--keep-interval-updates", str(cfg.keep_interval_updates), "--validate-interval-updates",
+            str(cfg.save_interval_updates), "--no-epoch-checkpoints", "--log-interval", str(cfg.log_interval),
+            "--num-workers", "0"]
+    import torch
+
+    if not torch.cuda.is_available():
+        args.append("--cpu")
+    return args + list(cfg.fairseq_args)
+
+
+def _check_last(save_dir: Path) -> str | None:
+    """Make ``checkpoint_last.pt`` one that loads: a truncated or corrupt one is replaced by the newest good
+    ``checkpoint_<epoch>_<update>.pt``. Returns what was done, for the log."""
+    last = save_dir / LAST
+    if not last.is_file():
+        return None
+    try:
+        load_checkpoint(last, mmap=True)
+        return None
+    except CheckpointError as err:
+        problem = str(err)
+    candidates = sorted(save_dir.glob("checkpoint_*_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]),
+                        reverse=True)
+    for path in candidates:
+        try:
+            state = load_checkpoint(path, mmap=True)
+        except CheckpointError:
+            continue
+        tmp = last.with_name(f".{LAST}.tmp{os.getpid()}")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, last)
+        updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates")
+        return f"{problem}; resuming from {path} ({updates} updates) instead"
+    raise ConfigError(f"field 'resume': {problem}, and no update checkpoint beside it loads; start afresh with "
+                      "--resume never")
+
+
+def evaluation_archs(spec: Any, cfg: SuperTransformerConfig) -> dict[str, dict[str, Any]]:
+    """The subnets scored after training: the homogeneous ``baselines`` (all-``op`` encoder, attention decoder, the
+    largest dimensions) and ``eval_archs`` random subnets (seeded)."""
+    from ..space.nlp_spec import baseline_arch, canonical_arch, random_arch
+
+    archs = {f"all_{op}": baseline_arch(spec, op) for op in cfg.baselines}
+    rng = random.Random(cfg.seed + 1)
+    for i in range(cfg.eval_archs):
+        archs[f"random{i}"] = canonical_arch(spec, random_arch(spec, rng))
+    return archs
+
+
+def train_supertransformer(cfg: SuperTransformerConfig) -> dict[str, Any]:
+    """Prepare the data, train (or resume), score the subnets of :func:`evaluation_archs`; write and return
+    ``metrics.json``."""
+    with output_lock(cfg.output, "output", "train-supertransformer"):
+        return _train(cfg)
+
+
+def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
+    import torch
+
+    from ..data.translation import prepare_translation
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output)
+    save_dir = out / "checkpoints"
+    manifest = prepare_translation(cfg.data, progress=lambda line: print(line, flush=True))
+    data_bin = Path(manifest["data_bin"])
+    if cfg.resume == "never" and save_dir.exists():
+        shutil.rmtree(save_dir)
+    note = _check_last(save_dir)
+    if note:
+        print(f"nni-shiftadd train-supertransformer: {note}", file=sys.stderr, flush=True)
+    resumed = (save_dir / LAST).is_file()
+    args = fairseq_train_args(cfg, data_bin, save_dir)
+    (out / "fairseq_args.json").write_text(json.dumps(args, indent=1))
+    start = time.perf_counter()
+    _run_fairseq_train(args)
+    fit_s = time.perf_counter() - start
+
+    from .translation.evaluate import evaluate_subnet, load_trained
+
+    model, task = load_trained(save_dir / LAST, data_bin)
+    updates = int(load_checkpoint(save_dir / LAST)["optimizer_history"][-1]["num_updates"])
+    references = Path(manifest["raw"]) if manifest.get("raw") else None
+    scored = {}
+    for name, arch in evaluation_archs(model.spec, cfg).items():
+        print(f"nni-shiftadd train-supertransformer: scoring {name} with inherited weights", flush=True)
+        scored[name] = {"arch": arch, **evaluate_subnet(model, task, arch, references, beam=cfg.beam,
+                                                         lenpen=cfg.lenpen, max_tokens=cfg.max_tokens,
+                                                         test_limit=cfg.eval_test_sentences)}
+    result = {"space": model.spec.name, "mode": cfg.mode, "data": str(data_bin), "sizes": manifest.get("sizes"),
+              "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
+              "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
+              "checkpoint": str(save_dir / LAST)}
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _run_fairseq_train(args: list[str]) -> None:
+    """``fairseq-train args`` in this process (fairseq's own argument parsing, training loop and checkpoints)."""
+    from fairseq import distributed_utils, options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq_cli import train
+
+    parser = options.get_training_parser()
+    namespace = options.parse_args_and_arch(parser, input_args=args)
+    distributed_utils.call_main(convert_namespace_to_omegaconf(namespace), train.main)
+
+
+def unigram_loss(data_bin: Path, data: TranslationDataConfig) -> float:
+    """Cross-entropy (nats per token) of the validation targets under the training targets' unigram distribution
+    (add-one smoothed), with end-of-sentence tokens counted: the bar a translation model must clear."""
+    import math
+
+    from fairseq.data import Dictionary, data_utils
+
+    dictionary = Dictionary.load(str(data_bin / f"dict.{data.target_lang}.txt"))
+    counts = [0] * len(dictionary)
+
+    def tokens(split: str) -> Any:
+        prefix = data_bin / f"{split}.{data.source_lang}-{data.target_lang}.{data.target_lang}"
+        return data_utils.load_indexed_dataset(str(prefix), dictionary)
+
+    for sentence in tokens("train"):
+        for t in sentence.tolist():
+            counts[t] += 1
+    total = sum(counts) + len(counts)
+    loss, n = 0.0, 0
+    for sentence in tokens("valid"):
+        for t in sentence.tolist():
+            loss -= math.log((counts[t] + 1) / total)
+            n += 1
+    return loss / max(n, 1)

@@ -1,0 +1,49 @@
+"""Which subnet a translation run uses, without importing fairseq: the per-update sample of supernet training, the
+named subnets of validation, and architectures given as JSON on a command line."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from ...space.nlp_spec import TranslationSpaceSpec, baseline_arch, random_arch
+
+
+def parse_arch(text: str, flag: str = "--subnet") -> dict[str, Any] | None:
+    """An architecture given as inline JSON or as a JSON file (a bare architecture, or an object with an ``arch``
+    mapping); ``None`` for an empty string; ``ValueError`` naming ``flag`` otherwise."""
+    if not text:
+        return None
+    if text.lstrip().startswith("{"):
+        raw = text
+    elif Path(text).is_file():
+        raw = Path(text).read_text(encoding="utf-8")
+    else:
+        raise ValueError(f"{flag}: no such file {text!r}; give inline JSON or the path of a JSON file")
+    try:
+        arch = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag}: not valid JSON ({err})") from None
+    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):
+        arch = arch["arch"]
+    if not isinstance(arch, dict):
+        raise ValueError(f"{flag}: expected a mapping of labels to values, got {type(arch).__name__}")
+    return arch
+
+
+def sampled_arch(spec: TranslationSpaceSpec, seed: int, update_num: int) -> dict[str, Any]:
+    """The subnet trained at update ``update_num``: uniform over the space, a function of the seed and the update
+    only (the same on every rank, for every micro-batch of the update, and after a resume)."""
+    return random_arch(spec, random.Random(f"{seed}:{update_num}"))
+
+
+def named_arch(spec: TranslationSpaceSpec, name: str, flag: str = "--valid-subnet") -> dict[str, Any]:
+    """``largest``/``smallest`` (all-Attn at the largest or smallest dimensions, the deepest decoder), or an
+    architecture as :func:`parse_arch` reads it."""
+    if name in ("largest", "smallest"):
+        return baseline_arch(spec, "attn", size=name)
+    arch = parse_arch(name, flag)
+    if arch is None:
+        raise ValueError(f"{flag}: empty; expected largest, smallest or an architecture")
+    return arch

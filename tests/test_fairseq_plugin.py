@@ -1,0 +1,141 @@
+"""The fairseq plugin (``--user-dir``) and ``nni-shiftadd train-supertransformer`` on a slice of the real trans-de-en
+pairs and a tiny translation space: fairseq-train runs and resumes with weights-only checkpoints, a run killed with
+``kill -9`` goes on with the subnet sequence (and ends with the weights) of an uninterrupted one, and subnets are
+scored with inherited weights (validation loss, sacrebleu BLEU with its signature)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from nni_shiftadd.checkpoint import load_checkpoint
+from nni_shiftadd.cli import main
+from nni_shiftadd.space import load_space
+from nni_shiftadd.tasks.translation import USER_DIR
+from nni_shiftadd.tasks.translation.archs import named_arch, parse_arch, sampled_arch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["NNI_SHIFTADD_CACHE"] = str(cache)
+    return env
+
+
+def _recipe(tiny: dict[str, Path], output: Path, **fields: Any) -> list[str]:
+    cfg = {"space": str(tiny["space"]), "data": json.dumps({"source": str(tiny["source"]), "bpe_merges": 400,
+                                                            "valid_size": 200, "test_size": 800}),
+           "max_updates": 12, "max_tokens": 512, "warmup_updates": 4, "save_interval_updates": 4,
+           "log_interval": 2, "baselines": "[]", "eval_archs": 0, "output": str(output), **fields}
+    args = []
+    for key, value in cfg.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    return args
+
+
+def test_subnet_sequence_is_a_function_of_the_update() -> None:
+    spec = load_space("nlp_small")
+    first = [sampled_arch(spec, 0, u) for u in range(200)]
+    assert first == [sampled_arch(spec, 0, u) for u in range(200)]  # any process, any rank, after a resume
+    assert first != [sampled_arch(spec, 1, u) for u in range(200)]
+    ops = Counter(a["encoder.layer0.op"] for a in first)
+    assert set(ops) == set(spec.encoder.blocks) and min(ops.values()) > 10  # uniform over the block types
+    assert named_arch(spec, "smallest")["encoder.embed_dim"] == 128
+    with pytest.raises(ValueError, match="--valid-subnet: no such file 'huge'"):
+        named_arch(spec, "huge")
+    with pytest.raises(ValueError, match="--subnet: not valid JSON"):
+        parse_arch("{encoder", "--subnet")
+
+
+def test_fairseq_train_with_the_user_dir(tiny_translation: dict[str, Path], tmp_path: Path) -> None:
+    assert main(["fairseq-user-dir"]) == 0
+    fairseq_train = Path(sys.executable).with_name("fairseq-train")
+    args = [str(fairseq_train), str(tiny_translation["data_bin"]), "--user-dir", str(USER_DIR),
+            "--task", "shiftadd_translation", "--arch", "shiftadd_supertransformer", "--space",
+            str(tiny_translation["space"]), "--cpu", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "512",
+            "--max-update", "5", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--save-dir", str(tmp_path / "ckpt"), "--no-epoch-checkpoints", "--num-workers", "0",
+            "--log-interval", "1", "--no-progress-bar", "--seed", "3"]
+    run = subprocess.run(args, env=_env(tiny_translation["cache"]), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(re.findall(r"train_inner.*num_updates=\d", run.stdout + run.stderr)) >= 5
+    state = load_checkpoint(tmp_path / "ckpt" / "checkpoint_last.pt")  # weights-only, as every load here
+    assert state["optimizer_history"][-1]["num_updates"] == 5
+    assert any(k.startswith("supernet.encoder_layers.0.branch.pools.") for k in state["model"])
+    # every weight once: the encoder and decoder wrappers register nothing of their own
+    assert not any(k.startswith(("encoder.", "decoder.")) for k in state["model"])
+
+
+def _train(tiny: dict[str, Path], output: Path, **fields: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nni_shiftadd.cli", "train-supertransformer",
+                             *_recipe(tiny, output, **fields)], env=_env(tiny["cache"]), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_kill9_resume_goes_on_like_an_uninterrupted_run(tiny_translation: dict[str, Path], tmp_path: Path) -> None:
+    killed = tmp_path / "killed"
+    proc = _train(tiny_translation, killed)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list((killed / "checkpoints").glob("checkpoint_*_8.pt")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed: " + proc.stdout.read()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    # fairseq copies checkpoint_last.pt without a rename: truncate it as a kill mid-copy would
+    last = killed / "checkpoints" / "checkpoint_last.pt"
+    if last.is_file():
+        last.write_bytes(last.read_bytes()[:4096])
+    resumed = _train(tiny_translation, killed)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    assert re.search(r"checkpoint_last\.pt: not a readable checkpoint.*resuming from .*checkpoint_\d+_[48]\.pt", out), \
+        out[-3000:]
+    reference = _train(tiny_translation, tmp_path / "reference")
+    ref_out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, ref_out[-3000:]
+    a = load_checkpoint(killed / "checkpoints" / "checkpoint_last.pt")
+    b = load_checkpoint(tmp_path / "reference" / "checkpoints" / "checkpoint_last.pt")
+    assert a["optimizer_history"][-1]["num_updates"] == b["optimizer_history"][-1]["num_updates"] == 12
+    differ = [k for k in b["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, f"the resumed run's weights differ from an uninterrupted run's: {differ[:8]}"
+
+
+def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNI_SHIFTADD_CACHE", str(tiny_translation["cache"]))
+    out = tmp_path / "run"
+    args = _recipe(tiny_translation, out, max_updates=6, baselines="[attn, add]", eval_archs=1,
+                   eval_test_sentences=40, beam=2)
+    assert main(["train-supertransformer", *args]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["subnets"]) == {"all_attn", "all_add", "random0"}
+    for name, scored in metrics["subnets"].items():
+        assert scored["valid"]["loss_nats"] > 0 and scored["valid"]["tokens"] > 1000
+        assert 0 <= scored["test"]["bleu"] <= 100 and scored["test"]["sentences"] >= 40
+        assert scored["test"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+        assert f"{name:<16s} valid loss" in printed
+    assert metrics["unigram_loss_nats"] > 0
+    # a bad recipe is one named error before anything runs
+    assert main(["train-supertransformer", "--space", "cv_small", "--output", str(tmp_path / "x")]) == 2
+    assert "field 'space': 'cv_small' is not a translation space" in capsys.readouterr().err
+    assert main(["train-supertransformer", "--baselines", "[winograd]", "--output", str(tmp_path / "x")]) == 2
+    assert "field 'baselines': 'winograd' is not an encoder block" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "checkpoints").exists()
