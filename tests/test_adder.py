@@ -821,3 +821,23 @@ def test_chunk_count_is_bounded(monkeypatch):
     x, w = torch.randn(20, 3, 4, 4), torch.randn(2, 3, 3, 3)
     adder_conv2d(x, w, padding=1)
     assert len(calls) == adder_mod.MAX_CHUNKS - 1 and sum(calls) == 20 * 16  # ceil(20 / 8) = 3 per chunk
+
+
+@pytest.mark.parametrize("batch, channels, length, k, padding", [(3, 8, 11, 3, 1), (2, 16, 20, 7, 3), (4, 5, 9, 5, 0),
+                                                                  (1, 3, 4, 7, 6)])
+@pytest.mark.parametrize("eta", [None, 0.2])
+def test_depthwise_conv1d_fast_path_matches_the_reference(batch: int, channels: int, length: int, k: int,
+                                                          padding: int, eta: float | None) -> None:
+    """The NLP lightweight branch's depthwise 1-D adder convolution (its own vectorised path) against the
+    reference backend: outputs and both AdderNet gradients, float64."""
+    from nni_shiftadd.ops import adder_conv1d
+
+    gen = torch.Generator().manual_seed(batch * 100 + k)
+    x = torch.randn(batch, channels, length, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(channels, 1, k, dtype=torch.float64, generator=gen, requires_grad=True)
+    g = torch.randn(batch, channels, length + 2 * padding - k + 1, dtype=torch.float64, generator=gen)
+    fast = adder_conv1d(x, w, padding=padding, groups=channels, eta=eta)
+    ref = adder_conv1d(x, w, padding=padding, groups=channels, eta=eta, backend="reference")
+    assert torch.allclose(fast, ref, atol=1e-12, rtol=0)
+    for a, b in zip(torch.autograd.grad(fast, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-12)

@@ -157,6 +157,48 @@ class AdderFunction(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None, None
 
 
+class DepthwiseAdder1dFunction(torch.autograd.Function):
+    """The depthwise (one filter per channel), stride-1 1-D adder convolution of the NLP lightweight branch:
+    ``y[n, c, t] = -sum_j |x[n, c, t + j] - w[c, j]|`` on the zero-padded input, with AdderNet's gradients
+    (weights: ``sum g (x - w)``; inputs: ``sum g HardTanh(w - x)``). Vectorised over batch, channels and positions
+    with a loop over the ``k`` taps, instead of the general kernel's im2col of a ``groups = channels`` problem."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int, eta: float | None) -> Tensor:  # type: ignore[override]
+        xp = F.pad(x, (padding, padding))
+        k = weight.shape[-1]
+        steps = xp.shape[-1] - k + 1
+        w = weight.view(1, -1, k)
+        y = x.new_zeros(x.shape[0], x.shape[1], steps)
+        for j in range(k):
+            y.sub_((xp[:, :, j:j + steps] - w[:, :, j:j + 1]).abs_())
+        ctx.save_for_backward(xp, weight)
+        ctx.padding, ctx.eta, ctx.length = padding, eta, x.shape[-1]
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        xp, weight = ctx.saved_tensors
+        k = weight.shape[-1]
+        steps = grad_y.shape[-1]
+        w = weight.view(1, -1, k)
+        grad_xp = torch.zeros_like(xp) if ctx.needs_input_grad[0] else None
+        grad_w = torch.empty_like(weight).view(-1, k) if ctx.needs_input_grad[1] else None
+        g_sum = grad_y.sum(dim=(0, 2)) if grad_w is not None else None
+        for j in range(k):
+            window = xp[:, :, j:j + steps]
+            if grad_w is not None:
+                grad_w[:, j] = (grad_y * window).sum(dim=(0, 2)) - w[0, :, j] * g_sum
+            if grad_xp is not None:
+                grad_xp[:, :, j:j + steps].addcmul_(grad_y, (w[:, :, j:j + 1] - window).clamp_(-1.0, 1.0))
+        grad_x = grad_xp[:, :, ctx.padding:ctx.padding + ctx.length] if grad_xp is not None else None
+        if grad_w is not None:
+            if ctx.eta is not None:
+                adaptive_lr_scale(grad_w, ctx.eta, inplace=True)
+            grad_w = grad_w.view_as(weight)
+        return grad_x, grad_w, None, None
+
+
 def adaptive_lr_scale(grad: Tensor, eta: float, inplace: bool = False) -> Tensor:
     """AdderNet's adaptive learning rate: ``eta * sqrt(numel) * grad / ||grad||_2`` (zero stays zero)."""
     norm = grad.norm()
@@ -208,9 +250,13 @@ def adder_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: 
                          f"got shape {tuple(weight.shape)}")
     x, weight = _autocast_inputs(x, weight)
     _check_input(x, weight, groups, 3, "(N, C, L)")
-    y = AdderFunction.apply(x.unsqueeze(2), weight.unsqueeze(2), (1, _single(stride)[0]), (0, _single(padding)[0]),
-                            (1, _single(dilation)[0]), groups, eta, backend)
-    y = y.squeeze(2)
+    stride, padding, dilation = _single(stride)[0], _single(padding)[0], _single(dilation)[0]
+    depthwise = groups == x.shape[1] == weight.shape[0] and weight.shape[1] == 1
+    if backend == "auto" and depthwise and stride == 1 and dilation == 1:
+        y = DepthwiseAdder1dFunction.apply(x, weight, padding, eta)
+    else:
+        y = AdderFunction.apply(x.unsqueeze(2), weight.unsqueeze(2), (1, stride), (0, padding), (1, dilation),
+                                groups, eta, backend).squeeze(2)
     return y if bias is None else y + bias.view(1, -1, 1)
 
 

@@ -1,5 +1,6 @@
 """One-shot training of the hybrid SuperTransformer with fairseq (``nni-shiftadd train-supertransformer``), then the
-homogeneous and random subnets scored with inherited weights (validation loss, test BLEU).
+homogeneous and random subnets scored with inherited weights (validation loss, test BLEU); with ``subnet``, one
+subnet trained from scratch with the same recipe and scored the same way.
 
 The recipe (:class:`SuperTransformerConfig`, YAML) becomes a ``fairseq-train`` command line with the plugin of
 :mod:`nni_shiftadd.tasks.translation` (``--user-dir``, task ``shiftadd_translation``, model
@@ -56,6 +57,7 @@ class SuperTransformerConfig:
     seed: int = 1
     subnet_seed: int = 0
     valid_subnet: str = "largest"
+    subnet: str = ""  # train this one subnet from scratch (an architecture: inline JSON or a JSON file)
     save_interval_updates: int = 500
     keep_interval_updates: int = 2
     log_interval: int = 50
@@ -109,12 +111,19 @@ class SuperTransformerConfig:
             raise ValueError(f"field 'threads': must be null or >= 1, got {self.threads}")
         if self.eval_test_sentences is not None and self.eval_test_sentences < 1:
             raise ValueError(f"field 'eval_test_sentences': must be null or >= 1, got {self.eval_test_sentences}")
-        from .translation.archs import named_arch
+        from ..space.nlp_spec import validate_arch
+        from .translation.archs import named_arch, parse_arch
 
-        try:
-            named_arch(spec, self.valid_subnet)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"field 'valid_subnet': {err}") from None
+        for name in ("valid_subnet", "subnet"):
+            value = getattr(self, name)
+            if name == "subnet" and not value:
+                continue
+            flag = f"field {name!r}"
+            arch = named_arch(spec, value, flag) if name == "valid_subnet" else parse_arch(value, flag)
+            try:
+                validate_arch(spec, arch)
+            except ValueError as err:
+                raise ValueError(f"{flag}: {err}") from None
         check_output_dir(self.output, "field 'output'")
 
 
@@ -124,7 +133,7 @@ def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Pa
 
     args = [str(data_bin), "--user-dir", str(USER_DIR), "--task", "shiftadd_translation",
             "--arch", "shiftadd_supertransformer", "--space", cfg.space, "--mode", cfg.mode,
-            "--kl-weight", str(cfg.kl_weight), "--source-lang", cfg.data.source_lang,
+            "--kl-weight", str(cfg.kl_weight), "--subnet", cfg.subnet, "--source-lang", cfg.data.source_lang,
             "--target-lang", cfg.data.target_lang,
             "--subnet-seed", str(cfg.subnet_seed), "--valid-subnet", cfg.valid_subnet,
             "--optimizer", "adam", "--adam-betas", str(tuple(cfg.adam_betas)), "--weight-decay", str(cfg.weight_decay),
@@ -213,17 +222,19 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
     _run_fairseq_train(args)
     fit_s = time.perf_counter() - start
 
+    from .translation.archs import parse_arch
     from .translation.evaluate import evaluate_subnet, load_trained
 
     model, task = load_trained(save_dir / LAST, data_bin)
     updates = int(load_checkpoint(save_dir / LAST)["optimizer_history"][-1]["num_updates"])
     references = Path(manifest["raw"]) if manifest.get("raw") else None
     scored = {}
-    for name, arch in evaluation_archs(model.spec, cfg).items():
+    archs = {"subnet": None} if cfg.subnet else evaluation_archs(model.spec, cfg)
+    for name, arch in archs.items():
         print(f"nni-shiftadd train-supertransformer: scoring {name} with inherited weights", flush=True)
-        scored[name] = {"arch": arch, **evaluate_subnet(model, task, arch, references, beam=cfg.beam,
-                                                         lenpen=cfg.lenpen, max_tokens=cfg.max_tokens,
-                                                         test_limit=cfg.eval_test_sentences)}
+        scores = evaluate_subnet(model, task, arch, references, beam=cfg.beam, lenpen=cfg.lenpen,
+                                 max_tokens=cfg.max_tokens, test_limit=cfg.eval_test_sentences)
+        scored[name] = {"arch": arch or parse_arch(cfg.subnet), **scores}
     result = {"space": model.spec.name, "mode": cfg.mode, "data": str(data_bin), "sizes": manifest.get("sizes"),
               "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
               "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
