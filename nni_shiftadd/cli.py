@@ -376,15 +376,19 @@ def _plot_weights(args: argparse.Namespace) -> list[Any]:
 
 def _plot_subnet(args: argparse.Namespace) -> list[Any]:
     from .plots import check_figure_path, plot_subnet
-    from .space.spec import load_space
+    from .space.spec import SpaceSpec, load_space
 
     check_figure_path(args.out, "--out")
+    spec = load_space(args.space)
+    if not isinstance(spec, SpaceSpec):
+        raise ValueError(f"--space: {args.space!r} is a translation space; `plot subnet` draws the layer plan of "
+                         "image spaces only (a translation architecture is printed by `search-space --info`)")
     arch = _json_arg(args.arch, "--arch")
     if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):  # an evaluated record {"arch": {...}, ...}
         arch = arch["arch"]
     if not isinstance(arch, dict):
         raise ValueError(f"--arch: expected a JSON object of labels to values, got {type(arch).__name__}")
-    return [plot_subnet(load_space(args.space), arch, args.out, args.title)]
+    return [plot_subnet(spec, arch, args.out, args.title)]
 
 
 def _plot_pareto(args: argparse.Namespace) -> list[Any]:

@@ -157,6 +157,10 @@ BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
     ("search-space out in a missing folder", ["search-space", "cv_small", "--out", "<tmp>/no/space.json"], 2,
      r"--out: the folder '.*/no' does not exist"),
     ("unknown space", ["search-space", "cv_huge", "--info"], 2, r"cv_huge"),
+    ("translation space for train-supernet", ["train-supernet", "--space", "nlp_small"], 2,
+     r"field 'space': 'nlp_small' is a translation space; train it with `nni-shiftadd train-supertransformer"),
+    ("translation space for plot subnet", ["plot", "subnet", "--space", "nlp_small", "--arch", "<arch>", "--out",
+                                           "<tmp>/s.png"], 2, r"--space: 'nlp_small' is a translation space"),
     # checkpoints
     ("resume from a missing file", ["train-supernet", "--resume", "<tmp>/none.ckpt"], 2,
      r"field 'resume': no such checkpoint '.*none\.ckpt'"),

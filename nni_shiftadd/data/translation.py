@@ -244,11 +244,6 @@ def dataset_dir(cfg: TranslationDataConfig) -> Path:
     return cache_root() / "data" / "translation" / f"trans-de-en-{cfg.source_lang}{cfg.target_lang}-{tag}"
 
 
-def binarized_dir(cfg: TranslationDataConfig) -> Path:
-    """The fairseq-binarised directory a translation run reads: ``cfg.binarized``, else the prepared cache."""
-    return Path(cfg.binarized) if cfg.binarized is not None else dataset_dir(cfg) / "data-bin"
-
-
 def check_binarized(path: str | os.PathLike[str], source_lang: str, target_lang: str,
                     splits: Sequence[str] = ("train", "valid")) -> Path:
     """``path`` if it is a fairseq-binarised translation directory for ``source_lang -> target_lang`` (both

@@ -299,11 +299,6 @@ class SuperTransformer(nn.Module):
                  if layer.branch is not None]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
-    def reorder(self, encoder_out: EncoderOut, order: Tensor) -> EncoderOut:
-        """``encoder_out`` with its batch rows in ``order`` (beam search)."""
-        return EncoderOut([x.index_select(0, order) for x in encoder_out.layers],
-                          encoder_out.padding_mask.index_select(0, order))
-
 
 def slice_into(target: nn.Module, source: nn.Module, weights: dict[str, Tensor] | None = None) -> None:
     """Copy into every parameter and buffer of ``target`` the front slice of ``source``'s tensor of the same name

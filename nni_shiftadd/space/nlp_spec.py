@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
 
-from ..vocabulary import CONV_FAMILY, DECODER_BLOCKS, ENCODER_BLOCKS, branches
+from ..vocabulary import DECODER_BLOCKS, ENCODER_BLOCKS, branches
 
 
 def _bad(path: str, value: Any, expected: str) -> ValueError:
@@ -292,9 +292,3 @@ def count_subnets(spec: TranslationSpaceSpec) -> int:
         per_model = len(enc.heads) * len(enc.ffn_dims) * len(dec.heads) * len(dec.ffn_dims)
     return (len(enc.embed_dims) * len(dec.embed_dims) * per_model * enc_layer ** enc.depths[0]
             * sum(dec_layer ** d for d in dec.depths))
-
-
-def conv_family_positions(spec: TranslationSpaceSpec, side: str) -> bool:
-    """Whether layers of ``side`` may run a lightweight convolution (a weight pool exists there)."""
-    return any(branches(b)[1] in CONV_FAMILY for b in getattr(spec, side).blocks)
-

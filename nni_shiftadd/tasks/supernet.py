@@ -132,6 +132,10 @@ class SupernetConfig:
             spec = load_space(self.space)
         except (ConfigError, OSError) as err:
             raise ValueError(f"field 'space': {err}") from None
+        if not isinstance(spec, SpaceSpec):
+            raise ValueError(f"field 'space': {self.space!r} is a translation space; train it with "
+                             "`nni-shiftadd train-supertransformer --space ...` (this recipe is for image spaces, "
+                             "e.g. cv_small)")
         try:
             info = dataset_info(self.dataset)
         except ValueError as err:
