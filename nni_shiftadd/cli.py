@@ -108,10 +108,14 @@ def cmd_train_supertransformer(args: argparse.Namespace) -> int:
     print(f"unigram model    valid loss {r['unigram_loss_nats']:.3f} nats/token (the bar to clear)")
     for name, s in r["subnets"].items():
         print(f"{name:<16s} valid loss {s['valid']['loss_nats']:.3f} nats/token, test BLEU {s['test']['bleu']:.2f} "
-              f"({s['test']['sentences']} sentences, inherited weights)")
+              f"({s['test']['sentences']} sentences, inherited weights); {s['params_M']:.2f}M params, "
+              f"{s['macs_G'] * 1e3:.1f}M MACs ({s['mult_G'] * 1e3:.1f}M mult, {s['shift_G'] * 1e3:.1f}M shift), "
+              f"Eyeriss {s['energy_mJ']:.2f} mJ, {s['latency_ms']:.2f} ms")
     first = next(iter(r["subnets"].values()), None)
     if first:
         print(f"BLEU signature   {first['test']['signature']}")
+    print("cost             a 30-token sentence on the Eyeriss model (SPEC), embeddings and vocabulary projection "
+          "not counted")
     print(f"checkpoint       {r['checkpoint']}")
     print(f"metrics          {cfg.output}/metrics.json")
     return 0
@@ -297,6 +301,32 @@ def _build_timm_model(args: argparse.Namespace, size: tuple[int, ...] | None) ->
     return build, size
 
 
+def _profile_subnet(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``profile --space S --arch A``: the cost of one subnet of a search space on its per-layer fast path (image
+    spaces at their input resolution, translation spaces as a 30-token sentence)."""
+    from .cost.layerwise import space_records
+    from .cost.profile import report_from_records
+    from .space.spec import load_space
+
+    if not args.arch:
+        raise _ProfileError("--space: needs --arch (a JSON file or inline JSON of the subnet's labels)")
+    if args.model_kwargs or args.convert != "none" or args.input_size:
+        raise _ProfileError("--space: --model-kwargs, --convert and --input-size apply to --model only")
+    spec = load_space(args.space)
+    arch = _json_arg(args.arch, "--arch")
+    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):  # an evaluated record {"arch": {...}, ...}
+        arch = arch["arch"]
+    if not isinstance(arch, dict):
+        raise _ProfileError(f"--arch: expected a JSON object of labels to values, got {type(arch).__name__}")
+    try:
+        records = space_records(spec)(arch)
+    except ValueError as err:
+        raise _ProfileError(f"--arch: {err}") from None
+    report = report_from_records(records, hardware=args.hardware, bits=args.bits, **options)
+    print(report.to_json() if args.json else f"space {spec.name} subnet\n{report.table(max_rows=args.max_rows)}")
+    return 0
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
@@ -305,6 +335,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     try:
         options = _parse_options(args.option or [], args.bits)
+        if args.space:
+            return _profile_subnet(args, options)
+        if args.arch:
+            raise _ProfileError("--arch: goes with --space (the search space the architecture belongs to)")
         if args.workload:
             if args.model_kwargs or args.convert != "none" or args.input_size:
                 raise _ProfileError("--workload: --model-kwargs, --convert and --input-size apply to --model only")
@@ -698,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="timm model name, e.g. shiftadd_resnet20 or resnet50")
     what.add_argument("--workload", choices=["transformer_big"], help="a reference workload (paper Table 3)")
+    what.add_argument("--space", help="a search space (name or YAML path): cost the subnet given by --arch")
+    p.add_argument("--arch", default=None, metavar="JSON", help="with --space: the subnet, a JSON file or inline JSON")
     p.add_argument("--model-kwargs", default=None, metavar="YAML", help="keyword arguments of the model, e.g. "
                    "'{op: [conv, shift, add]}'")
     p.add_argument("--convert", choices=["none", "add", "shift"], default="none",

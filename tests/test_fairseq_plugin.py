@@ -132,6 +132,11 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
         assert 0 <= scored["test"]["bleu"] <= 100 and scored["test"]["sentences"] >= 40
         assert scored["test"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
         assert f"{name:<16s} valid loss" in printed
+        assert scored["energy_mJ"] > 0 and scored["latency_ms"] > 0 and scored["params_M"] > 0
+        assert scored["add_G"] >= scored["macs_G"] >= scored["mult_G"]
+    subnets = metrics["subnets"]
+    assert subnets["all_add"]["mult_G"] < subnets["all_attn"]["mult_G"]  # the Add encoder multiplies less
+    assert subnets["all_add"]["shift_G"] == subnets["all_attn"]["shift_G"] == 0
     assert metrics["unigram_loss_nats"] > 0
     # a bad recipe is one named error before anything runs
     assert main(["train-supertransformer", "--space", "cv_small", "--output", str(tmp_path / "x")]) == 2

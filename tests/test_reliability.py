@@ -30,7 +30,7 @@ from nni_shiftadd.checkpoint import CheckpointError, NonFiniteCheckpointError, S
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import ConfigError, from_dict, load_yaml_text, parse_yaml
 from nni_shiftadd.lock import LOCK_NAME, OutputLockedError, acquire, output_lock, read_holder
-from nni_shiftadd.space import baseline_arch, load_space
+from nni_shiftadd.space import baseline_arch, load_space, random_arch
 from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.tasks.supernet import SupernetConfig, train_supernet
 
@@ -79,6 +79,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 TRIAL = ["trial", "--eval-batches", "1", "--calibration-batches", "1", "--batch-size", "16"]
 #: (case, argv with <placeholders> from the ``files`` fixture, exit status, what the error line must say)
+_BAD_NLP_ARCH = json.dumps({**random_arch(load_space("nlp_small"), 0), "encoder.layer0.op": "lstm"})
+
 BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
     # recipes
     ("empty recipe", ["train-supernet", "--config", "<empty>"], 2, r"empty\.yaml: the file is empty.*allowed fields"),
@@ -117,6 +119,11 @@ BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
                              "{bogus: 3}"], 2, r"--model-kwargs \{'bogus': 3.*TypeError: .*unexpected keyword argument 'bogus'"),
     ("malformed model kwargs", ["profile", "--model", "shiftadd_resnet8", "--model-kwargs", "{op: [conv"], 2,
      r"--model-kwargs: '\{op: \[conv' is not valid YAML"),
+    ("profile arch without space", ["profile", "--workload", "transformer_big", "--arch", "{}"], 2,
+     r"--arch: goes with --space"),
+    ("profile translation subnet, bad value", ["profile", "--space", "nlp_small", "--arch",
+                                               _BAD_NLP_ARCH], 2,
+     r"--arch: .*'encoder\.layer0\.op'.*'lstm'.*'attn'"),
     ("unknown model", ["train", "--model", "resnet_9000", "--dataset", "digits"], 2,
      r"field 'model': unknown model 'resnet_9000'"),
     # inline YAML / JSON

@@ -136,8 +136,9 @@ def word_bits(shape: LayerShape, cfg: EyerissConfig) -> int:
 
 
 def _evaluate(shape: LayerShape, cfg: EyerissConfig, m0: int, c0: int, e_s: int, m_s: int, c_s: int,
-              n_s: int) -> tuple[dict[str, float], float, Mapping]:
-    """Access counts (words) per level and cycles of one candidate mapping of one group of one repeat."""
+              n_s: int, dram_inputs: int | None = None) -> tuple[dict[str, float], float, Mapping]:
+    """Access counts (words) per level and cycles of one candidate mapping of one group of one repeat;
+    ``dram_inputs`` replaces the input words fetched from DRAM (a folded row is one row in memory)."""
     n, c, m, r, s, e, f = shape.n, shape.c, shape.m, shape.r, shape.s, shape.e, shape.f
     w_in = (f - 1) * shape.stride + s  # width of the input row a PE streams
     folds_n, folds_e = math.ceil(n / n_s), math.ceil(e / e_s)
@@ -145,7 +146,8 @@ def _evaluate(shape: LayerShape, cfg: EyerissConfig, m0: int, c0: int, e_s: int,
     passes = folds_n * folds_e * folds_m * folds_c
     cycles_per_pass = m0 * c0 * s * f + (c0 * w_in if cfg.pass_fill_cycles else 0)
     macs = n * m * c * r * s * e * f
-    weights, inputs, outputs = m * c * r * s, n * c * shape.h * shape.w, n * m * e * f
+    weights, outputs = m * c * r * s, n * m * e * f
+    inputs = n * c * shape.h * shape.w if dram_inputs is None else dram_inputs
 
     # Loop order: the channel folds are innermost, so each PE keeps its m0 partial sums in the psum spad while
     # the ifmap and filter spads are refilled for every fold; partial sums leave a PE once, fully reduced over
@@ -198,9 +200,25 @@ def _energies(shape: LayerShape, cfg: EyerissConfig, acc: dict[str, float], macs
     return {k: v * 1e-9 for k, v in energy.items()}  # pJ -> mJ
 
 
+def fold_long_rows(shape: LayerShape, cfg: EyerissConfig) -> tuple[LayerShape, int]:
+    """A 1-D filter row longer than a PE's spads take (``s > min(max_ifmap_spad_use, max_filter_spad_use)``: the
+    SuperTransformer's kernels of 15 and 31) as ``k`` shorter rows of one virtual ``k x ceil(s / k)`` filter over
+    ``k`` offset copies of the input row, whose partial sums add up down a PE set as a 2-D filter's rows do (how RS
+    runs any filter wider than its spads). Returns the folded shape and ``k`` (1: nothing to fold)."""
+    limit = min(cfg.max_ifmap_spad_use, cfg.max_filter_spad_use, cfg.filter_spad_words)
+    if shape.s <= limit or shape.r != 1 or shape.h != 1:
+        return shape, 1
+    k = math.ceil(shape.s / limit)
+    s = math.ceil(shape.s / k)
+    return dataclasses.replace(shape, r=k, s=s, h=k, w=(shape.f - 1) * shape.stride + s, e=1), k
+
+
 @functools.lru_cache(maxsize=65536)
 def layer_cost(shape: LayerShape, cfg: EyerissConfig = EyerissConfig()) -> LayerCost:
     """Energy and latency of one layer under its best RS mapping (memoised by shape and configuration)."""
+    original = shape
+    shape, folds = fold_long_rows(shape, cfg)
+    dram_inputs = original.n * original.c * original.h * original.w if folds > 1 else None
     rows_per_set = min(shape.r, cfg.pe_rows)
     copies = max(1, cfg.pe_rows // rows_per_set)
     candidates = []
@@ -213,12 +231,13 @@ def layer_cost(shape: LayerShape, cfg: EyerissConfig = EyerissConfig()) -> Layer
                 for m_s in _divisor_like(min(copies, math.ceil(shape.m / m0))):
                     c_s = min(copies // m_s, math.ceil(shape.c / c0))
                     for n_s in (n_s_max,):
-                        acc, cycles, mapping = _evaluate(shape, cfg, m0, c0, e_s, m_s, max(1, c_s), n_s)
+                        acc, cycles, mapping = _evaluate(shape, cfg, m0, c0, e_s, m_s, max(1, c_s), n_s,
+                                                         dram_inputs)
                         candidates.append((acc, cycles, mapping))
     if not candidates:
         raise ValueError(f"layer {shape}: no mapping fits the spads ({cfg.ifmap_spad_words}-word ifmap, "
                          f"{cfg.filter_spad_words}-word filter)")
-    macs_one = shape.n * shape.m * shape.c * shape.r * shape.s * shape.e * shape.f
+    macs_one = original.n * original.m * original.c * original.r * original.s * original.e * original.f
     scored = []
     for acc, cycles, mapping in candidates:
         e = sum(_energies(shape, cfg, acc, macs_one).values())
@@ -234,6 +253,6 @@ def layer_cost(shape: LayerShape, cfg: EyerissConfig = EyerissConfig()) -> Layer
     if cfg.latency_bandwidth_bound:
         bus_words = cfg.dram_bus_bits / cfg.bits
         cycles_total = max(cycles_total, acc["dram"] * times / bus_words)
-    utilization = shape.macs / (cycles * times * cfg.pe_rows * cfg.pe_cols)
+    utilization = original.macs / (cycles * times * cfg.pe_rows * cfg.pe_cols)
     return LayerCost(energy_mj=energy, latency_ms=cycles_total / (cfg.freq_mhz * 1e3), cycles=cycles_total,
                      utilization=utilization, accesses={k: v * times for k, v in acc.items()}, mapping=mapping)

@@ -1,4 +1,4 @@
-"""Layer records of a hybrid CV space's subnets composed from memoised per-layer traces.
+"""Layer records of a hybrid space's subnets (CV or translation) composed from memoised per-layer traces.
 
 A layer's cost depends only on its place in the network (:class:`~nni_shiftadd.space.spec.LayerPlan`: block type,
 widths, resolutions, stride), never on the other layers, so each distinct layer is traced once (on the meta
@@ -14,7 +14,11 @@ from typing import Any, Literal
 import torch
 
 from ..hws import Mode
+from torch import Tensor, nn
+
 from ..space.cv import HybridCVSpace
+from ..space.nlp import HybridNLPSpace
+from ..space.nlp_spec import TranslationSpaceSpec, canonical_arch, layers
 from ..space.spec import LayerPlan, SpaceSpec, layer_plan
 from .layers import LayerRecord
 from .profilers import CostProfiler, EyerissProfiler, OpCountProfiler, trace_model
@@ -60,10 +64,68 @@ class LayerwiseRecords:
         self._layers.update(per_layer)
 
 
-def space_profiler(spec: SpaceSpec, metric: str = "energy_mJ", *, bits: int = 32,
+class TranslationWorkload(nn.Module):
+    """SPEC's translation workload of a frozen subnet: encoder and decoder over one sentence, the vocabulary
+    projection left out (the embeddings are lookups, which cost nothing)."""
+
+    def __init__(self, subnet: nn.Module) -> None:
+        super().__init__()
+        self.subnet = subnet
+
+    def forward(self, src_tokens: Tensor, prev_output_tokens: Tensor) -> Tensor:
+        return self.subnet.decode(prev_output_tokens, self.subnet.encode(src_tokens), features_only=True)
+
+
+class TranslationRecords:
+    """``sample -> list[LayerRecord]`` for the subnets of a translation space, as SPEC profiles them: a sentence of
+    ``tokens`` tokens (30, the paper's) on both sides, batch 1, every Linear, the two attention matmuls and the
+    lightweight branch's products (as mults, adds or shifts); embeddings and the vocabulary projection not counted.
+    A layer's records depend only on its own choices and the embedding dimensions, so each distinct layer is traced
+    once (on the meta device) and later architectures made of known layers are costed without building a model."""
+
+    def __init__(self, spec: TranslationSpaceSpec, mode: Mode = "hws", tokens: int = 30) -> None:
+        if tokens < 1:
+            raise ValueError(f"tokens: bad value {tokens}; expected a positive integer")
+        self.spec, self.tokens = spec, tokens
+        with torch.device("meta"):  # the vocabulary is not part of the workload: any small one will do
+            self.space = HybridNLPSpace(spec, vocab_size=8, padding_idx=1, mode=mode)
+        self._layers: dict[tuple, list[LayerRecord]] = {}
+        self.traces = 0
+
+    def _keys(self, arch: Mapping[str, Any]) -> list[tuple]:
+        dims = (int(arch["encoder.embed_dim"]), int(arch["decoder.embed_dim"]))
+        return [(a.side, a.index, a.op, a.heads, a.ffn_dim, a.attend, *dims) for a in layers(self.spec, arch)]
+
+    def __call__(self, sample: Mapping[str, Any]) -> list[LayerRecord]:
+        arch = canonical_arch(self.spec, sample)
+        keys = self._keys(arch)
+        if any(k not in self._layers for k in keys):
+            self._trace(arch, keys)
+        return [r for k in keys for r in self._layers[k]]
+
+    def _trace(self, arch: dict[str, Any], keys: list[tuple]) -> None:
+        tokens = torch.full((1, self.tokens), 4, dtype=torch.long)  # any non-padding token
+        trace, _ = trace_model(lambda: TranslationWorkload(self.space.freeze(arch)), tokens, tokens)
+        self.traces += 1
+        where = {f"subnet.{side}_layers.{index}.": k for k in keys for side, index in [k[:2]]}
+        per_layer: dict[tuple, list[LayerRecord]] = {k: [] for k in keys}
+        for record in trace.layers:
+            prefix = ".".join(record.name.split(".")[:3]) + "."
+            if prefix not in where:
+                raise RuntimeError(f"layer record {record.name!r} of {arch} belongs to no active layer")
+            per_layer[where[prefix]].append(record)
+        self._layers.update(per_layer)
+
+
+def space_records(spec: SpaceSpec | TranslationSpaceSpec, mode: Mode = "hws") -> LayerwiseRecords | TranslationRecords:
+    """The layer-records function of ``spec``'s subnets, image or translation."""
+    return TranslationRecords(spec, mode) if isinstance(spec, TranslationSpaceSpec) else LayerwiseRecords(spec, mode)
+
+
+def space_profiler(spec: SpaceSpec | TranslationSpaceSpec, metric: str = "energy_mJ", *, bits: int = 32,
                    hardware: Literal["eyeriss", "none"] = "eyeriss", **options: Any) -> CostProfiler:
     """An NNI profiler of ``spec``'s subnets (Eyeriss energy/latency, or op counts with ``hardware="none"``) on
-    the :class:`LayerwiseRecords` fast path."""
-    records = LayerwiseRecords(spec)
+    the per-layer fast path (:class:`LayerwiseRecords`, :class:`TranslationRecords`)."""
+    records = space_records(spec)
     cls = EyerissProfiler if hardware == "eyeriss" else OpCountProfiler
     return cls(records.space, metric=metric, bits=bits, records_fn=records, **options)

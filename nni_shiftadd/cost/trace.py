@@ -8,7 +8,9 @@ Two observers run together during the pass:
   activation-by-activation matmuls (``torch.matmul``, ``@``, ``bmm``, ``mm``, ``baddbmm``, ``addmm``,
   2-operand ``einsum``), ``F.scaled_dot_product_attention`` (two matmuls, ``Q K^T`` and ``A V``), and
   ``F.linear``/``F.conv1d``/``F.conv2d`` called functionally (``nn.MultiheadAttention`` works this way:
-  its ``out_proj`` module is never called, its weights go through ``F.linear``).
+  its ``out_proj`` module is never called, its weights go through ``F.linear``), and their Add and Shift twins
+  (``adder_linear``/``adder_conv1d``, ``shift_linear``/``shift_conv1d``: the SuperTransformer's lightweight
+  branch), counted as additions and shifts.
 
 Anything that might hide multiply-accumulates and is not understood is *unmodelled*: a leaf module with
 parameters of an unknown type (unless its forward issued calls that were recorded) or a product function
@@ -36,8 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from ..ops.adder import AdderConv1d, AdderConv2d, AdderLinear
-from ..ops.shift import ShiftConv2d, ShiftLinear
+from ..ops.adder import AdderConv1d, AdderConv2d, AdderLinear, adder_conv1d, adder_linear
+from ..ops.shift import ShiftConv2d, ShiftLinear, shift_conv1d, shift_linear
 from .layers import LayerRecord, LayerShape, Op
 
 __all__ = ["Trace", "register_zero_cost_type", "trace_layers"]
@@ -312,24 +314,30 @@ def _sdpa(t: _Tracer, args: tuple, kwargs: dict) -> list[tuple[str, LayerShape, 
                                weights_are_activations=True), 0)]
 
 
-def _linear(t: _Tracer, args: tuple, kwargs: dict) -> list[tuple[str, LayerShape, int]]:
-    x, w, b = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
-    out_features, in_features = (1, w.shape[0]) if w.dim() == 1 else (w.shape[0], w.shape[1])
-    rows = x.numel() // in_features
-    if t.is_param(w):
-        params = w.numel() + (b.numel() if isinstance(b, Tensor) and t.is_param(b) else 0)
-        return [("", LayerShape(kind="fc", op="mult", n=rows, c=in_features, m=out_features), params)]
-    return [("", LayerShape(kind="matmul", op="mult", n=rows, c=in_features, m=out_features,
-                            weights_are_activations=True), 0)]
+def _linear(op: Op = "mult", weight_operand: bool = False) -> Callable[[_Tracer, tuple, dict],
+                                                                      list[tuple[str, LayerShape, int]]]:
+    """``F.linear`` and its Add/Shift twins: a Linear layer when the weight is a parameter (or, for the twins, whose
+    second operand is a weight by definition: Shift's is rounded on the fly), else an activation product."""
+    def shape(t: _Tracer, args: tuple, kwargs: dict) -> list[tuple[str, LayerShape, int]]:
+        x, w, b = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+        out_features, in_features = (1, w.shape[0]) if w.dim() == 1 else (w.shape[0], w.shape[1])
+        rows = x.numel() // in_features
+        if weight_operand or t.is_param(w):
+            params = w.numel() + (b.numel() if isinstance(b, Tensor) and t.is_param(b) else 0)
+            return [("", LayerShape(kind="fc", op=op, n=rows, c=in_features, m=out_features), params)]
+        return [("", LayerShape(kind="matmul", op=op, n=rows, c=in_features, m=out_features,
+                                weights_are_activations=True), 0)]
+    return shape
 
 
-def _conv(dims: int) -> Callable[[_Tracer, tuple, dict, Tensor], list[tuple[str, LayerShape, int]]]:
+def _conv(dims: int, op: Op = "mult", weight_operand: bool = False) -> Callable[[_Tracer, tuple, dict, Tensor],
+                                                                                list[tuple[str, LayerShape, int]]]:
     def shape(t: _Tracer, args: tuple, kwargs: dict, out: Tensor) -> list[tuple[str, LayerShape, int]]:
         x, w, b = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
         groups = int(_arg(args, kwargs, 6, "groups", 1))
-        param = t.is_param(w)
+        param = weight_operand or t.is_param(w)
         params = (w.numel() + (b.numel() if isinstance(b, Tensor) else 0)) if param else 0
-        return [("", _conv_shape(dims, x, out, w.shape, _arg(args, kwargs, 3, "stride", 1), groups, "mult",
+        return [("", _conv_shape(dims, x, out, w.shape, _arg(args, kwargs, 3, "stride", 1), groups, op,
                                  weights_are_activations=not param), params)]
     return shape
 
@@ -354,9 +362,13 @@ _PRE[torch.Tensor.__matmul__] = ("matmul", _two(0, 1))
 _PRE[torch.Tensor.__rmatmul__] = ("matmul", _two(1, 0))
 _PRE[torch.einsum] = ("einsum", _einsum)
 _PRE[F.scaled_dot_product_attention] = ("sdpa", _sdpa)
-_PRE[F.linear] = ("linear", _linear)
+_PRE[F.linear] = ("linear", _linear())
 _POST[F.conv1d] = ("conv1d", _conv(1))
 _POST[F.conv2d] = ("conv2d", _conv(2))
+_PRE[adder_linear] = ("adder_linear", _linear("add", weight_operand=True))
+_POST[adder_conv1d] = ("adder_conv1d", _conv(1, "add", weight_operand=True))
+_PRE[shift_linear] = ("shift_linear", _linear("shift", weight_operand=True))
+_POST[shift_conv1d] = ("shift_conv1d", _conv(1, "shift", weight_operand=True))
 
 # Products we cannot shape: issued outside a hooked layer they are unmodelled.
 _UNSHAPED: dict[Any, str] = {}

@@ -25,13 +25,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..hws import Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
-from ..ops import adder_conv1d, adder_linear
+from ..ops import adder_conv1d, adder_linear, shift_conv1d, shift_linear
 from ..vocabulary import CONV_FAMILY, branches
 from .elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, sinusoidal_positions
 
 #: The functional form of each member of the convolution family: ``(linear, depthwise conv1d)``. Shift runs the
-#: multiplicative kernels on its power-of-two weights (``SharedConvWeight.weight("shift")``).
-LIGHTWEIGHT_FUNCTIONS = {"conv": (F.linear, F.conv1d), "shift": (F.linear, F.conv1d),
+#: float kernels on its power-of-two weights (``SharedConvWeight.weight("shift")``) under names of its own, which
+#: the cost tracer counts as shifts.
+LIGHTWEIGHT_FUNCTIONS = {"conv": (F.linear, F.conv1d), "shift": (shift_linear, shift_conv1d),
                          "add": (adder_linear, adder_conv1d)}
 
 
@@ -278,8 +279,9 @@ class SuperTransformer(nn.Module):
             outs.append(x)
         return EncoderOut(outs, mask)
 
-    def decode(self, prev_output_tokens: Tensor, encoder_out: EncoderOut) -> Tensor:
-        """Logits ``(B, T, V)`` of the next tokens after ``prev_output_tokens`` ``(B, T)`` (teacher forcing)."""
+    def decode(self, prev_output_tokens: Tensor, encoder_out: EncoderOut, features_only: bool = False) -> Tensor:
+        """Logits ``(B, T, V)`` of the next tokens after ``prev_output_tokens`` ``(B, T)`` (teacher forcing), or
+        with ``features_only`` the last decoder layer's output ``(B, T, C)`` (fairseq's name)."""
         cfg, pad = self.config, self.plan.padding_idx
         x = self.decoder_embed(prev_output_tokens, cfg.decoder_embed_dim)
         x = F.dropout(x + sinusoidal_positions(prev_output_tokens, cfg.decoder_embed_dim, pad), self.plan.dropout,
@@ -288,7 +290,7 @@ class SuperTransformer(nn.Module):
             attended = encoder_out.layers[-layer_cfg.attend:]
             memory = (torch.cat(attended, dim=1), encoder_out.padding_mask.repeat(1, len(attended)))
             x = layer(x, layer_cfg, None, memory)
-        return self.decoder_embed.project(x)
+        return x if features_only else self.decoder_embed.project(x)
 
     def forward(self, src_tokens: Tensor, prev_output_tokens: Tensor) -> Tensor:
         return self.decode(prev_output_tokens, self.encode(src_tokens))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair, _single
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from .. import kernels
 
@@ -226,7 +227,11 @@ def adder_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: 
 
 def adder_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, eta: float | None = None,
                  backend: str = "auto") -> Tensor:
-    """Adder counterpart of :func:`torch.nn.functional.linear`: ``y[o] = -sum_k |x[k] - W[o, k]|``."""
+    """Adder counterpart of :func:`torch.nn.functional.linear`: ``y[o] = -sum_k |x[k] - W[o, k]|``. Like ``F.linear``
+    it takes part in ``__torch_function__`` dispatch, so a :class:`~torch.overrides.TorchFunctionMode` (the cost
+    tracer) sees it as one call."""
+    if has_torch_function_variadic(x, weight, bias):
+        return handle_torch_function(adder_linear, (x, weight, bias), x, weight, bias, eta=eta, backend=backend)
     if weight.dim() != 2:
         raise ValueError(f"weight: expected a 2-D tensor (out_features, in_features), got shape {tuple(weight.shape)}")
     if x.dim() < 1:
@@ -244,7 +249,11 @@ def adder_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, eta: flo
 
 def adder_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int = 0,
                  dilation: int = 1, groups: int = 1, eta: float | None = None, backend: str = "auto") -> Tensor:
-    """Adder counterpart of :func:`torch.nn.functional.conv1d` (the NLP lightweight branch's form)."""
+    """Adder counterpart of :func:`torch.nn.functional.conv1d` (the NLP lightweight branch's form); dispatched like
+    :func:`adder_linear`."""
+    if has_torch_function_variadic(x, weight, bias):
+        return handle_torch_function(adder_conv1d, (x, weight, bias), x, weight, bias, stride=stride,
+                                     padding=padding, dilation=dilation, groups=groups, eta=eta, backend=backend)
     if weight.dim() != 3:
         raise ValueError(f"weight: expected a 3-D tensor (out_channels, in_channels/groups, k), "
                          f"got shape {tuple(weight.shape)}")

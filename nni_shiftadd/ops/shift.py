@@ -18,10 +18,29 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from .quantize import round_fixed_point, round_power_of_two, shift_range, shift_sign_weight
 
 VARIANTS = ("Q", "PS")
+
+
+def shift_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """:func:`torch.nn.functional.linear` on power-of-two ``weight`` (already rounded, e.g. by
+    :func:`~nni_shiftadd.ops.quantize.round_power_of_two`): the float kernel, bit-identical to shifting, under a name
+    of its own in ``__torch_function__`` dispatch, so that the cost tracer counts shifts, not multiplications."""
+    if has_torch_function_variadic(x, weight, bias):
+        return handle_torch_function(shift_linear, (x, weight, bias), x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def shift_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1) -> Tensor:
+    """:func:`torch.nn.functional.conv1d` on power-of-two ``weight``; dispatched like :func:`shift_linear`."""
+    if has_torch_function_variadic(x, weight, bias):
+        return handle_torch_function(shift_conv1d, (x, weight, bias), x, weight, bias, stride=stride,
+                                     padding=padding, dilation=dilation, groups=groups)
+    return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
 
 
 def _check_variant(variant: str) -> str:

@@ -192,6 +192,15 @@ def evaluation_archs(spec: Any, cfg: SuperTransformerConfig) -> dict[str, dict[s
     return archs
 
 
+def subnet_cost(totals: dict[str, float]) -> dict[str, float]:
+    """The cost columns of a scored subnet (a 30-token sentence on the Eyeriss model, SPEC; embeddings and the
+    vocabulary projection not counted): energy, latency, params, MACs and the #Mult/#Add/#Shift split."""
+    return {"energy_mJ": round(totals["energy_mJ"], 4), "latency_ms": round(totals["latency_ms"], 4),
+            "params_M": round(totals["params"] / 1e6, 4), "macs_G": round(totals["macs"] / 1e9, 5),
+            "mult_G": round(totals["mult"] / 1e9, 5), "add_G": round(totals["add"] / 1e9, 5),
+            "shift_G": round(totals["shift"] / 1e9, 5)}
+
+
 def train_supertransformer(cfg: SuperTransformerConfig) -> dict[str, Any]:
     """Prepare the data, train (or resume), score the subnets of :func:`evaluation_archs`; write and return
     ``metrics.json``."""
@@ -228,13 +237,17 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
     model, task = load_trained(save_dir / LAST, data_bin)
     updates = int(load_checkpoint(save_dir / LAST)["optimizer_history"][-1]["num_updates"])
     references = Path(manifest["raw"]) if manifest.get("raw") else None
+    from ..cost.layerwise import space_profiler
+
+    profiler = space_profiler(model.spec)
     scored = {}
     archs = {"subnet": None} if cfg.subnet else evaluation_archs(model.spec, cfg)
     for name, arch in archs.items():
         print(f"nni-shiftadd train-supertransformer: scoring {name} with inherited weights", flush=True)
         scores = evaluate_subnet(model, task, arch, references, beam=cfg.beam, lenpen=cfg.lenpen,
                                  max_tokens=cfg.max_tokens, test_limit=cfg.eval_test_sentences)
-        scored[name] = {"arch": arch or parse_arch(cfg.subnet), **scores}
+        arch = arch or parse_arch(cfg.subnet)
+        scored[name] = {"arch": arch, **scores, **subnet_cost(profiler.report(arch).totals)}
     result = {"space": model.spec.name, "mode": cfg.mode, "data": str(data_bin), "sizes": manifest.get("sizes"),
               "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
               "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
