@@ -110,3 +110,26 @@ def test_long_filter_rows_are_folded() -> None:
     assert costs[7].cycles < costs[31].cycles
     two_d = LayerShape("conv", "mult", n=1, c=1, m=1, h=20, w=20, r=15, s=15, e=6, f=6)
     assert fold_long_rows(two_d, cfg) == (two_d, 1)  # only 1-D rows are folded
+
+
+def test_latency_predictor_encodes_translation_archs(small) -> None:
+    """HAT's features: per-stack block counts, mean heads and FFN dims, mean encoder layers attended, over the
+    active decoder layers only; the labels of layers beyond the decoder depth are zeroed."""
+    from nni_shiftadd.cost.predictor import translation_encoder
+
+    encoder = translation_encoder(small)
+    arch = {**random_arch(small, 0), "decoder.depth": 1, "decoder.layer0.attend": 2, "decoder.layer1.attend": 1}
+    row = dict(zip(encoder.feature_names, encoder.encode(arch).tolist()))
+    depth = small.encoder.max_depth
+    assert sum(row[f"encoder.n_{b}"] for b in small.encoder.blocks) == depth
+    assert sum(row[f"decoder.n_{b}"] for b in small.decoder.blocks) == 1
+    assert row[f"decoder.n_{arch['decoder.layer0.op']}"] == 1
+    assert row["decoder.mean_attend"] == 2
+    assert row["encoder.mean_ffn_dim"] == pytest.approx(
+        sum(arch[f"encoder.layer{i}.ffn_dim"] for i in range(depth)) / depth)
+    assert all(v == 0 for k, v in row.items() if k.startswith(("decoder.layer1.", "decoder.layer2.")))
+    deeper = dict(zip(encoder.feature_names, encoder.encode({**arch, "decoder.depth": 3}).tolist()))
+    assert deeper["decoder.layer0.attend"] == 1.0  # scaled to [0, 1] by the choice range
+    assert deeper["decoder.mean_attend"] == pytest.approx((2 + 1 + arch["decoder.layer2.attend"]) / 3)
+    with pytest.raises(ValueError, match="decoder.layer0.op"):
+        encoder.encode({**arch, "decoder.layer0.op": "add"})  # the decoder takes attn or attn+X only

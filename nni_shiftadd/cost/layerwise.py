@@ -93,8 +93,10 @@ class TranslationRecords:
         self.traces = 0
 
     def _keys(self, arch: Mapping[str, Any]) -> list[tuple]:
-        dims = (int(arch["encoder.embed_dim"]), int(arch["decoder.embed_dim"]))
-        return [(a.side, a.index, a.op, a.heads, a.ffn_dim, a.attend, *dims) for a in layers(self.spec, arch)]
+        """What a layer's records depend on: its choices, its stack's width and (decoder) the encoder's width."""
+        enc, dec = int(arch["encoder.embed_dim"]), int(arch["decoder.embed_dim"])
+        return [(a.side, a.index, a.op, a.heads, a.ffn_dim, a.attend, enc, dec if a.side == "decoder" else None)
+                for a in layers(self.spec, arch)]
 
     def __call__(self, sample: Mapping[str, Any]) -> list[LayerRecord]:
         arch = canonical_arch(self.spec, sample)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Aggregate", "ArchEncoder", "LatencyPredictor", "collect_samples", "count_features", "fit_predictor",
-           "load_predictor", "measure_latency", "save_predictor"]
+           "load_predictor", "measure_latency", "save_predictor", "translation_encoder", "translation_features"]
 
 Choice = str | int | float
 Arch = Mapping[str, Any]
@@ -136,6 +136,31 @@ def count_features(labels: Sequence[str], values: Sequence[Choice], *, depth: st
                    prefix: str = "n_") -> dict[str, Aggregate]:
     """``{prefix + value: Aggregate("count", labels, value, depth)}``: HAT's per-block-type layer counts."""
     return {f"{prefix}{v}": Aggregate("count", tuple(labels), v, depth) for v in values}
+
+
+def translation_features(spec: Any) -> dict[str, Aggregate]:
+    """HAT's latency features of a translation space (SPEC: embedding dims, layer counts, mean FFN dims and heads,
+    mean number of encoder layers attended), with the layer count of each block type per stack (ShiftAddNAS's
+    blocks differ in cost where HAT's do not). Decoder features count the first ``decoder.depth`` layers only."""
+    from ..space.nlp_spec import SIDES, stack_labels
+
+    features: dict[str, Aggregate] = {}
+    for side in SIDES:
+        stack = getattr(spec, side)
+        depth = "decoder.depth" if side == "decoder" else None
+        features.update(count_features(stack_labels(spec, side, "op"), stack.blocks, depth=depth,
+                                       prefix=f"{side}.n_"))
+        for what in ("heads", "ffn_dim") + (("attend",) if side == "decoder" else ()):
+            features[f"{side}.mean_{what}"] = Aggregate("mean", tuple(stack_labels(spec, side, what)), depth=depth)
+    return features
+
+
+def translation_encoder(spec: Any) -> ArchEncoder:
+    """The :class:`ArchEncoder` of a translation space: every label (inactive decoder layers zeroed) and
+    :func:`translation_features`."""
+    from ..space.nlp_spec import arch_gates, arch_space
+
+    return ArchEncoder(arch_space(spec), translation_features(spec), gates=arch_gates(spec))
 
 
 # ---------------------------------------------------------------------------------------------------------------

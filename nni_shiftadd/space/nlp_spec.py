@@ -190,6 +190,23 @@ def arch_space(spec: TranslationSpaceSpec) -> dict[str, list[Any]]:
     return space
 
 
+def arch_gates(spec: TranslationSpaceSpec) -> dict[str, tuple[str, int]]:
+    """``{decoder layer label: ("decoder.depth", layer index)}``: the layer is active when the depth exceeds the
+    index (the ``gates`` argument of the latency predictor's ``ArchEncoder``)."""
+    return {label: ("decoder.depth", i) for i in range(spec.decoder.max_depth)
+            for label in (layer_label("decoder", i, w) for w in ("op", "heads", "ffn_dim", "attend"))
+            if spec.elastic == "layer" or not label.endswith(("heads", "ffn_dim"))}
+
+
+def stack_labels(spec: TranslationSpaceSpec, side: str, what: str) -> list[str]:
+    """The label of ``what`` (op, heads, ffn_dim, attend) of every layer position of ``side``, in order (one
+    shared label repeated where ``elastic: model`` chooses it once per stack)."""
+    stack: StackSpec = getattr(spec, side)
+    per_model = spec.elastic == "model" and what in ("heads", "ffn_dim")
+    return [_elastic_label(spec, side, i, what) if per_model else layer_label(side, i, what)
+            for i in range(stack.max_depth)]
+
+
 @dataclass(frozen=True)
 class LayerArch:
     """The choices of one active layer: its block type, heads, FFN dimension, kernel size, encoder layers
