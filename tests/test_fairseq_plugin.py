@@ -78,6 +78,33 @@ def test_fairseq_train_with_the_user_dir(tiny_translation: dict[str, Path], tmp_
     assert not any(k.startswith(("encoder.", "decoder.")) for k in state["model"])
 
 
+@pytest.mark.slow
+def test_fairseq_distributed_training_on_two_cpu_processes(tiny_translation: dict[str, Path], tmp_path: Path) -> None:
+    """fairseq's own data parallelism on CPU: one process per rank (fairseq spawns per GPU only), gloo, and the
+    legacy all-reduce; every rank draws the same subnet per update, so the ranks train one network."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    fairseq_train = Path(sys.executable).with_name("fairseq-train")
+    common = [str(fairseq_train), str(tiny_translation["data_bin"]), "--user-dir", str(USER_DIR),
+              "--task", "shiftadd_translation", "--arch", "shiftadd_supertransformer", "--space",
+              str(tiny_translation["space"]), "--cpu", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "512",
+              "--max-update", "4", "--criterion", "label_smoothed_cross_entropy", "--save-dir", str(tmp_path / "ckpt"),
+              "--no-epoch-checkpoints", "--num-workers", "0", "--no-progress-bar", "--distributed-world-size", "2",
+              "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-backend", "gloo",
+              "--distributed-no-spawn", "--ddp-backend", "legacy_ddp"]
+    env = {**_env(tiny_translation["cache"]), "OMP_NUM_THREADS": "1"}
+    ranks = [subprocess.Popen([*common, "--distributed-rank", str(r)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "distributed init (rank 1)" in logs[1] and "'distributed_world_size': 2" in logs[0]
+    state = load_checkpoint(tmp_path / "ckpt" / "checkpoint_last.pt")
+    assert state["optimizer_history"][-1]["num_updates"] == 4
+
+
 def _train(tiny: dict[str, Path], output: Path, **fields: Any) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nni_shiftadd.cli", "train-supertransformer",
                              *_recipe(tiny, output, **fields)], env=_env(tiny["cache"]), cwd=ROOT,
