@@ -119,6 +119,25 @@ def test_evolution_meets_constraints_improves_and_is_deterministic() -> None:
     assert other.state_dict()["results"] != ev.state_dict()["results"]
 
 
+def test_the_same_search_runs_on_a_translation_space() -> None:
+    """One core for both halves: the evolution searches nlp_small under an Eyeriss latency constraint, with the
+    homogeneous encoders as references (a stand-in objective; the real one is a supernet's validation loss)."""
+    spec = load_space("nlp_small")
+    cost = space_cost_fn(spec)
+    cfg = small(iterations=2, population=6, parents=2, mutation=2, crossover=2, constraints={"latency_ms": {"max": 2.4}})
+    ev = Evolution(spec, cfg, cost)
+    while not ev.done:
+        for arch in ev.ask():
+            c = cost(arch)
+            ev.tell(arch, {"accuracy": c["macs_M"] - 10 * c["mult_G"], **c})
+    members = [r for r in ev.records() if r["baseline"] is None]
+    assert len(members) >= cfg.population and all(r["latency_ms"] <= 2.4 for r in members)
+    assert {r["baseline"] for r in ev.records() if r["baseline"]} == {"all_conv", "all_shift", "all_add", "all_attn"}
+    history = [h["best"] for h in ev.history]
+    assert history == sorted(history) and ev.best()["latency_ms"] <= 2.4
+    assert all(canonical_arch(spec, r["arch"]) == r["arch"] for r in members)
+
+
 def test_mutation_and_crossover_follow_hat() -> None:
     ev = Evolution(SPEC, small(mutation_prob=0.0), COST)
     parent = random_arch(SPEC, 0)

@@ -24,7 +24,7 @@ Architecture dicts are flat ``{label: value}`` mappings, as an NNI sample: ``enc
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
@@ -294,6 +294,16 @@ def baseline_arch(spec: TranslationSpaceSpec, op: str = "attn", *, size: Literal
         else:
             arch[key] = pick(choices)
     return canonical_arch(spec, arch)
+
+
+def structurally_valid(spec: TranslationSpaceSpec, arch: Mapping[str, Any]) -> bool:
+    """Every combination of choices of a translation space is a network (the decoder depth only gates layers)."""
+    return True
+
+
+def named_baselines(spec: TranslationSpaceSpec, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{"all_<op>": arch}``: the homogeneous encoders (attention decoder) at the largest dimensions."""
+    return {f"all_{op}": baseline_arch(spec, op) for op in ops}
 
 
 def count_subnets(spec: TranslationSpaceSpec) -> int:

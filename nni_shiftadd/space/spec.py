@@ -433,6 +433,20 @@ def baseline_arch(spec: SpaceSpec, op: str, *, fallback: str | None = None,
     return canonical_arch(spec, arch)
 
 
+@_also_translation(nlp_spec.structurally_valid)
+def structurally_valid(spec: SpaceSpec, arch: Mapping[str, Any]) -> bool:
+    """Whether ``arch``'s labels (each within its choices) combine into a network of the space: stage depths that
+    add up to ``total_depth``. What evolution's mutation and crossover must respect."""
+    depths = tuple(int(arch[depth_label(i)]) for i in range(len(spec.stages)))
+    return spec.total_depth is None or sum(depths) == spec.total_depth
+
+
+@_also_translation(nlp_spec.named_baselines)
+def named_baselines(spec: SpaceSpec, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{"all_<op>": arch}``: the homogeneous references of a search (Conv where a stage lacks ``op``)."""
+    return {f"all_{op}": baseline_arch(spec, op, fallback="conv") for op in ops}
+
+
 class LayerPlan(NamedTuple):
     """One active layer of an architecture, in network order."""
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from ..config import ConfigError, load_yaml, parse_yaml
 from ..resources import list_resources, resource
-from ..space.spec import SpaceSpec, arch_space, canonical_arch, random_arch, valid_depths, depth_label
+from ..space.spec import SpaceSpec, arch_space, canonical_arch, named_baselines, random_arch, structurally_valid
 
 CONSTRAINT_METRICS: tuple[str, ...] = ("energy_mJ", "latency_ms", "macs_M", "params_M", "mult_G", "add_G",
                                        "shift_G")
@@ -163,7 +163,6 @@ class Evolution:
             raise ValueError("cost: constraints need a cost function")
         self.spec, self.cfg, self.cost = spec, cfg, cost
         self.space = arch_space(spec)
-        self._depths = set(valid_depths(spec))
         self.rng = random.Random(cfg.seed)
         self.generation = 0
         self.members: list[str] = []  # keys of the current generation, in order
@@ -223,11 +222,9 @@ class Evolution:
         if self._started:
             return
         if not self.members and self.generation == 0:
-            from ..space.spec import baseline_arch
-
             members = self._unique(self.cfg.population, self._random)  # may raise ConstraintError: not started
-            self.baselines = {f"all_{op}": arch_key(baseline_arch(self.spec, op, fallback="conv"))
-                              for op in self.cfg.baselines}
+            self.baselines = {name: arch_key(arch) for name, arch in
+                              named_baselines(self.spec, self.cfg.baselines).items()}
             self.members = members
         self._started = True
 
@@ -274,8 +271,7 @@ class Evolution:
         closest: tuple[float, str] | None = None
         for _ in range(self.cfg.max_rejects):
             arch = draw()
-            depths = tuple(int(arch[depth_label(i)]) for i in range(len(self.spec.stages)))
-            if depths not in self._depths:
+            if not structurally_valid(self.spec, arch):
                 continue
             key = arch_key(canonical_arch(self.spec, arch))
             if avoid is not None and key in avoid:
