@@ -13,31 +13,26 @@ extras=""
 PYTHON=${PYTHON:-python3}
 CACHE=${NNI_SHIFTADD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nni_shiftadd}
 
-# 1. Data: Fashion-MNIST comes from Debian's dataset-fashion-mnist (nothing is downloaded at run time).
-if [ -d /usr/share/datasets/fashion-mnist ] || [ -d "$CACHE/data/deb/usr/share/datasets/fashion-mnist" ]; then
-  echo "install.sh: Fashion-MNIST present"
-elif [ "$(id -u)" = 0 ]; then
-  echo "install.sh: apt-get install dataset-fashion-mnist"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
-else
-  echo "install.sh: not root; unpacking dataset-fashion-mnist into $CACHE/data/deb"
-  mkdir -p "$CACHE/data/deb"
-  tmp=$(mktemp -d) && (cd "$tmp" && apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb "$CACHE/data/deb")
-  rm -rf "$tmp"
-fi
-
-# 1b. Translation data: the German-English pairs of Debian's trans-de-en (GPL: extracted at run time, never committed).
-if [ -f /usr/share/trans/de-en ] || [ -f "$CACHE/data/deb/usr/share/trans/de-en" ]; then
-  echo "install.sh: trans-de-en present"
-elif [ "$(id -u)" = 0 ]; then
-  echo "install.sh: apt-get install trans-de-en"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq trans-de-en >/dev/null
-else
-  echo "install.sh: not root; unpacking trans-de-en into $CACHE/data/deb"
-  mkdir -p "$CACHE/data/deb"
-  tmp=$(mktemp -d) && (cd "$tmp" && apt-get download trans-de-en && dpkg-deb -x trans-de-en_*.deb "$CACHE/data/deb")
-  rm -rf "$tmp"
-fi
+# 1. Data from Debian packages (nothing is downloaded at run time): as root apt-get installs them, otherwise the .deb
+#    is unpacked into $CACHE/data/deb, where the data commands look too.
+debian_data() {  # debian_data PACKAGE PATH-IT-INSTALLS
+  local package=$1 path=$2
+  if [ -e "$path" ] || [ -e "$CACHE/data/deb$path" ]; then
+    echo "install.sh: $package present"
+  elif [ "$(id -u)" = 0 ]; then
+    echo "install.sh: apt-get install $package"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+  else
+    echo "install.sh: not root; unpacking $package into $CACHE/data/deb"
+    mkdir -p "$CACHE/data/deb"
+    local tmp
+    tmp=$(mktemp -d) && (cd "$tmp" && apt-get download "$package" && dpkg-deb -x "$package"_*.deb "$CACHE/data/deb")
+    rm -rf "$tmp"
+  fi
+}
+debian_data dataset-fashion-mnist /usr/share/datasets/fashion-mnist
+# the German-English pairs of trans-de-en (GPL: extracted at run time, never committed)
+debian_data trans-de-en /usr/share/trans/de-en
 
 # 2. A C++ compiler for the fast CPU adder kernel (without one the operators fall back to the slow reference).
 if ! command -v c++ >/dev/null && ! command -v g++ >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -10,7 +10,7 @@ import sys
 import typing
 from typing import Any
 
-from .config import ConfigError, coerce, from_dict, load_yaml, load_yaml_text
+from .config import ConfigError, arch_argument, coerce, from_dict, json_argument, load_yaml, load_yaml_text
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -313,11 +313,7 @@ def _profile_subnet(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if args.model_kwargs or args.convert != "none" or args.input_size:
         raise _ProfileError("--space: --model-kwargs, --convert and --input-size apply to --model only")
     spec = load_space(args.space)
-    arch = _json_arg(args.arch, "--arch")
-    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):  # an evaluated record {"arch": {...}, ...}
-        arch = arch["arch"]
-    if not isinstance(arch, dict):
-        raise _ProfileError(f"--arch: expected a JSON object of labels to values, got {type(arch).__name__}")
+    arch = arch_argument(args.arch)
     try:
         records = space_records(spec)(arch)
     except ValueError as err:
@@ -379,22 +375,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 # --- plot -------------------------------------------------------------------------------------------------------------
 
-def _json_arg(raw: str, flag: str) -> Any:
-    """``raw`` as inline JSON (starting with ``{`` or ``[``) or as the path of a JSON file."""
-    from pathlib import Path
-
-    if raw.lstrip().startswith(("{", "[")):
-        text = raw
-    elif Path(raw).is_file():
-        text = Path(raw).read_text(encoding="utf-8")
-    else:
-        raise ValueError(f"{flag}: no such file {raw!r}; give inline JSON ({{...}}) or the path of a JSON file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{flag} {raw[:60]!r}: not valid JSON ({err})") from None
-
-
 def _plot_weights(args: argparse.Namespace) -> list[Any]:
     from .plots import check_figure_path, plot_weight_histograms, weight_fits
     from .tasks.supernet import load_supernet
@@ -417,18 +397,13 @@ def _plot_subnet(args: argparse.Namespace) -> list[Any]:
     if not isinstance(spec, SpaceSpec):
         raise ValueError(f"--space: {args.space!r} is a translation space; `plot subnet` draws the layer plan of "
                          "image spaces only (a translation architecture is printed by `search-space --info`)")
-    arch = _json_arg(args.arch, "--arch")
-    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):  # an evaluated record {"arch": {...}, ...}
-        arch = arch["arch"]
-    if not isinstance(arch, dict):
-        raise ValueError(f"--arch: expected a JSON object of labels to values, got {type(arch).__name__}")
-    return [plot_subnet(spec, arch, args.out, args.title)]
+    return [plot_subnet(spec, arch_argument(args.arch), args.out, args.title)]
 
 
 def _plot_pareto(args: argparse.Namespace) -> list[Any]:
     from .plots import plot_pareto_pair
 
-    data = _json_arg(args.results, "--results")
+    data = json_argument(args.results, "--results")
     if isinstance(data, dict):
         records, baselines, best = data.get("records"), data.get("baselines"), data.get("best")
     else:
@@ -588,7 +563,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     cfg = from_dict(TrialConfig, _overrides(args, TrialConfig), "command line")
     try:
-        run_trial(cfg, _json_arg(args.arch, "--arch") if args.arch else None)
+        run_trial(cfg, json_argument(args.arch, "--arch") if args.arch else None)
     except ValueError as err:
         print(f"nni-shiftadd trial: error: {err}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ Fields may be nested dataclasses or lists/tuples of them; errors then name the f
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -213,3 +214,30 @@ def load_yaml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None =
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     return parse_yaml(cls, path.read_text(), str(path), overrides)
+
+
+def json_argument(raw: str, flag: str) -> Any:
+    """``raw`` as inline JSON (starting with ``{`` or ``[``) or as the path of a JSON file; ``ValueError`` naming
+    ``flag`` and the value otherwise."""
+    if raw.lstrip().startswith(("{", "[")):
+        text = raw
+    elif Path(raw).is_file():
+        text = Path(raw).read_text(encoding="utf-8")
+    else:
+        raise ValueError(f"{flag}: no such file {raw!r}; give inline JSON ({{...}}) or the path of a JSON file")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} {raw[:60]!r}: not valid JSON ({err})") from None
+
+
+def arch_argument(raw: str, flag: str = "--arch") -> dict[str, Any]:
+    """An architecture given as inline JSON or a JSON file: a bare ``{label: value}`` mapping, or an evaluated
+    record holding one under ``arch`` (a line of a search's results)."""
+    arch = json_argument(raw, flag)
+    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):
+        arch = arch["arch"]
+    if not isinstance(arch, dict):
+        raise ValueError(f"{flag}: expected a JSON object of labels to values, got {type(arch).__name__}")
+    return arch
+

@@ -55,7 +55,7 @@ def test_subnet_sequence_is_a_function_of_the_update() -> None:
     assert named_arch(spec, "smallest")["encoder.embed_dim"] == 128
     with pytest.raises(ValueError, match="--valid-subnet: no such file 'huge'"):
         named_arch(spec, "huge")
-    with pytest.raises(ValueError, match="--subnet: not valid JSON"):
+    with pytest.raises(ValueError, match="--subnet .\{encoder.: not valid JSON"):
         parse_arch("{encoder", "--subnet")
 
 

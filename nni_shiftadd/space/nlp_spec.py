@@ -30,6 +30,7 @@ from numbers import Integral
 from typing import Any, Literal
 
 from ..vocabulary import DECODER_BLOCKS, ENCODER_BLOCKS, branches
+from .labels import check_labels
 
 
 def _bad(path: str, value: Any, expected: str) -> ValueError:
@@ -238,20 +239,7 @@ def layers(spec: TranslationSpaceSpec, arch: Mapping[str, Any]) -> list[LayerArc
 def validate_arch(spec: TranslationSpaceSpec, arch: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for a missing or unknown label or a value outside its choices, naming the label, the
     value and what is allowed."""
-    if not isinstance(arch, Mapping):
-        raise TypeError(f"arch: expected a mapping of labels to values, got {type(arch).__name__}")
-    space = arch_space(spec)
-    for key, choices in space.items():
-        if key not in arch:
-            raise ValueError(f"arch: missing key {key!r}; expected a value out of {choices}")
-    for key, value in arch.items():
-        if key not in space:
-            raise ValueError(f"arch: unknown key {key!r} (value {value!r}); space {spec.name!r} has the keys "
-                             f"{list(space)}")
-    for key, choices in space.items():
-        value = arch[key]
-        if isinstance(value, bool) or value not in choices:
-            raise ValueError(f"arch[{key!r}]: got {value!r}; expected one of {choices}")
+    check_labels(arch_space(spec), arch, spec.name)
 
 
 def canonical_arch(spec: TranslationSpaceSpec, arch: Mapping[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from .. import resources
 from ..config import ConfigError, load_yaml_text, parse_yaml
 from ..vocabulary import BLOCKS
 from . import nlp_spec
+from .labels import check_labels
 
 OPS: tuple[str, ...] = BLOCKS
 BlockType = Literal["attn", "conv", "shift", "add"]
@@ -341,19 +342,7 @@ def _matches(value: Any, choice: Any) -> bool:
 def validate_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for a missing label, an unknown label, a value outside the label's choices, or stage
     depths that do not add up to ``total_depth``; the message names the label, the value and what is allowed."""
-    if not isinstance(arch, Mapping):
-        raise TypeError(f"arch: expected a mapping of labels to values, got {type(arch).__name__}")
-    space = arch_space(spec)
-    for key, choices in space.items():
-        if key not in arch:
-            raise ValueError(f"arch: missing key {key!r}; expected a value out of {choices}")
-    for key, value in arch.items():
-        if key not in space:
-            raise ValueError(f"arch: unknown key {key!r} (value {value!r}); space {spec.name!r} has the keys "
-                             f"{list(space)}")
-    for key, choices in space.items():
-        if not any(_matches(arch[key], c) for c in choices):
-            raise ValueError(f"arch[{key!r}]: got {arch[key]!r}; expected one of {choices}")
+    check_labels(arch_space(spec), arch, spec.name, _matches)
     if spec.total_depth is not None:
         depths = {depth_label(i): int(arch[depth_label(i)]) for i in range(len(spec.stages))}
         if sum(depths.values()) != spec.total_depth:

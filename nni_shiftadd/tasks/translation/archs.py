@@ -2,34 +2,17 @@
 named subnets of validation, and architectures given as JSON on a command line."""
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 from typing import Any
 
+from ...config import arch_argument
 from ...space.nlp_spec import TranslationSpaceSpec, baseline_arch, random_arch
 
 
 def parse_arch(text: str, flag: str = "--subnet") -> dict[str, Any] | None:
-    """An architecture given as inline JSON or as a JSON file (a bare architecture, or an object with an ``arch``
-    mapping); ``None`` for an empty string; ``ValueError`` naming ``flag`` otherwise."""
-    if not text:
-        return None
-    if text.lstrip().startswith("{"):
-        raw = text
-    elif Path(text).is_file():
-        raw = Path(text).read_text(encoding="utf-8")
-    else:
-        raise ValueError(f"{flag}: no such file {text!r}; give inline JSON or the path of a JSON file")
-    try:
-        arch = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{flag}: not valid JSON ({err})") from None
-    if isinstance(arch, dict) and isinstance(arch.get("arch"), dict):
-        arch = arch["arch"]
-    if not isinstance(arch, dict):
-        raise ValueError(f"{flag}: expected a mapping of labels to values, got {type(arch).__name__}")
-    return arch
+    """An architecture given as inline JSON or as a JSON file (:func:`nni_shiftadd.config.arch_argument`); ``None``
+    for an empty string."""
+    return arch_argument(text, flag) if text else None
 
 
 def sampled_arch(spec: TranslationSpaceSpec, seed: int, update_num: int) -> dict[str, Any]:
