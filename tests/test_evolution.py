@@ -138,6 +138,22 @@ def test_the_same_search_runs_on_a_translation_space() -> None:
     assert all(canonical_arch(spec, r["arch"]) == r["arch"] for r in members)
 
 
+def test_a_minimised_objective_keeps_the_smallest() -> None:
+    """``goal: min`` (HAT's objective is a validation loss): the same search on the negated objective."""
+    loss_cfg = small(objective="loss", goal="min")
+    ev = Evolution(SPEC, loss_cfg, COST)
+    while not ev.done:
+        for arch in ev.ask():
+            ev.tell(arch, {"loss": -fake_accuracy(arch), **COST(arch)})
+    reference, _ = run(small())
+    assert [r["arch"] for r in ev.records()] == [r["arch"] for r in reference.records()]
+    assert ev.best()["loss"] == -reference.best()["accuracy"]
+    history = [h["best"] for h in ev.history]
+    assert history == sorted(history, reverse=True)
+    with pytest.raises(ConfigError, match="field 'goal'"):
+        small(goal="up")
+
+
 def test_mutation_and_crossover_follow_hat() -> None:
     ev = Evolution(SPEC, small(mutation_prob=0.0), COST)
     parent = random_arch(SPEC, 0)

@@ -76,6 +76,7 @@ class EvolutionConfig:
     mutation_prob: float = 0.2
     seed: int = 0
     objective: str = "accuracy"
+    goal: Literal["max", "min"] = "max"  # larger is better (accuracy, BLEU) or smaller (a validation loss)
     constraints: dict[str, Bound] = dataclasses.field(default_factory=dict)
     bits: int = 32
     max_rejects: int = 2000
@@ -107,6 +108,8 @@ class EvolutionConfig:
                                  "'attn']")
         if self.bits not in (8, 16, 32):
             raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
+        if self.goal not in ("max", "min"):
+            raise ValueError(f"field 'goal': got {self.goal!r}; expected 'max' (larger objective is better) or 'min'")
         if self.latency == "predictor" and not self.predictor:
             raise ValueError("field 'predictor': latency 'predictor' needs the path of a trained latency predictor")
 
@@ -209,8 +212,12 @@ class Evolution:
             self._advance()
 
     def score(self, key: str) -> float:
+        """The objective of ``key`` oriented so that larger is better (``goal: min`` negates it); a failed
+        evaluation scores ``-inf``."""
         value = self.results[key].get(self.cfg.objective)
-        return -math.inf if value is None else float(value)
+        if value is None:
+            return -math.inf
+        return float(value) if self.cfg.goal == "max" else -float(value)
 
     def best(self) -> dict[str, Any] | None:
         """The best evaluated architecture that meets the constraints (baselines included if they do)."""
@@ -232,7 +239,7 @@ class Evolution:
         ranked = sorted(dict.fromkeys(self.members), key=self.score, reverse=True)
         parents = ranked[:self.cfg.parents]
         self.history.append({"generation": self.generation, "evaluated": len(self.members),
-                             "best": self.score(ranked[0]) if ranked else None,
+                             "best": self.results[ranked[0]].get(self.cfg.objective) if ranked else None,
                              "best_arch": json.loads(ranked[0]) if ranked else None})
         self.generation += 1
         if self.done:

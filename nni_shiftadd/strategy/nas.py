@@ -181,7 +181,7 @@ class ShiftAddEvolution(Strategy):
         if sort:
             records = [r for r in records if r["status"] == "ok" and r["feasible"]
                        and r.get(self.cfg.objective) is not None]
-            records.sort(key=lambda r: float(r[self.cfg.objective]), reverse=True)
+            records.sort(key=lambda r: float(r[self.cfg.objective]), reverse=self.cfg.goal == "max")
         for record in records[:limit]:
             yield self._model_of(record)
 
