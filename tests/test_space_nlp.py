@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -169,3 +170,114 @@ def test_hws_terms_reach_the_pools_and_nnis_sampler_works() -> None:
     alpha = space.transformer.encoder_layers[0].branch.pools["depthwise"].transform.alpha
     assert alpha.grad is not None and alpha.grad.abs().sum() > 0  # only the KL term reaches T on a Conv path
     assert float(space.transformer.kl()) > 0
+
+
+def _tiny_translation_module(seen: list) -> Any:
+    """A next-token cross-entropy module for NNI's Lightning evaluator; ``seen`` gets each step's active path."""
+    from nni.nas.evaluator.pytorch import LightningModule
+
+    class TinyTranslation(LightningModule):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            src, prev, target = batch
+            seen.append(self.model.transformer.config)  # the path RandomOneShot resampled for this step
+            return torch.nn.functional.cross_entropy(self.model(src, prev).flatten(0, 1), target.flatten())
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.model(batch[0], batch[1])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+    return TinyTranslation()
+
+
+def test_nni_random_and_oneshot_hooks(tmp_path: Path) -> None:
+    """NNI's sampler freezes a subnet; RandomOneShot's traversal (oneshot_hooks, or the space's own hooks) turns the
+    SuperTransformer into a TranslationSuperNet whose resample runs exactly the activated path; NNI's Lightning
+    plumbing trains it for a few steps, one random architecture per step."""
+    from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
+    from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
+    from nni.nas.strategy import DARTS, RandomOneShot
+
+    from nni_shiftadd.nn import oneshot_hooks
+    from nni_shiftadd.space.nlp import SpaceTransformer, TranslationSuperNet, transformer_config, translation_hooks
+    from nni_shiftadd.space.nlp_spec import arch_space as nlp_arch_space
+    from nni_shiftadd.space.nlp_spec import validate_arch as nlp_validate_arch
+
+    spec = load_space("nlp_small")
+    torch.manual_seed(0)
+    space = HybridNLPSpace(spec, vocab_size=50, padding_idx=1)
+    g = torch.Generator().manual_seed(0)
+    src, prev = torch.randint(4, 50, (2, 6), generator=g), torch.randint(4, 50, (2, 5), generator=g)
+
+    sample: dict = {}
+    model = space.random(memo=sample)
+    assert set(sample) == set(nlp_arch_space(spec))
+    assert model(src, prev).shape == (2, 5, 50)
+
+    space.eval()
+    archs = [random_arch(spec, seed) for seed in (1, 2)] + [baseline_arch(spec, "add", size="smallest",
+                                                                          decoder_depth=1)]
+    expected = []
+    with torch.no_grad():
+        for arch in archs:
+            space.activate(arch)
+            expected.append(space(src, prev))
+    keys = list(space.state_dict())
+
+    # the hooks run on the space's children (NNI never hands a hook the root): the SuperTransformer, in its mode
+    assert len(translation_hooks()) == 1
+    with pytest.raises(ValueError, match="mode='hws'.*mode='naive'"):
+        RandomOneShot(mutation_hooks=oneshot_hooks("naive")).mutate_model(HybridNLPSpace(spec, 50, 1, "hws"))
+    with pytest.raises(TypeError, match="path sampling only"):
+        DARTS().mutate_model(HybridNLPSpace(spec, 50, 1))  # no differentiable twin: no silent fixed-path training
+    plain = HybridNLPSpace(spec, 50, 1)
+    RandomOneShot().mutate_model(plain)  # without our hooks the space's extra_oneshot_hooks does it
+    assert isinstance(plain.transformer, TranslationSuperNet)
+
+    strategy = RandomOneShot(mutation_hooks=oneshot_hooks("hws"))
+    assert isinstance(space.transformer, SpaceTransformer)
+    assert strategy.mutate_model(space) is space
+    supernet = space.transformer
+    assert isinstance(supernet, TranslationSuperNet) and not isinstance(supernet, SpaceTransformer)
+    assert list(space.state_dict()) == keys  # the twin shares the transformer's modules: same weights, same keys
+    assert set(space.simplify()) == set(nlp_arch_space(spec))
+    with torch.no_grad():
+        for arch, want in zip(archs, expected):
+            supernet.resample(random_arch(spec, 7))
+            assert supernet.resample(dict(arch)) == arch
+            assert torch.equal(space(src, prev), want), arch
+            space.activate(random_arch(spec, 8))
+            space.activate(arch)  # the space's own activate still drives the mutated space
+            assert torch.equal(space(src, prev), want)
+            assert torch.equal(space.freeze(arch).eval()(src, prev), want)
+    with pytest.raises(ValueError, match=r"arch\['encoder\.layer1\.heads'\]: got 3"):
+        supernet.resample({**archs[0], "encoder.layer1.heads": 3})
+
+    # what RandomOneShot runs before every training step (BaseOneShotLightningModule.resample)
+    oneshot = RandomSamplingLightningModule(_tiny_translation_module([]))
+    oneshot.set_model(space)
+    assert list(oneshot.supernet_modules()) == [supernet]
+    drawn = [oneshot.resample() for _ in range(4)]
+    for arch in drawn:
+        nlp_validate_arch(spec, arch)
+    assert supernet.config == transformer_config(spec, drawn[-1])
+    assert len({tuple(sorted(a.items())) for a in drawn}) > 1
+    assert set(supernet.export({})) == set(nlp_arch_space(spec))
+
+    # NNI's own plumbing: OneShotStrategy.mutate_evaluator wraps the module, Lightning.evaluate fits it
+    data = torch.utils.data.TensorDataset(torch.randint(4, 50, (6, 6), generator=g),
+                                          torch.randint(4, 50, (6, 5), generator=g),
+                                          torch.randint(4, 50, (6, 5), generator=g))
+    space.train()
+    seen: list = []
+    before = space.transformer.embed.weight.detach().clone()
+    trainer = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=1, default_root_dir=str(tmp_path))
+    evaluator = Lightning(_tiny_translation_module(seen), trainer,
+                          train_dataloaders=DataLoader(data, batch_size=2),
+                          val_dataloaders=DataLoader(data, batch_size=2))
+    strategy.mutate_evaluator(evaluator).evaluate(space)
+    assert len(seen) == 3 and len(set(seen)) > 1  # a fresh architecture every step
+    assert not torch.equal(space.transformer.embed.weight, before)

@@ -251,13 +251,14 @@ class HybridSuperNet(UniformSuperNet):
 def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
     """Mutation hooks for NNI's ``RandomOneShot(mutation_hooks=oneshot_hooks(...))``.
 
-    The hybrid layers keep the weight-sharing mode they were built with; ``mode`` is checked against it so that a
-    space built for one mode is not trained silently in another.
+    The hybrid layers (and the translation space's SuperTransformer) keep the weight-sharing mode they were built
+    with; ``mode`` is checked against it so that a space built for one mode is not trained silently in another.
     """
     if mode not in MODES:
         raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
 
     from ..space.cv import stage_hooks  # the depth choice of the spaces built from search-space files
+    from ..space.nlp import translation_hooks  # the SuperTransformer of the translation spaces
 
     def hybrid_hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
         if isinstance(module, HybridChoice):
@@ -267,4 +268,4 @@ def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
             return HybridSuperNet.mutate(module, name, memo, mutate_kwargs)
         return None
 
-    return [hybrid_hook, *stage_hooks()]
+    return [hybrid_hook, *stage_hooks(), *translation_hooks(mode)]
