@@ -165,6 +165,12 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     assert subnets["all_add"]["mult_G"] < subnets["all_attn"]["mult_G"]  # the Add encoder multiplies less
     assert subnets["all_add"]["shift_G"] == subnets["all_attn"]["shift_G"] == 0
     assert metrics["unigram_loss_nats"] > 0
+    # the same command on a finished run scores again without training (fairseq would add an update)
+    assert main(["train-supertransformer", *_recipe(tiny_translation, out, max_updates=6, eval_archs=1,
+                                                    eval_test_sentences=40, beam=2)]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["updates"] == metrics["updates"] == 6 and again["resumed"] and set(again["subnets"]) == {"random0"}
+    assert "has all 6 updates; scoring only" in capsys.readouterr().out
     # a bad recipe is one named error before anything runs
     assert main(["train-supertransformer", "--space", "cv_small", "--output", str(tmp_path / "x")]) == 2
     assert "field 'space': 'cv_small' is not a translation space" in capsys.readouterr().err

@@ -228,14 +228,19 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
     args = fairseq_train_args(cfg, data_bin, save_dir)
     (out / "fairseq_args.json").write_text(json.dumps(args, indent=1))
     start = time.perf_counter()
-    _run_fairseq_train(args)
+    if resumed and _updates(save_dir / LAST) >= cfg.max_updates:
+        # fairseq-train would run one more update before it checks --max-update
+        print(f"nni-shiftadd train-supertransformer: {save_dir / LAST} has all {cfg.max_updates} updates; scoring "
+              "only", flush=True)
+    else:
+        _run_fairseq_train(args)
     fit_s = time.perf_counter() - start
 
     from .translation.archs import parse_arch
     from .translation.evaluate import evaluate_subnet, load_trained
 
     model, task = load_trained(save_dir / LAST, data_bin)
-    updates = int(load_checkpoint(save_dir / LAST)["optimizer_history"][-1]["num_updates"])
+    updates = _updates(save_dir / LAST)
     references = Path(manifest["raw"]) if manifest.get("raw") else None
     from ..cost.layerwise import space_profiler
 
@@ -254,6 +259,11 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
               "checkpoint": str(save_dir / LAST)}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _updates(checkpoint: Path) -> int:
+    """The number of updates a fairseq checkpoint holds."""
+    return int(load_checkpoint(checkpoint)["optimizer_history"][-1]["num_updates"])
 
 
 def _run_fairseq_train(args: list[str]) -> None:
