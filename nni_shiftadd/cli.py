@@ -106,9 +106,10 @@ def cmd_train_supertransformer(args: argparse.Namespace) -> int:
     print(f"supertransformer {r['space']} (mode={r['mode']}), {r['updates']} updates"
           + (" (resumed)" if r["resumed"] else "") + f", {r['fit_seconds']} s; data {r['data']}")
     print(f"unigram model    valid loss {r['unigram_loss_nats']:.3f} nats/token (the bar to clear)")
+    weights = "trained from scratch" if cfg.subnet else "inherited weights"
     for name, s in r["subnets"].items():
         print(f"{name:<16s} valid loss {s['valid']['loss_nats']:.3f} nats/token, test BLEU {s['test']['bleu']:.2f} "
-              f"({s['test']['sentences']} sentences, inherited weights); {s['params_M']:.2f}M params, "
+              f"({s['test']['sentences']} sentences, {weights}); {s['params_M']:.2f}M params, "
               f"{s['macs_G'] * 1e3:.1f}M MACs ({s['mult_G'] * 1e3:.1f}M mult, {s['shift_G'] * 1e3:.1f}M shift), "
               f"Eyeriss {s['energy_mJ']:.2f} mJ, {s['latency_ms']:.2f} ms")
     first = next(iter(r["subnets"].values()), None)
