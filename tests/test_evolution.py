@@ -59,6 +59,9 @@ def test_shipped_presets_hold_the_papers_settings() -> None:
     assert (nlp.iterations, nlp.population, nlp.parents, nlp.mutation, nlp.crossover, nlp.mutation_prob) == \
         (30, 125, 25, 50, 50, 0.3)
     assert set(nlp.constraints) == {"latency_ms", "macs_M"}
+    assert (nlp.objective, nlp.goal) == ("valid_loss", "min")  # HAT's objective
+    nlp_small = load_preset("nlp_small")
+    assert (nlp_small.objective, nlp_small.goal, nlp_small.constraints["latency_ms"].max) == ("valid_loss", "min", 3.0)
     assert load_preset("cv_small").constraints["energy_mJ"].max == 0.3
 
 
@@ -124,7 +127,8 @@ def test_the_same_search_runs_on_a_translation_space() -> None:
     homogeneous encoders as references (a stand-in objective; the real one is a supernet's validation loss)."""
     spec = load_space("nlp_small")
     cost = space_cost_fn(spec)
-    cfg = small(iterations=2, population=6, parents=2, mutation=2, crossover=2, constraints={"latency_ms": {"max": 2.4}})
+    cfg = small(iterations=2, population=6, parents=2, mutation=2, crossover=2,
+                constraints={"latency_ms": {"max": 2.4}})
     ev = Evolution(spec, cfg, cost)
     while not ev.done:
         for arch in ev.ask():
@@ -252,6 +256,50 @@ def test_tuner_resumes_from_its_output_without_reevaluating(tmp_path) -> None:
     assert {arch_key(a) for a in first}.isdisjoint({arch_key(a) for a in second})
     resumed.close()
     assert tuner_in(tmp_path).evolution.done
+
+
+def test_tuner_searches_a_translation_space_and_resumes(tmp_path) -> None:
+    """The nlp_small preset behind the same tuner: trials report a validation loss (minimised), the results and
+    the loss-vs-cost Pareto plots are written, and a restarted tuner evaluates nothing twice."""
+    spec = load_space("nlp_small")
+    cost = space_cost_fn(spec)
+    overrides = dict(iterations=1, population=4, parents=2, mutation=1, crossover=1)
+
+    def tuner() -> ShiftAddEvolutionTuner:
+        return ShiftAddEvolutionTuner("nlp_small", "nlp_small", str(tmp_path / "search"), overrides)
+
+    def drive_nlp(t: ShiftAddEvolutionTuner, limit: int | None = None) -> list[dict]:
+        reported: list[dict] = []
+        pid = 0
+        while limit is None or len(reported) < limit:
+            got = t.generate_multiple_parameters([pid])
+            if not got:
+                break
+            c = cost(got[0])
+            loss = 6.0 - c["macs_M"] / 100 + random.Random(arch_key(got[0])).random() * 0.01
+            t.receive_trial_result(pid, got[0], {"default": loss, "valid_loss": loss, **c})
+            t.trial_end(pid, True)
+            reported.append(got[0])
+            pid += 1
+        return reported
+
+    first = tuner()
+    assert first.spec == spec and search_space_json(spec) == search_space_json("nlp_small")
+    done_first = drive_nlp(first, limit=3)
+    first.close()
+    resumed = tuner()
+    rest = drive_nlp(resumed)
+    resumed.close()
+    assert {arch_key(a) for a in done_first}.isdisjoint({arch_key(a) for a in rest})
+    out = tmp_path / "search"
+    results = json.loads((out / "results.json").read_text())
+    assert results["done"] and results["evaluated"] == len(done_first) + len(rest)
+    feasible = [r for r in results["records"] if r["feasible"]]
+    assert results["best"]["valid_loss"] == min(r["valid_loss"] for r in feasible)
+    assert all(r["latency_ms"] <= 3.0 for r in results["records"] if r["baseline"] is None)
+    assert set(results["baselines"]) == {"all_conv", "all_shift", "all_add", "all_attn"}
+    for name in ("pareto_energy.png", "pareto_latency.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_tuner_failed_trials_rank_last_and_the_search_goes_on(tmp_path) -> None:

@@ -165,6 +165,17 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     assert subnets["all_add"]["mult_G"] < subnets["all_attn"]["mult_G"]  # the Add encoder multiplies less
     assert subnets["all_add"]["shift_G"] == subnets["all_attn"]["shift_G"] == 0
     assert metrics["unigram_loss_nats"] > 0
+    # a search trial on the trained SuperTransformer: HAT's objective, the validation loss with inherited weights
+    random0 = metrics["subnets"]["random0"]
+    checkpoint = str(out / "checkpoints" / "checkpoint_last.pt")
+    assert main(["trial", "--supernet", checkpoint, "--arch", json.dumps(random0["arch"])]) == 0
+    trial = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trial["default"] == trial["valid_loss"] == pytest.approx(random0["valid"]["loss_nats"], rel=1e-5)
+    for key in ("energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M"):
+        assert trial[key] == pytest.approx(random0[key], rel=1e-3), key
+    bad = {**random0["arch"], "encoder.layer0.op": "lstm"}
+    assert main(["trial", "--supernet", checkpoint, "--arch", json.dumps(bad)]) == 2
+    assert "does not belong to space 'tiny'" in capsys.readouterr().err
     # the same command on a finished run scores again without training (fairseq would add an update)
     assert main(["train-supertransformer", *_recipe(tiny_translation, out, max_updates=6, eval_archs=1,
                                                     eval_test_sentences=40, beam=2)]) == 0

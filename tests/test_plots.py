@@ -156,6 +156,10 @@ def test_pareto_front_on_a_hand_made_example() -> None:
     assert [r["name"] for r in pareto_front([recs[n] for n in order], "latency_ms", "accuracy")] == \
         ["h", "a", "d", "f", "g"]
     assert pareto_front([], "energy_mJ") == []
+    # a loss is minimised: the same front on the negated metric
+    losses = [{**recs[n], "valid_loss": -recs[n]["accuracy"]} for n in order]
+    assert [r["name"] for r in pareto_front(losses, "energy_mJ", "valid_loss", maximize=False)] == \
+        ["h", "a", "d", "f", "g"]
 
 
 def test_pareto_errors_name_the_key_and_the_record(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from .subnet import OP_COLORS, save_figure
 
 #: Axis labels of the usual metrics; any other key is used as it is.
 METRIC_LABELS: dict[str, str] = {"accuracy": "accuracy", "energy_mJ": "energy (mJ)", "latency_ms": "latency (ms)",
-                                 "flops": "FLOPs", "params": "parameters", "val_acc": "validation accuracy"}
+                                 "flops": "FLOPs", "params": "parameters", "val_acc": "validation accuracy",
+                                 "valid_loss": "validation loss (nats/token)", "bleu": "BLEU"}
 _UNITS: dict[str, str] = {"energy_mJ": " mJ", "latency_ms": " ms"}
 _MARKERS = ("s", "^", "D", "v", "P", "X", "h", "<", ">")
 
@@ -42,15 +43,18 @@ def _points(records: Sequence[Mapping[str, Any]], x: str, y: str, what: str = "r
     return [(_metric(r, x, f"{what}[{i}]"), _metric(r, y, f"{what}[{i}]")) for i, r in enumerate(records)]
 
 
-def pareto_front(records: Sequence[Mapping[str, Any]], x: str, y: str = "accuracy") -> list[Mapping[str, Any]]:
-    """The records no other record dominates (``x`` minimised, ``y`` maximised), sorted by ``x``.
+def pareto_front(records: Sequence[Mapping[str, Any]], x: str, y: str = "accuracy",
+                 maximize: bool = True) -> list[Mapping[str, Any]]:
+    """The records no other record dominates (``x`` minimised, ``y`` maximised, or minimised with
+    ``maximize=False``: a loss), sorted by ``x``.
 
     A record is dominated when another is at least as good in both metrics and better in one. So of several
     records with the same ``x`` only those with the highest ``y`` stay, a record with the ``y`` of a cheaper one
     goes, and exact duplicates of a front point all stay (in their input order). The records themselves are
     returned, not copies. A missing or non-numeric metric raises ``ValueError`` naming the key and the index.
     """
-    points = _points(records, x, y)
+    sign = 1.0 if maximize else -1.0
+    points = [(px, sign * py) for px, py in _points(records, x, y)]
     order = sorted(range(len(records)), key=lambda i: (points[i][0], -points[i][1], i))
     front: list[int] = []
     for i in order:
@@ -80,13 +84,13 @@ def _baseline_style(name: str, k: int) -> dict[str, Any]:
 
 def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], x: str = "energy_mJ",
                 y: str = "accuracy", baselines: Mapping[str, Mapping[str, Any]] | None = None,
-                best: Mapping[str, Any] | None = None) -> Path:
+                best: Mapping[str, Any] | None = None, maximize: bool = True) -> Path:
     """Scatter ``y`` against ``x`` for every record, draw the Pareto front (:func:`pareto_front`) as a step line,
     mark each of ``baselines`` (name -> record) with its own labelled marker and highlight ``best``; write to
     ``path`` and return it. Every record, baseline and ``best`` must hold ``x`` and ``y`` (``ValueError``
     naming the key and which record lacks it)."""
     points, base_points, best_point = _check_inputs(records, x, y, baselines, best)
-    front = _points(pareto_front(records, x, y), x, y)
+    front = _points(pareto_front(records, x, y, maximize), x, y)
 
     fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.add_subplot()
@@ -115,11 +119,13 @@ def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
 
 def plot_pareto_pair(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str],
                      baselines: Mapping[str, Mapping[str, Any]] | None = None,
-                     best: Mapping[str, Any] | None = None, y: str = "accuracy") -> list[Path]:
+                     best: Mapping[str, Any] | None = None, y: str = "accuracy",
+                     maximize: bool = True) -> list[Path]:
     """:func:`plot_pareto` against energy (``energy_mJ``) and latency (``latency_ms``): writes
     ``pareto_energy.png`` and ``pareto_latency.png`` in ``out_dir`` and returns their paths."""
     for key in ("energy_mJ", "latency_ms"):  # check everything first: write both figures or neither
         _check_inputs(records, key, y, baselines, best)
     out = Path(out_dir)
-    return [plot_pareto(records, out / f"pareto_{name}.png", x=key, y=y, baselines=baselines, best=best)
+    return [plot_pareto(records, out / f"pareto_{name}.png", x=key, y=y, baselines=baselines, best=best,
+                        maximize=maximize)
             for name, key in (("energy", "energy_mJ"), ("latency", "latency_ms"))]

@@ -1,5 +1,6 @@
 """What a search leaves behind: every evaluated architecture with all its metrics (JSON and CSV) and the
-accuracy-vs-energy / accuracy-vs-latency Pareto plots with the homogeneous baselines marked."""
+objective-vs-energy / objective-vs-latency Pareto plots (accuracy, or a validation loss) with the homogeneous
+baselines marked."""
 from __future__ import annotations
 
 import csv
@@ -50,13 +51,14 @@ def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, erro
     os.replace(tmp, paths["csv"])
     mark = (evolution.generation, len(records))
     last = _plotted.get(str(out))
-    ok = [r for r in records if r["status"] == "ok" and "energy_mJ" in r and "latency_ms" in r]
+    objective = evolution.cfg.objective
+    ok = [r for r in records if r["status"] == "ok" and "energy_mJ" in r and "latency_ms" in r and objective in r]
     due = last is None or last[0] != mark[0] or evolution.done or error is not None
     if plots and ok and due and last != mark:
         from ..plots.pareto import plot_pareto_pair
 
         good = {name: r for name, r in baselines.items() if r["status"] == "ok"}
-        for path in plot_pareto_pair(ok, out, good, best):
+        for path in plot_pareto_pair(ok, out, good, best, y=objective, maximize=evolution.cfg.goal == "max"):
             paths[path.stem] = path
         _plotted[str(out)] = mark
     return paths

@@ -8,6 +8,11 @@ pass the architecture yourself (``nni-shiftadd trial --supernet CKPT --arch ARCH
 Accuracy is top-1 on the dataset's validation split after recalibrating BatchNorm on ``calibration_batches``
 training batches (the supernet's statistics mix every path); energy, latency and op counts come from the
 Eyeriss model of the frozen subnet.
+
+A SuperTransformer checkpoint (``train-supertransformer``, fairseq) makes it a translation trial: the objective is
+HAT's, the validation loss (nats per token, teacher forcing) of the subnet with inherited weights, reported as
+``{"default": valid_loss, "valid_loss", "valid_ppl", "energy_mJ", ...}`` with the costs of a 30-token sentence.
+BLEU needs a beam search per architecture, so it is left to the final architectures (as HAT does).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ..checkpoint import load_checkpoint
 from ..config import ConfigError
 from ..data import create_dataset
 from ..space.spec import canonical_arch
@@ -69,8 +75,49 @@ def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]
         torch.set_num_threads(threads)
 
 
+def _translation_data(checkpoint: str) -> str | None:
+    """The data directory a SuperTransformer checkpoint was trained on, or ``None`` for any other checkpoint."""
+    from pathlib import Path
+
+    if not Path(checkpoint).is_file():
+        return None  # load_supernet names the missing file
+    state = load_checkpoint(checkpoint)
+    cfg = state.get("cfg") if isinstance(state, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        return None
+    if cfg["model"].get("_name", "").startswith("shiftadd") and isinstance(cfg.get("task"), dict):
+        return str(cfg["task"]["data"])
+    return None
+
+
+def _evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], data_bin: str,
+                          start: float) -> dict[str, Any]:
+    from ..space.spec import load_space
+    from ..tasks.translation.evaluate import load_trained, validation_loss
+
+    model, task = load_trained(cfg.supernet, data_bin)
+    spec = model.spec
+    if cfg.space is not None and load_space(cfg.space) != spec:
+        raise ValueError(f"--supernet {cfg.supernet}: trained on space {spec.name!r}, not the requested "
+                         f"{cfg.space!r}")
+    try:
+        arch = canonical_arch(spec, arch)
+    except ValueError as err:
+        raise ValueError(f"trial: the proposed architecture does not belong to space {spec.name!r} of the "
+                         f"supernet {cfg.supernet}: {err}") from None
+    model.activate(arch)
+    model.eval()
+    valid = validation_loss(model, task, "valid" if cfg.split == "val" else "test")
+    costs = space_cost_fn(spec, cfg.bits)(arch)
+    return {"default": valid["loss_nats"], "valid_loss": valid["loss_nats"], "valid_ppl": valid["ppl"],
+            **{k: float(v) for k, v in costs.items()}, "eval_seconds": round(time.perf_counter() - start, 2)}
+
+
 def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
+    data_bin = _translation_data(cfg.supernet)
+    if data_bin is not None:
+        return _evaluate_translation(cfg, arch, data_bin, start)
     supernet, recipe = load_supernet(cfg.supernet, cfg.space)
     spec = supernet.spec
     try:

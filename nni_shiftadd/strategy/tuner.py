@@ -32,7 +32,7 @@ from nni.tuner import Tuner
 from nni.utils import ClassArgsValidator
 
 from ..lock import acquire
-from ..space.spec import SpaceSpec, arch_space, canonical_arch, load_space
+from ..space.spec import arch_space, canonical_arch, load_space
 from .evolution import ConstraintError, Evolution, arch_key, load_preset, result_metrics, space_cost_fn
 from .results import write_results
 
@@ -41,9 +41,10 @@ ARGS = ("space", "preset", "output", "overrides")
 RESULT_GRACE_S = 30.0
 
 
-def search_space_json(space: str | os.PathLike[str] | SpaceSpec) -> dict[str, Any]:
-    """The NNI search space (``{label: {"_type": "choice", "_value": [...]}}``) of a search-space YAML."""
-    spec = space if isinstance(space, SpaceSpec) else load_space(space)
+def search_space_json(space: str | os.PathLike[str] | Any) -> dict[str, Any]:
+    """The NNI search space (``{label: {"_type": "choice", "_value": [...]}}``) of a search-space YAML or spec (image
+    or translation)."""
+    spec = load_space(space) if isinstance(space, (str, os.PathLike)) else space
     return {label: {"_type": "choice", "_value": list(choices)} for label, choices in arch_space(spec).items()}
 
 

@@ -194,11 +194,12 @@ def evaluation_archs(spec: Any, cfg: SuperTransformerConfig) -> dict[str, dict[s
 
 def subnet_cost(totals: dict[str, float]) -> dict[str, float]:
     """The cost columns of a scored subnet (a 30-token sentence on the Eyeriss model, SPEC; embeddings and the
-    vocabulary projection not counted): energy, latency, params, MACs and the #Mult/#Add/#Shift split."""
-    return {"energy_mJ": round(totals["energy_mJ"], 4), "latency_ms": round(totals["latency_ms"], 4),
-            "params_M": round(totals["params"] / 1e6, 4), "macs_G": round(totals["macs"] / 1e9, 5),
-            "mult_G": round(totals["mult"] / 1e9, 5), "add_G": round(totals["add"] / 1e9, 5),
-            "shift_G": round(totals["shift"] / 1e9, 5)}
+    vocabulary projection not counted), to 6 significant digits: energy, latency, params, MACs and the
+    #Mult/#Add/#Shift split."""
+    columns = {"energy_mJ": totals["energy_mJ"], "latency_ms": totals["latency_ms"], "params_M": totals["params"] / 1e6,
+               "macs_G": totals["macs"] / 1e9, "mult_G": totals["mult"] / 1e9, "add_G": totals["add"] / 1e9,
+               "shift_G": totals["shift"] / 1e9}
+    return {k: float(f"{v:.6g}") for k, v in columns.items()}
 
 
 def train_supertransformer(cfg: SuperTransformerConfig) -> dict[str, Any]:
