@@ -18,7 +18,6 @@ An architecture is NNI's flat sample ``{label: value}``; a search space is ``{la
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import numbers
@@ -32,6 +31,8 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from ..cache import file_sha256
 
 __all__ = ["Aggregate", "ArchEncoder", "LatencyPredictor", "collect_samples", "count_features", "fit_predictor",
            "load_predictor", "measure_latency", "save_predictor", "translation_encoder", "translation_features"]
@@ -647,14 +648,6 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"report value {obj!r} of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_predictor(path: str | Path, predictor: LatencyPredictor, encoder: ArchEncoder,
                    report: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``<path>.safetensors`` (weights and buffers) and ``<path>.json`` (encoder, report, hyper-parameters).
@@ -670,7 +663,7 @@ def save_predictor(path: str | Path, predictor: LatencyPredictor, encoder: ArchE
     state = {k: v.detach().cpu().contiguous() for k, v in predictor.state_dict().items()}
     save_file(state, str(weights), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "weights_file": weights.name,
-            "weights_sha256": _sha256(weights), "hparams": predictor.hparams(), "encoder": encoder.to_dict(),
+            "weights_sha256": file_sha256(weights), "hparams": predictor.hparams(), "encoder": encoder.to_dict(),
             "report": _jsonable(report or {})}
     sidecar.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
     return weights, sidecar
@@ -705,7 +698,7 @@ def load_predictor(path: str | Path, *, extra_features: Mapping[str, Callable[[d
     except (ValueError, KeyError, TypeError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise ValueError(f"{sidecar} is not a valid latency predictor sidecar: {detail}") from e
-    if _sha256(weights) != expected_sha:
+    if file_sha256(weights) != expected_sha:
         raise ValueError(f"{weights} does not match the SHA-256 recorded in {sidecar} "
                          "(corrupted, or weights and sidecar from different saves)")
     try:

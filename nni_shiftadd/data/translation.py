@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cache import cache_root
+from ..cache import cache_root, file_sha256
 
 #: Where ``apt-get install trans-de-en`` puts the dictionary.
 TRANS_DE_EN_SYSTEM = Path("/usr/share/trans/de-en")
@@ -304,7 +304,7 @@ def prepare_translation(cfg: TranslationDataConfig, progress: Any = print) -> di
         progress("translation data: binarising with fairseq-preprocess")
         _binarise(building / "bpe", building / "data-bin", src, tgt)
         manifest = {"data_bin": str(root / "data-bin"), "raw": str(root / "raw"), "source": str(source),
-                    "source_sha256": _file_digest(source), "pairs": len(pairs),
+                    "source_sha256": file_sha256(source), "pairs": len(pairs),
                     "sizes": {split: len(items) for split, items in splits.items()},
                     "config": dataclasses.asdict(cfg), "source_lang": src, "target_lang": tgt}
         (building / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -318,9 +318,3 @@ def prepare_translation(cfg: TranslationDataConfig, progress: Any = print) -> di
     return manifest
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
