@@ -133,3 +133,38 @@ def test_latency_predictor_encodes_translation_archs(small) -> None:
     assert deeper["decoder.mean_attend"] == pytest.approx((2 + 1 + arch["decoder.layer2.attend"]) / 3)
     with pytest.raises(ValueError, match="decoder.layer0.op"):
         encoder.encode({**arch, "decoder.layer0.op": "add"})  # the decoder takes attn or attn+X only
+
+
+def test_a_search_under_the_latency_predictor(small, tmp_path) -> None:
+    """``latency: predictor`` end to end on a translation space: Eyeriss latencies of random subnets, a fitted and
+    saved predictor (safetensors + JSON, HAT's features), and the evolution constrained by its predictions."""
+    from nni_shiftadd.cost.predictor import fit_predictor, save_predictor, translation_encoder
+    from nni_shiftadd.strategy import Evolution, load_preset, space_cost_fn
+
+    records = TranslationRecords(small)
+    archs = [random_arch(small, seed) for seed in range(60)]
+    latencies = [report_from_records(records(a))["latency_ms"] for a in archs]
+    encoder = translation_encoder(small)
+    predictor, report = fit_predictor(encoder, archs, latencies, epochs=60, seed=0)
+    assert report["test"]["mean_rel_err"] < 0.25  # 48 training samples; HAT fits 2,000
+    path = tmp_path / "nlp_small_latency"
+    save_predictor(path, predictor, encoder, report)
+
+    cfg = load_preset("nlp_small", {"iterations": 1, "population": 4, "parents": 2, "mutation": 1, "crossover": 1,
+                                    "latency": "predictor", "predictor": str(path), "baselines": ["attn"]})
+    cost = space_cost_fn(small, latency="predictor", predictor=str(path))
+    eyeriss = space_cost_fn(small)
+    ev = Evolution(small, cfg, cost)
+    while not ev.done:
+        for arch in ev.ask():
+            ev.tell(arch, {"valid_loss": 5.0 - cost(arch)["macs_M"] / 1000, **cost(arch)})
+    members = [r for r in ev.records() if r["baseline"] is None]
+    assert members and all(r["latency_ms"] <= 3.0 for r in members)  # the predicted latency is the constraint
+    errors = []
+    for r in members:
+        assert r["latency_ms"] == pytest.approx(predictor.predict(r["arch"])[0])
+        truth = eyeriss(r["arch"])["latency_ms"]
+        errors.append(abs(r["latency_ms"] - truth) / truth)
+    print(f"\npredictor: test split {report['test']['mean_rel_err']:.3f}, search members {sum(errors) / len(errors):.3f} "
+          "mean relative error against the Eyeriss model")
+    assert sum(errors) / len(errors) < 0.25
