@@ -139,7 +139,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if weights_only is False:
-            raise CheckpointError(f"{path}: refusing to load a checkpoint with weights_only=False")
+            raise CheckpointError(f"{path}: refusing to unpickle arbitrary objects; nni-shiftadd loads checkpoints "
+                                  "weights-only")
         return load_checkpoint(path, map_location if map_location is not None else "cpu")
 
 

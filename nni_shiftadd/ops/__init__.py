@@ -7,5 +7,5 @@ from .shift import ShiftConv2d, ShiftLinear, shift_conv1d, shift_linear
 
 __all__ = ["AdderConv1d", "AdderConv2d", "AdderFunction", "AdderLinear", "ShiftConv2d", "ShiftLinear",
            "adaptive_lr_scale", "adder_conv1d", "adder_conv2d", "adder_linear", "convert_model",
-           "default_exclusions", "round_fixed_point", "round_power_of_two", "shift_conv1d", "shift_linear", "shift_range",
-           "shift_sign_weight"]
+           "default_exclusions", "round_fixed_point", "round_power_of_two", "shift_conv1d", "shift_linear",
+           "shift_range", "shift_sign_weight"]

@@ -20,17 +20,18 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ..checkpoint import load_checkpoint
 from ..config import ConfigError
 from ..data import create_dataset
-from ..space.spec import canonical_arch
+from ..space.spec import canonical_arch, load_space
 from ..tasks.supernet import evaluate_arch, load_supernet
+from ..tasks.translation.evaluate import load_trained, supertransformer_data, validation_loss
 from .evolution import space_cost_fn
 
 
@@ -75,26 +76,8 @@ def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]
         torch.set_num_threads(threads)
 
 
-def _translation_data(checkpoint: str) -> str | None:
-    """The data directory a SuperTransformer checkpoint was trained on, or ``None`` for any other checkpoint."""
-    from pathlib import Path
-
-    if not Path(checkpoint).is_file():
-        return None  # load_supernet names the missing file
-    state = load_checkpoint(checkpoint)
-    cfg = state.get("cfg") if isinstance(state, dict) else None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        return None
-    if cfg["model"].get("_name", "").startswith("shiftadd") and isinstance(cfg.get("task"), dict):
-        return str(cfg["task"]["data"])
-    return None
-
-
 def _evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], data_bin: str,
                           start: float) -> dict[str, Any]:
-    from ..space.spec import load_space
-    from ..tasks.translation.evaluate import load_trained, validation_loss
-
     model, task = load_trained(cfg.supernet, data_bin)
     spec = model.spec
     if cfg.space is not None and load_space(cfg.space) != spec:
@@ -115,7 +98,8 @@ def _evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], data_bin: s
 
 def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
-    data_bin = _translation_data(cfg.supernet)
+    # a missing file goes on to load_supernet, which names it
+    data_bin = supertransformer_data(cfg.supernet) if Path(cfg.supernet).is_file() else None
     if data_bin is not None:
         return _evaluate_translation(cfg, arch, data_bin, start)
     supernet, recipe = load_supernet(cfg.supernet, cfg.space)

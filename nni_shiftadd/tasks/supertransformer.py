@@ -183,9 +183,9 @@ def _check_last(save_dir: Path) -> str | None:
 def evaluation_archs(spec: Any, cfg: SuperTransformerConfig) -> dict[str, dict[str, Any]]:
     """The subnets scored after training: the homogeneous ``baselines`` (all-``op`` encoder, attention decoder, the
     largest dimensions) and ``eval_archs`` random subnets (seeded)."""
-    from ..space.nlp_spec import baseline_arch, canonical_arch, random_arch
+    from ..space.nlp_spec import canonical_arch, named_baselines, random_arch
 
-    archs = {f"all_{op}": baseline_arch(spec, op) for op in cfg.baselines}
+    archs = named_baselines(spec, cfg.baselines)
     rng = random.Random(cfg.seed + 1)
     for i in range(cfg.eval_archs):
         archs[f"random{i}"] = canonical_arch(spec, random_arch(spec, rng))
@@ -264,7 +264,7 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
 
 def _updates(checkpoint: Path) -> int:
     """The number of updates a fairseq checkpoint holds."""
-    return int(load_checkpoint(checkpoint)["optimizer_history"][-1]["num_updates"])
+    return int(load_checkpoint(checkpoint, mmap=True)["optimizer_history"][-1]["num_updates"])
 
 
 def _run_fairseq_train(args: list[str]) -> None:

@@ -17,6 +17,18 @@ from ...checkpoint import CheckpointError, load_checkpoint
 from ...data.translation import detokenise
 
 
+def supertransformer_data(checkpoint: str | Path) -> str | None:
+    """The data directory a checkpoint of the fairseq model ``shiftadd_supertransformer`` was trained on, or ``None``
+    for any other checkpoint; read memory-mapped, without loading its tensors (``CheckpointError`` naming the path
+    if it is unreadable)."""
+    cfg = load_checkpoint(checkpoint, mmap=True).get("cfg")
+    model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(model_cfg, dict) or not {"space", "mode", "subnet"} <= set(model_cfg):
+        return None
+    task_cfg = cfg.get("task")
+    return str(task_cfg.get("data")) if isinstance(task_cfg, dict) else ""
+
+
 def load_trained(checkpoint: str | Path, data_bin: str | Path) -> tuple[Any, Any]:
     """The ``shiftadd_supertransformer`` model of a fairseq checkpoint and its task, reading ``data_bin``.
 
@@ -27,10 +39,7 @@ def load_trained(checkpoint: str | Path, data_bin: str | Path) -> tuple[Any, Any
     from . import model as _model  # noqa: F401  (registers the model and the task)
     from . import task as _task  # noqa: F401
 
-    state = load_checkpoint(checkpoint)
-    cfg = state.get("cfg") or {}
-    model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
-    if not isinstance(model_cfg, dict) or not {"space", "mode", "subnet"} <= set(model_cfg):
+    if supertransformer_data(checkpoint) is None:
         raise CheckpointError(f"{checkpoint}: not a checkpoint of the fairseq model shiftadd_supertransformer "
                               "(`nni-shiftadd train-supertransformer` or fairseq-train --arch shiftadd_nlp_small)")
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)],
