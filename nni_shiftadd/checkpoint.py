@@ -3,7 +3,7 @@
 - **Reading** (:func:`load_checkpoint`): always ``torch.load(weights_only=True)``, so a file carrying a pickled
   object that runs code is refused; a truncated or corrupt file, a file that is not a checkpoint at all, and a
   checkpoint of another kind each end in a :class:`CheckpointError` naming the path and what is wrong.
-- **Writing** (:class:`SafeCheckpointIO`): to a temporary file, flushed to disk, then renamed over the old one, so a
+- **Writing** (:class:`~nni_shiftadd.tasks.checkpoint_io.SafeCheckpointIO`, Lightning's writer plugin): to a temporary file, flushed to disk, then renamed over the old one, so a
   kill mid-write keeps the previous checkpoint; and never with a non-finite tensor, so a diverged run cannot leave
   a checkpoint that a resumed run would only diverge from again (:class:`NonFiniteCheckpointError`).
 - **Resuming** (:func:`find_resumable`): the newest checkpoint of a folder that loads and is finite, ``last.ckpt``
@@ -11,19 +11,15 @@
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 LAST = "last.ckpt"
 
@@ -100,71 +96,13 @@ def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
     return sorted(found)
 
 
-def _describe_non_finite(names: list[str]) -> str:
+def describe_non_finite(names: list[str]) -> str:
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     return f"{len(names)} tensor(s) hold NaN/Inf: {shown}"
 
 
 #: The parts of a Lightning checkpoint that a resumed run continues from (weights, optimiser moments).
-_TRAINING_STATE = ("state_dict", "optimizer_states")
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, atomic and refusing non-finite weights or optimiser state.
-
-    The file is written beside its destination under a temporary name, flushed to disk and renamed over it, so a
-    crash mid-write keeps the previous checkpoint whole. A checkpoint whose ``state_dict`` or ``optimizer_states``
-    hold NaN/Inf raises :class:`NonFiniteCheckpointError` and nothing is written.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        bad = [n for key in _TRAINING_STATE if key in checkpoint for n in non_finite_tensors(checkpoint[key], key)]
-        if bad:
-            step = checkpoint.get("global_step")
-            raise NonFiniteCheckpointError(
-                f"not writing checkpoint {path.name} at global step {step}: the run diverged, "
-                f"{_describe_non_finite(bad)}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        if weights_only is False:
-            raise CheckpointError(f"{path}: refusing to unpickle arbitrary objects; nni-shiftadd loads checkpoints "
-                                  "weights-only")
-        return load_checkpoint(path, map_location if map_location is not None else "cpu")
-
-
-class _DefaultWeightsOnly(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "`weights_only` was not set" not in record.getMessage()
-
-
-@contextmanager
-def _quiet_default_notice() -> Iterator[None]:
-    logger = logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector")
-    quiet = _DefaultWeightsOnly()
-    logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
-
-
-def save_resumable(trainer: Any, path: str | os.PathLike[str]) -> None:
-    """Write the full training state of ``trainer`` (weights, optimiser, schedulers, loops, callbacks: what an
-    exact resume needs) to ``path`` through the trainer's checkpoint writer (:class:`SafeCheckpointIO`)."""
-    with _quiet_default_notice():  # the full state is Lightning's default; its notice saying so is noise
-        trainer.save_checkpoint(path)
+TRAINING_STATE = ("state_dict", "optimizer_states")
 
 
 def _step_of(path: Path) -> int:
@@ -192,9 +130,9 @@ def find_resumable(folder: str | os.PathLike[str]) -> tuple[Path | None, list[st
         if "state_dict" not in state or "global_step" not in state:
             skipped.append(f"{path}: not a training checkpoint (no 'state_dict' and 'global_step')")
             continue
-        bad = [n for key in _TRAINING_STATE if key in state for n in non_finite_tensors(state[key], key)]
+        bad = [n for key in TRAINING_STATE if key in state for n in non_finite_tensors(state[key], key)]
         if bad:
-            skipped.append(f"{path}: {_describe_non_finite(bad)}")
+            skipped.append(f"{path}: {describe_non_finite(bad)}")
             continue
         return path, skipped
     return None, skipped

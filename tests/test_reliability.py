@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import torch
 
-from nni_shiftadd.checkpoint import CheckpointError, NonFiniteCheckpointError, SafeCheckpointIO, load_checkpoint
+from nni_shiftadd.checkpoint import CheckpointError, NonFiniteCheckpointError, load_checkpoint
+from nni_shiftadd.tasks.checkpoint_io import SafeCheckpointIO
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import ConfigError, from_dict, load_yaml_text, parse_yaml
 from nni_shiftadd.lock import LOCK_NAME, OutputLockedError, acquire, output_lock, read_holder

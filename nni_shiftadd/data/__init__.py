@@ -1,24 +1,11 @@
-"""Data layer: a small registry of datasets (``fashion_mnist``, ``digits``), timm transforms and seeded loaders."""
+"""Data layer: a small registry of datasets (``fashion_mnist``, ``digits``), timm transforms and seeded loaders
+(:mod:`.datasets`), and the translation pairs (:mod:`.translation`).
+
+The names below load on first use, so that the translation modules do not pull in timm and torchvision."""
 from __future__ import annotations
 
-from .datasets import (
-    FASHION_MNIST_SYSTEM_DIR,
-    SPLITS,
-    DatasetInfo,
-    TensorImageDataset,
-    cache_dir,
-    check_data_dir,
-    create_dataset,
-    create_image_transform,
-    create_loader,
-    dataset_info,
-    digits_split_indices,
-    list_datasets,
-    locate_fashion_mnist,
-    prepare_fashion_mnist,
-    register_dataset,
-    resolve_input_size,
-)
+import importlib
+from typing import Any
 
 __all__ = [
     "FASHION_MNIST_SYSTEM_DIR",
@@ -38,3 +25,9 @@ __all__ = [
     "register_dataset",
     "resolve_input_size",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module(f"{__name__}.datasets"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

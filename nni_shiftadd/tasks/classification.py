@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .. import models as _models  # noqa: F401  (registers the shiftadd_* models in timm)
-from ..checkpoint import SafeCheckpointIO
+from .checkpoint_io import SafeCheckpointIO
 from ..data import check_data_dir, create_dataset, create_loader, dataset_info, resolve_input_size
 from ..kernels import select
 from ..lock import check_output_dir, output_lock

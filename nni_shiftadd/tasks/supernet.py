@@ -12,7 +12,7 @@ scheduler, loop progress), the architecture sampler's state, the global ``torch`
 loader is a :class:`ResumableLoader`, which Lightning recognises as stateful and saves/restores, over a
 :class:`ResumableSampler` (epoch-seeded permutation + number of batches already taken), so a mid-epoch checkpoint
 resumes at the next batch of the same epoch with the same order. Checkpoints are written atomically and never
-with NaN/Inf weights or optimiser state (:class:`~nni_shiftadd.checkpoint.SafeCheckpointIO`), so a kill during a
+with NaN/Inf weights or optimiser state (:class:`~nni_shiftadd.tasks.checkpoint_io.SafeCheckpointIO`), so a kill during a
 save keeps the previous ``last.ckpt`` and a diverged run stops with its last finite checkpoint in place.
 Everything in a checkpoint is plain tensors/lists/ints/bytes, so it loads with ``torch.load(..., weights_only=True)``.
 ``resume: auto`` takes ``last.ckpt``, or, when that one is corrupt or non-finite, the newest good checkpoint beside
@@ -49,7 +49,8 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import LAST, CheckpointError, SafeCheckpointIO, find_resumable, load_checkpoint, save_resumable
+from ..checkpoint import LAST, CheckpointError, find_resumable, load_checkpoint
+from .checkpoint_io import SafeCheckpointIO, save_resumable
 from ..config import ConfigError
 from ..data import check_data_dir, create_dataset, dataset_info
 from ..lock import check_output_dir, is_rank_zero, output_lock
