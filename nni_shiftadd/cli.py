@@ -134,6 +134,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     cfg = _recipe(args, RetrainConfig)
     r = retrain(cfg)
+    if r.get("kind") == "translation":
+        return _print_translation_retrain(r, cfg.output)
     cost = r["cost"]
     print()
     print(f"subnet          {r['arch_source']} on space {r['space']}: blocks {r['blocks']}, {r['params']} params"
@@ -147,6 +149,23 @@ def cmd_retrain(args: argparse.Namespace) -> int:
           f"#Mult {cost['mult']}, #Add {cost['add']}, #Shift {cost['shift']}")
     print(f"checkpoint      {r['checkpoint']}")
     print(f"metrics         {cfg.output}/metrics.json")
+    return 0
+
+
+def _print_translation_retrain(r: dict[str, Any], output: str) -> int:
+    s, inherited = r["scratch"], r["inherited"]
+    print()
+    print(f"subnet           {r['arch_source']} on space {r['space']}: {s['params_M']:.2f}M params, "
+          f"{s['macs_G'] * 1e3:.1f}M MACs, Eyeriss {s['energy_mJ']:.3f} mJ, {s['latency_ms']:.3f} ms")
+    print(f"recipe           that of {r['supernet']}: {r['updates']} updates" + (" (resumed)" if r["resumed"] else "")
+          + f", lr {r['recipe']['lr']}, {r['fit_seconds']} s")
+    print(f"from scratch     valid loss {s['valid']['loss_nats']:.3f} nats/token, test BLEU {s['test']['bleu']:.2f} "
+          f"({s['test']['sentences']} sentences)")
+    print(f"inherited        valid loss {inherited['valid']['loss_nats']:.3f} nats/token, test BLEU "
+          f"{inherited['test']['bleu']:.2f} (the supernet's weights after {inherited['supernet_updates']} updates)")
+    print(f"BLEU signature   {s['test']['signature']} (beam {s['test']['beam']}, length penalty {s['test']['lenpen']})")
+    print(f"checkpoint       {r['checkpoint']}")
+    print(f"metrics          {output}/metrics.json")
     return 0
 
 
@@ -590,50 +609,9 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_search_parsers(sub: Any) -> None:
-    from .experiment.demo import DemoConfig
-    from .strategy.trial import TrialConfig
+# --- the parsers: one adder per command, so that a command builds (and imports) only its own ------------------------
 
-    p = sub.add_parser("demo", help="the main job: train the cv_small supernet, search it with nnictl, print the best",
-                       description="Train the cv_small supernet on Fashion-MNIST, run the evolution search as an NNI "
-                       "experiment (nnictl create, web UI on 127.0.0.1), wait for its trials and print the best "
-                       "architecture with its accuracy, energy, latency and op counts beside the all-Conv/Shift/Add/"
-                       "Attn baselines. Run it again after a kill: it resumes. Fields come from --config (YAML) and "
-                       "are overridden by the flags below.")
-    p.add_argument("--config", default=None, help="demo recipe (YAML); default examples/fashion_mnist/demo.yaml")
-    _add_config_flags(p, DemoConfig)
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("register", help="register the ShiftAddEvolution tuner with nnictl (nnictl algo register)")
-    p.set_defaults(func=cmd_register)
-
-    p = sub.add_parser("search-space", help="the NNI search-space JSON of a search-space YAML")
-    p.add_argument("space", help="a shipped space name (cv_small, cv_imagenet) or a YAML path")
-    p.add_argument("--out", default=None, help="write to this file instead of printing")
-    p.add_argument("--info", action="store_true",
-                   help="print a summary instead: stages, subnet count, supernet parameters per sharing mode")
-    p.set_defaults(func=cmd_search_space)
-
-    p = sub.add_parser("trial", help="evaluate one architecture with supernet weights and report it to NNI",
-                       description="The trial command of a search: under NNI it takes the architecture from "
-                       "nni.get_next_parameter() and reports accuracy, energy, latency and op counts; otherwise "
-                       "pass --arch.")
-    p.add_argument("--arch", default=None, help="the architecture: inline JSON or a JSON file (outside NNI)")
-    _add_config_flags(p, TrialConfig)
-    p.set_defaults(func=cmd_trial)
-
-    p = sub.add_parser("create", help="nnictl create with the web UI and REST API on 127.0.0.1 only")
-    p.add_argument("--config", required=True, help="an nnictl experiment config, e.g. examples/fashion_mnist/config.yml")
-    p.add_argument("--port", type=int, default=8080, help="web UI port (the next free one if taken)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
-    p.set_defaults(func=cmd_create)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nni-shiftadd", description="ShiftAddNAS for NNI: hybrid Shift/Add/Conv/"
-                                     "Attn networks and their search.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train_parser(sub: Any) -> None:
     from .tasks.classification import TrainConfig
 
     p = sub.add_parser("train", help="train an image classifier (optionally converted to Add/Shift layers)",
@@ -643,6 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
+
+def _add_train_supernet_parser(sub: Any) -> None:
     from .tasks.supernet import SupernetConfig
 
     p = sub.add_parser("train-supernet", help="one-shot training of a hybrid search space's supernet",
@@ -654,6 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, SupernetConfig)
     p.set_defaults(func=cmd_train_supernet)
 
+
+def _add_train_supertransformer_parser(sub: Any) -> None:
     from .tasks.supertransformer import SuperTransformerConfig
 
     p = sub.add_parser("train-supertransformer", help="one-shot training of a translation space's SuperTransformer "
@@ -667,23 +649,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, SuperTransformerConfig)
     p.set_defaults(func=cmd_train_supertransformer)
 
+
+def _add_fairseq_user_dir_parser(sub: Any) -> None:
     p = sub.add_parser("fairseq-user-dir", help="print the folder to pass to fairseq-train --user-dir",
                        description="The fairseq plugin folder: fairseq-train DATA --user-dir \"$(nni-shiftadd "
                        "fairseq-user-dir)\" --task shiftadd_translation --arch shiftadd_nlp_small ...")
     p.set_defaults(func=cmd_fairseq_user_dir)
 
+
+def _add_retrain_parser(sub: Any) -> None:
     from .tasks.retrain import RetrainConfig
 
     p = sub.add_parser("retrain", help="train one architecture of a search space from scratch",
                        description="Train the standalone network of an architecture (a JSON file, a baseline name "
                        "all_conv/all_shift/all_add/all_attn, or a mapping) from scratch with the supernet recipe "
                        "(DeiT defaults, or --supernet CKPT's), optionally with fake quantisation (--quant-bits); "
-                       "then validate, test and cost it. Fields come from --config (YAML) and are overridden by the "
-                       "flags below.")
+                       "then validate, test and cost it. With --supernet a SuperTransformer checkpoint "
+                       "(train-supertransformer), the translation subnet is trained with fairseq and that recipe "
+                       "(--max-updates, --lr change it) and its test BLEU is printed beside its inherited-weight BLEU. "
+                       "Fields come from --config (YAML) and are overridden by the flags below.")
     p.add_argument("--config", help="recipe (YAML), e.g. examples/fashion_mnist/retrain_cv_small.yaml")
     _add_config_flags(p, RetrainConfig)
     p.set_defaults(func=cmd_retrain)
 
+
+def _add_data_parser(sub: Any) -> None:
     from .data.translation import TranslationDataConfig
 
     p = sub.add_parser("data", help="check that a dataset is present and print its splits; 'translation' prepares "
@@ -698,9 +688,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, TranslationDataConfig)
     p.set_defaults(func=cmd_data)
 
+
+def _add_kernels_parser(sub: Any) -> None:
     p = sub.add_parser("kernels", help="build the fast CPU adder kernel (cached) and report the backends in use")
     p.set_defaults(func=cmd_kernels)
 
+
+def _add_profile_parser(sub: Any) -> None:
     p = sub.add_parser("profile", help="op counts, energy and latency of a model on the Eyeriss cost model",
                        description="Trace one forward pass of a timm-registered model (or a reference workload) and "
                        "cost every compute layer: #Params, #MACs, #Mult/#Add/#Shift (Table 4 conventions) and, with "
@@ -729,8 +723,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=None, metavar="N", help="print at most N layer rows")
     p.set_defaults(func=cmd_profile)
 
-    _add_plot_parser(sub)
-    _add_search_parsers(sub)
+
+def _add_demo_parser(sub: Any) -> None:
+    from .experiment.demo import DemoConfig
+
+    p = sub.add_parser("demo", help="the main job: train a supernet, search it with nnictl, print the best",
+                       description="Train a supernet (the cv_small one on Fashion-MNIST by default; a translation "
+                       "recipe such as examples/translation/demo.yaml trains a SuperTransformer on trans-de-en), run "
+                       "the evolution search as an NNI experiment (nnictl create, web UI on 127.0.0.1), wait for its "
+                       "trials and print the best architecture with its accuracy (or BLEU), energy, latency and op "
+                       "counts beside the homogeneous baselines. Run it again after a kill: it resumes. Fields come "
+                       "from --config (YAML) and are overridden by the flags below.")
+    p.add_argument("--config", default=None, help="demo recipe (YAML); default examples/fashion_mnist/demo.yaml")
+    _add_config_flags(p, DemoConfig)
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_register_parser(sub: Any) -> None:
+    p = sub.add_parser("register", help="register the ShiftAddEvolution tuner with nnictl (nnictl algo register)")
+    p.set_defaults(func=cmd_register)
+
+
+def _add_search_space_parser(sub: Any) -> None:
+    p = sub.add_parser("search-space", help="the NNI search-space JSON of a search-space YAML")
+    p.add_argument("space", help="a shipped space name (cv_small, cv_imagenet, nlp_small, ...) or a YAML path")
+    p.add_argument("--out", default=None, help="write to this file instead of printing")
+    p.add_argument("--info", action="store_true",
+                   help="print a summary instead: stages, subnet count, supernet parameters per sharing mode")
+    p.set_defaults(func=cmd_search_space)
+
+
+def _add_trial_parser(sub: Any) -> None:
+    from .strategy.trial import TrialConfig
+
+    p = sub.add_parser("trial", help="evaluate one architecture with supernet weights and report it to NNI",
+                       description="The trial command of a search: under NNI it takes the architecture from "
+                       "nni.get_next_parameter() and reports accuracy (image spaces) or validation loss and BLEU "
+                       "(translation), energy, latency and op counts; otherwise pass --arch.")
+    p.add_argument("--arch", default=None, help="the architecture: inline JSON or a JSON file (outside NNI)")
+    _add_config_flags(p, TrialConfig)
+    p.set_defaults(func=cmd_trial)
+
+
+def _add_create_parser(sub: Any) -> None:
+    p = sub.add_parser("create", help="nnictl create with the web UI and REST API on 127.0.0.1 only")
+    p.add_argument("--config", required=True, help="an nnictl experiment config, e.g. examples/fashion_mnist/config.yml")
+    p.add_argument("--port", type=int, default=8080, help="web UI port (the next free one if taken)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.set_defaults(func=cmd_create)
+
+
+#: Every command and the function that adds its parser, in the order ``--help`` lists them.
+COMMANDS: dict[str, Any] = {
+    "train": _add_train_parser, "train-supernet": _add_train_supernet_parser,
+    "train-supertransformer": _add_train_supertransformer_parser, "fairseq-user-dir": _add_fairseq_user_dir_parser,
+    "retrain": _add_retrain_parser, "data": _add_data_parser, "kernels": _add_kernels_parser,
+    "profile": _add_profile_parser, "plot": _add_plot_parser, "demo": _add_demo_parser,
+    "register": _add_register_parser, "search-space": _add_search_space_parser, "trial": _add_trial_parser,
+    "create": _add_create_parser,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command's, or with ``command`` only that one's (its recipe schema is all it
+    imports: a trial starts in seconds instead of importing Lightning for the training commands)."""
+    parser = argparse.ArgumentParser(prog="nni-shiftadd", description="ShiftAddNAS for NNI: hybrid Shift/Add/Conv/"
+                                     "Attn networks and their search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add in COMMANDS.items():
+        if command is None or name == command:
+            add(sub)
     return parser
 
 
@@ -741,7 +803,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .lock import OutputLockedError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FloatingPointError,
