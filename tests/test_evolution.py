@@ -142,6 +142,36 @@ def test_the_same_search_runs_on_a_translation_space() -> None:
     assert all(canonical_arch(spec, r["arch"]) == r["arch"] for r in members)
 
 
+def test_a_search_restricted_to_some_block_types() -> None:
+    """``blocks`` restricts the same search to a subset of block types: HAT's Attn-only space inside the translation
+    space, a multiplication-free search in the CV one; every architecture it proposes is one of the full space."""
+    spec = load_space("nlp_tiny")
+    cost = space_cost_fn(spec)
+    cfg = small(iterations=2, population=6, parents=2, mutation=2, crossover=2, blocks=["attn"], baselines=["attn"],
+                constraints={"latency_ms": {"max": 0.6}}, objective="valid_loss", goal="min")
+    ev = Evolution(spec, cfg, cost)
+    while not ev.done:
+        for arch in ev.ask():
+            assert canonical_arch(spec, arch) == arch  # an architecture of the full space as well
+            c = cost(arch)
+            ev.tell(arch, {"valid_loss": 5.0 - c["flops_G"], **c})
+    ops = {v for r in ev.records() for k, v in r["arch"].items() if k.endswith(".op")}
+    assert ops == {"attn"} and set(ev.baselines) == {"all_attn"}
+    assert ev.spec.encoder.blocks == ("attn",) and arch_space(ev.spec)["encoder.layer0.op"] == ["attn"]
+    assert all(r["flops_G"] == pytest.approx(2 * r["macs_M"] / 1e3) for r in ev.records())  # FLOPs = 2 MACs
+
+    mult_free, _ = run(small(iterations=1, blocks=["shift", "add"], baselines=["shift", "add"]))
+    assert {v for r in mult_free.records() for k, v in r["arch"].items() if k.endswith(".op")} <= {"shift", "add"}
+    with pytest.raises(ConfigError, match=r"field 'blocks': unknown block type 'lstm'; allowed \['attn'"):
+        small(blocks=["lstm"])
+    with pytest.raises(ConfigError, match=r"field 'baselines': \['conv', 'shift', 'add'\] are not among the "
+                                          r"searched blocks \['attn'\]"):
+        small(blocks=["attn"])
+    with pytest.raises(ValueError, match=r"field 'blocks': blocks \['attn\+add'\] leave stage 0 \(28x28\) of "
+                                         r"'cv_small' no block type; it offers"):
+        Evolution(SPEC, small(blocks=["attn+add"], baselines=[]), COST)
+
+
 def test_a_minimised_objective_keeps_the_smallest() -> None:
     """``goal: min`` (HAT's objective is a validation loss): the same search on the negated objective."""
     loss_cfg = small(objective="loss", goal="min")

@@ -23,6 +23,7 @@ Architecture dicts are flat ``{label: value}`` mappings, as an NNI sample: ``enc
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -292,6 +293,23 @@ def structurally_valid(spec: TranslationSpaceSpec, arch: Mapping[str, Any]) -> b
 def named_baselines(spec: TranslationSpaceSpec, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{"all_<op>": arch}``: the homogeneous encoders (attention decoder) at the largest dimensions."""
     return {f"all_{op}": baseline_arch(spec, op) for op in ops}
+
+
+def restrict_blocks(spec: TranslationSpaceSpec, blocks: Sequence[str]) -> TranslationSpaceSpec:
+    """The same space with every layer's block types limited to ``blocks`` (e.g. ``["attn"]``: HAT's Attn-only
+    space inside ShiftAddNAS's); the encoder and the decoder must each keep at least one. Architectures of the
+    result are architectures of ``spec``."""
+    stacks = {}
+    for side in SIDES:
+        stack: StackSpec = getattr(spec, side)
+        kept = tuple(b for b in stack.blocks if b in blocks)
+        if not kept:
+            raise ValueError(f"blocks {list(blocks)} leave the {side} of {spec.name!r} no block type; it offers "
+                             f"{list(stack.blocks)}")
+        stacks[side] = dataclasses.replace(stack, blocks=kept)
+    restricted = dataclasses.replace(spec, **stacks)
+    restricted.validate()
+    return restricted
 
 
 def count_subnets(spec: TranslationSpaceSpec) -> int:

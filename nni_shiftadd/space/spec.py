@@ -30,6 +30,7 @@ Architecture dicts are flat ``{label: value}`` mappings, as an NNI sample:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -434,6 +435,23 @@ def structurally_valid(spec: SpaceSpec, arch: Mapping[str, Any]) -> bool:
 def named_baselines(spec: SpaceSpec, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{"all_<op>": arch}``: the homogeneous references of a search (Conv where a stage lacks ``op``)."""
     return {f"all_{op}": baseline_arch(spec, op, fallback="conv") for op in ops}
+
+
+@_also_translation(nlp_spec.restrict_blocks)
+def restrict_blocks(spec: SpaceSpec, blocks: Sequence[str]) -> SpaceSpec:
+    """The same space with every layer's block types limited to ``blocks`` (e.g. ``["conv", "shift", "add"]``: a
+    multiplication-free search; ``["attn"]``: HAT's Attn-only search in a translation space); every stage must keep
+    at least one. Architectures of the result are architectures of ``spec``."""
+    stages = []
+    for i, st in enumerate(spec.stages):
+        kept = tuple(b for b in st.blocks if b in blocks)
+        if not kept:
+            raise ValueError(f"blocks {list(blocks)} leave stage {i} ({st.resolution}x{st.resolution}) of "
+                             f"{spec.name!r} no block type; it offers {list(st.blocks)}")
+        stages.append(dataclasses.replace(st, blocks=kept))
+    restricted = dataclasses.replace(spec, stages=tuple(stages))
+    restricted.validate()
+    return restricted
 
 
 class LayerPlan(NamedTuple):

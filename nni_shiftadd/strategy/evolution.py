@@ -26,9 +26,11 @@ from typing import Any, Literal
 
 from ..config import ConfigError, load_yaml, parse_yaml
 from ..resources import list_resources, resource
-from ..space.spec import SpaceSpec, arch_space, canonical_arch, named_baselines, random_arch, structurally_valid
+from ..space.spec import (SpaceSpec, arch_space, canonical_arch, named_baselines, random_arch, restrict_blocks,
+                          structurally_valid)
+from ..vocabulary import ENCODER_BLOCKS
 
-CONSTRAINT_METRICS: tuple[str, ...] = ("energy_mJ", "latency_ms", "macs_M", "params_M", "mult_G", "add_G",
+CONSTRAINT_METRICS: tuple[str, ...] = ("energy_mJ", "latency_ms", "macs_M", "flops_G", "params_M", "mult_G", "add_G",
                                        "shift_G")
 Arch = dict[str, Any]
 CostFn = Callable[[Arch], dict[str, float]]
@@ -83,6 +85,7 @@ class EvolutionConfig:
     baselines: list[str] = dataclasses.field(default_factory=lambda: ["conv", "shift", "add", "attn"])
     latency: Literal["eyeriss", "predictor"] = "eyeriss"
     predictor: str | None = None
+    blocks: list[str] | None = None  # search only these block types (e.g. [attn]: HAT's Attn-only search)
 
     def validate(self) -> None:
         for name in ("iterations", "population", "parents", "max_rejects"):
@@ -110,6 +113,17 @@ class EvolutionConfig:
             raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
         if self.goal not in ("max", "min"):
             raise ValueError(f"field 'goal': got {self.goal!r}; expected 'max' (larger objective is better) or 'min'")
+        if self.blocks is not None:
+            if not self.blocks:
+                raise ValueError("field 'blocks': empty; null searches every block type of the space, or name some "
+                                 f"of {list(ENCODER_BLOCKS)}")
+            for block in self.blocks:
+                if block not in ENCODER_BLOCKS:
+                    raise ValueError(f"field 'blocks': unknown block type {block!r}; allowed {list(ENCODER_BLOCKS)}")
+            outside = [op for op in self.baselines if op not in self.blocks]
+            if outside:
+                raise ValueError(f"field 'baselines': {outside} are not among the searched blocks {self.blocks}; "
+                                 "list only those (e.g. baselines: [attn] with blocks: [attn])")
         if self.latency == "predictor" and not self.predictor:
             raise ValueError("field 'predictor': latency 'predictor' needs the path of a trained latency predictor")
 
@@ -155,7 +169,7 @@ class Evolution:
     """The ask/tell evolution core (see the module docstring).
 
     Args:
-        spec: the search space.
+        spec: the search space (restricted to ``cfg.blocks`` when the preset names some: ``self.spec``).
         cfg: the strategy settings.
         cost: ``arch -> {metric: value}`` for the constrained metrics (e.g. :func:`space_cost_fn`); may be
             ``None`` without constraints.
@@ -164,6 +178,11 @@ class Evolution:
     def __init__(self, spec: SpaceSpec, cfg: EvolutionConfig, cost: CostFn | None = None) -> None:
         if cfg.constraints and cost is None:
             raise ValueError("cost: constraints need a cost function")
+        if cfg.blocks is not None:
+            try:
+                spec = restrict_blocks(spec, cfg.blocks)
+            except ValueError as err:
+                raise ValueError(f"field 'blocks': {err}") from None
         self.spec, self.cfg, self.cost = spec, cfg, cost
         self.space = arch_space(spec)
         self.rng = random.Random(cfg.seed)
@@ -371,9 +390,12 @@ class Evolution:
 
 def space_cost_fn(spec: SpaceSpec, bits: int = 32, latency: Literal["eyeriss", "predictor"] = "eyeriss",
                   predictor: str | None = None) -> CostFn:
-    """``arch -> {energy_mJ, latency_ms, macs_M, params_M, mult_G, add_G, shift_G}`` from the Eyeriss model on the
-    layer-wise fast path (latency from a trained latency predictor if asked). The models load on the first call
-    (torch and NNI's NAS take seconds to import)."""
+    """``arch -> {energy_mJ, latency_ms, macs_M, flops_G, params_M, mult_G, add_G, shift_G}`` from the Eyeriss model
+    on the layer-wise fast path (latency from a trained latency predictor if asked). ``flops_G`` is the effective
+    FLOPs, ``2 x MACs x (bits / 32)^2`` (paper Sec. 4.2, after Zhou et al.), of what the cost model counts: for a
+    translation subnet a 30-token sentence without the embeddings and the vocabulary projection (the paper's 10.6G
+    for Transformer-big includes that projection, about 2 GFLOPs with a 32K vocabulary). The models load on the
+    first call (torch and NNI's NAS take seconds to import)."""
     state: dict[str, Any] = {}
 
     def cost(arch: Arch) -> dict[str, float]:
@@ -388,6 +410,6 @@ def space_cost_fn(spec: SpaceSpec, bits: int = 32, latency: Literal["eyeriss", "
         totals = state["profiler"].report(arch).totals
         lat = float(state["predictor"].predict(arch)[0]) if "predictor" in state else totals["latency_ms"]
         return {"energy_mJ": totals["energy_mJ"], "latency_ms": lat, "macs_M": totals["macs"] / 1e6,
-                "params_M": totals["params"] / 1e6, "mult_G": totals["mult"] / 1e9, "add_G": totals["add"] / 1e9,
-                "shift_G": totals["shift"] / 1e9}
+                "flops_G": 2 * totals["effective_macs"] / 1e9, "params_M": totals["params"] / 1e6,
+                "mult_G": totals["mult"] / 1e9, "add_G": totals["add"] / 1e9, "shift_G": totals["shift"] / 1e9}
     return cost

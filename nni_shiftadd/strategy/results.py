@@ -33,7 +33,7 @@ def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, erro
     summary = {"space": evolution.spec.name, "preset": evolution.cfg.name, "generation": evolution.generation,
                "iterations": evolution.cfg.iterations, "done": evolution.done, "error": error,
                "constraints": {k: {"min": b.min, "max": b.max} for k, b in evolution.cfg.constraints.items()},
-               "evaluated": len(records), "rejected_samples": evolution.rejected, "best": best,
+               "blocks": evolution.cfg.blocks, "evaluated": len(records), "rejected_samples": evolution.rejected, "best": best,
                "baselines": baselines, "history": evolution.history, "records": records}
     paths = {"json": out / "results.json", "csv": out / "results.csv"}
     _atomic_write(paths["json"], json.dumps(summary, indent=1))
