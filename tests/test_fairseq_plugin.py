@@ -156,7 +156,7 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     assert set(metrics["subnets"]) == {"all_attn", "all_add", "random0"}
     for name, scored in metrics["subnets"].items():
         assert scored["valid"]["loss_nats"] > 0 and scored["valid"]["tokens"] > 1000
-        assert 0 <= scored["test"]["bleu"] <= 100 and scored["test"]["sentences"] >= 40
+        assert 0 <= scored["test"]["bleu"] <= 100 and scored["test"]["sentences"] == 40  # the first 40 by id
         assert scored["test"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
         assert f"{name:<16s} valid loss" in printed
         assert scored["energy_mJ"] > 0 and scored["latency_ms"] > 0 and scored["params_M"] > 0
@@ -173,6 +173,13 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     assert trial["default"] == trial["valid_loss"] == pytest.approx(random0["valid"]["loss_nats"], rel=1e-5)
     for key in ("energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M"):
         assert trial[key] == pytest.approx(random0[key], rel=1e-3), key
+    assert trial["flops_G"] == pytest.approx(2 * random0["macs_G"], rel=1e-3)  # FLOPs = 2 MACs at 32 bits
+    assert 0 <= trial["bleu"] <= 100 and trial["bleu_sentences"] == 200  # beam search on the validation split
+    assert main(["trial", "--supernet", checkpoint, "--arch", json.dumps(random0["arch"]), "--bleu-sentences", "0",
+                 "--bits", "8"]) == 0
+    cheap = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "bleu" not in cheap and cheap["valid_loss"] == pytest.approx(trial["valid_loss"], rel=1e-6)
+    assert cheap["flops_G"] == pytest.approx(trial["flops_G"] / 16)  # effective FLOPs x (8/32)^2
     bad = {**random0["arch"], "encoder.layer0.op": "lstm"}
     assert main(["trial", "--supernet", checkpoint, "--arch", json.dumps(bad)]) == 2
     assert "does not belong to space 'tiny'" in capsys.readouterr().err
@@ -182,6 +189,27 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     again = json.loads((out / "metrics.json").read_text())
     assert again["updates"] == metrics["updates"] == 6 and again["resumed"] and set(again["subnets"]) == {"random0"}
     assert "has all 6 updates; scoring only" in capsys.readouterr().out
+    # `retrain` of a subnet on the SuperTransformer: from scratch with its recipe, beside its inherited weights
+    retrain = ["retrain", "--supernet", checkpoint, "--arch", json.dumps(random0["arch"]), "--max-updates", "5",
+               "--test-sentences", "40", "--output", str(tmp_path / "retrain")]
+    assert main(retrain) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "retrain" / "metrics.json").read_text())
+    assert result["updates"] == 5 and result["recipe"]["max_updates"] == 5 and result["recipe"]["lr"] == 1e-3
+    assert result["recipe"]["max_tokens"] == 512 and result["recipe"]["warmup_updates"] == 4  # the supernet's recipe
+    inherited, scratch = result["inherited"], result["scratch"]
+    assert inherited["valid"]["loss_nats"] == pytest.approx(random0["valid"]["loss_nats"], rel=1e-5)
+    assert inherited["test"]["beam"] == scratch["test"]["beam"] == 4 and inherited["supernet_updates"] == 6
+    assert scratch["valid"]["loss_nats"] != inherited["valid"]["loss_nats"] and scratch["test"]["sentences"] == 40
+    assert scratch["params_M"] == pytest.approx(random0["params_M"])
+    assert "from scratch     valid loss" in printed and "inherited        valid loss" in printed
+    assert main([*retrain[:-1], str(tmp_path / "retrain2"), "--epochs", "3"]) == 2
+    assert "field 'epochs': applies to image spaces" in capsys.readouterr().err
+    assert main([*retrain[:-1], str(tmp_path / "retrain2"), "--max-updates", "4"]) == 2  # = the warm-up
+    assert "the warm-up (4 updates) must end before the run does (4)" in capsys.readouterr().err
+    assert main(["retrain", "--supernet", checkpoint, "--arch", json.dumps(bad), "--output",
+                 str(tmp_path / "retrain3")]) == 2
+    assert "field 'arch'" in capsys.readouterr().err and not (tmp_path / "retrain3").exists()
     # a bad recipe is one named error before anything runs
     assert main(["train-supertransformer", "--space", "cv_small", "--output", str(tmp_path / "x")]) == 2
     assert "field 'space': 'cv_small' is not a translation space" in capsys.readouterr().err

@@ -224,7 +224,23 @@ def _apply_bpe(codes: Path, src: Path, dst: Path) -> None:
     _write_lines(dst, (bpe.process_line(line) for line in _read_lines(src)))
 
 
+def import_fairseq() -> Any:
+    """``import fairseq`` without what its import does to logging: one of its modules
+    (``models/wav2vec/wav2vec2_classification.py``) calls ``logging.basicConfig(level=DEBUG)``, after which every
+    library in the process prints its debug messages (matplotlib's font search, hydra's). The root logger goes back
+    to INFO, the level fairseq's command-line tools log their progress at."""
+    import logging
+
+    import fairseq
+
+    root = logging.getLogger()
+    if root.level < logging.INFO:
+        root.setLevel(logging.INFO)
+    return fairseq
+
+
 def _binarise(bpe_dir: Path, dest: Path, src: str, tgt: str) -> None:
+    import_fairseq()
     from fairseq import options
     from fairseq_cli import preprocess
 
@@ -318,3 +334,8 @@ def prepare_translation(cfg: TranslationDataConfig, progress: Any = print) -> di
     return manifest
 
 
+def references_dir(data_bin: str | os.PathLike[str]) -> Path | None:
+    """The untokenised references (``raw/``) that :func:`prepare_translation` keeps beside a data directory it
+    made, or ``None`` for any other binarised directory (BLEU then falls back on the binarised targets)."""
+    raw = Path(data_bin).parent / "raw"
+    return raw if (Path(data_bin).parent / "manifest.json").is_file() and raw.is_dir() else None

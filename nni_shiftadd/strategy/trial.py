@@ -2,17 +2,19 @@
 
 Under NNI (``nnictl create``) the architecture comes from ``nni.get_next_parameter()`` and the result goes to
 ``nni.report_final_result`` as ``{"default": accuracy, "accuracy", "loss", "energy_mJ", "latency_ms", "mult_G",
-"add_G", "shift_G", "params_M", "macs_M"}``; every key becomes a column of the web UI's trial table. Outside NNI
-pass the architecture yourself (``nni-shiftadd trial --supernet CKPT --arch ARCH.json``).
+"add_G", "shift_G", "params_M", "macs_M", "flops_G"}``; every key becomes a column of the web UI's trial table.
+Outside NNI pass the architecture yourself (``nni-shiftadd trial --supernet CKPT --arch ARCH.json``).
 
 Accuracy is top-1 on the dataset's validation split after recalibrating BatchNorm on ``calibration_batches``
 training batches (the supernet's statistics mix every path); energy, latency and op counts come from the
 Eyeriss model of the frozen subnet.
 
-A SuperTransformer checkpoint (``train-supertransformer``, fairseq) makes it a translation trial: the objective is
-HAT's, the validation loss (nats per token, teacher forcing) of the subnet with inherited weights, reported as
-``{"default": valid_loss, "valid_loss", "valid_ppl", "energy_mJ", ...}`` with the costs of a 30-token sentence.
-BLEU needs a beam search per architecture, so it is left to the final architectures (as HAT does).
+A SuperTransformer checkpoint (``train-supertransformer``, fairseq) makes it a translation trial, reported as
+``{"default": valid_loss, "valid_loss", "valid_ppl", "bleu", "energy_mJ", "latency_ms", "flops_G", ...}`` with the
+costs of a 30-token sentence. The objective is HAT's, the validation loss (nats per token, teacher forcing) of the
+subnet with inherited weights: every sentence of the split counts and it varies smoothly with the weights. BLEU is
+sacrebleu's on a beam search over the split's first ``bleu_sentences`` sentences (a fixed sample; ``0`` skips it),
+reported beside the loss so that the web UI and the Pareto plots can show it.
 """
 from __future__ import annotations
 
@@ -23,15 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from ..config import ConfigError
-from ..data import create_dataset
 from ..space.spec import canonical_arch, load_space
-from ..tasks.supernet import evaluate_arch, load_supernet
-from ..tasks.translation.evaluate import load_trained, supertransformer_data, validation_loss
 from .evolution import space_cost_fn
 
 
@@ -49,6 +46,9 @@ class TrialConfig:
     threads: int | None = None
     seed: int = 0
     data_dir: str | None = None
+    bleu_sentences: int | None = 200  # translation: BLEU on the split's first N sentences (null: all; 0: none)
+    beam: int = 4  # translation: beam size of the BLEU search
+    lenpen: float = 0.6  # translation: its length penalty
 
     def validate(self) -> None:
         if self.split not in ("val", "test"):
@@ -62,6 +62,11 @@ class TrialConfig:
             raise ValueError(f"field 'threads': must be null or >= 1, got {self.threads}")
         if self.bits not in (8, 16, 32):
             raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
+        if self.bleu_sentences is not None and self.bleu_sentences < 0:
+            raise ValueError(f"field 'bleu_sentences': must be null (all) or >= 0 (0: no BLEU), got "
+                             f"{self.bleu_sentences}")
+        if self.beam < 1:
+            raise ValueError(f"field 'beam': must be >= 1, got {self.beam}")
 
 
 def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,37 +83,54 @@ def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]
 
 def _evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], data_bin: str,
                           start: float) -> dict[str, Any]:
+    from ..data.translation import references_dir
+    from ..tasks.translation.evaluate import bleu, load_trained, validation_loss
+
     model, task = load_trained(cfg.supernet, data_bin)
     spec = model.spec
     if cfg.space is not None and load_space(cfg.space) != spec:
         raise ValueError(f"--supernet {cfg.supernet}: trained on space {spec.name!r}, not the requested "
                          f"{cfg.space!r}")
-    try:
-        arch = canonical_arch(spec, arch)
-    except ValueError as err:
-        raise ValueError(f"trial: the proposed architecture does not belong to space {spec.name!r} of the "
-                         f"supernet {cfg.supernet}: {err}") from None
+    arch = _in_space(spec, arch, cfg.supernet)
     model.activate(arch)
     model.eval()
-    valid = validation_loss(model, task, "valid" if cfg.split == "val" else "test")
+    split = "valid" if cfg.split == "val" else "test"
+    valid = validation_loss(model, task, split)
+    out = {"default": valid["loss_nats"], "valid_loss": valid["loss_nats"], "valid_ppl": valid["ppl"]}
+    if cfg.bleu_sentences != 0:
+        score = bleu(model, task, split, references_dir(task.cfg.data), beam=cfg.beam, lenpen=cfg.lenpen,
+                     limit=cfg.bleu_sentences)
+        out.update({"bleu": score["bleu"], "bleu_sentences": score["sentences"]})
     costs = space_cost_fn(spec, cfg.bits)(arch)
-    return {"default": valid["loss_nats"], "valid_loss": valid["loss_nats"], "valid_ppl": valid["ppl"],
-            **{k: float(v) for k, v in costs.items()}, "eval_seconds": round(time.perf_counter() - start, 2)}
+    return {**out, **{k: float(v) for k, v in costs.items()}, "eval_seconds": round(time.perf_counter() - start, 2)}
+
+
+def _in_space(spec: Any, arch: Mapping[str, Any], supernet: str) -> dict[str, Any]:
+    """``arch`` in canonical form; ``ValueError`` naming the space and the supernet if it is not one of its."""
+    try:
+        return canonical_arch(spec, arch)
+    except ValueError as err:
+        raise ValueError(f"trial: the proposed architecture does not belong to space {spec.name!r} of the supernet "
+                         f"{supernet}: {err}") from None
 
 
 def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
+    from ..tasks.translation.evaluate import supertransformer_data
+
     start = time.perf_counter()
     # a missing file goes on to load_supernet, which names it
     data_bin = supertransformer_data(cfg.supernet) if Path(cfg.supernet).is_file() else None
     if data_bin is not None:
         return _evaluate_translation(cfg, arch, data_bin, start)
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from ..data import create_dataset
+    from ..tasks.supernet import evaluate_arch, load_supernet
+
     supernet, recipe = load_supernet(cfg.supernet, cfg.space)
     spec = supernet.spec
-    try:
-        arch = canonical_arch(spec, arch)
-    except ValueError as err:
-        raise ValueError(f"trial: the proposed architecture does not belong to space {spec.name!r} of the supernet "
-                         f"{cfg.supernet}: {err}") from None
+    arch = _in_space(spec, arch, cfg.supernet)
     size = (spec.input.channels, spec.input.size, spec.input.size)
     data_dir = cfg.data_dir if cfg.data_dir is not None else recipe.data_dir
     evaluation = create_dataset(recipe.dataset, cfg.split, data_dir=data_dir, input_size=size)

@@ -27,7 +27,7 @@ from ..cost.profile import profile
 from ..lock import check_output_dir, output_lock
 from ..quant import check_bits, fake_quantize
 from ..space.cv import HybridCVSpace
-from ..space.spec import SpaceSpec, baseline_arch, canonical_arch, layer_plan, load_space
+from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
 from .classification import classification_loaders, fit_and_test
 from .supernet import BASELINES, SupernetConfig, load_supernet
 
@@ -68,6 +68,8 @@ class RetrainConfig:
     num_workers: int = 0
     limit_train_batches: int | None = None
     limit_eval_batches: int | None = None
+    max_updates: int | None = None  # translation: updates (default: the SuperTransformer's)
+    test_sentences: int | None = None  # translation: BLEU on the first N test sentences (default: all)
     output: str = "runs/retrain"
 
     def validate(self) -> None:
@@ -78,7 +80,7 @@ class RetrainConfig:
                 check_bits(self.quant_bits)
             except ValueError as err:
                 raise ValueError(f"field 'quant_bits': {err}; or null for floating point") from None
-        for name in ("limit_train_batches", "limit_eval_batches"):
+        for name in ("limit_train_batches", "limit_eval_batches", "max_updates", "test_sentences"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be null or >= 1, got {getattr(self, name)}")
         for name in ("num_workers", "seed"):
@@ -123,14 +125,14 @@ class RetrainConfig:
             raise ConfigError(f"retrain config: {err}") from None
 
 
-def load_arch(spec: SpaceSpec, arch: Mapping[str, Any] | str) -> dict[str, Any]:
-    """The canonical architecture ``arch`` names: a mapping, a baseline name (:data:`BASELINE_ARCHS`), or a JSON
-    file holding a mapping (or an object with an ``arch`` mapping). A missing or unknown key, or a value outside
-    the space, raises ``ValueError`` naming the key and the allowed values."""
+def load_arch(spec: Any, arch: Mapping[str, Any] | str) -> dict[str, Any]:
+    """The canonical architecture ``arch`` names in ``spec`` (an image or a translation space): a mapping, a baseline
+    name (:data:`BASELINE_ARCHS`), or a JSON file holding a mapping (or an object with an ``arch`` mapping). A missing
+    or unknown key, or a value outside the space, raises ``ValueError`` naming the key and the allowed values."""
     source = ""
     if isinstance(arch, str):
         if arch in BASELINE_ARCHS:
-            return baseline_arch(spec, BASELINE_ARCHS[arch], fallback="conv")
+            return named_baselines(spec, [BASELINE_ARCHS[arch]])[arch]
         path = Path(arch)
         if not path.is_file():
             raise ValueError(f"{arch!r} is neither a baseline ({', '.join(BASELINE_ARCHS)}) nor an existing JSON "
@@ -183,13 +185,57 @@ def load_retrained(checkpoint: str | Path, map_location: str | torch.device = "c
     return model.to(map_location).eval(), cfg
 
 
+#: The fields of an image retrain that a translation retrain (whose recipe is its SuperTransformer's) does not take.
+IMAGE_ONLY_FIELDS: tuple[str, ...] = ("dataset", "data_dir", "epochs", "batch_size", "optimizer", "weight_decay",
+                                      "sched", "warmup_epochs", "quant_bits", "limit_train_batches",
+                                      "limit_eval_batches")
+
+
 def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     """Train ``cfg.arch`` from scratch, validate and test it, cost it; write ``metrics.json`` and return it. The
-    output folder is locked while it runs."""
+    output folder is locked while it runs.
+
+    With ``supernet`` a SuperTransformer checkpoint (``train-supertransformer``), the architecture is a translation
+    subnet: it is trained with fairseq and that supernet's recipe (``max_updates`` and ``lr`` may change it) and
+    scored (validation loss, test BLEU) beside the same subnet with the weights it inherits from the supernet
+    (:func:`~nni_shiftadd.tasks.supertransformer.retrain_subnet`)."""
+    from .translation.evaluate import supertransformer_data
+
+    try:
+        translation = cfg.supernet is not None and supertransformer_data(cfg.supernet) is not None
+    except CheckpointError as err:
+        raise ConfigError(f"retrain config: field 'supernet': {err}") from None
+    if translation:
+        return _retrain_translation(cfg)
+    for name in ("max_updates", "test_sentences"):
+        if getattr(cfg, name) is not None:
+            raise ConfigError(f"retrain config: field {name!r}: applies to translation subnets (a --supernet "
+                              "checkpoint of train-supertransformer); an image retrain counts epochs")
     source = cfg.arch if isinstance(cfg.arch, str) else "inline"
     cfg = cfg.resolved()
     with output_lock(cfg.output, "output", "retrain"):
         return _retrain(cfg, source)
+
+
+def _retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
+    from .supertransformer import recipe_of, retrain_subnet
+
+    given = [name for name in IMAGE_ONLY_FIELDS if getattr(cfg, name) is not None]
+    if given:
+        raise ConfigError(f"retrain config: field {given[0]!r}: applies to image spaces; a translation subnet is "
+                          f"retrained with the recipe of its SuperTransformer {cfg.supernet} (change max_updates or lr)")
+    spec = load_space(recipe_of(cfg.supernet).space)
+    if cfg.space is not None and load_space(cfg.space) != spec:
+        raise ConfigError(f"retrain config: field 'space': {cfg.space!r} is not the space {spec.name!r} the "
+                          f"SuperTransformer {cfg.supernet} was trained on")
+    try:
+        arch = load_arch(spec, cfg.arch)
+    except ValueError as err:
+        raise ConfigError(f"retrain config: field 'arch': {err}") from None
+    changes = {k: v for k, v in (("max_updates", cfg.max_updates), ("lr", cfg.lr)) if v is not None}
+    result = retrain_subnet(cfg.supernet, arch, cfg.output, test_sentences=cfg.test_sentences, seed=cfg.seed,
+                            **changes)
+    return {**result, "kind": "translation", "arch_source": cfg.arch if isinstance(cfg.arch, str) else "inline"}
 
 
 def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:

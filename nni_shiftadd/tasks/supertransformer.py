@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import random
 import shutil
@@ -94,6 +95,10 @@ class SuperTransformerConfig:
         if self.keep_interval_updates < 1:
             raise ValueError(f"field 'keep_interval_updates': must be >= 1 (a previous good checkpoint to fall back "
                              f"on), got {self.keep_interval_updates}")
+        if self.warmup_updates >= self.max_updates:
+            raise ValueError(f"fields 'warmup_updates', 'max_updates': the warm-up ({self.warmup_updates} updates) "
+                             f"must end before the run does ({self.max_updates}); the cosine schedule anneals over "
+                             "the updates between them")
         if not 0 < self.warmup_init_lr <= self.lr:
             raise ValueError(f"fields 'warmup_init_lr', 'lr': need 0 < warmup_init_lr <= lr, got "
                              f"{self.warmup_init_lr}, {self.lr}")
@@ -237,12 +242,13 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
         _run_fairseq_train(args)
     fit_s = time.perf_counter() - start
 
+    from ..data.translation import references_dir
     from .translation.archs import parse_arch
     from .translation.evaluate import evaluate_subnet, load_trained
 
     model, task = load_trained(save_dir / LAST, data_bin)
     updates = _updates(save_dir / LAST)
-    references = Path(manifest["raw"]) if manifest.get("raw") else None
+    references = Path(manifest["raw"]) if manifest.get("raw") else references_dir(data_bin)
     from ..cost.layerwise import space_profiler
 
     profiler = space_profiler(model.spec)
@@ -262,20 +268,88 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
     return result
 
 
+def recipe_of(checkpoint: str | os.PathLike[str], **changes: Any) -> SuperTransformerConfig:
+    """The recipe a SuperTransformer checkpoint was trained with, read from the configuration fairseq saves in it
+    (space, sharing mode, data directory, optimiser, schedule, batch size, updates, label smoothing, seed), with
+    ``changes`` on top; ``CheckpointError`` naming the path for a checkpoint of anything else."""
+    import ast
+
+    from ..config import from_dict
+    from .translation.evaluate import supertransformer_data
+
+    if supertransformer_data(checkpoint) is None:
+        raise CheckpointError(f"{checkpoint}: not a checkpoint of the fairseq model shiftadd_supertransformer")
+    cfg = load_checkpoint(checkpoint, mmap=True)["cfg"]
+    model, task, opt = cfg["model"], cfg["task"], cfg["optimization"]
+    sched, optimizer = cfg["lr_scheduler"], cfg["optimizer"]
+    fields = {"space": model["space"], "mode": model["mode"], "kl_weight": model["kl_weight"],
+              "data": {"binarized": task["data"], "source_lang": task["source_lang"],
+                       "target_lang": task["target_lang"]},
+              "max_updates": opt["max_update"], "max_tokens": cfg["dataset"]["max_tokens"],
+              "update_freq": opt["update_freq"][0], "lr": opt["lr"][0], "warmup_updates": sched["warmup_updates"],
+              "warmup_init_lr": sched["warmup_init_lr"], "min_lr": sched["min_lr"],
+              "adam_betas": list(ast.literal_eval(optimizer["adam_betas"])), "weight_decay": optimizer["weight_decay"],
+              "clip_norm": opt["clip_norm"], "label_smoothing": cfg["criterion"]["label_smoothing"],
+              "seed": cfg["common"]["seed"]}
+    return from_dict(SuperTransformerConfig, {**fields, **changes}, f"the recipe of {checkpoint}")
+
+
+def retrain_subnet(supernet: str | os.PathLike[str], arch: dict[str, Any], output: str, *,
+                   test_sentences: int | None = None, **changes: Any) -> dict[str, Any]:
+    """Train ``arch`` from scratch with the recipe of the SuperTransformer checkpoint ``supernet`` (``changes`` on
+    top, e.g. ``max_updates``), score it, and score the same subnet with the weights it inherits from ``supernet``:
+    validation loss and test BLEU of both, side by side in ``<output>/metrics.json`` (``scratch``, ``inherited``)."""
+    from ..data.translation import references_dir
+    from .translation.evaluate import evaluate_subnet, load_trained, supertransformer_data
+
+    recipe = recipe_of(supernet, subnet=json.dumps(arch), output=output, baselines=[], eval_archs=0,
+                       eval_test_sentences=test_sentences, **changes)
+    with output_lock(output, "output", "retrain"):
+        result = _train(recipe)
+        data_bin = supertransformer_data(supernet)
+        model, task = load_trained(supernet, data_bin)
+        inherited = evaluate_subnet(model, task, arch, references_dir(data_bin), beam=recipe.beam,
+                                    lenpen=recipe.lenpen, max_tokens=recipe.max_tokens, test_limit=test_sentences)
+        scratch = result.pop("subnets")["subnet"]
+        result.update({"supernet": str(supernet), "arch": arch, "scratch": scratch,
+                       "inherited": {"valid": inherited["valid"], "test": inherited["test"],
+                                     "supernet_updates": _updates(Path(supernet))},
+                       "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("subnet", "data")}})
+        (Path(output) / "metrics.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def _updates(checkpoint: Path) -> int:
     """The number of updates a fairseq checkpoint holds."""
     return int(load_checkpoint(checkpoint, mmap=True)["optimizer_history"][-1]["num_updates"])
 
 
+class _TextOnly(logging.Filter):
+    """Drops the two records fairseq-train logs as objects, its whole configuration and the model's repr (hundreds
+    of lines for a SuperTransformer, every candidate of every layer); ``fairseq_args.json`` holds the first, and
+    the parameter counts fairseq logs next stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return isinstance(record.msg, str)
+
+
 def _run_fairseq_train(args: list[str]) -> None:
     """``fairseq-train args`` in this process (fairseq's own argument parsing, training loop and checkpoints)."""
+    from ..data.translation import import_fairseq
+
+    import_fairseq()
     from fairseq import distributed_utils, options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq_cli import train
 
     parser = options.get_training_parser()
     namespace = options.parse_args_and_arch(parser, input_args=args)
-    distributed_utils.call_main(convert_namespace_to_omegaconf(namespace), train.main)
+    logger, quiet = logging.getLogger("fairseq_cli.train"), _TextOnly()
+    logger.addFilter(quiet)
+    try:
+        distributed_utils.call_main(convert_namespace_to_omegaconf(namespace), train.main)
+    finally:
+        logger.removeFilter(quiet)
 
 
 def unigram_loss(data_bin: Path, data: TranslationDataConfig) -> float:
@@ -283,6 +357,9 @@ def unigram_loss(data_bin: Path, data: TranslationDataConfig) -> float:
     (add-one smoothed), with end-of-sentence tokens counted: the bar a translation model must clear."""
     import math
 
+    from ..data.translation import import_fairseq
+
+    import_fairseq()
     from fairseq.data import Dictionary, data_utils
 
     dictionary = Dictionary.load(str(data_bin / f"dict.{data.target_lang}.txt"))

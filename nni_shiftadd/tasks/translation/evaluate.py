@@ -34,6 +34,9 @@ def load_trained(checkpoint: str | Path, data_bin: str | Path) -> tuple[Any, Any
 
     The checkpoint is read weights-only (``CheckpointError`` naming the path if it is truncated, corrupt, or not a
     checkpoint of this model); the model is built with the dictionary of ``data_bin``."""
+    from ...data.translation import import_fairseq
+
+    import_fairseq()
     from fairseq import checkpoint_utils
 
     from . import model as _model  # noqa: F401  (registers the model and the task)
@@ -48,16 +51,15 @@ def load_trained(checkpoint: str | Path, data_bin: str | Path) -> tuple[Any, Any
 
 
 def _batches(task: Any, split: str, max_tokens: int, limit: int | None = None) -> Any:
+    """The batches of ``split`` (at most ``max_tokens`` tokens each, in fairseq's length order); with ``limit`` of
+    its first ``limit`` sentences by id, i.e. in the split's own order (a fixed sample, not the shortest ones)."""
     task.load_dataset(split)
     dataset = task.dataset(split)
-    itr = task.get_batch_iterator(dataset=dataset, max_tokens=max_tokens, max_positions=None,
-                                  ignore_invalid_inputs=False, seed=1, num_workers=0).next_epoch_itr(shuffle=False)
-    seen = 0
-    for sample in itr:
-        if limit is not None and seen >= limit:
-            break
-        yield sample
-        seen += sample["nsentences"]
+    indices = dataset.ordered_indices()
+    if limit is not None:
+        indices = indices[indices < limit]
+    for batch in dataset.batch_by_size(indices, max_tokens=max_tokens):
+        yield dataset.collater([dataset[int(i)] for i in batch])
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 (:class:`~nni_shiftadd.space.nlp.HybridNLPSpace`) behind fairseq's encoder-decoder interface, or, with ``--subnet``,
 one subnet of it trained on its own (retraining from scratch).
 
-Architecture presets (``--arch``): ``shiftadd_nlp_small`` (the default space) and ``shiftadd_nlp_wmt14`` (paper
-Table 1). The encoder and decoder wrappers hold no parameters of their own: the network is registered once, as
+Architecture presets (``--arch``): ``shiftadd_nlp_small`` (the default space), ``shiftadd_nlp_tiny`` (the demo's)
+and ``shiftadd_nlp_wmt14`` (paper Table 1). The encoder and decoder wrappers hold no parameters of their own: the network is registered once, as
 ``supernet``, so a checkpoint holds each weight once.
 """
 # No `from __future__ import annotations`: fairseq reads the config dataclasses' field types at run time.
@@ -119,6 +119,12 @@ class ShiftAddSuperTransformer(FairseqEncoderDecoderModel):
 def shiftadd_nlp_small(cfg: Any) -> None:
     """The ``nlp_small`` space (trans-de-en on a laptop CPU)."""
     cfg.space = getattr(cfg, "space", "nlp_small") or "nlp_small"
+
+
+@register_model_architecture("shiftadd_supertransformer", "shiftadd_nlp_tiny")
+def shiftadd_nlp_tiny(cfg: Any) -> None:
+    """The ``nlp_tiny`` space (the translation demo's: trains in minutes on two CPU cores)."""
+    cfg.space = "nlp_tiny" if getattr(cfg, "space", "nlp_small") == "nlp_small" else cfg.space
 
 
 @register_model_architecture("shiftadd_supertransformer", "shiftadd_nlp_wmt14")
