@@ -231,7 +231,8 @@ def test_the_space_must_match(spec: SpaceSpec) -> None:
     with pytest.raises(ValueError, match=wrong):
         ShiftAddEvolution("cv_small", space=spec).initialize(
             SimplifiedModelSpace.from_model(HybridCVSpace(other, "none")), SequentialExecutionEngine())
-    with pytest.raises(ValueError, match=r"not a HybridCVSpace; pass ShiftAddEvolution\(space=\.\.\.\)"):
+    with pytest.raises(ValueError, match=r"neither a HybridCVSpace nor a HybridNLPSpace; pass "
+                       r"ShiftAddEvolution\(space=\.\.\.\)"):
         ShiftAddEvolution("cv_small").initialize(SimplifiedModelSpace.from_model(Plain()), SequentialExecutionEngine())
 
 
@@ -288,3 +289,76 @@ def test_results_arriving_from_another_thread(spec: SpaceSpec, cost: Callable, e
     ref = reference(spec, cost, energy_max)
     assert set(keys) == {arch_key(r["arch"]) for r in ref.records()}  # arrival order does not change the search
     assert strategy.best() == ref.best()
+
+
+TINY_NLP = """
+name: tiny_nlp
+kind: translation
+qkv_dim: 8
+max_positions: 32
+dropout: 0.0
+encoder: {depths: [2], blocks: [attn, attn+add, conv, shift, add], embed_dims: [16, 8], heads: [2, 1],
+          ffn_dims: [16, 8], kernel_sizes: [3, 5]}
+decoder: {depths: [2, 1], blocks: [attn, attn+shift], embed_dims: [16, 8], heads: [2, 1], ffn_dims: [16, 8],
+          kernel_sizes: [3, 5], attend: [1, 2]}
+"""
+
+
+@pytest.mark.parametrize("blocks", [None, ["attn"]], ids=["hybrid", "attn-only"])
+def test_translation_search_in_a_nas_experiment(blocks: list[str] | None, tmp_path: Path) -> None:
+    """The same strategy on a translation space (``HybridNLPSpace``): NNI freezes each subnet with the weights it
+    inherits (raw format), the evaluator scores it, and the search is the one the core runs on its own; restricted
+    to Attn blocks (HAT's space), it never proposes another block type."""
+    import torch
+
+    from nni_shiftadd.space.nlp import HybridNLPSpace
+
+    path = tmp_path / "tiny_nlp.yaml"
+    path.write_text(TINY_NLP)
+    spec = load_space(path)
+    cost = space_cost_fn(spec)
+    torch.manual_seed(0)
+    space = HybridNLPSpace(spec, vocab_size=20, padding_idx=1, mode="hws").eval()
+    src, prev = torch.randint(4, 20, (3, 7)), torch.randint(4, 20, (3, 6))
+    target = torch.randint(4, 20, (3, 6))
+
+    def loss_of(model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            logits = model(src, prev)
+        return round(float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())), 5)
+
+    calls: list[str] = []
+
+    def evaluate(model: torch.nn.Module) -> None:
+        arch = dict(nni.get_current_parameter().sample)
+        calls.append(arch_key(arch))
+        space.activate(arch)  # the frozen subnet computes what the supernet's path does: its inherited weights
+        assert loss_of(model) == pytest.approx(loss_of(space), abs=1e-4)
+        nni.report_final_result({"default": loss_of(model), **cost(arch)})
+
+    small = {"iterations": 2, "population": 4, "parents": 2, "mutation": 2, "crossover": 2, "seed": 1,
+             "constraints": {}, "blocks": blocks, "baselines": ["attn"] if blocks else ["attn", "add"]}
+    strategy = ShiftAddEvolution("nlp_tiny", output=str(tmp_path / "out"), overrides=small)
+    config = NasExperimentConfig(SequentialEngineConfig(), "raw")
+    config.experiment_working_directory = str(tmp_path / "nni")
+    exp = NasExperiment(space, FunctionalEvaluator(evaluate), strategy, config)
+    try:
+        exp.run()
+    finally:
+        exp.stop()
+    assert strategy.spec == spec and strategy.error is None and strategy.evolution.done
+    assert len(calls) == len(set(calls)), "an architecture was evaluated twice"
+    records = strategy.records()
+    ops = {v for r in records for k, v in r["arch"].items() if k.endswith(".op")}
+    assert ops == {"attn"} if blocks else len(ops) > 2, ops
+    assert all(r["status"] == "ok" and r["valid_loss"] == r["default"] and r["flops_G"] > 0 for r in records)
+    best = strategy.best()
+    assert best["valid_loss"] == min(r["valid_loss"] for r in records)  # goal: min (HAT's objective)
+    assert exp.export_top_models(top_k=1, formatter="dict")[0] == best["arch"]
+
+    ref = Evolution(spec, load_preset("nlp_tiny", small), cost)  # the core on its own, told the same losses
+    losses = {arch_key(r["arch"]): r["valid_loss"] for r in records}
+    while not ref.done:
+        for arch in ref.ask():
+            ref.tell(arch, {"valid_loss": losses[arch_key(arch)]})
+    assert {arch_key(r["arch"]) for r in ref.records()} == set(calls) and ref.best()["arch"] == best["arch"]

@@ -1,6 +1,7 @@
 """The evolution search as an NNI 3.0 multi-trial strategy, for Python users running ``NasExperiment`` on a space
-built from our mutables (:class:`~nni_shiftadd.space.cv.HybridCVSpace`, or any model space whose labels are the
-architecture keys of :func:`~nni_shiftadd.space.spec.arch_space`)::
+built from our mutables (:class:`~nni_shiftadd.space.cv.HybridCVSpace`,
+:class:`~nni_shiftadd.space.nlp.HybridNLPSpace`, or any model space whose labels are the architecture keys of
+:func:`~nni_shiftadd.space.spec.arch_space`)::
 
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
@@ -44,6 +45,7 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
 
 from ..config import from_dict
+from ..space.nlp_spec import TranslationSpaceSpec
 from ..space.spec import SpaceSpec, arch_space, load_space
 from .evolution import (ConstraintError, Evolution, EvolutionConfig, arch_key, load_preset, result_metrics,
                         space_cost_fn)
@@ -52,19 +54,23 @@ from .results import write_results
 _logger = logging.getLogger(__name__)
 
 
-def space_spec_of(model_space: Any) -> SpaceSpec | None:
-    """The :class:`SpaceSpec` a model space was built from: ``.spec`` of a ``HybridCVSpace``, also seen through
-    NNI's raw (``.model_space``) and simplified (a trace copy in ``.model``) executable formats; ``None`` if none."""
+SPECS = (SpaceSpec, TranslationSpaceSpec)
+
+
+def space_spec_of(model_space: Any) -> SpaceSpec | TranslationSpaceSpec | None:
+    """The spec a model space was built from: ``.spec`` of a ``HybridCVSpace`` or a ``HybridNLPSpace``, also seen
+    through NNI's raw (``.model_space``) and simplified (a trace copy in ``.model``) executable formats; ``None`` if
+    none."""
     for obj in (model_space, getattr(model_space, "model_space", None), getattr(model_space, "model", None)):
         if obj is None:
             continue
         spec = getattr(obj, "spec", None)
-        if isinstance(spec, SpaceSpec):
+        if isinstance(spec, SPECS):
             return spec
         kwargs, args = getattr(obj, "trace_kwargs", None), getattr(obj, "trace_args", None)
-        if isinstance(kwargs, Mapping) and isinstance(kwargs.get("spec"), SpaceSpec):
+        if isinstance(kwargs, Mapping) and isinstance(kwargs.get("spec"), SPECS):
             return kwargs["spec"]
-        if args and isinstance(args[0], SpaceSpec):
+        if args and isinstance(args[0], SPECS):
             return args[0]
     return None
 
@@ -112,8 +118,9 @@ class ShiftAddEvolution(Strategy):
         if self.spec is None:
             spec = space_spec_of(model_space)
             if spec is None:
-                raise ValueError(f"space: the model space {type(model_space).__name__} is not a HybridCVSpace; pass "
-                                 "ShiftAddEvolution(space=...) naming the SpaceSpec whose labels it uses")
+                raise ValueError(f"space: the model space {type(model_space).__name__} is neither a HybridCVSpace nor "
+                                 "a HybridNLPSpace; pass ShiftAddEvolution(space=...) naming the space whose labels "
+                                 "it uses")
             self.spec = spec
             self._build(spec)
         self._check_labels(model_space)
