@@ -95,7 +95,8 @@ def test_example_nnictl_config_is_valid_for_nni() -> None:
     from nni.experiment.config import ExperimentConfig
 
     raw = yaml.safe_load((EXAMPLES / "config.yml").read_text())
-    assert raw["tuner"] == {"name": "ShiftAddEvolution", "classArgs": {"space": "cv_small", "preset": "cv_small"}}
+    assert raw["tuner"] == {"name": "ShiftAddEvolution", "classArgs": {"space": "cv_small", "preset": "cv_small",
+                                                                       "optimize_mode": "maximize"}}
     assert "--space cv_small" in raw["trialCommand"] and "nni-shiftadd trial" in raw["trialCommand"]
     config = ExperimentConfig(**{k: v for k, v in raw.items() if k not in ("searchSpaceFile", "trialCodeDirectory")})
     assert config.trial_concurrency == 2
@@ -107,7 +108,7 @@ def test_generated_experiment_config(tmp_path: Path) -> None:
                             supernet=tmp_path / "last.ckpt", eval_batches=2, calibration_batches=3, batch_size=64,
                             threads=1, concurrency=2, max_trials=10, name="t")
     assert cfg["tuner"]["classArgs"] == {"space": "cv_small", "preset": "cv_small", "output": str(tmp_path / "search"),
-                                         "overrides": {"iterations": 1}}
+                                         "overrides": {"iterations": 1}, "optimize_mode": "maximize"}
     assert f"--supernet {tmp_path / 'last.ckpt'} --space cv_small --eval-batches 2 --calibration-batches 3" in \
         cfg["trialCommand"]
 
@@ -123,6 +124,43 @@ def test_demo_recipe_errors_name_the_field(tmp_path: Path, monkeypatch: pytest.M
     bad.write_text("supernet_recipe: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"supernet_recipe.*no such file 'nowhere.yaml'"):
         load_yaml(DemoConfig, bad)
+
+
+def test_translation_examples_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The translation demo's recipe, its supernet recipe and its searches are data that validates: the demo sees a
+    translation recipe, its two searches (hybrid, and HAT's Attn-only space) have valid presets, and a bad extra
+    search is one error naming it."""
+    from nni_shiftadd.experiment.demo import _searches, recipe_is_translation
+    from nni_shiftadd.strategy.evolution import load_preset
+    from nni_shiftadd.tasks.supertransformer import SuperTransformerConfig
+
+    monkeypatch.chdir(ROOT)
+    translation = ROOT / "examples" / "translation"
+    cfg = load_yaml(DemoConfig, translation / "demo.yaml")
+    assert recipe_is_translation(cfg.supernet_recipe) and not recipe_is_translation(EXAMPLES / "supernet_cv_small.yaml")
+    searches = _searches(cfg, tmp_path)
+    assert [s.name for s in searches] == ["", "hat"]
+    assert searches[1].search_dir == tmp_path / "search_hat" and searches[1].overrides["blocks"] == ["attn"]
+    assert load_preset(cfg.preset).constraints["latency_ms"].max == 0.6
+    for recipe in ("supernet_nlp_tiny.yaml", "supernet_nlp_small.yaml"):
+        recipe_cfg = load_yaml(SuperTransformerConfig, translation / recipe)
+        assert recipe_cfg.space in ("nlp_tiny", "nlp_small")
+    bad = load_yaml(DemoConfig, translation / "demo.yaml", {"extra_searches": {"hat": {"blocks": ["lstm"]}}})
+    with pytest.raises(ConfigError, match=r"field 'extra_searches.hat': .*unknown block type 'lstm'"):
+        _searches(bad, tmp_path)
+    with pytest.raises(ConfigError, match=r"extra_searches.*name 'HAT!' must be lower-case"):
+        load_yaml(DemoConfig, translation / "demo.yaml", {"extra_searches": {"HAT!": {}}})
+    trial = experiment_config(space="nlp_tiny", preset="nlp_tiny", preset_overrides={}, search_dir=tmp_path,
+                              search_space_file=tmp_path / "ss.json", supernet=tmp_path / "checkpoint_last.pt",
+                              concurrency=2, max_trials=5, name="t", bleu_sentences=None, beam=1, threads=1)
+    assert trial["trialCommand"].endswith("--space nlp_tiny --bleu-sentences null --beam 1 --threads 1")
+    assert trial["tuner"]["classArgs"]["optimize_mode"] == "minimize"  # the web UI ranks losses lowest first
+    from nni_shiftadd.strategy.tuner import ShiftAddEvolutionValidator
+
+    raw = yaml.safe_load((ROOT / "examples" / "translation" / "search.yml").read_text())
+    ShiftAddEvolutionValidator().validate_class_args(**raw["tuner"]["classArgs"])  # the shipped nnictl config
+    with pytest.raises(ValueError, match=r"'optimize_mode': 'maximize' contradicts the preset's goal 'min'"):
+        ShiftAddEvolutionValidator().validate_class_args(space="nlp_tiny", preset="nlp_tiny", optimize_mode="maximize")
 
 
 class _FakeRest:

@@ -1,9 +1,11 @@
 """A real ``nnictl create`` experiment (evolution tuner + supernet trials) and its web UI.
 
-One small experiment per module: a supernet trained for 3 batches, then 4 trials (the all-Conv and all-Add
-baselines and a first generation of 2). The default suite checks that its web UI and REST API listen on 127.0.0.1
-only and that the REST API returns the hardware metrics; the ``browser`` test (``.venv/bin/pytest -m browser``,
-also part of the default run) opens the trials table in headless Chromium and saves ``runs/webui/trials.png``.
+One small experiment per half: a cv_small supernet trained for 3 batches, then 4 trials (the all-Conv and all-Add
+baselines and a first generation of 2); and a tiny SuperTransformer trained for 4 updates, then 3 translation trials.
+The default suite checks that the web UI and REST API listen on 127.0.0.1 only and that the REST API returns the
+hardware metrics; the ``browser`` tests (``.venv/bin/pytest -m browser``, also part of the default run) open the
+trials tables in headless Chromium (the translation one with its validation loss, BLEU and FLOPs columns) and save
+``runs/webui/trials.png`` and ``runs/webui/trials_translation.png``.
 
 The experiment runs with its own ``HOME`` (NNI keeps its experiments under ``~/nni-experiments``) and
 ``NNI_CONFIG_DIR`` (the tuner registration), and is always stopped at teardown. Nothing here connects to an
@@ -176,6 +178,57 @@ def _chromium() -> Any:
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
 
 
+def _show_columns(driver: Any, base: str, headers: set[str], trials: int, screenshot: str) -> str:
+    """Open the trials table of the web UI at ``base``, add the metric columns ``headers`` through its
+    "Add/Remove columns" dialog, save a screenshot and return the page's text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 60)
+
+    def text() -> str:
+        return driver.find_element(By.TAG_NAME, "body").text
+
+    # the trials detail page: NNI lists every key of a dict final result as a column it can show
+    driver.get(f"{base}/detail")
+    wait.until(lambda _: "Trial jobs" in text() and text().count("SUCCEEDED") >= trials)
+    shown = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
+    if not headers <= shown:
+        driver.find_element(By.XPATH, "//button[normalize-space()='Add/Remove columns']").click()
+        dialog = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=dialog]"))
+        for header in sorted(headers - shown):
+            # a Fluent UI checkbox: <label><div>(check mark icon)</div><span>{header}</span></label>
+            dialog.find_element(By.XPATH, f".//label[.//span[normalize-space()='{header}']]").click()
+        dialog.find_element(By.XPATH, ".//button[normalize-space()='Save']").click()
+
+    def header_texts(_: Any) -> set[str] | bool:
+        found = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
+        return found if headers <= found else False
+
+    shown = wait.until(header_texts)
+    table = driver.find_element(By.ID, "tableList")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", table)
+    time.sleep(0.5)  # let the table settle before the screenshot
+    driver.save_screenshot(str(SCREENSHOTS / screenshot))
+    assert headers <= shown, shown
+    return text()
+
+
+def _values_shown(page: str, trials: list[dict[str, Any]], metrics: tuple[str, ...]) -> None:
+    """Every trial's value of every metric is on the page (NNI prints the numbers as JavaScript does: in positional
+    notation down to 1e-7, e.g. 9.12e-06 as 0.00000912, possibly rounded)."""
+    import numpy as np
+
+    for trial in trials:
+        values = _final_metrics(trial)
+        for metric in metrics:
+            value = values[metric]
+            rounded = [float(f"{value:.{digits}g}") for digits in range(4, 8)]
+            shown_as = {repr(value), str(value), *(f"{value:.{digits}g}" for digits in range(4, 8)),
+                        *(np.format_float_positional(v, trim="-") for v in (value, *rounded))}
+            assert any(v in page for v in shown_as), (metric, value)
+
+
 @pytest.mark.browser
 def test_webui_trials_table_shows_hardware_columns(experiment: dict[str, Any]) -> None:
     from selenium.webdriver.common.by import By
@@ -185,46 +238,92 @@ def test_webui_trials_table_shows_hardware_columns(experiment: dict[str, Any]) -
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver = _chromium()
     try:
-        wait = WebDriverWait(driver, 60)
-
-        def text() -> str:
-            return driver.find_element(By.TAG_NAME, "body").text
-
         # the overview page: the experiment is there, with its trials
         driver.get(f"{base}/oview")
-        wait.until(lambda _: experiment["id"] in text())
+        WebDriverWait(driver, 60).until(
+            lambda _: experiment["id"] in driver.find_element(By.TAG_NAME, "body").text)
         driver.save_screenshot(str(SCREENSHOTS / "overview.png"))
-
-        # the trials detail page: NNI lists every key of a dict final result as a column it can show
-        driver.get(f"{base}/detail")
-        wait.until(lambda _: "Trial jobs" in text() and text().count("SUCCEEDED") >= TRIALS)
         headers = {f"{metric} (metric)" for metric in HARDWARE_METRICS}
-        shown = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
-        if not headers <= shown:
-            driver.find_element(By.XPATH, "//button[normalize-space()='Add/Remove columns']").click()
-            dialog = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=dialog]"))
-            for header in sorted(headers - shown):
-                # a Fluent UI checkbox: <label><div>(check mark icon)</div><span>{header}</span></label>
-                dialog.find_element(By.XPATH, f".//label[.//span[normalize-space()='{header}']]").click()
-            dialog.find_element(By.XPATH, ".//button[normalize-space()='Save']").click()
-
-        def header_texts(_: Any) -> set[str] | bool:
-            found = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
-            return found if headers <= found else False
-
-        shown = wait.until(header_texts)
-        table = driver.find_element(By.ID, "tableList")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", table)
-        time.sleep(0.5)  # let the table settle before the screenshot
-        driver.save_screenshot(str(SCREENSHOTS / "trials.png"))
-        assert headers <= shown, shown
-        page = text()
+        page = _show_columns(driver, base, headers, TRIALS, "trials.png")
         assert all(h in page for h in headers)
-        # the values in those columns are the trials' results (NNI prints the numbers as JavaScript does)
-        for trial in experiment["trials"]:
-            metrics = _final_metrics(trial)
-            for metric in HARDWARE_METRICS:
-                shown_as = {repr(metrics[metric]), *(f"{metrics[metric]:.{digits}g}" for digits in range(4, 8))}
-                assert any(value in page for value in shown_as), (metric, metrics[metric])
+        _values_shown(page, experiment["trials"], HARDWARE_METRICS)
+    finally:
+        driver.quit()
+
+
+# --- translation: the same tuner and trial on a SuperTransformer, with its own columns -------------------------------
+
+NLP_PRESET = {"iterations": 1, "population": 2, "parents": 1, "mutation": 0, "crossover": 0, "baselines": ["attn"],
+              "constraints": {}}
+NLP_TRIALS = 3  # the all-Attn baseline + a population of 2
+NLP_METRICS = ("valid_loss", "bleu", "energy_mJ", "latency_ms", "flops_G", "mult_G", "add_G", "shift_G", "params_M")
+
+
+@pytest.fixture(scope="module")
+def translation_experiment(tiny_translation: dict[str, Path],
+                           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A finished small translation experiment (a 4-update SuperTransformer of the tiny space on the trans-de-en
+    slice, 3 trials), still running; stopped at teardown."""
+    from nni_shiftadd.config import from_dict
+    from nni_shiftadd.strategy.tuner import search_space_json
+    from nni_shiftadd.tasks.supertransformer import LAST, SuperTransformerConfig, train_supertransformer
+
+    tmp = tmp_path_factory.mktemp("webui_nlp")
+    experiment_ids: list[str] = []
+    with pytest.MonkeyPatch.context() as env:
+        isolate_nni(env, tmp)
+        try:
+            space = str(tiny_translation["space"])
+            train_supertransformer(from_dict(SuperTransformerConfig, {
+                "space": space, "data": {"binarized": str(tiny_translation["data_bin"])}, "max_updates": 4,
+                "max_tokens": 512, "warmup_updates": 2, "save_interval_updates": 4, "baselines": [],
+                "eval_archs": 0, "output": str(tmp / "supernet")}))
+            register()
+            search_dir = tmp / "search"
+            search_dir.mkdir()
+            space_file = tmp / "search_space.json"
+            space_file.write_text(json.dumps(search_space_json(space)))
+            config = experiment_config(space=space, preset="nlp_tiny", preset_overrides=NLP_PRESET,
+                                       search_dir=search_dir, search_space_file=space_file,
+                                       supernet=tmp / "supernet" / "checkpoints" / LAST, concurrency=2,
+                                       max_trials=10, name="nni-shiftadd webui test (translation)",
+                                       bleu_sentences=20, beam=1, threads=1)
+            config_file = tmp / "config.yml"
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            port = free_port(22000 + os.getpid() % 9000)
+            experiment_ids.append(create(config_file, port))
+            results = search_dir / "results.json"
+
+            def finished() -> bool:
+                return results.is_file() and bool(json.loads(results.read_text())["done"])
+
+            trials = wait(Rest(port), finished, timeout=300, poll=1.0)
+            yield {"port": port, "id": experiment_ids[0], "trials": trials, "results": json.loads(results.read_text())}
+        finally:
+            for experiment_id in experiment_ids:
+                stop(experiment_id)
+            nnictl("stop", "--all", check=False)
+
+
+@pytest.mark.browser
+def test_webui_shows_translation_trials_with_their_columns(translation_experiment: dict[str, Any]) -> None:
+    """The translation search behind nnictl: every trial reports the validation loss (the objective), BLEU and the
+    hardware columns, which the web UI's trials table shows."""
+    experiment = translation_experiment
+    assert not experiment["results"]["error"] and experiment["results"]["done"]
+    trials = Rest(experiment["port"]).trials()
+    assert len(trials) == NLP_TRIALS and {t["status"] for t in trials} == {"SUCCEEDED"}
+    for trial in trials:
+        metrics = _final_metrics(trial)
+        assert metrics["default"] == metrics["valid_loss"] > 0 and 0 <= metrics["bleu"] <= 100
+        assert metrics["flops_G"] > 0 and metrics["energy_mJ"] > 0 and metrics["bleu_sentences"] == 20
+    assert listening_addresses(experiment["port"]) == {"127.0.0.1"}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver = _chromium()
+    try:
+        headers = {f"{metric} (metric)" for metric in NLP_METRICS}
+        page = _show_columns(driver, f"http://127.0.0.1:{experiment['port']}", headers, NLP_TRIALS,
+                             "trials_translation.png")
+        _values_shown(page, experiment["trials"], NLP_METRICS)
     finally:
         driver.quit()

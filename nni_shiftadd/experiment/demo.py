@@ -1,41 +1,57 @@
-"""The main job, ``nni-shiftadd demo``: train a supernet, search it with the evolution tuner through
-``nnictl create`` on loopback, wait for the trials, print the best architecture next to the baselines.
+"""The main job, ``nni-shiftadd demo``: train a supernet, search it with the evolution tuner through ``nnictl create``
+on loopback, wait for the trials, print the best architecture next to the baselines.
 
-Everything lands in ``output`` (``runs/demo``): the supernet (``supernet/``), the experiment's config and search
-space (``experiment/``), the search state, results and Pareto plots (``search/``). Run it again after a kill and
-it goes on: the supernet resumes from its last checkpoint (or is reused when finished), and the search resumes
-from ``search/state.json`` without evaluating any finished architecture again. If the experiment of a killed demo
-is still running (NNI's manager and tuner outlive the demo's process), the demo follows that experiment instead of
-starting a second search on the same folder. The whole recipe, the host and the port are checked before any
-training starts, and ``output`` is locked while the demo runs.
+The recipe's supernet decides the half. An image recipe (``examples/fashion_mnist/demo.yaml``, the default) trains
+the cv_small supernet and prints accuracy, energy and latency of the best subnet beside the all-Conv/Shift/Add/Attn
+networks. A translation recipe (``examples/translation/demo.yaml``) trains a SuperTransformer with fairseq on the
+trans-de-en pairs, runs the hybrid search and, as ``extra_searches``, the same search restricted to Attn blocks
+(HAT's space), and prints the paper's Table 3 for the data: params, FLOPs, test BLEU, latency and energy of the
+best hybrid subnet, the best Attn-only subnet and the homogeneous baselines (:mod:`.translation_report`).
+
+Everything lands in ``output`` (``runs/demo``): the supernet (``supernet/``), each search's experiment config and
+search space (``experiment/``, ``experiment_<name>/``), its state, results and Pareto plots (``search/``,
+``search_<name>/``), and for translation the table and BLEU Pareto plots (``table.json``, ``plots/``). Run it again
+after a kill and it goes on: the supernet resumes from its last checkpoint (or is reused when finished), and each
+search resumes from its ``state.json`` without evaluating any finished architecture again. If the experiment of a
+killed demo is still running (NNI's manager and tuner outlive the demo's process), the demo follows that experiment
+instead of starting a second search on the same folder. The whole recipe, the host and the port are checked before
+any training starts, and ``output`` is locked while the demo runs.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError, load_yaml, load_yaml_text
 from ..lock import check_output_dir, output_lock, read_holder
 from .nnictl import ExperimentError, Rest, check_address, create, free_port, listening_addresses, register, wait
 
 
 @dataclasses.dataclass
 class DemoConfig:
-    """Schema of a demo recipe (``examples/fashion_mnist/demo.yaml``)."""
+    """Schema of a demo recipe (``examples/fashion_mnist/demo.yaml``, ``examples/translation/demo.yaml``)."""
 
     supernet_recipe: str = "examples/fashion_mnist/supernet_cv_small.yaml"
     supernet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     preset: str = "cv_small"
     preset_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra_searches: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     eval_batches: int = 8
     calibration_batches: int = 8
     trial_batch_size: int = 256
+    bleu_sentences: int | None = 200
+    trial_beam: int = 1
+    beam: int = 4
+    lenpen: float = 0.6
+    test_sentences: int | None = None
     trial_threads: int = 1
     concurrency: int = 2
     max_trials: int = 200
@@ -46,24 +62,53 @@ class DemoConfig:
 
     def validate(self) -> None:
         for name in ("eval_batches", "calibration_batches", "trial_batch_size", "trial_threads", "concurrency",
-                     "max_trials"):
+                     "max_trials", "trial_beam", "beam"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("bleu_sentences", "test_sentences"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "bleu_sentences" else 1):
+                raise ValueError(f"field {name!r}: must be null (all sentences) or >= "
+                                 f"{0 if name == 'bleu_sentences' else 1}, got {value}")
         if not self.timeout_minutes > 0:
             raise ValueError(f"field 'timeout_minutes': must be > 0, got {self.timeout_minutes}")
+        for name in self.extra_searches:
+            if not re.fullmatch(r"[a-z0-9_]+", name):
+                raise ValueError(f"field 'extra_searches': name {name!r} must be lower-case letters, digits and _ "
+                                 "(it names the search's folder)")
         check_address(self.host, self.port, "field 'host'", "field 'port'")
         check_output_dir(self.output, "field 'output'")
         if not Path(self.supernet_recipe).is_file():
             raise ValueError(f"field 'supernet_recipe': no such file {self.supernet_recipe!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """One search of the demo: its name, folders and preset overrides."""
+
+    name: str  # "" for the main search
+    overrides: dict[str, Any]
+    search_dir: Path
+    exp_dir: Path
+
+    @property
+    def title(self) -> str:
+        return "search" if not self.name else f"search {self.name}"
+
+
 def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, Any], search_dir: Path,
-                      search_space_file: Path, supernet: Path, eval_batches: int, calibration_batches: int,
-                      batch_size: int, threads: int, concurrency: int, max_trials: int, name: str) -> dict[str, Any]:
-    """An ``nnictl create`` config (as a dict) for the evolution tuner and the supernet trial."""
-    trial = (f"{sys.executable} -m nni_shiftadd.cli trial --supernet {supernet} --space {space} "
-             f"--eval-batches {eval_batches} "
-             f"--calibration-batches {calibration_batches} --batch-size {batch_size} --threads {threads}")
+                      search_space_file: Path, supernet: Path, concurrency: int, max_trials: int, name: str,
+                      **trial_flags: Any) -> dict[str, Any]:
+    """An ``nnictl create`` config (as a dict) for the evolution tuner and the supernet trial; ``trial_flags`` are
+    the trial's flags (``eval_batches=8`` is ``--eval-batches 8``), in the order given. The tuner's
+    ``optimize_mode`` follows the preset's goal, so that NNI's web UI ranks the trials the way the search does."""
+    from ..strategy.evolution import load_preset
+    from ..strategy.tuner import OPTIMIZE_MODES
+
+    goal = load_preset(preset, preset_overrides).goal
+    flags = "".join(f" --{key.replace('_', '-')} {'null' if value is None else value}"
+                    for key, value in trial_flags.items())
+    trial = f"{sys.executable} -m nni_shiftadd.cli trial --supernet {supernet} --space {space}{flags}"
     return {
         "experimentName": name,
         "searchSpaceFile": str(search_space_file),
@@ -73,13 +118,30 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
         "maxTrialNumber": max_trials,
         "tuner": {"name": "ShiftAddEvolution",
                   "classArgs": {"space": space, "preset": preset, "output": str(search_dir),
-                                **({"overrides": preset_overrides} if preset_overrides else {})}},
+                                **({"overrides": preset_overrides} if preset_overrides else {}),
+                                "optimize_mode": OPTIMIZE_MODES[goal]}},
         "trainingService": {"platform": "local"},
     }
 
 
+def recipe_is_translation(path: str | Path) -> bool:
+    """Whether a supernet recipe trains a translation space (its ``space`` field names one)."""
+    from ..space.nlp_spec import TranslationSpaceSpec
+    from ..space.spec import load_space
+
+    data = load_yaml_text(Path(path).read_text(encoding="utf-8"))
+    space = data.get("space") if isinstance(data, dict) else None
+    if not isinstance(space, str):
+        return False
+    try:
+        return isinstance(load_space(space), TranslationSpaceSpec)
+    except (ConfigError, OSError):
+        return False  # the recipe's own validation names the bad space
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """The whole job (see the module docstring); returns the final ``results.json`` plus where things are."""
+    """The whole job (see the module docstring); returns the main search's ``results.json`` plus where things are
+    (and, for translation, the table)."""
     out = Path(cfg.output).resolve()
     with output_lock(out, "output", "demo"):
         return _run_demo(cfg, out)
@@ -105,66 +167,133 @@ def _running_experiment(exp_dir: Path, search_dir: Path) -> dict[str, Any] | Non
                              if holder.get("experiment") else "") + ")")
 
 
-def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+def _searches(cfg: DemoConfig, out: Path) -> list[Search]:
+    """The main search and the ``extra_searches``, each with its preset checked now (not inside an experiment)."""
     from ..strategy.evolution import load_preset
+
+    searches = [Search("", dict(cfg.preset_overrides), out / "search", out / "experiment")]
+    for name, extra in cfg.extra_searches.items():
+        searches.append(Search(name, {**cfg.preset_overrides, **extra}, out / f"search_{name}",
+                               out / f"experiment_{name}"))
+    for search in searches:
+        try:
+            load_preset(cfg.preset, search.overrides)
+        except ValueError as err:
+            where = "preset_overrides" if not search.name else f"extra_searches.{search.name}"
+            raise ConfigError(f"demo recipe: field {where!r}: {err}") from None
+    return searches
+
+
+def _supernet_job(cfg: DemoConfig, out: Path, translation: bool) -> tuple[str, Path, str, Any]:
+    """The supernet of the demo: its space, its checkpoint, a line for the log, and the job that trains (or
+    resumes) it, with the recipe already checked."""
+    if translation:
+        from ..tasks.supertransformer import LAST, SuperTransformerConfig, train_supertransformer
+
+        recipe = load_yaml(SuperTransformerConfig, cfg.supernet_recipe,
+                           {**cfg.supernet_overrides, "output": str(out / "supernet")})
+        checkpoint = out / "supernet" / "checkpoints" / LAST
+        what = f"{recipe.space} SuperTransformer ({recipe.mode}), {recipe.max_updates} updates with fairseq"
+        job = train_supertransformer
+    else:
+        from ..tasks.supernet import SupernetConfig, train_supernet
+
+        recipe = load_yaml(SupernetConfig, cfg.supernet_recipe,
+                           {**cfg.supernet_overrides, "output": str(out / "supernet")})
+        checkpoint = out / "supernet" / "checkpoints" / "last.ckpt"
+        what = f"{recipe.space} ({recipe.mode}) on {recipe.dataset}, {recipe.epochs} epoch(s)"
+        job = train_supernet
+    return recipe.space, checkpoint, what, lambda: job(recipe)
+
+
+def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from ..strategy.tuner import search_space_json
-    from ..tasks.supernet import SupernetConfig, train_supernet
 
     started = time.perf_counter()
-    load_preset(cfg.preset, cfg.preset_overrides)  # a bad preset fails now, not inside the experiment
-    recipe = load_yaml(SupernetConfig, cfg.supernet_recipe,
-                       {**cfg.supernet_overrides, "output": str(out / "supernet")})
-    exp_dir, search_dir = out / "experiment", out / "search"
-    running = _running_experiment(exp_dir, search_dir)  # before training: a foreign holder fails now
-    print(f"[1/3] supernet: {recipe.space} ({recipe.mode}) on {recipe.dataset}, {recipe.epochs} epoch(s)", flush=True)
-    checkpoint = out / "supernet" / "checkpoints" / "last.ckpt"
-    done_marker = out / "supernet" / "metrics.json"
-    if done_marker.is_file() and checkpoint.is_file():
+    translation = recipe_is_translation(cfg.supernet_recipe)
+    searches = _searches(cfg, out)
+    space, checkpoint, what, train = _supernet_job(cfg, out, translation)
+    # before training: a foreign holder of a search folder fails now
+    running = {s.name: _running_experiment(s.exp_dir, s.search_dir) for s in searches}
+    steps = 1 + len(searches) + translation
+    print(f"[1/{steps}] supernet: {what}", flush=True)
+    if (out / "supernet" / "metrics.json").is_file() and checkpoint.is_file():
         print(f"      reusing the trained supernet {checkpoint}", flush=True)
     else:
-        train_supernet(recipe)
+        train()
     supernet_s = time.perf_counter() - started
 
-    if running is not None:
-        experiment_id, host, port = running["id"], running["host"], int(running["port"])
-        print(f"[2/3] search: following experiment {experiment_id}, still running from an earlier demo", flush=True)
+    if translation:
+        trial_flags: dict[str, Any] = {"bleu_sentences": cfg.bleu_sentences, "beam": cfg.trial_beam,
+                                       "lenpen": cfg.lenpen}
+        per_trial = "inherited weights, validation loss, BLEU, Eyeriss profile"
     else:
-        print("[2/3] search: registering the ShiftAddEvolution tuner and creating the NNI experiment", flush=True)
-        register()
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        search_dir.mkdir(parents=True, exist_ok=True)
-        space_file = exp_dir / "search_space.json"
-        space_file.write_text(json.dumps(search_space_json(recipe.space), indent=1))
-        config = experiment_config(space=recipe.space, preset=cfg.preset, preset_overrides=cfg.preset_overrides,
-                                   search_dir=search_dir, search_space_file=space_file, supernet=checkpoint,
-                                   eval_batches=cfg.eval_batches, calibration_batches=cfg.calibration_batches,
-                                   batch_size=cfg.trial_batch_size, threads=cfg.trial_threads,
-                                   concurrency=cfg.concurrency, max_trials=cfg.max_trials, name="nni-shiftadd demo")
-        config_file = exp_dir / "config.yml"
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        host, port = cfg.host, free_port(cfg.port, cfg.host)
-        experiment_id = create(config_file, port, host)
-        (exp_dir / "experiment.json").write_text(json.dumps({"id": experiment_id, "host": host, "port": port}))
-    url = f"http://{host}:{port}"
-    print(f"      experiment {experiment_id}, web UI {url} (listening on {sorted(listening_addresses(port))})",
-          flush=True)
+        trial_flags = {"eval_batches": cfg.eval_batches, "calibration_batches": cfg.calibration_batches,
+                       "batch_size": cfg.trial_batch_size}
+        per_trial = "inherited weights, BN recalibration, validation, Eyeriss profile"
+    trial_flags["threads"] = cfg.trial_threads
+    done: dict[str, dict[str, Any]] = {}
+    for k, search in enumerate(searches, start=2):
+        step = f"[{k}/{steps}]"
+        restricted = f" (blocks {search.overrides['blocks']})" if search.overrides.get("blocks") else ""
+        record = running[search.name]
+        if record is not None:
+            experiment_id, host, port = record["id"], record["host"], int(record["port"])
+            print(f"{step} {search.title}{restricted}: following experiment {experiment_id}, still running from an "
+                  "earlier demo", flush=True)
+        else:
+            print(f"{step} {search.title}{restricted}: registering the ShiftAddEvolution tuner and creating the NNI "
+                  "experiment", flush=True)
+            register()
+            search.exp_dir.mkdir(parents=True, exist_ok=True)
+            search.search_dir.mkdir(parents=True, exist_ok=True)
+            space_file = search.exp_dir / "search_space.json"
+            space_file.write_text(json.dumps(search_space_json(space), indent=1))
+            config = experiment_config(space=space, preset=cfg.preset, preset_overrides=search.overrides,
+                                       search_dir=search.search_dir, search_space_file=space_file, supernet=checkpoint,
+                                       concurrency=cfg.concurrency, max_trials=cfg.max_trials,
+                                       name="nni-shiftadd demo" + (f" ({search.name})" if search.name else ""),
+                                       **trial_flags)
+            config_file = search.exp_dir / "config.yml"
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            host, port = cfg.host, free_port(cfg.port, cfg.host)
+            experiment_id = create(config_file, port, host)
+            (search.exp_dir / "experiment.json").write_text(json.dumps({"id": experiment_id, "host": host,
+                                                                         "port": port}))
+        url = f"http://{host}:{port}"
+        print(f"      experiment {experiment_id}, web UI {url} (listening on {sorted(listening_addresses(port))})",
+              flush=True)
+        results_file = search.search_dir / "results.json"
+        print(f"      trials (each: {per_trial})", flush=True)
+        wait(Rest(port, host), _finished(results_file), timeout=cfg.timeout_minutes * 60,
+             progress=_progress_bar(results_file))
+        results = json.loads(results_file.read_text())
+        results.update({"experiment_id": experiment_id, "web_ui": url, "search_dir": str(search.search_dir),
+                        "stop_command": f"nnictl stop {experiment_id}"})
+        done[search.name] = results
 
-    results_file = search_dir / "results.json"
+    results = done[""]
+    results.update({"kind": "translation" if translation else "image_classification",
+                    "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),
+                    "extra_searches": {name: r for name, r in done.items() if name}})
+    if translation:
+        from .translation_report import translation_table
 
+        print(f"[{steps}/{steps}] table: test BLEU (beam {cfg.beam}) of the chosen subnets and the baselines",
+              flush=True)
+        results["table"] = translation_table(checkpoint, results, out, beam=cfg.beam, lenpen=cfg.lenpen,
+                                             test_sentences=cfg.test_sentences)
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _finished(results_file: Path) -> Any:
     def finished() -> bool:
         if not results_file.is_file():
             return False
         state = json.loads(results_file.read_text())
         return bool(state["done"] or state["error"])
-
-    print("[3/3] trials (each: inherited weights, BN recalibration, validation, Eyeriss profile)", flush=True)
-    wait(Rest(port, host), finished, timeout=cfg.timeout_minutes * 60, progress=_progress_bar(results_file))
-    results = json.loads(results_file.read_text())
-    results.update({"experiment_id": experiment_id, "web_ui": url, "search_dir": str(search_dir),
-                    "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),
-                    "total_seconds": round(time.perf_counter() - started, 1),
-                    "stop_command": f"nnictl stop {experiment_id}"})
-    return results
+    return finished
 
 
 def _progress_bar(results_file: Path) -> Any:
@@ -190,18 +319,43 @@ def _progress_bar(results_file: Path) -> Any:
     return update
 
 
-def format_summary(results: dict[str, Any]) -> str:
-    """What ``nni-shiftadd demo`` prints at the end: the best arch, the baselines, the files, the web UI."""
+def _search_lines(results: Mapping[str, Any]) -> list[str]:
+    """The lines every demo prints about one search: what it evaluated, its files, its web UI."""
+    search = Path(results["search_dir"])
+    plots = sorted(str(p) for p in search.glob("pareto*.png"))
     lines = []
     if results.get("error"):
         lines.append(f"search stopped early: {results['error']}")
+    lines.append(f"evaluated       {results['evaluated']} architectures over {results['generation']} generation(s) "
+                 f"({results['rejected_samples']} samples rejected by the constraints)")
+    lines.append(f"results         {search / 'results.csv'}, {search / 'results.json'}")
+    lines.append(f"pareto plots    {', '.join(plots) or '(none: no architecture was evaluated)'}")
+    lines.append(f"web UI          {results['web_ui']} (still running; stop it with: {results['stop_command']})")
+    return lines
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """What ``nni-shiftadd demo`` prints at the end: the best arch, the baselines, the files, the web UI."""
+    if results.get("kind") == "translation":
+        from .translation_report import format_table
+
+        lines = [format_table(results["table"]), ""]
+        lines.append(f"constraints     {results.get('constraints') or {}}")
+        for name, r in [("", results), *results.get("extra_searches", {}).items()]:
+            best = r.get("best")
+            lines.append(f"-- {'search' if not name else 'search ' + name}")
+            if best:
+                lines.append(f"best arch       {json.dumps(best['arch'])}")
+            lines += _search_lines(r)
+        lines.append(f"wall time       {results['total_seconds']:.0f} s (supernet {results['supernet_seconds']:.0f} s)")
+        return "\n".join(lines)
     cols = ("accuracy", "energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M")
     header = f"{'':14s}" + "".join(f"{c:>12s}" for c in cols)
 
     def row(name: str, r: dict[str, Any]) -> str:
         return f"{name:14s}" + "".join(f"{r[c]:12.4f}" if isinstance(r.get(c), (int, float)) else f"{'-':>12s}"
                                        for c in cols)
-    lines += ["", header]
+    lines = ["", header]
     best = results.get("best")
     if best:
         lines.append(row("best (search)", best))
@@ -212,13 +366,7 @@ def format_summary(results: dict[str, Any]) -> str:
     lines.append(f"constraints     {constraints}")
     if best:
         lines.append(f"best arch       {json.dumps(best['arch'])}")
-    lines.append(f"evaluated       {results['evaluated']} architectures over {results['generation']} generation(s) "
-                 f"({results['rejected_samples']} samples rejected by the constraints)")
-    search = Path(results["search_dir"])
-    lines.append(f"results         {search / 'results.csv'}, {search / 'results.json'}")
-    plots = sorted(str(p) for p in search.glob("pareto*.png"))
-    lines.append(f"pareto plots    {', '.join(plots) or '(none: no architecture was evaluated)'}")
-    lines.append(f"web UI          {results['web_ui']} (still running; stop it with: {results['stop_command']})")
+    lines += _search_lines(results)
     lines.append(f"wall time       {results['total_seconds']:.0f} s (supernet {results['supernet_seconds']:.0f} s)")
     return "\n".join(lines)
 

@@ -84,11 +84,11 @@ def _baseline_style(name: str, k: int) -> dict[str, Any]:
 
 def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], x: str = "energy_mJ",
                 y: str = "accuracy", baselines: Mapping[str, Mapping[str, Any]] | None = None,
-                best: Mapping[str, Any] | None = None, maximize: bool = True) -> Path:
+                best: Mapping[str, Any] | None = None, maximize: bool = True, y_label: str | None = None) -> Path:
     """Scatter ``y`` against ``x`` for every record, draw the Pareto front (:func:`pareto_front`) as a step line,
     mark each of ``baselines`` (name -> record) with its own labelled marker and highlight ``best``; write to
     ``path`` and return it. Every record, baseline and ``best`` must hold ``x`` and ``y`` (``ValueError``
-    naming the key and which record lacks it)."""
+    naming the key and which record lacks it). ``y_label`` names the y axis (default: :data:`METRIC_LABELS`)."""
     points, base_points, best_point = _check_inputs(records, x, y, baselines, best)
     front = _points(pareto_front(records, x, y, maximize), x, y)
 
@@ -108,11 +108,12 @@ def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     xs = [px for px, _ in points] + [bx for bx, _ in base_points.values()]
     if min(xs) > 0 and max(xs) / min(xs) > 20:  # e.g. all-Attn at 10x the energy of the rest: log scale
         ax.set_xscale("log")
+    y_label = y_label or METRIC_LABELS.get(y, y)
     ax.set_xlabel(METRIC_LABELS.get(x, x))
-    ax.set_ylabel(METRIC_LABELS.get(y, y))
+    ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
     ax.margins(x=0.08, y=0.06)  # room for the baselines' name tags
-    ax.set_title(f"{METRIC_LABELS.get(y, y)} vs. {METRIC_LABELS.get(x, x)}", fontsize=10)
+    ax.set_title(f"{y_label} vs. {METRIC_LABELS.get(x, x)}", fontsize=10)
     ax.legend(fontsize=7.5, loc="best", framealpha=0.9)
     return save_figure(fig, path)
 
@@ -120,12 +121,12 @@ def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
 def plot_pareto_pair(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str],
                      baselines: Mapping[str, Mapping[str, Any]] | None = None,
                      best: Mapping[str, Any] | None = None, y: str = "accuracy",
-                     maximize: bool = True) -> list[Path]:
+                     maximize: bool = True, y_label: str | None = None) -> list[Path]:
     """:func:`plot_pareto` against energy (``energy_mJ``) and latency (``latency_ms``): writes
     ``pareto_energy.png`` and ``pareto_latency.png`` in ``out_dir`` and returns their paths."""
     for key in ("energy_mJ", "latency_ms"):  # check everything first: write both figures or neither
         _check_inputs(records, key, y, baselines, best)
     out = Path(out_dir)
     return [plot_pareto(records, out / f"pareto_{name}.png", x=key, y=y, baselines=baselines, best=best,
-                        maximize=maximize)
+                        maximize=maximize, y_label=y_label)
             for name, key in (("energy", "energy_mJ"), ("latency", "latency_ms"))]

@@ -37,7 +37,9 @@ from .evolution import ConstraintError, Evolution, arch_key, load_preset, result
 from .results import write_results
 
 _logger = logging.getLogger(__name__)
-ARGS = ("space", "preset", "output", "overrides")
+ARGS = ("space", "preset", "output", "overrides", "optimize_mode")
+#: NNI's ``optimize_mode`` (what its web UI reads to rank trials) of each preset goal.
+OPTIMIZE_MODES = {"max": "maximize", "min": "minimize"}
 RESULT_GRACE_S = 30.0
 
 
@@ -63,7 +65,20 @@ class ShiftAddEvolutionValidator(ClassArgsValidator):
         if unknown:
             raise ValueError(f"tuner classArgs: unknown key {unknown[0]!r}; allowed keys are {list(ARGS)}")
         load_space(kwargs.get("space", "cv_small"))
-        load_preset(kwargs.get("preset", "cv_small"), kwargs.get("overrides"))
+        cfg = load_preset(kwargs.get("preset", "cv_small"), kwargs.get("overrides"))
+        check_optimize_mode(kwargs.get("optimize_mode"), cfg.goal)
+
+
+def check_optimize_mode(optimize_mode: str | None, goal: str) -> None:
+    """``ValueError`` unless ``optimize_mode`` (NNI's classArg, which its web UI reads to rank trials and draw the
+    best so far) is absent or agrees with the preset's ``goal``."""
+    if optimize_mode is None:
+        return
+    if optimize_mode not in OPTIMIZE_MODES.values():
+        raise ValueError(f"tuner classArgs 'optimize_mode': got {optimize_mode!r}; expected 'maximize' or 'minimize'")
+    if optimize_mode != OPTIMIZE_MODES[goal]:
+        raise ValueError(f"tuner classArgs 'optimize_mode': {optimize_mode!r} contradicts the preset's goal {goal!r} "
+                         f"(use {OPTIMIZE_MODES[goal]!r}, or change the goal)")
 
 
 class ShiftAddEvolutionTuner(Tuner):
@@ -74,12 +89,14 @@ class ShiftAddEvolutionTuner(Tuner):
         preset: strategy preset name (``strategies/*.yaml``) or YAML path.
         output: folder of the state, the results and the plots (default :func:`default_output`).
         overrides: preset fields to override, e.g. ``{"iterations": 5}``.
+        optimize_mode: NNI's ``maximize``/``minimize``, for its web UI only; must agree with the preset's goal.
     """
 
     def __init__(self, space: str = "cv_small", preset: str = "cv_small", output: str | None = None,
-                 overrides: dict[str, Any] | None = None) -> None:
+                 overrides: dict[str, Any] | None = None, optimize_mode: str | None = None) -> None:
         self.spec = load_space(space)
         self.cfg = load_preset(preset, overrides)
+        check_optimize_mode(optimize_mode, self.cfg.goal)
         self.output = Path(output) if output else default_output()
         self._output_lock = acquire(self.output, "tuner classArgs 'output'", "ShiftAddEvolution tuner")
         self.state_path = self.output / "state.json"
@@ -202,7 +219,7 @@ class ShiftAddEvolutionTuner(Tuner):
     def _import(self, data: list[dict[str, Any]]) -> None:
         for entry in data:
             try:
-                key = arch_key(canonical_arch(self.spec, entry["parameter"]))
+                key = arch_key(canonical_arch(self.evolution.spec, entry["parameter"]))
             except (KeyError, TypeError, ValueError) as err:
                 _logger.warning("import_data: skipped an entry that is not an architecture of %s: %s",
                                 self.spec.name, err)
