@@ -163,6 +163,31 @@ def test_translation_examples_validate(tmp_path: Path, monkeypatch: pytest.Monke
         ShiftAddEvolutionValidator().validate_class_args(space="nlp_tiny", preset="nlp_tiny", optimize_mode="maximize")
 
 
+def test_demo_summary_of_either_half(tmp_path: Path) -> None:
+    """The demo's last screen: the CV table (best beside the baselines), or the translation Table 3; then each
+    search's choice, files and web UI."""
+    from nni_shiftadd.experiment.demo import format_summary
+
+    arch = {"stage0.depth": 1}
+    record = {"arch": arch, "accuracy": 0.7, "energy_mJ": 0.2, "latency_ms": 0.1, "mult_G": 0.004, "add_G": 0.005,
+              "shift_G": 0.0, "params_M": 0.06, "status": "ok", "feasible": True}
+    search = {"best": record, "baselines": {"all_conv": {**record, "accuracy": 0.5}}, "evaluated": 7,
+              "generation": 2, "rejected_samples": 1, "search_dir": str(tmp_path), "web_ui": "http://127.0.0.1:8080",
+              "stop_command": "nnictl stop abc", "constraints": {"energy_mJ": {"min": None, "max": 0.3}}}
+    cv = format_summary({**search, "kind": "image_classification", "total_seconds": 300.0, "supernet_seconds": 150.0})
+    assert "best (search)" in cv and "all-conv" in cv and "0.7000" in cv and "-- search" not in cv
+    assert "evaluated       7 architectures over 2 generation(s)" in cv and "nnictl stop abc" in cv
+    row = {"label": "ShiftAddNAS search (best)", "feasible": True, "params_M": 0.37, "flops_G": 0.0234,
+           "valid_loss": 4.065, "bleu": 0.52, "latency_ms": 0.461, "energy_mJ": 0.685, "test_sentences": 1000}
+    table = {"rows": [row, {**row, "label": "all-Attn (Transformer)", "feasible": False}], "beam": 4,
+             "bleu_signature": "nrefs:1|case:mixed", "constraints": search["constraints"], "plots": []}
+    nlp = format_summary({**search, "kind": "translation", "table": table, "total_seconds": 790.0,
+                          "supernet_seconds": 480.0, "extra_searches": {"hat": {**search, "stop_command": "nnictl stop x"}}})
+    assert "all-Attn (Transformer) *" in nlp and "ShiftAddNAS search (best)" in nlp and "4.065" in nlp
+    assert "-- search\n" in nlp and "-- search hat" in nlp and "nnictl stop x" in nlp
+    assert "test split (1000 sentences), beam 4" in nlp and "wall time       790 s (supernet 480 s)" in nlp
+
+
 class _FakeRest:
     """The two REST calls ``wait`` makes, answered from lists (an experiment whose tuner died after one trial)."""
 

@@ -335,38 +335,32 @@ def _search_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    """What ``nni-shiftadd demo`` prints at the end: the best arch, the baselines, the files, the web UI."""
+    """What ``nni-shiftadd demo`` prints at the end: the table (the best arch beside the baselines; for translation
+    the paper's Table 3), then per search its choice, its files and its web UI."""
     if results.get("kind") == "translation":
         from .translation_report import format_table
 
         lines = [format_table(results["table"]), ""]
-        lines.append(f"constraints     {results.get('constraints') or {}}")
-        for name, r in [("", results), *results.get("extra_searches", {}).items()]:
-            best = r.get("best")
-            lines.append(f"-- {'search' if not name else 'search ' + name}")
-            if best:
-                lines.append(f"best arch       {json.dumps(best['arch'])}")
-            lines += _search_lines(r)
-        lines.append(f"wall time       {results['total_seconds']:.0f} s (supernet {results['supernet_seconds']:.0f} s)")
-        return "\n".join(lines)
-    cols = ("accuracy", "energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M")
-    header = f"{'':14s}" + "".join(f"{c:>12s}" for c in cols)
+    else:
+        cols = ("accuracy", "energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M")
 
-    def row(name: str, r: dict[str, Any]) -> str:
-        return f"{name:14s}" + "".join(f"{r[c]:12.4f}" if isinstance(r.get(c), (int, float)) else f"{'-':>12s}"
-                                       for c in cols)
-    lines = ["", header]
-    best = results.get("best")
-    if best:
-        lines.append(row("best (search)", best))
-    for name, r in sorted(results.get("baselines", {}).items()):
-        lines.append(row(name.replace("_", "-"), r))
-    constraints = results.get("constraints") or {}
-    lines.append("")
-    lines.append(f"constraints     {constraints}")
-    if best:
-        lines.append(f"best arch       {json.dumps(best['arch'])}")
-    lines += _search_lines(results)
+        def row(name: str, r: dict[str, Any]) -> str:
+            return f"{name:14s}" + "".join(f"{r[c]:12.4f}" if isinstance(r.get(c), (int, float)) else f"{'-':>12s}"
+                                           for c in cols)
+        lines = ["", f"{'':14s}" + "".join(f"{c:>12s}" for c in cols)]
+        if results.get("best"):
+            lines.append(row("best (search)", results["best"]))
+        for name, r in sorted(results.get("baselines", {}).items()):
+            lines.append(row(name.replace("_", "-"), r))
+        lines.append("")
+    lines.append(f"constraints     {results.get('constraints') or {}}")
+    searches = [("", results), *results.get("extra_searches", {}).items()]
+    for name, r in searches:
+        if len(searches) > 1:
+            lines.append(f"-- search {name}".rstrip())
+        if r.get("best"):
+            lines.append(f"best arch       {json.dumps(r['best']['arch'])}")
+        lines += _search_lines(r)
     lines.append(f"wall time       {results['total_seconds']:.0f} s (supernet {results['supernet_seconds']:.0f} s)")
     return "\n".join(lines)
 
