@@ -3,15 +3,26 @@ Add candidates, each reading it through its own transform.
 
 - Conv uses the pool as it is; Shift rounds it to powers of two (:func:`~nni_shiftadd.ops.quantize.round_power_of_two`);
   Add maps it through a learnable kernel ``T`` (eq. (6), :class:`TransformKernel`) towards a Laplacian.
-- The loss adds ``KL(P_conv(W) || N(0, 1)) + KL(P_add(T(W)) || Laplace(0, 1))`` (eq. (5)), estimated by
-  :func:`gaussian_kl` and :func:`laplace_kl` and injected into the backward pass by :func:`add_auxiliary_loss`, so
-  that any training loop (NNI's one-shot strategies included) optimises it without knowing about it.
+- The loss adds ``KL(P_conv(W) || N(0, 1)) + KL(P_add(T(W)) || Laplace(0, b))`` (eq. (5)), injected into the backward
+  pass by :func:`add_auxiliary_loss`, so that any training loop (NNI's one-shot strategies included) optimises it
+  without knowing about it. The paper does not say how the KL between a tensor and a density is estimated; three
+  estimators are named options (:class:`HWSConfig`):
+
+  * ``spacing`` (the default): ``KL = -H(P) - E_P[log q]``, the entropy ``H`` by Vasicek's m-spacing estimator on
+    the sorted sample (Ebrahimi's boundary correction) and the cross-entropy as the sample mean of ``-log q``
+    (:func:`spacing_kl`). It sees the shape of the distribution: of samples with equal moments it puts the matching
+    family closest, and minimising it over ``T``'s alphas alone turns a Gaussian pool into a Laplacian one.
+  * ``moments``: fit the reference family by its moments (mean and variance, mean absolute deviation), closed-form
+    KL (:func:`gaussian_kl`, :func:`laplace_kl`). Cheap, but blind to shape: one scale factor satisfies it.
+  * ``softmax``: the authors' code, ``kl_div(log_softmax(T(W)), softmax(z))`` with a fresh sample ``z`` of the
+    Laplacian each step, on the Add term only (as their code applies it in effect).
 
 Modes: ``"none"`` (every candidate owns its weights), ``"naive"`` (one pool, no ``T``, no KL), ``"hws"``.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 from collections.abc import Iterator, Sequence
@@ -26,6 +37,60 @@ from .ops.quantize import round_power_of_two
 
 Mode = Literal["none", "naive", "hws"]
 MODES: tuple[str, ...] = ("none", "naive", "hws")
+Estimator = Literal["spacing", "moments", "softmax"]
+ESTIMATORS: tuple[str, ...] = ("spacing", "moments", "softmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class HWSConfig:
+    """How heterogeneous weight sharing maps the pool for Add and estimates the eq. (5) terms: the ``hws`` block of a
+    supernet recipe (its weight is the recipe's ``kl_weight``).
+
+    Attributes:
+        estimator: ``spacing`` (default), ``moments`` or ``softmax`` (see the module docstring).
+        segments: the number of runs of ``T`` (eq. (6): 200).
+        binning: ``rank`` (eq. (6): equal runs of the sorted order) or ``value`` (the authors' CV code: equal-width
+            bins of the value range).
+        laplace_scale: ``b`` of the Laplace reference (1 in eq. (5); the authors' code uses 2).
+        max_samples: ``spacing``: a pool larger than this is estimated on that many of its elements, drawn afresh
+            as the weights change (the sort dominates the cost; 4,096 order statistics pin a shape down well).
+        add_adaptive_lr: where AdderNet's adaptive learning rate (``eta sqrt(n) grad / ||grad||``) rescales the Add
+            candidate's weight gradient: ``own`` (default) only where Add owns its weights (mode ``none``),
+            ``always`` (the authors' code), ``never``. On a shared pool it makes Add's gradient ~100x the Conv and
+            Shift ones, and they share the pool's optimiser state: in the cv_small supernet under AdamW, a Conv or
+            Shift step then moves the pool along its own descent direction at 0.12-0.15x the pace it has with its
+            own weights (Add: 1.16x); without it the three move at 0.43-0.63x alike, so no further per-candidate
+            normalisation is needed (``benchmarks/pool_gradients.py``).
+    """
+
+    estimator: Estimator = "spacing"
+    segments: int = 200
+    binning: Literal["rank", "value"] = "rank"
+    laplace_scale: float = 1.0
+    max_samples: int = 4096
+    add_adaptive_lr: Literal["own", "always", "never"] = "own"
+
+    def add_eta(self, mode: str, eta: float | None) -> float | None:
+        """The ``eta`` of the Add candidate's adaptive learning rate in a pool of ``mode`` (``None``: off)."""
+        if self.add_adaptive_lr == "always" or (self.add_adaptive_lr == "own" and mode == "none"):
+            return eta
+        return None
+
+    def validate(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"field 'estimator': got {self.estimator!r}; expected one of {list(ESTIMATORS)}")
+        if self.binning not in ("rank", "value"):
+            raise ValueError(f"field 'binning': got {self.binning!r}; expected 'rank' or 'value'")
+        if self.segments < 1:
+            raise ValueError(f"field 'segments': must be >= 1, got {self.segments}")
+        if not self.laplace_scale > 0:
+            raise ValueError(f"field 'laplace_scale': must be > 0, got {self.laplace_scale}")
+        if self.add_adaptive_lr not in ("own", "always", "never"):
+            raise ValueError(f"field 'add_adaptive_lr': got {self.add_adaptive_lr!r}; expected 'own', 'always' or "
+                             "'never'")
+        if self.max_samples < 16:
+            raise ValueError(f"field 'max_samples': must be >= 16 (an entropy estimate needs order statistics), got "
+                             f"{self.max_samples}")
 
 
 @functools.lru_cache(maxsize=256)
@@ -128,6 +193,119 @@ def laplace_kl(w: Tensor, scale: float = 1.0) -> Tensor:
     b = (w - m).abs().mean().clamp_min(1e-12)
     am = m.abs()
     return torch.log(scale / b) + am / scale + (b / scale) * torch.exp(-am / b) - 1.0
+
+
+_LOG_2PI = math.log(2.0 * math.pi)
+TARGETS: tuple[str, ...] = ("gaussian", "laplace")
+
+
+def _spacing_kl_and_grad(x: Tensor, target: str, scale: float) -> tuple[Tensor, Tensor]:
+    """``KL(P_x || q)`` of the 1-D sample ``x`` against ``q = N(0, 1)`` or ``Laplace(0, scale)``, and its gradient
+    with respect to ``x`` (closed form, no autograd graph): see :func:`spacing_kl`."""
+    n = x.numel()
+    if n < 4:
+        return x.new_zeros(()), torch.zeros_like(x)
+    m = max(1, min(n // 2, round(math.sqrt(n))))
+    xs, order = torch.sort(x)
+    i = torch.arange(n, device=x.device)
+    hi, lo = (i + m).clamp_(max=n - 1), (i - m).clamp_(min=0)
+    raw = xs.index_select(0, hi) - xs.index_select(0, lo)
+    spread = raw.clamp_min(1e-12)
+    entropy = torch.log(spread * (n / (hi - lo).to(x.dtype))).mean()
+    inv = torch.where(raw > 1e-12, 1.0 / (n * spread), torch.zeros_like(spread))
+    d_entropy_sorted = torch.zeros_like(xs).index_add_(0, hi, inv).index_add_(0, lo, -inv)
+    d_entropy = torch.empty_like(x).index_copy_(0, order, d_entropy_sorted)
+    if target == "gaussian":
+        cross = 0.5 * _LOG_2PI + 0.5 * (x * x).mean()
+        d_cross = x / n
+    else:
+        cross = math.log(2.0 * scale) + x.abs().mean() / scale
+        d_cross = torch.sign(x) / (scale * n)
+    return cross - entropy, d_cross - d_entropy
+
+
+def _subset(flat: Tensor, size: int) -> Tensor:
+    """``size`` distinct indices of ``flat``, drawn with a generator seeded by a few of its values: a fresh subset
+    whenever the weights change, and the same one for the same weights, so a resumed run repeats an uninterrupted
+    one exactly (the global RNG is not part of a checkpoint) and nothing else's random stream moves."""
+    n = flat.numel()
+    probe = flat.detach()[torch.tensor([0, n // 3, (2 * n) // 3, n - 1], device=flat.device)]
+    bits = probe.double().view(torch.int64).tolist()
+    seed = (sum(b * p for b, p in zip(bits, (1_000_003, 998_244_353, 1_000_000_007, 2_147_483_647))) + n) % (2 ** 63)
+    generator = torch.Generator(device=flat.device).manual_seed(seed)
+    return torch.randperm(n, generator=generator, device=flat.device)[:size]
+
+
+class _SpacingKL(torch.autograd.Function):
+    """``sum_p spacing_kl(w_p, "gaussian") + spacing_kl(T_p(w_p), "laplace", scale)`` over a layer's pools (eq. (5),
+    the ``spacing`` estimator; ``terms`` says which of the two) in one autograd node. The gradient is closed-form and
+    computed with the value (each term sorts its sample once), so the backward pass only scales it. A pool above
+    ``max_samples`` elements is estimated on a subset of that size, drawn afresh as its weights change
+    (:func:`_subset`; its other elements get no gradient this step). Without ``alpha``/``index`` the Laplace term is of the pool itself (``T`` the identity)."""
+
+    @staticmethod
+    def forward(ctx: Any, scale: float, max_samples: int, terms: tuple[str, ...],  # type: ignore[override]
+                n_pools: int, *tensors: Tensor) -> Tensor:
+        ws, alphas, indices = tensors[:n_pools], tensors[n_pools:2 * n_pools], tensors[2 * n_pools:]
+        flats = [w.detach().reshape(-1) for w in ws]
+        picks = [_subset(f, max_samples) if f.numel() > max_samples else None for f in flats]
+        xs = [f if pick is None else f.index_select(0, pick) for f, pick in zip(flats, picks)]
+        segs = [None if not alphas else (idx if pick is None else idx.index_select(0, pick))
+                for idx, pick in zip(indices or [None] * n_pools, picks)]
+        laplace = "laplace" in terms
+        if cpu_kernels.supports(xs[0]) and all(a.dtype == xs[0].dtype for a in alphas) \
+                and cpu_kernels.load("hws") is not None:  # hws_cpu.cpp: every pool in one call
+            x = torch.cat(xs) if n_pools > 1 else xs[0]
+            lengths = torch.tensor([t.numel() for t in xs])
+            alpha = torch.stack([a.detach() for a in alphas]) if (laplace and alphas) else None
+            ones = None if alpha is not None or not laplace else torch.ones(n_pools, 1, dtype=x.dtype)
+            index = torch.cat(segs) if alpha is not None else \
+                (torch.zeros(x.numel(), dtype=torch.long) if ones is not None else None)
+            total, g_x, g_alpha = cpu_kernels.spacing_kl(x, lengths, alpha if ones is None else ones, index, scale,
+                                                         "gaussian" in terms)
+            g_xs = list(g_x.split(lengths.tolist()))
+            g_alphas = list(g_alpha.unbind(0)) if alpha is not None else []
+            total_t = xs[0].new_tensor(total)
+        else:
+            total_t, g_xs, g_alphas = xs[0].new_zeros(()), [], []
+            for p, x in enumerate(xs):
+                kl, g_x = x.new_zeros(()), torch.zeros_like(x)
+                if "gaussian" in terms:
+                    kl, g_x = _spacing_kl_and_grad(x, "gaussian", 1.0)
+                if laplace:
+                    a = alphas[p].detach().index_select(0, segs[p]) if alphas else torch.ones_like(x)
+                    kl_add, g_u = _spacing_kl_and_grad(x * a, "laplace", scale)
+                    kl, g_x = kl + kl_add, g_x + g_u * a
+                    if alphas:
+                        g_alphas.append(torch.zeros_like(alphas[p]).index_add_(0, segs[p], g_u * x))
+                g_xs.append(g_x)
+                total_t = total_t + kl
+        g_ws = [(g if pick is None else torch.zeros_like(f).index_copy_(0, pick, g)).view_as(w)
+                for g, pick, f, w in zip(g_xs, picks, flats, ws)]
+        ctx.save_for_backward(*g_ws, *g_alphas)
+        ctx.n_pools = n_pools
+        return total_t
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        saved = ctx.saved_tensors
+        g_ws, g_alphas = saved[:ctx.n_pools], saved[ctx.n_pools:]
+        return (None, None, None, None, *(g * grad for g in g_ws), *(g * grad for g in g_alphas),
+                *([None] * len(g_alphas)))
+
+
+def spacing_kl(w: Tensor, target: Literal["gaussian", "laplace"] = "gaussian", scale: float = 1.0) -> Tensor:
+    """``KL(P_w || q)`` of the elements of ``w`` against ``q = N(0, 1)`` or ``Laplace(0, scale)`` (eq. (5)), estimated
+    as ``-H(P_w) - mean(log q(w))``: the differential entropy ``H`` by Vasicek's m-spacing estimator with Ebrahimi's
+    boundary correction, ``H = mean_i log(n (x_(i+m) - x_(i-m)) / (hi_i - lo_i))`` on the sorted sample with the
+    indices clamped to the sample and ``m = round(sqrt(n))``, and the cross-entropy as the sample mean.
+
+    Unlike the moment-matched :func:`gaussian_kl`/:func:`laplace_kl` it sees the shape: of a Gaussian, a Laplacian
+    and a uniform sample with equal moments it puts the matching family closest. Differentiable (through the order
+    statistics), one sort per call; every element counts (no subsampling)."""
+    if target not in TARGETS:
+        raise ValueError(f"target: got {target!r}; expected one of {list(TARGETS)}")
+    return _SpacingKL.apply(scale, max(w.numel(), 1), (target,), 1, w)
 
 
 def _segment_sum(v: Tensor, lengths: Tensor) -> Tensor:
@@ -274,16 +452,18 @@ class SharedConvWeight(nn.Module):
     separate tensor. ``kl()`` is the eq. (5) regulariser of this position (``hws`` only).
     """
 
-    def __init__(self, shape: tuple[int, ...], ops: tuple[str, ...], mode: Mode = "hws", *, segments: int = 200,
-                 binning: Literal["rank", "value"] = "rank", weight_bits: int = 5, laplace_scale: float = 1.0) -> None:
+    def __init__(self, shape: tuple[int, ...], ops: tuple[str, ...], mode: Mode = "hws", *, weight_bits: int = 5,
+                 hws: HWSConfig | None = None) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
         unknown = [op for op in ops if op not in ("conv", "shift", "add")]
         if unknown:
             raise ValueError(f"ops: {unknown[0]!r} cannot share a weight pool; expected conv, shift or add")
+        self.hws = hws if hws is not None else HWSConfig()
+        self.hws.validate()
         self.shape, self.ops, self.mode = tuple(shape), tuple(ops), mode
-        self.weight_bits, self.laplace_scale = weight_bits, laplace_scale
+        self.weight_bits, self.laplace_scale = weight_bits, self.hws.laplace_scale
         fan_in = math.prod(shape[1:])
         # Shift reads the N(0, 1) pool scaled by a power of two near 1/sqrt(fan_in) (exact in floating point), so
         # that its rounding does not saturate at |w| = 1; a BatchNorm follows, so the scale is immaterial otherwise.
@@ -292,7 +472,8 @@ class SharedConvWeight(nn.Module):
             self.own = nn.ParameterDict({op: nn.Parameter(self._init(op, fan_in)) for op in ops})
         else:
             self.pool = nn.Parameter(torch.randn(shape))  # N(0, 1): the target of the Gaussian KL term
-        self.transform = TransformKernel(segments, binning) if (mode == "hws" and "add" in ops) else None
+        self.transform = TransformKernel(self.hws.segments, self.hws.binning) \
+            if (mode == "hws" and "add" in ops) else None
 
     def _init(self, op: str, fan_in: int) -> Tensor:
         w = torch.randn(self.shape)
@@ -311,23 +492,48 @@ class SharedConvWeight(nn.Module):
         return self.pool
 
     def kl(self) -> Tensor | None:
-        """``KL(P(W) || N(0,1)) + KL(P(T(W)) || Laplace(0, b))`` in ``hws`` mode, else ``None``."""
+        """``KL(P(W) || N(0,1)) + KL(P(T(W)) || Laplace(0, b))`` in ``hws`` mode (the configured estimator), else
+        ``None``."""
         if self.mode != "hws":
             return None
-        return pool_kl(self.pool, self.transform, self.laplace_scale)
+        return position_kl([self])
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, ops={self.ops}, mode={self.mode!r}"
+        return f"shape={self.shape}, ops={self.ops}, mode={self.mode!r}" + \
+            (f", estimator={self.hws.estimator!r}" if self.mode == "hws" else "")
 
 
 def position_kl(pools: Sequence[SharedConvWeight]) -> Tensor:
     """The eq. (5) terms of one layer position: the sum over its ``hws`` pools (the Laplace terms where an Add
-    candidate reads them through ``T``) in one fused node; 0 when no pool is in ``hws`` mode."""
+    candidate reads them through ``T``) with the pools' estimator (:class:`HWSConfig`), in one fused node; 0 when no
+    pool is in ``hws`` mode."""
     pools = [p for p in pools if p.mode == "hws"]
     if not pools:
         return torch.zeros(())
+    cfg = pools[0].hws
+    if any(p.hws != cfg for p in pools):
+        raise ValueError("pools: the pools of one layer position must share one HWSConfig")
     transforms = [p.transform for p in pools]
-    if any(t is None for t in transforms):  # no Add candidate: the Gaussian terms only
-        return pools_kl([p.pool for p in pools], None)
-    return pools_kl([p.pool for p in pools], transforms, pools[0].laplace_scale)
+    with_t = all(t is not None for t in transforms)  # else no Add candidate: the Gaussian terms only
+    if cfg.estimator == "moments":
+        return pools_kl([p.pool for p in pools], transforms if with_t else None, cfg.laplace_scale)
+    if cfg.estimator == "softmax":
+        return _softmax_kl(pools) if with_t else pools[0].pool.new_zeros(())
+    extra = [*(t.alpha for t in transforms), *(t.segment_index(p.pool) for t, p in zip(transforms, pools))] \
+        if with_t else []
+    return _SpacingKL.apply(cfg.laplace_scale, cfg.max_samples, ("gaussian", "laplace") if with_t else ("gaussian",),
+                            len(pools), *(p.pool for p in pools), *extra)
+
+
+def _softmax_kl(pools: Sequence[SharedConvWeight]) -> Tensor:
+    """The authors' estimator (``softmax``): ``kl_div(log_softmax(T(W)), softmax(z))`` with a fresh Laplace sample
+    ``z`` per pool and step, with PyTorch's default reduction of ``kl_div`` (the mean over elements of
+    ``softmax(z) (log softmax(z) - log_softmax(T(W)))``), on the Add term only."""
+    total = pools[0].pool.new_zeros(())
+    for p in pools:
+        u = p.transform(p.pool).reshape(-1)
+        z = torch.distributions.Laplace(0.0, p.hws.laplace_scale).sample(u.shape).to(u)
+        target = torch.softmax(z, dim=0)
+        total = total + (torch.xlogy(target, target) - target * torch.log_softmax(u, dim=0)).mean()
+    return total
 

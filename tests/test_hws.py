@@ -8,11 +8,13 @@ from nni.mutable import SampleValidationError
 from nni.nas.nn.pytorch import ModelSpace
 from torch import nn
 
-from nni_shiftadd.hws import SharedConvWeight, TransformKernel, add_auxiliary_loss, gaussian_kl, laplace_kl
+from nni_shiftadd.hws import (HWSConfig, SharedConvWeight, TransformKernel, add_auxiliary_loss, gaussian_kl,
+                               laplace_kl, spacing_kl)
 from nni_shiftadd.nn.hybrid import HybridBlock, HybridChoice, HybridSuperNet, oneshot_hooks
 from nni_shiftadd.ops import AdderConv2d, ShiftConv2d
 
 torch.manual_seed(0)
+MOMENTS = HWSConfig(estimator="moments")
 
 
 def test_transform_kernel_is_identity_at_init_and_scales_rank_segments() -> None:
@@ -207,7 +209,7 @@ def test_a_layers_fused_kl_is_the_sum_of_its_pools_terms(backend: str, monkeypat
 
     _kl_backend(backend, monkeypatch)
     torch.manual_seed(0)
-    block = HybridBlock(8, 16, 2, ("conv", "shift", "add"), mode="hws").double()
+    block = HybridBlock(8, 16, 2, ("conv", "shift", "add"), mode="hws", hws=MOMENTS).double()
     pools = list(block.pools.values())
     assert len(pools) == 4  # reduce, spatial, expand and the strided shortcut
     with torch.no_grad():
@@ -225,7 +227,7 @@ def test_kl_kernel_and_fallback_agree_in_float32(monkeypatch: pytest.MonkeyPatch
     from nni_shiftadd.nn.hybrid import HybridBlock
 
     torch.manual_seed(1)
-    block = HybridBlock(16, 32, 2, ("conv", "shift", "add"), mode="hws")
+    block = HybridBlock(16, 32, 2, ("conv", "shift", "add"), mode="hws", hws=MOMENTS)
     with torch.no_grad():
         for p in block.pools.values():
             p.transform.alpha.uniform_(0.5, 1.5)
@@ -240,3 +242,174 @@ def test_kl_kernel_and_fallback_agree_in_float32(monkeypatch: pytest.MonkeyPatch
     torch.testing.assert_close(results["cpu"][0], results["torch"][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(results["cpu"][1], results["torch"][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+# --- the estimator of the eq. (5) terms: shape-aware by default ---------------------------------------------------
+
+def _samples(n: int, scale: str) -> dict[str, torch.Tensor]:
+    """A Gaussian, a Laplacian and a uniform sample of mean 0 and equal variance (``scale="var"``) or equal mean
+    absolute deviation (``"mad"``, the Laplace fit's scale)."""
+    gen = torch.Generator().manual_seed(7)
+    g = torch.randn(n, generator=gen, dtype=torch.float64)
+    e = torch.empty(n, dtype=torch.float64).exponential_(generator=gen)
+    lap = e * torch.where(torch.rand(n, generator=gen, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    uni = torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1
+    out = {"gaussian": g, "laplace": lap, "uniform": uni}
+    return {k: (v - v.mean()) / (v.std() if scale == "var" else (v - v.mean()).abs().mean()) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("scale", ["var", "mad"])
+def test_spacing_estimator_puts_the_right_family_closest(scale: str) -> None:
+    """Of samples with equal moments, the ``spacing`` estimate is smallest for the family of the reference; the
+    moment-matched one cannot tell them apart (the same value to 0.03 nats, where the spacing gap is 0.05 or more)."""
+    samples = _samples(8192, scale)
+    b = 1.0 / 2 ** 0.5 if scale == "var" else 1.0  # the Laplace of variance 1, or of mean absolute deviation 1
+    to_gaussian = {k: spacing_kl(x).item() for k, x in samples.items()}
+    to_laplace = {k: spacing_kl(x, "laplace", b).item() for k, x in samples.items()}
+    assert min(to_gaussian, key=to_gaussian.get) == "gaussian"
+    assert min(to_laplace, key=to_laplace.get) == "laplace"
+    assert to_gaussian["laplace"] - to_gaussian["gaussian"] > 0.05 and to_laplace["gaussian"] - to_laplace["laplace"] > 0.05
+    assert abs(to_laplace["laplace"]) < 0.03  # ~0 on its own distribution (a Gaussian of MAD 1 has variance pi/2)
+    if scale == "var":
+        assert abs(to_gaussian["gaussian"]) < 0.03
+    moments = {k: laplace_kl(x, b).item() for k, x in samples.items()} if scale == "mad" else \
+        {k: gaussian_kl(x).item() for k, x in samples.items()}
+    assert max(moments.values()) - min(moments.values()) < 0.03  # blind to the shape
+
+
+def test_spacing_estimator_gradients() -> None:
+    x = torch.randn(97, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: spacing_kl(t, "laplace", 1.3), (x,), eps=1e-7, atol=1e-5)
+    assert torch.autograd.gradcheck(lambda t: spacing_kl(t), (x,), eps=1e-7, atol=1e-5)
+    with pytest.raises(ValueError, match="target: got 'cauchy'"):
+        spacing_kl(x, "cauchy")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_spacing_kernel_and_fallback_agree(dtype: torch.dtype, tol: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hws_cpu.cpp's spacing estimator against the tensor-op one: the same value and gradients for a layer's pools,
+    pools above ``max_samples`` (the same random subset under the same seed), one too small to estimate."""
+    from nni_shiftadd.nn.hybrid import HybridBlock
+
+    torch.manual_seed(2)
+    block = HybridBlock(16, 32, 2, ("conv", "shift", "add"), mode="hws",
+                        hws=HWSConfig(max_samples=300)).to(dtype)
+    with torch.no_grad():
+        for p in block.pools.values():
+            p.transform.alpha.uniform_(0.5, 1.5)
+    pools = list(block.pools.values())
+    assert max(p.pool.numel() for p in pools) > 300
+    params = [t for p in pools for t in (p.pool, p.transform.alpha)]
+    results = {}
+    for backend in ("cpu", "torch"):
+        with monkeypatch.context() as m:
+            _kl_backend(backend, m)
+            torch.manual_seed(3)
+            kl = block.kl()
+            results[backend] = (kl.detach(), torch.autograd.grad(kl, params))
+    torch.testing.assert_close(results["cpu"][0], results["torch"][0], rtol=tol, atol=tol)
+    for a, b in zip(results["cpu"][1], results["torch"][1]):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    tiny = torch.randn(3, dtype=dtype, requires_grad=True)  # fewer than 4 elements: no estimate, no gradient
+    assert spacing_kl(tiny).item() == 0 and not torch.autograd.grad(spacing_kl(tiny), tiny)[0].any()
+
+
+def _kurtosis(x: torch.Tensor) -> float:
+    x = x.detach().flatten().double()
+    x = x - x.mean()
+    return (x.pow(4).mean() / x.pow(2).mean() ** 2 - 3).item()
+
+
+@pytest.mark.parametrize("estimator, low, high", [("spacing", 2.0, None), ("moments", None, 0.5)])
+def test_optimising_only_t_turns_a_gaussian_pool_laplacian(estimator: str, low: float | None,
+                                                          high: float | None) -> None:
+    """Fig. 4(b): T's alphas alone, optimised under the Laplace term of eq. (5) for 500 Adam steps, map a Gaussian
+    pool to a Laplacian (excess kurtosis 3) under the default estimator; the moment-matched one is satisfied by
+    one scale factor and leaves the shape Gaussian (excess kurtosis 0)."""
+    torch.manual_seed(0)
+    pool = SharedConvWeight((64, 32, 3, 3), ("conv", "shift", "add"), "hws", hws=HWSConfig(estimator=estimator))
+    pool.pool.requires_grad_(False)
+    t = pool.transform
+    optimiser = torch.optim.Adam([t.alpha], lr=0.05)
+    for _ in range(500):
+        optimiser.zero_grad()
+        pool.kl().backward()  # the pool is frozen: only the Laplace term's alpha gradient moves anything
+        optimiser.step()
+    kurtosis = _kurtosis(t(pool.pool))
+    assert _kurtosis(pool.pool) == pytest.approx(0.0, abs=0.15)
+    if low is not None:
+        assert kurtosis >= low, kurtosis
+    if high is not None:
+        assert kurtosis < high, kurtosis
+
+
+@pytest.mark.parametrize("estimator", ["spacing", "moments", "softmax"])
+def test_every_estimator_trains_a_block(estimator: str) -> None:
+    torch.manual_seed(0)
+    block = HybridBlock(8, 16, 2, ("conv", "shift", "add"), mode="hws",
+                        hws=HWSConfig(estimator=estimator, laplace_scale=2.0, segments=50, max_samples=64))
+    kl = block.kl()
+    assert torch.isfinite(kl) and kl.requires_grad
+    kl.backward()
+    pools = list(block.pools.values())
+    assert all(p.transform.alpha.grad is not None and p.transform.alpha.grad.abs().sum() > 0 for p in pools)
+    if estimator != "softmax":  # the authors' estimator has the Add term only
+        assert all(p.pool.grad.abs().sum() > 0 for p in pools)
+    assert "estimator=" + repr(estimator) in repr(pools[0])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"estimator": "histogram"}, r"field 'estimator': got 'histogram'; expected one of \['spacing', 'moments'"),
+    ({"segments": 0}, "field 'segments': must be >= 1"),
+    ({"binning": "median"}, "field 'binning'"),
+    ({"laplace_scale": 0.0}, "field 'laplace_scale': must be > 0"),
+    ({"max_samples": 3}, "field 'max_samples': must be >= 16"),
+])
+def test_hws_settings_are_checked(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SharedConvWeight((4, 4), ("conv", "add"), "hws", hws=HWSConfig(**bad))
+
+
+def test_hws_settings_are_recipe_fields(tmp_path) -> None:
+    """The ``hws`` block of a supernet recipe reaches every pool, and a bad value names the block and the field."""
+    from nni_shiftadd.config import ConfigError, load_yaml
+    from nni_shiftadd.space.cv import HybridCVSpace
+    from nni_shiftadd.tasks.supernet import SupernetConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("space: cv_small\nhws: {estimator: moments, segments: 100, laplace_scale: 2.0}\n")
+    cfg = load_yaml(SupernetConfig, recipe)
+    assert cfg.hws == HWSConfig(estimator="moments", segments=100, laplace_scale=2.0)
+    space = HybridCVSpace(cfg.load_spec(), cfg.mode, cfg.kl_weight, cfg.hws)
+    pools = [m for m in space.modules() if isinstance(m, SharedConvWeight)]
+    assert pools and all(p.hws == cfg.hws and p.transform.alpha.numel() == 100 for p in pools)
+    recipe.write_text("space: cv_small\nhws: {estimator: vasicek}\n")
+    with pytest.raises(ConfigError, match=r"hws.*estimator.*'vasicek'"):
+        load_yaml(SupernetConfig, recipe)
+
+
+@pytest.mark.parametrize("mode, setting, rescaled", [
+    ("none", "own", True), ("naive", "own", False), ("hws", "own", False),
+    ("naive", "always", True), ("hws", "always", True), ("none", "never", False)])
+def test_adds_adaptive_learning_rate_only_where_add_owns_its_weights(mode: str, setting: str, rescaled: bool) -> None:
+    """``add_adaptive_lr: own`` (default): AdderNet's rescaling of Add's weight gradient to RMS ``eta`` applies where
+    Add owns its weights, not on a shared pool, where it would swamp the Conv and Shift gradients in the shared
+    optimiser state (benchmarks/pool_gradients.py)."""
+    torch.manual_seed(0)
+    block = HybridBlock(8, 8, 1, ("conv", "shift", "add"), mode=mode, kl_weight=0.0, eta=0.2,
+                        hws=HWSConfig(add_adaptive_lr=setting))
+    for norms in block.norms.values():  # the last BN starts at zero: no pool would get a gradient on a first step
+        nn.init.ones_(norms["expand"].weight)
+    block(torch.randn(4, 8, 6, 6), "add").square().mean().backward()
+    pool = block.pools["spatial"]
+    w = pool.own["add"] if mode == "none" else pool.pool
+    if mode == "hws":  # the adaptive rate acts on the gradient of T(W); the pool receives it times alpha = 1
+        assert torch.equal(pool.transform.alpha.detach(), torch.ones_like(pool.transform.alpha))
+    rms = w.grad.pow(2).mean().sqrt().item()
+    assert (rms == pytest.approx(0.2, rel=1e-4)) is rescaled
+    assert rms > 0
+
+
+def test_add_adaptive_lr_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="field 'add_adaptive_lr': got 'sometimes'"):
+        HWSConfig(add_adaptive_lr="sometimes").validate()

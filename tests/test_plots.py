@@ -17,7 +17,7 @@ from nni_shiftadd.cli import main
 from nni_shiftadd.hws import SharedConvWeight
 from nni_shiftadd.plots import (pareto_front, plot_pareto, plot_pareto_pair, plot_subnet, plot_weight_histograms,
                                 weight_fits, weight_pools)
-from nni_shiftadd.plots.weights import fit_gaussian, fit_laplace
+from nni_shiftadd.plots.weights import fit_gaussian, fit_laplace, shape_stats
 from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.space.spec import baseline_arch, load_space, random_arch, validate_arch
 from nni_shiftadd.tasks.supernet import SupernetConfig
@@ -96,6 +96,14 @@ def test_fits_recover_known_distributions() -> None:
     assert g["mean"] == pytest.approx(0.3, abs=0.02) and g["std"] == pytest.approx(2.0, rel=0.01)
     lp = fit_laplace(rng.laplace(-0.5, 0.7, 200_000))
     assert lp["loc"] == pytest.approx(-0.5, abs=0.01) and lp["scale"] == pytest.approx(0.7, rel=0.01)
+
+
+def test_shape_stats_tell_laplacian_from_gaussian_whatever_the_scale() -> None:
+    rng = np.random.default_rng(1)
+    g, lp = shape_stats(rng.normal(0.3, 2.0, 20_000)), shape_stats(rng.laplace(-0.5, 0.01, 20_000))
+    assert abs(g["excess_kurtosis"]) < 0.2 and lp["excess_kurtosis"] == pytest.approx(3.0, abs=0.5)
+    assert abs(g["kl_gaussian"]) < 0.02 and abs(lp["kl_laplace"]) < 0.02  # ~0 for its own family
+    assert g["kl_laplace"] > 0.04 and lp["kl_gaussian"] > 0.04  # the other family is measurably further
 
 
 def test_plot_weight_histograms_writes_png(space: HybridCVSpace, tmp_path: Path) -> None:

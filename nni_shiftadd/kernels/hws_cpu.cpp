@@ -10,8 +10,18 @@
 // floor, m, b, whether b was) for kl_backward, which writes d(grad * KL)/dw to gw and adds d(grad * KL)/dalpha
 // into galpha (zeroed by the caller).
 // Sums are accumulated in double.
+//
+// spacing_kl is the shape-aware estimator of the same two terms (the default, hws.py's spacing_kl):
+//   KL(P_x || q) = mean(-log q(x)) - H(x),  H = mean_i log(n (x_(hi_i) - x_(lo_i)) / (hi_i - lo_i))
+// with x_(i) the order statistics, hi_i = min(i + m, n - 1), lo_i = max(i - m, 0), m = round(sqrt(n)) (Vasicek's
+// m-spacing entropy with Ebrahimi's boundary correction), q = N(0, 1) for x = w and Laplace(0, scale) for
+// x = w * alpha[p * segments + idx]. It writes the value and its gradient (gx per sample, galpha added into the
+// caller-zeroed [P, segments]) in one call, pools in parallel: each sorts its sample once per term.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
+#include <vector>
 
 template <typename T>
 static void kl_forward(const T* w, int64_t P, const int64_t* len, const T* alpha, const int64_t* idx,
@@ -94,6 +104,78 @@ static void kl_backward(const T* w, int64_t P, const int64_t* len, const T* alph
   }
 }
 
+// KL of the sample x[0..n) against q and d KL / d x[i] into g (overwritten); order is scratch of size n.
+template <typename T>
+static double spacing_term(const double* x, int64_t n, bool laplace, double scale, std::vector<int32_t>& order,
+                           double* g) {
+  if (n < 4) {
+    std::fill(g, g + n, 0.0);
+    return 0.0;
+  }
+  const int64_t m = std::max<int64_t>(1, std::min<int64_t>(n / 2, std::llround(std::sqrt(double(n)))));
+  std::sort(order.begin(), order.begin() + n, [x](int32_t a, int32_t b) { return x[a] < x[b]; });
+  double cross = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (laplace) {
+      cross += std::fabs(x[i]);
+      g[i] = double((x[i] > 0.0) - (x[i] < 0.0)) / (scale * double(n));
+    } else {
+      cross += x[i] * x[i];
+      g[i] = x[i] / double(n);
+    }
+  }
+  cross = laplace ? std::log(2.0 * scale) + cross / (double(n) * scale)
+                  : 0.5 * std::log(2.0 * M_PI) + 0.5 * cross / double(n);
+  double entropy = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t hi = std::min(i + m, n - 1), lo = std::max<int64_t>(i - m, 0);
+    const double raw = x[order[hi]] - x[order[lo]];
+    const double spread = raw > 1e-12 ? raw : 1e-12;
+    entropy += std::log(spread * double(n) / double(hi - lo));
+    if (raw > 1e-12) {  // the gradient of -H: the spacing's two ends
+      const double inv = 1.0 / (double(n) * spread);
+      g[order[hi]] -= inv;
+      g[order[lo]] += inv;
+    }
+  }
+  return cross - entropy / double(n);
+}
+
+// P samples concatenated in x (sample p has len[p] elements); with alpha, idx gives each element's run of T.
+template <typename T>
+static void spacing_kl(const T* x, int64_t P, const int64_t* len, const T* alpha, const int64_t* idx,
+                       int64_t segments, double scale, int gaussian, int threads, double* kl, T* gx, T* galpha) {
+  std::vector<int64_t> off(P + 1, 0);
+  for (int64_t p = 0; p < P; ++p) off[p + 1] = off[p] + len[p];
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t n = len[p], o = off[p];
+    std::vector<double> v(n), g(n), acc(n, 0.0);
+    std::vector<int32_t> order(n);
+    double total = 0.0;
+    if (gaussian) {
+      for (int64_t i = 0; i < n; ++i) v[i] = double(x[o + i]);
+      std::iota(order.begin(), order.end(), 0);
+      total += spacing_term<T>(v.data(), n, false, scale, order, g.data());
+      for (int64_t i = 0; i < n; ++i) acc[i] = g[i];
+    }
+    if (alpha != nullptr) {
+      const T* a = alpha + p * segments;
+      const int64_t* k = idx + o;
+      for (int64_t i = 0; i < n; ++i) v[i] = double(x[o + i]) * double(a[k[i]]);
+      if (!gaussian) std::iota(order.begin(), order.end(), 0);  // else start from x's order: often nearly sorted
+      total += spacing_term<T>(v.data(), n, true, scale, order, g.data());
+      T* ga = galpha + p * segments;
+      for (int64_t i = 0; i < n; ++i) {
+        acc[i] += g[i] * double(a[k[i]]);
+        ga[k[i]] += T(g[i] * double(x[o + i]));
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) gx[o + i] = T(acc[i]);
+    kl[p] = total;
+  }
+}
+
 #define NSA_HWS(T, S)                                                                                         \
   extern "C" void nsa_kl_forward_##S(const T* w, int64_t P, const int64_t* len, const T* alpha,              \
                                      const int64_t* idx, int64_t segments, double scale, double* stats,      \
@@ -104,6 +186,11 @@ static void kl_backward(const T* w, int64_t P, const int64_t* len, const T* alph
                                       const int64_t* idx, int64_t segments, double scale, const double* stats, \
                                       double grad, T* gw, T* galpha) {                                       \
     kl_backward<T>(w, P, len, alpha, idx, segments, scale, stats, grad, gw, galpha);                         \
+  }                                                                                                           \
+  extern "C" void nsa_spacing_kl_##S(const T* x, int64_t P, const int64_t* len, const T* alpha,              \
+                                     const int64_t* idx, int64_t segments, double scale, int gaussian,       \
+                                     int threads, double* kl, T* gx, T* galpha) {                            \
+    spacing_kl<T>(x, P, len, alpha, idx, segments, scale, gaussian, threads, kl, gx, galpha);                \
   }
 
 NSA_HWS(float, f32)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hws import Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
+from ..hws import HWSConfig, Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
 from ..ops import adder_conv1d, adder_linear, shift_conv1d, shift_linear
 from ..vocabulary import CONV_FAMILY, branches
 from .elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, sinusoidal_positions
@@ -132,13 +132,13 @@ class LightweightBranch(nn.Module):
     weights are :class:`~nni_shiftadd.hws.SharedConvWeight` pools of the candidates ``ops``."""
 
     def __init__(self, channels: int, kernel_size: int, ops: Sequence[str], mode: Mode, causal: bool = False,
-                 kl_weight: float = 1.0, eta: float = 0.2) -> None:
+                 kl_weight: float = 1.0, eta: float = 0.2, hws: HWSConfig | None = None) -> None:
         super().__init__()
         self.ops, self.kernel_size, self.causal = tuple(ops), kernel_size, causal
         self.mode, self.kl_weight, self.eta = mode, kl_weight, eta
         shapes = {"proj_in": (channels, channels), "depthwise": (channels, 1, kernel_size),
                   "proj_out": (channels, channels)}
-        self.pools = nn.ModuleDict({k: SharedConvWeight(s, self.ops, mode) for k, s in shapes.items()})
+        self.pools = nn.ModuleDict({k: SharedConvWeight(s, self.ops, mode, hws=hws) for k, s in shapes.items()})
         self.norms = nn.ModuleDict({op: ElasticLayerNorm(channels) for op in self.ops})
 
     def forward(self, x: Tensor, op: str, padding_mask: Tensor | None = None) -> Tensor:
@@ -150,7 +150,8 @@ class LightweightBranch(nn.Module):
     def _forward(self, x: Tensor, op: str, padding_mask: Tensor | None) -> Tensor:
         c = x.shape[-1]
         linear, conv = LIGHTWEIGHT_FUNCTIONS[op]
-        extra = {"eta": self.eta} if op == "add" else {}
+        pool = self.pools["proj_in"]  # one mode and HWSConfig for the branch's pools
+        extra = {"eta": pool.hws.add_eta(pool.mode, self.eta)} if op == "add" else {}
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         y = linear(x, self.pools["proj_in"].weight(op)[:c, :c], **extra).transpose(1, 2)
@@ -218,7 +219,7 @@ class HybridLayer(nn.Module):
     share, and (decoder) the encoder-decoder attention."""
 
     def __init__(self, choices: LayerChoices, embed_dim: int, encoder_dim: int | None, plan: TransformerPlan,
-                 mode: Mode, kl_weight: float, causal: bool) -> None:
+                 mode: Mode, kl_weight: float, causal: bool, hws: HWSConfig | None = None) -> None:
         super().__init__()
         self.choices, self.causal = choices, causal
         cross = encoder_dim is not None
@@ -226,7 +227,8 @@ class HybridLayer(nn.Module):
         self.candidates = nn.ModuleDict({b: Candidate(b, embed_dim, plan.qkv_dim, ffn, plan, cross)
                                          for b in choices.blocks})
         ops = tuple(op for op in CONV_FAMILY if any(branches(b)[1] == op for b in choices.blocks))
-        self.branch = LightweightBranch(embed_dim, choices.kernel_size, ops, mode, causal, kl_weight) if ops else None
+        self.branch = LightweightBranch(embed_dim, choices.kernel_size, ops, mode, causal, kl_weight, hws=hws) \
+            if ops else None
         self.cross = ElasticAttention(embed_dim, encoder_dim, plan.qkv_dim, plan.attention_dropout) if cross else None
 
     def forward(self, x: Tensor, layer: LayerConfig, padding_mask: Tensor | None,
@@ -240,7 +242,8 @@ class SuperTransformer(nn.Module):
     """The encoder-decoder of a :class:`TransformerPlan`; :meth:`activate` picks the subnet the next forward
     passes run (see the module docstring)."""
 
-    def __init__(self, plan: TransformerPlan, mode: Mode = "hws", kl_weight: float = 1.0) -> None:
+    def __init__(self, plan: TransformerPlan, mode: Mode = "hws", kl_weight: float = 1.0,
+                 hws: HWSConfig | None = None) -> None:
         super().__init__()
         self.plan, self.mode = plan, mode
         enc_dim, dec_dim = max(plan.encoder_embed_dims), max(plan.decoder_embed_dims)
@@ -248,9 +251,9 @@ class SuperTransformer(nn.Module):
         self.embed = ElasticEmbedding(plan.vocab_size, table, plan.padding_idx)
         self.decoder_embed = self.embed if plan.share_embeddings else ElasticEmbedding(plan.vocab_size, dec_dim,
                                                                                        plan.padding_idx)
-        self.encoder_layers = nn.ModuleList([HybridLayer(c, enc_dim, None, plan, mode, kl_weight, causal=False)
+        self.encoder_layers = nn.ModuleList([HybridLayer(c, enc_dim, None, plan, mode, kl_weight, False, hws)
                                              for c in plan.encoder])
-        self.decoder_layers = nn.ModuleList([HybridLayer(c, dec_dim, enc_dim, plan, mode, kl_weight, causal=True)
+        self.decoder_layers = nn.ModuleList([HybridLayer(c, dec_dim, enc_dim, plan, mode, kl_weight, True, hws)
                                              for c in plan.decoder])
         self.config = self.largest_config()
 

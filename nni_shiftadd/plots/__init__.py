@@ -10,7 +10,7 @@ Figures are built without ``pyplot``, so nothing here touches the global matplot
 """
 from .pareto import pareto_front, plot_pareto, plot_pareto_pair
 from .subnet import OP_COLORS, check_figure_path, plot_subnet, save_figure
-from .weights import plot_weight_histograms, weight_fits, weight_pools
+from .weights import plot_weight_histograms, shape_stats, weight_fits, weight_pools, weight_shapes
 
 __all__ = ["OP_COLORS", "pareto_front", "plot_pareto", "plot_pareto_pair", "plot_subnet", "plot_weight_histograms",
-           "check_figure_path", "save_figure", "weight_fits", "weight_pools"]
+           "check_figure_path", "save_figure", "shape_stats", "weight_fits", "weight_pools", "weight_shapes"]

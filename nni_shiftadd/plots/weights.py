@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..hws import SharedConvWeight
+from ..hws import SharedConvWeight, spacing_kl
 from ..nn.hybrid import HybridBlock
 from .subnet import OP_COLORS, OP_NAMES, save_figure
 
@@ -99,6 +99,27 @@ def weight_fits(supernet: nn.Module, layers: Sequence[str] | None = None) -> Fit
     ``{mean, std}`` (:func:`fit_gaussian`), Add ``{loc, scale}`` (:func:`fit_laplace`), Shift
     :func:`shift_levels`."""
     return {name: {op: _FIT[op](w) for op, w in pool_weights(pool).items()}
+            for name, pool in _select(weight_pools(supernet), layers).items()}
+
+
+def shape_stats(w: np.ndarray) -> dict[str, float]:
+    """How Gaussian or Laplacian the sample ``w`` is, whatever its location and scale: its excess kurtosis (0 for a
+    Gaussian, 3 for a Laplacian) and the KL divergence of its distribution from its maximum-likelihood Gaussian and
+    Laplace fits (nats; :func:`nni_shiftadd.hws.spacing_kl` on the standardised sample, so a value near 0 means that
+    family's shape)."""
+    x = torch.from_numpy(np.asarray(w, dtype=np.float64).ravel())
+    g, lp = fit_gaussian(x.numpy()), fit_laplace(x.numpy())
+    centred = x - x.mean()
+    kurtosis = float((centred.pow(4).mean() / centred.pow(2).mean().clamp_min(1e-300) ** 2).item()) - 3.0
+    return {"excess_kurtosis": kurtosis,
+            "kl_gaussian": float(spacing_kl((x - g["mean"]) / max(g["std"], 1e-12))),
+            "kl_laplace": float(spacing_kl((x - lp["loc"]) / max(lp["scale"], 1e-12), "laplace"))}
+
+
+def weight_shapes(supernet: nn.Module, layers: Sequence[str] | None = None) -> Fits:
+    """``{pool name: {op: shape_stats}}`` of the Conv and Add views of the pools :func:`plot_weight_histograms`
+    draws (default: the 3x3 pool of each stage's first layer): whether HWS made Add's ``T(W)`` Laplacian (Fig. 3)."""
+    return {name: {op: shape_stats(w) for op, w in pool_weights(pool).items() if op in ("conv", "add")}
             for name, pool in _select(weight_pools(supernet), layers).items()}
 
 

@@ -18,7 +18,7 @@ from nni.mutable import Categorical, ExpressionConstraint, ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace, MutableModule
 from torch import Tensor, nn
 
-from ..hws import Mode
+from ..hws import HWSConfig, Mode
 from ..nn.hybrid import HybridChoice, UniformSuperNet, build_then_freeze
 from .spec import SpaceSpec, StageSpec, depth_label, op_label, validate_arch
 
@@ -26,7 +26,8 @@ from .spec import SpaceSpec, StageSpec, depth_label, op_label, validate_arch
 class HybridStage(MutableModule):
     """One stage: ``depth`` (an ``nni.choice``) of its :class:`HybridChoice` layers run in order."""
 
-    def __init__(self, index: int, stage: StageSpec, in_width: int, mode: Mode, kl_weight: float) -> None:
+    def __init__(self, index: int, stage: StageSpec, in_width: int, mode: Mode, kl_weight: float,
+                 hws: HWSConfig | None = None) -> None:
         super().__init__()
         # the dry-run default is the stage's default depth, so that spaces with a total depth have a valid default
         default = stage.default_depth if stage.default_depth is not None else stage.depths[0]
@@ -39,7 +40,7 @@ class HybridStage(MutableModule):
             layers.append(HybridChoice(
                 in_width if j == 0 else stage.width, stage.width, 2 if (index > 0 and j == 0) else 1,
                 stage.blocks, label=op_label(index, j), mode=mode, expansion=stage.bottleneck, kl_weight=kl_weight,
-                attn_kwargs={"heads": stage.heads, "mlp_ratio": stage.mlp_ratio}))
+                attn_kwargs={"heads": stage.heads, "mlp_ratio": stage.mlp_ratio}, hws=hws))
         self.layers = nn.ModuleList(layers)
 
     @property
@@ -87,9 +88,11 @@ class HybridStageSuperNet(UniformSuperNet):
 
 
 class HybridCVSpace(ModelSpace):
-    """The supernet of ``spec`` with the given weight-sharing ``mode`` (``none``, ``naive`` or ``hws``)."""
+    """The supernet of ``spec`` with the given weight-sharing ``mode`` (``none``, ``naive`` or ``hws``; ``hws``
+    configures the last: its estimator, ``T``'s segments and binning, the Laplace scale)."""
 
-    def __init__(self, spec: SpaceSpec, mode: Mode = "hws", kl_weight: float = 1.0) -> None:
+    def __init__(self, spec: SpaceSpec, mode: Mode = "hws", kl_weight: float = 1.0,
+                 hws: HWSConfig | None = None) -> None:
         super().__init__()
         self.spec, self.mode = spec, mode
         stem = [nn.Conv2d(spec.input.channels, spec.stem.channels, spec.stem.kernel, spec.stem.stride,
@@ -99,7 +102,7 @@ class HybridCVSpace(ModelSpace):
         self.stem = nn.Sequential(*stem)
         stages, width = [], spec.stem.channels
         for i, stage in enumerate(spec.stages):
-            stages.append(HybridStage(i, stage, width, mode, kl_weight))
+            stages.append(HybridStage(i, stage, width, mode, kl_weight, hws))
             width = stage.width
         self.stages = nn.ModuleList(stages)
         if spec.total_depth is not None:  # e.g. cv_imagenet's 16 layer positions: NNI's samplers must respect it

@@ -27,7 +27,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch import Tensor, nn
 
-from ..hws import MODES, Mode
+from ..hws import MODES, HWSConfig, Mode
 from ..vocabulary import branches
 from ..nn.transformer import (EncoderOut, LayerChoices, LayerConfig, SuperTransformer, TransformerConfig,
                               TransformerPlan, pooled_weights, slice_into)
@@ -94,8 +94,8 @@ class SpaceTransformer(SuperTransformer):
     select its path (what :meth:`TranslationSuperNet.mutate` needs, as NNI never gives a hook the space itself)."""
 
     def __init__(self, spec: TranslationSpaceSpec, vocab_size: int, padding_idx: int, mode: Mode = "hws",
-                 kl_weight: float = 1.0) -> None:
-        super().__init__(transformer_plan(spec, vocab_size, padding_idx), mode, kl_weight)
+                 kl_weight: float = 1.0, hws: HWSConfig | None = None) -> None:
+        super().__init__(transformer_plan(spec, vocab_size, padding_idx), mode, kl_weight, hws)
         self.spec = spec
 
 
@@ -164,10 +164,11 @@ def translation_hooks(mode: Mode | None = None) -> list[MutationHook]:
 
 class HybridNLPSpace(ModelSpace):
     """The SuperTransformer of ``spec`` over a vocabulary of ``vocab_size`` tokens (``padding_idx`` pads), with the
-    given weight-sharing ``mode`` (``none``, ``naive`` or ``hws``) of the Conv/Shift/Add candidates."""
+    given weight-sharing ``mode`` (``none``, ``naive`` or ``hws``, configured by ``hws``) of the Conv/Shift/Add
+    candidates."""
 
     def __init__(self, spec: TranslationSpaceSpec, vocab_size: int, padding_idx: int = 1, mode: Mode = "hws",
-                 kl_weight: float = 1.0) -> None:
+                 kl_weight: float = 1.0, hws: HWSConfig | None = None) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
@@ -177,7 +178,7 @@ class HybridNLPSpace(ModelSpace):
         for label, choices in arch_space(spec).items():
             self.add_mutable(Categorical(list(choices), label=label))
         # after a one-shot strategy's mutate_model: its TranslationSuperNet twin (still a SuperTransformer)
-        self.transformer: SuperTransformer = SpaceTransformer(spec, vocab_size, padding_idx, mode, kl_weight)
+        self.transformer: SuperTransformer = SpaceTransformer(spec, vocab_size, padding_idx, mode, kl_weight, hws)
 
     def activate(self, arch: Mapping[str, Any]) -> None:
         """Select the path of ``arch`` (validated against the spec) for the following forward passes."""

@@ -54,7 +54,7 @@ from .checkpoint_io import SafeCheckpointIO, save_resumable
 from ..config import ConfigError
 from ..data import check_data_dir, create_dataset, dataset_info
 from ..lock import check_output_dir, is_rank_zero, output_lock
-from ..hws import MODES, Mode
+from ..hws import MODES, HWSConfig, Mode
 from ..nn.hybrid import HybridChoice
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
@@ -64,7 +64,7 @@ from .classification import LossHistory, check_optimization, timm_optimization
 BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")
 #: Recipe fields a resumed run must share with its checkpoint: they fix the data order, the sampled architectures
 #: and the shapes of the saved state.
-RESUME_FIXED: tuple[str, ...] = ("space", "mode", "dataset", "input_size", "batch_size", "seed",
+RESUME_FIXED: tuple[str, ...] = ("space", "mode", "hws", "dataset", "input_size", "batch_size", "seed",
                                  "limit_train_batches", "sample_constraints", "devices", "strategy", "optimizer")
 #: Optimisation fields that may change on resume; the optimiser's hyper-parameters and the schedule are rebuilt
 #: from the new recipe at the resumed step, keeping the checkpoint's optimiser moments.
@@ -78,6 +78,7 @@ class SupernetConfig:
     space: str = "cv_small"
     mode: Mode = "hws"
     kl_weight: float = 1.0
+    hws: HWSConfig = dataclasses.field(default_factory=HWSConfig)  # estimator, T's segments/binning, Laplace scale
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
     input_size: int | None = None  # None: the space's input size (digits are resized to it)
@@ -268,7 +269,7 @@ class SupernetTask(pl.LightningModule):
         super().__init__()
         self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
         self.spec = cfg.load_spec()
-        self.supernet = HybridCVSpace(self.spec, cfg.mode, cfg.kl_weight)
+        self.supernet = HybridCVSpace(self.spec, cfg.mode, cfg.kl_weight, cfg.hws)
         # Same seed on every rank: all ranks sample the same architecture at every step.
         self.arch_rng = random.Random(cfg.seed)
         self.current_arch: dict[str, Any] | None = None
@@ -589,13 +590,15 @@ def load_supernet(checkpoint: str | os.PathLike[str], space: str | SpaceSpec | N
                          "'hyper_parameters.config' and 'state_dict')")
     fields = {f.name for f in dataclasses.fields(SupernetConfig)}
     cfg = SupernetConfig(**{k: v for k, v in config.items() if k in fields})
+    if isinstance(cfg.hws, dict):  # saved as a mapping (asdict); absent in checkpoints older than the field
+        cfg = dataclasses.replace(cfg, hws=HWSConfig(**cfg.hws))
     spec = cfg.load_spec()
     if space is not None:
         wanted = space if isinstance(space, SpaceSpec) else load_space(space)
         if wanted != spec:
             raise CheckpointError(f"{path}: the supernet was trained on space {spec.name!r}, which does not match the "
                              f"requested space {wanted.name!r}; train a supernet on it or pass the matching space")
-    supernet = HybridCVSpace(spec, cfg.mode, cfg.kl_weight)
+    supernet = HybridCVSpace(spec, cfg.mode, cfg.kl_weight, cfg.hws)
     weights = {k[len("supernet."):]: v for k, v in state["state_dict"].items() if k.startswith("supernet.")}
     missing, unexpected = supernet.load_state_dict(weights, strict=False)
     if missing or unexpected:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError
 from ..data.translation import TranslationDataConfig
-from ..hws import MODES, Mode
+from ..hws import MODES, HWSConfig, Mode
 from ..lock import check_output_dir, output_lock
 from ..vocabulary import ENCODER_BLOCKS
 
@@ -43,6 +43,7 @@ class SuperTransformerConfig:
     space: str = "nlp_small"
     mode: Mode = "hws"
     kl_weight: float = 1.0
+    hws: HWSConfig = dataclasses.field(default_factory=HWSConfig)  # estimator, T's segments/binning, Laplace scale
     data: TranslationDataConfig = dataclasses.field(default_factory=TranslationDataConfig)
     max_updates: int = 40000
     max_tokens: int = 4096
@@ -138,7 +139,10 @@ def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Pa
 
     args = [str(data_bin), "--user-dir", str(USER_DIR), "--task", "shiftadd_translation",
             "--arch", "shiftadd_supertransformer", "--space", cfg.space, "--mode", cfg.mode,
-            "--kl-weight", str(cfg.kl_weight), "--subnet", cfg.subnet, "--source-lang", cfg.data.source_lang,
+            "--kl-weight", str(cfg.kl_weight), "--hws-estimator", cfg.hws.estimator, "--hws-segments",
+            str(cfg.hws.segments), "--hws-binning", cfg.hws.binning, "--hws-laplace-scale", str(cfg.hws.laplace_scale),
+            "--hws-max-samples", str(cfg.hws.max_samples), "--hws-add-adaptive-lr", cfg.hws.add_adaptive_lr,
+            "--subnet", cfg.subnet, "--source-lang", cfg.data.source_lang,
             "--target-lang", cfg.data.target_lang,
             "--subnet-seed", str(cfg.subnet_seed), "--valid-subnet", cfg.valid_subnet,
             "--optimizer", "adam", "--adam-betas", str(tuple(cfg.adam_betas)), "--weight-decay", str(cfg.weight_decay),
@@ -282,7 +286,10 @@ def recipe_of(checkpoint: str | os.PathLike[str], **changes: Any) -> SuperTransf
     cfg = load_checkpoint(checkpoint, mmap=True)["cfg"]
     model, task, opt = cfg["model"], cfg["task"], cfg["optimization"]
     sched, optimizer = cfg["lr_scheduler"], cfg["optimizer"]
-    fields = {"space": model["space"], "mode": model["mode"], "kl_weight": model["kl_weight"],
+    hws = {k: model[f"hws_{k}"] for k in ("estimator", "segments", "binning", "laplace_scale", "max_samples",
+                                          "add_adaptive_lr")
+           if f"hws_{k}" in model}  # absent in checkpoints older than the fields: the defaults
+    fields = {"space": model["space"], "mode": model["mode"], "kl_weight": model["kl_weight"], "hws": hws,
               "data": {"binarized": task["data"], "source_lang": task["source_lang"],
                        "target_lang": task["target_lang"]},
               "max_updates": opt["max_update"], "max_tokens": cfg["dataset"]["max_tokens"],

@@ -15,7 +15,7 @@ from fairseq.models import (FairseqDecoder, FairseqEncoder, FairseqEncoderDecode
                             register_model_architecture)
 from torch import Tensor
 
-from ...hws import MODES
+from ...hws import MODES, HWSConfig
 from ...nn.transformer import EncoderOut, SuperTransformer
 from ...space.nlp import HybridNLPSpace
 from ...space.nlp_spec import TranslationSpaceSpec
@@ -30,6 +30,15 @@ class ShiftAddSuperTransformerConfig(FairseqDataclass):
     mode: str = field(default="hws", metadata={"help": "weight sharing of the Conv/Shift/Add candidates: "
                                                        "none, naive or hws"})
     kl_weight: float = field(default=1.0, metadata={"help": "weight of the eq. (5) terms (hws mode)"})
+    hws_estimator: str = field(default="spacing", metadata={"help": "estimator of the eq. (5) terms: spacing, "
+                                                                    "moments or softmax (hws mode)"})
+    hws_segments: int = field(default=200, metadata={"help": "runs of the transform T (eq. (6))"})
+    hws_binning: str = field(default="rank", metadata={"help": "T's runs: rank (eq. (6)) or value (authors' code)"})
+    hws_laplace_scale: float = field(default=1.0, metadata={"help": "scale b of the Laplace reference of eq. (5)"})
+    hws_max_samples: int = field(default=4096, metadata={"help": "spacing estimator: elements per pool and step"})
+    hws_add_adaptive_lr: str = field(default="own", metadata={"help": "AdderNet's adaptive LR on Add's weight "
+                                                                      "gradient: own (not on shared pools), always, "
+                                                                      "never"})
     subnet: str = field(default="", metadata={"help": "train one subnet from scratch instead of the supernet: an "
                                                       "architecture as inline JSON or a JSON file"})
 
@@ -98,7 +107,13 @@ class ShiftAddSuperTransformer(FairseqEncoderDecoderModel):
                              "(fairseq-preprocess --joined-dictionary; `nni-shiftadd data translation` makes one)")
         arch = parse_arch(cfg.subnet)
         if arch is None:
-            space: HybridNLPSpace | None = HybridNLPSpace(spec, len(tgt), tgt.pad(), cfg.mode, cfg.kl_weight)
+            hws = HWSConfig(cfg.hws_estimator, cfg.hws_segments, cfg.hws_binning, cfg.hws_laplace_scale,
+                            cfg.hws_max_samples, cfg.hws_add_adaptive_lr)
+            try:
+                hws.validate()
+            except ValueError as err:
+                raise ValueError(f"--hws-* options ({err}; --hws-x-y sets field x_y)") from None
+            space: HybridNLPSpace | None = HybridNLPSpace(spec, len(tgt), tgt.pad(), cfg.mode, cfg.kl_weight, hws)
             net = space.transformer
         else:
             space, net = None, HybridNLPSpace(spec, len(tgt), tgt.pad(), "none").freeze(arch)
