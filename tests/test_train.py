@@ -20,10 +20,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
 def _schema(recipe: Path) -> type:
     """Every example recipe is validated against the schema of the command it is for (by its name)."""
     from nni_shiftadd.experiment.demo import DemoConfig
+    from nni_shiftadd.experiment.ranking import RankingConfig
     from nni_shiftadd.tasks.retrain import RetrainConfig
     from nni_shiftadd.tasks.supernet import SupernetConfig
 
-    for prefix, schema in (("supernet_", SupernetConfig), ("retrain_", RetrainConfig), ("demo", DemoConfig)):
+    for prefix, schema in (("supernet_", SupernetConfig), ("retrain_", RetrainConfig), ("demo", DemoConfig),
+                           ("ranking_", RankingConfig)):
         if recipe.name.startswith(prefix):
             return schema
     return TrainConfig

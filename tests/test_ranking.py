@@ -1,0 +1,133 @@
+"""The ranking study (paper Table 5): architecture selection, rank statistics, recipe checks, and a tiny study that
+runs every phase and resumes from its cache without training anything again."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nni_shiftadd.config import ConfigError, from_dict
+from nni_shiftadd.experiment.ranking import (RankingConfig, Study, arch_features, arch_id, bootstrap_interval,
+                                             format_table, rank_metrics, run_study, select_archs)
+from nni_shiftadd.space import load_space
+from nni_shiftadd.space.spec import baseline_arch, canonical_arch
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "examples" / "fashion_mnist" / "ranking_cv_small.yaml"
+
+
+def test_selection_is_seeded_distinct_and_spread() -> None:
+    spec = load_space("cv_small")
+    archs = select_archs(spec, 30, seed=0)
+    assert archs == select_archs(spec, 30, seed=0) and archs != select_archs(spec, 30, seed=1)
+    assert len({arch_id(a) for a in archs}) == 30
+    assert all(a == canonical_arch(spec, a) for a in archs)
+    feats = np.stack([arch_features(spec, a) for a in archs])
+    # every block type dominates some architecture, and the depths cover the space's range
+    assert (feats[:, :4].argmax(1)[:, None] == np.arange(4)).any(0).all()
+    depth = feats[:, 4] * 7  # cv_small: at most 2 + 2 + 3 layers
+    assert depth.min() <= 4 and depth.max() == 7
+    # the homogeneous networks are among the extremes it picks
+    picked = {arch_id(a) for a in archs}
+    assert sum(arch_id(baseline_arch(spec, op, fallback="conv")) in picked for op in ("conv", "shift", "add",
+                                                                                        "attn")) >= 3
+    # a farthest-point prefix is spread too: the first 10 cover at least three dominant block types
+    assert len(set(feats[:10, :4].argmax(1))) >= 3
+
+
+def test_rank_metrics_match_hand_computed_values() -> None:
+    inherited, standalone = [0.1, 0.2, 0.3, 0.4], [0.15, 0.35, 0.25, 0.45]
+    m = rank_metrics(inherited, standalone, top_k=2)
+    assert m["kendall_tau"] == pytest.approx(4 / 6)  # 5 concordant pairs, 1 discordant
+    assert m["spearman_rho"] == pytest.approx(0.8)
+    assert m["top_k_precision"] == 0.5  # inherited top 2 = {3, 2}, stand-alone top 2 = {3, 1}
+    assert rank_metrics(standalone, standalone, 2)["kendall_tau"] == pytest.approx(1.0)
+    assert np.isnan(rank_metrics([0.5] * 4, standalone, 2)["kendall_tau"])  # a constant ranks nothing
+
+
+def test_bootstrap_interval_brackets_the_estimate() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.random(30)
+    noisy = [truth + rng.normal(0, 0.15, 30) for _ in range(3)]
+    lo, hi = bootstrap_interval(noisy, truth, 5, samples=300)["kendall_tau"]
+    point = np.mean([rank_metrics(n, truth, 5)["kendall_tau"] for n in noisy])
+    assert lo < point < hi and 0 < lo and hi < 1 and hi - lo < 0.6
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"modes": ["naive", "shared"]}, "field 'modes'"),
+    ({"ceiling_archs": 1}, "field 'ceiling_archs'"),
+    ({"standalone_seeds": [0, 0]}, "field 'standalone_seeds'"),
+    ({"archs": 3}, "field 'archs'"),
+    ({"retrain_overrides": {"seed": 3}}, r"field 'retrain_overrides': \['seed'\]"),
+    ({"supernet_recipe": "nowhere.yaml"}, "field 'supernet_recipe': no such file"),
+])
+def test_recipe_errors_name_the_field(bad: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(RankingConfig, {**_tiny(Path("unused")), **bad})
+
+
+def _tiny(output: Path) -> dict:
+    return {
+        "space": "cv_small", "archs": 4, "ceiling_archs": 2, "min_ceiling": -1.0, "supernet_seeds": [0],
+        "modes": ["naive", "hws"], "eval_batches": 1, "calibration_batches": 1, "eval_batch_size": 64, "top_k": 2,
+        "bootstrap": 20,
+        "retrain_recipe": str(ROOT / "examples" / "fashion_mnist" / "retrain_cv_small.yaml"),
+        "retrain_overrides": {"quant_bits": None, "epochs": 1, "warmup_epochs": 0, "batch_size": 32,
+                              "limit_train_batches": 2, "limit_eval_batches": 1},
+        "supernet_recipe": str(ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml"),
+        "supernet_overrides": {"epochs": 1, "warmup_epochs": 0, "batch_size": 32, "limit_train_batches": 2,
+                               "eval_archs": 0},
+        "search_preset": "cv_small",
+        "search_overrides": {"iterations": 1, "population": 2, "parents": 1, "mutation": 1, "crossover": 0},
+        "output": str(output),
+    }
+
+
+def test_shipped_recipe_validates() -> None:
+    from nni_shiftadd.experiment.ranking import load_config
+
+    cfg = load_config(RECIPE)
+    assert (cfg.archs, cfg.ceiling_archs, cfg.modes, len(cfg.supernet_seeds)) == (30, 10, ["none", "naive", "hws"],
+                                                                                   3)
+    quick = cfg.quick()
+    quick.validate()
+    assert quick.archs < cfg.archs and quick.output.endswith("_quick")
+
+
+def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path) -> None:
+    cfg = from_dict(RankingConfig, _tiny(tmp_path / "study"))
+    lines: list[str] = []
+    results = run_study(cfg, lines.append)
+    assert set(results["modes"]) == {"naive", "hws"} and len(results["archs"]) == 4
+    assert sum(line.startswith("stand-alone") for line in lines) >= 4 + 2  # every arch, the ceiling's second seed
+    assert sum(line.startswith("supernet") for line in lines) == 2
+    for mode, data in results["modes"].items():
+        assert set(data["summary"]) == {"kendall_tau", "pearson_r", "spearman_rho", "top_k_precision"}
+        assert len(data["inherited"]["0"]) == 4
+        assert data["search"]["pick"] and 0 <= data["search"]["standalone_accuracy"] <= 1
+    assert results["modes"]["hws"]["params"] > results["modes"]["naive"]["params"]  # T's alphas
+    assert (tmp_path / "study" / "scatter.png").stat().st_size > 10_000
+    table = format_table(results)
+    assert "seed ceiling" in table and "hws" in table and "naive" in table
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert saved["ceiling"]["kendall_tau"] == results["ceiling"]["kendall_tau"]
+
+    # again: everything comes from the cache, nothing trains, the same numbers come out
+    again: list[str] = []
+    second = run_study(cfg, again.append)
+    assert not [line for line in again if line.startswith(("stand-alone", "supernet", "inherited", "search ("))]
+    assert second["modes"]["hws"]["inherited"] == results["modes"]["hws"]["inherited"]
+
+    # a killed evaluation loses only what was not written: drop one cached inherited accuracy, it alone is redone
+    path = tmp_path / "study" / "inherited" / "naive_seed0.json"
+    cached = json.loads(path.read_text())
+    dropped = next(iter(cached))
+    path.write_text(json.dumps({k: v for k, v in cached.items() if k != dropped}))
+    third: list[str] = []
+    study = Study(cfg, third.append)
+    redone = study.inherited("naive", 0)
+    assert redone[dropped] == pytest.approx(cached[dropped], rel=1e-5) and third == ["inherited accuracies in the naive seed 0 supernet: 1 "
+                                                             "evaluated"]
