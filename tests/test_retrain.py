@@ -44,7 +44,7 @@ def test_retrain_8_bit_on_fashion_mnist_from_cli(tmp_path: Path, capsys: pytest.
     arch_file.write_text(json.dumps({"arch": MIXED, "val_acc": 0.5}))  # an entry of a supernet's metrics.json
     out = tmp_path / "run"
     code = main(["retrain", "--config", str(RECIPE), "--arch", str(arch_file), "--epochs", "1", "--batch-size", "32",
-                 "--warmup-epochs", "0", "--lr", "0.002", "--limit-train-batches", "5", "--limit-eval-batches", "2",
+                 "--warmup-epochs", "0", "--lr", "0.005", "--limit-train-batches", "60", "--limit-eval-batches", "2",
                  "--output", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -53,14 +53,15 @@ def test_retrain_8_bit_on_fashion_mnist_from_cli(tmp_path: Path, capsys: pytest.
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["arch"] == canonical_arch(SPEC, MIXED) and metrics["arch_source"] == str(arch_file)
     assert metrics["blocks"] == {"shift": 1, "add": 1, "conv": 1, "attn": 1}
-    assert metrics["quant_bits"] == 8 and metrics["cost"]["bits"] == 8 and metrics["train_steps"] == 5
-    assert metrics["recipe"]["optimizer"] == "adamw" and metrics["recipe"]["lr"] == 2e-3
-    assert 0.0 <= metrics["val_acc"] <= 1.0 and 0.0 <= metrics["test_acc"] <= 1.0
+    assert metrics["quant_bits"] == 8 and metrics["cost"]["bits"] == 8 and metrics["train_steps"] == 60
+    assert metrics["recipe"]["optimizer"] == "adamw" and metrics["recipe"]["lr"] == 5e-3
+    # it learns: 60 steps of 32 take this fixed-seed 8-bit network from chance (0.1) to ~0.5 on Fashion-MNIST
+    assert metrics["val_acc"] >= 0.3 and metrics["test_acc"] >= 0.3, (metrics["val_acc"], metrics["test_acc"])
     cost = metrics["cost"]
     assert cost["energy_mJ"] > 0 and cost["latency_ms"] > 0 and cost["shift"] > 0 and cost["add"] > cost["mult"]
 
     model, cfg = load_retrained(metrics["checkpoint"])
-    assert cfg.arch == metrics["arch"] and cfg.quant_bits == 8 and cfg.lr == 2e-3
+    assert cfg.arch == metrics["arch"] and cfg.quant_bits == 8 and cfg.lr == 5e-3
     layers = quantized_layers(model)
     assert layers and all(float(m.input_quant.running_max) > 0 for m in layers.values())  # trained ranges kept
     x = torch.randn(2, 1, 28, 28)

@@ -37,7 +37,10 @@ def test_an_arch_scores_the_same_in_every_trial(supernet: Path) -> None:
     assert METRICS <= set(first)
     assert {k: v for k, v in first.items() if k != "eval_seconds"} == \
            {k: v for k, v in second.items() if k != "eval_seconds"}
-    assert 0.0 <= first["accuracy"] <= 1.0 and first["loss"] > 0 and first["energy_mJ"] > 0 and first["latency_ms"] > 0
+    # the share of correct predictions among the 2 x 64 scored images (a count, not a training outcome: the
+    # supernet fixture trains 4 steps; tests/test_supernet_train.py checks that training learns)
+    assert float(first["accuracy"] * 128).is_integer() and 0 < first["loss"] < 10
+    assert first["energy_mJ"] > 0 and first["latency_ms"] > 0
 
 
 def test_cli_trial_prints_the_metrics_and_rejects_a_foreign_arch(supernet: Path, tmp_path: Path,
