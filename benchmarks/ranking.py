@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from nni_shiftadd.experiment.ranking import CeilingError, format_table, load_config, run_study
+from nni_shiftadd.experiment.ranking import load_config, run_and_print
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,16 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the small version (minutes), in <output>_quick")
     p.add_argument("--json", type=Path, help="also write the results to this path")
     args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    if args.quick:
-        cfg = cfg.quick()
-        cfg.validate()
-    try:
-        results = run_study(cfg)
-    except CeilingError as err:
-        print(f"ranking: {err}", file=sys.stderr)
-        return 1
-    print(format_table(results))
+    code, results = run_and_print(load_config(args.config), args.quick, "ranking")
+    if results is None:
+        return code
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")

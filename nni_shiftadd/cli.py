@@ -8,7 +8,6 @@ import dataclasses
 import json
 import sys
 import typing
-from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, arch_argument, coerce, from_dict, json_argument, load_yaml, load_yaml_text
@@ -489,21 +488,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ranking(args: argparse.Namespace) -> int:
-    from .experiment.ranking import CeilingError, RankingConfig, format_table, run_study
+    from .experiment.ranking import RankingConfig, run_and_print
 
-    cfg = _recipe(args, RankingConfig)
-    if args.quick:
-        cfg = cfg.quick()
-        cfg.validate()
-    try:
-        results = run_study(cfg)
-    except CeilingError as err:
-        print(f"nni-shiftadd ranking: error: {err}", file=sys.stderr)
-        return 1
-    print(format_table(results))
-    print(f"wrote {Path(cfg.output) / 'results.json'}")
-    print(f"wrote {results['plot']}")
-    return 0
+    return run_and_print(_recipe(args, RankingConfig), args.quick)[0]
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -131,3 +131,11 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     redone = study.inherited("naive", 0)
     assert redone[dropped] == pytest.approx(cached[dropped], rel=1e-5) and third == ["inherited accuracies in the naive seed 0 supernet: 1 "
                                                              "evaluated"]
+
+
+def test_cli_refuses_a_bad_recipe_before_any_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nni_shiftadd.cli import main
+
+    code = main(["ranking", "--config", str(RECIPE), "--modes", "[naive, shared]", "--output", str(tmp_path / "o")])
+    assert code == 2 and "field 'modes'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

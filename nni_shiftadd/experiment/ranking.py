@@ -419,6 +419,24 @@ def run_study(cfg: RankingConfig, log: Callable[[str], None] | None = None) -> d
         return Study(cfg, log).run()
 
 
+def run_and_print(cfg: RankingConfig, quick: bool = False, prog: str = "nni-shiftadd ranking"
+                  ) -> tuple[int, dict[str, Any] | None]:
+    """What the command and the benchmark do: run (or resume) the study, ``--quick``'s version if asked, print its
+    table and where it wrote; exit status 1 and one ``error:`` line when the seed ceiling is too low."""
+    if quick:
+        cfg = cfg.quick()
+        cfg.validate()
+    try:
+        results = run_study(cfg)
+    except CeilingError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1, None
+    print(format_table(results))
+    print(f"wrote {Path(cfg.output) / 'results.json'}")
+    print(f"wrote {results['plot']}")
+    return 0, results
+
+
 def plot_scatter(results: Mapping[str, Any], path: Path) -> Path:
     """Inherited (mean over supernet seeds, bars the seed range) against stand-alone accuracy, one panel a mode."""
     from matplotlib.figure import Figure
