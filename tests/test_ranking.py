@@ -109,6 +109,9 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
         assert len(data["inherited"]["0"]) == 4
         assert data["search"]["pick"] and 0 <= data["search"]["standalone_accuracy"] <= 1
     assert results["modes"]["hws"]["params"] > results["modes"]["naive"]["params"]  # T's alphas
+    for mode in ("naive", "hws"):
+        shape = results["modes"][mode]["add_weight_shape"]["0"]
+        assert shape["pools"] == 23 and 0 <= shape["laplace_closer_share"] <= 1
     assert (tmp_path / "study" / "scatter.png").stat().st_size > 10_000
     table = format_table(results)
     assert "seed ceiling" in table and "hws" in table and "naive" in table

@@ -14,8 +14,8 @@ that are trained stand-alone, for each weight-sharing mode (``none``, ``naive``,
 6. **Search**: the evolution (the demo's preset and energy constraint) on each mode's first supernet; its pick is
    trained stand-alone too.
 7. **Report**: Kendall tau, Pearson r, Spearman rho and top-k precision per mode (mean over seeds, their spread,
-   bootstrap 95% intervals over architectures), supernet parameters, the search picks; ``results.json``,
-   ``scatter.png``.
+   bootstrap 95% intervals over architectures), supernet parameters, the search picks, how Laplacian each
+   supernet's Add weights are; ``results.json``, ``scatter.png``.
 
 Every trained network and every evaluation is cached under ``output`` (a stand-alone run in
 ``standalone/<arch>-s<seed>/``, a supernet in ``supernets/<mode>_seed<seed>/``, inherited accuracies in
@@ -330,6 +330,19 @@ class Study:
 
         return evaluate
 
+    def add_weight_shape(self, mode: str, seed: int) -> dict[str, float]:
+        """How Laplacian the Add candidates' weights are in the ``mode``/``seed`` supernet (paper Fig. 3): over its
+        pools, the median excess kurtosis of Add's view (``T(W)`` in ``hws``) and the share of pools whose Add view is
+        closer to its Laplace fit than to its Gaussian fit (:func:`~nni_shiftadd.plots.weights.shape_stats`)."""
+        from ..plots.weights import pool_weights, shape_stats, weight_pools
+        from ..tasks.supernet import load_supernet
+
+        supernet, _ = load_supernet(self.supernet(mode, seed))
+        stats = [shape_stats(pool_weights(pool)["add"]) for pool in weight_pools(supernet).values()
+                 if "add" in pool.ops]
+        return {"pools": len(stats), "median_excess_kurtosis": float(np.median([s["excess_kurtosis"] for s in stats])),
+                "laplace_closer_share": float(np.mean([s["kl_laplace"] < s["kl_gaussian"] for s in stats]))}
+
     # -- search ----------------------------------------------------------------------------------------------------
     def search(self, mode: str) -> dict[str, Any] | None:
         """The evolution under the preset's constraints on ``mode``'s first supernet, inherited accuracy as the
@@ -400,6 +413,7 @@ class Study:
                 "interval": bootstrap_interval(list(per_seed.values()), target, self.cfg.top_k, self.cfg.bootstrap),
                 "inherited": {str(s): acc for s, acc in per_seed.items()},
                 "search": self.search(mode),
+                "add_weight_shape": {str(seed): self.add_weight_shape(mode, seed) for seed in self.cfg.supernet_seeds},
             }
         results = {"space": self.cfg.space, "archs": [{"id": arch_id(a), "arch": a, "standalone": standalone[arch_id(a)]}
                                                       for a in self.archs],
@@ -472,7 +486,7 @@ def format_table(results: Mapping[str, Any]) -> str:
              f"[{c['interval']['kendall_tau'][0]:.3f}, {c['interval']['kendall_tau'][1]:.3f}], "
              f"mean |seed difference| {c['mean_abs_seed_difference']:.4f}",
              f"{'mode':6s} {'params':>8s}  {'Kendall tau':>26s}  {'Pearson r':>26s}  {'Spearman rho':>26s}  "
-             f"{'top-k prec.':>11s}  {'search pick (stand-alone)':>26s}"]
+             f"{'top-k prec.':>11s}  {'search pick (stand-alone)':>26s}  {'Add kurtosis':>12s}  {'Laplace-closer':>14s}"]
     for mode, data in results["modes"].items():
         cells = []
         for key in ("kendall_tau", "pearson_r", "spearman_rho"):
@@ -481,5 +495,8 @@ def format_table(results: Mapping[str, Any]) -> str:
         top = data["summary"]["top_k_precision"]["mean"]
         search = data.get("search")
         pick = "-" if not search else f"{search['standalone_accuracy']:.4f} ({search['inherited_accuracy']:.3f} inh.)"
-        lines.append(f"{mode:6s} {data['params']:8d}  {'  '.join(cells)}  {top:11.2f}  {pick:>26s}")
+        shapes = list(data.get("add_weight_shape", {}).values())
+        kurt = f"{np.mean([x['median_excess_kurtosis'] for x in shapes]):12.2f}" if shapes else f"{'-':>12s}"
+        closer = f"{np.mean([x['laplace_closer_share'] for x in shapes]):14.2f}" if shapes else f"{'-':>14s}"
+        lines.append(f"{mode:6s} {data['params']:8d}  {'  '.join(cells)}  {top:11.2f}  {pick:>26s}  {kurt}  {closer}")
     return "\n".join(lines)
