@@ -241,7 +241,8 @@ class _SpacingKL(torch.autograd.Function):
     the ``spacing`` estimator; ``terms`` says which of the two) in one autograd node. The gradient is closed-form and
     computed with the value (each term sorts its sample once), so the backward pass only scales it. A pool above
     ``max_samples`` elements is estimated on a subset of that size, drawn afresh as its weights change
-    (:func:`_subset`; its other elements get no gradient this step). Without ``alpha``/``index`` the Laplace term is of the pool itself (``T`` the identity)."""
+    (:func:`_subset`; its other elements get no gradient this step). Without ``alpha``/``index`` the Laplace term is
+    of the pool itself (``T`` the identity)."""
 
     @staticmethod
     def forward(ctx: Any, scale: float, max_samples: int, terms: tuple[str, ...],  # type: ignore[override]
@@ -258,13 +259,10 @@ class _SpacingKL(torch.autograd.Function):
             x = torch.cat(xs) if n_pools > 1 else xs[0]
             lengths = torch.tensor([t.numel() for t in xs])
             alpha = torch.stack([a.detach() for a in alphas]) if (laplace and alphas) else None
-            ones = None if alpha is not None or not laplace else torch.ones(n_pools, 1, dtype=x.dtype)
-            index = torch.cat(segs) if alpha is not None else \
-                (torch.zeros(x.numel(), dtype=torch.long) if ones is not None else None)
-            total, g_x, g_alpha = cpu_kernels.spacing_kl(x, lengths, alpha if ones is None else ones, index, scale,
-                                                         "gaussian" in terms)
+            index = torch.cat(segs) if alpha is not None else None
+            total, g_x, g_alpha = cpu_kernels.spacing_kl(x, lengths, alpha, index, scale, "gaussian" in terms, laplace)
             g_xs = list(g_x.split(lengths.tolist()))
-            g_alphas = list(g_alpha.unbind(0)) if alpha is not None else []
+            g_alphas = list(g_alpha.unbind(0)) if g_alpha is not None else []
             total_t = xs[0].new_tensor(total)
         else:
             total_t, g_xs, g_alphas = xs[0].new_zeros(()), [], []
@@ -490,6 +488,11 @@ class SharedConvWeight(nn.Module):
         if op == "add" and self.transform is not None:
             return self.transform(self.pool)
         return self.pool
+
+    def add_eta(self, eta: float | None) -> float | None:
+        """The ``eta`` of AdderNet's adaptive learning rate for the Add candidate reading this pool (``None``: off;
+        :attr:`HWSConfig.add_adaptive_lr`)."""
+        return self.hws.add_eta(self.mode, eta)
 
     def kl(self) -> Tensor | None:
         """``KL(P(W) || N(0,1)) + KL(P(T(W)) || Laplace(0, b))`` in ``hws`` mode (the configured estimator), else

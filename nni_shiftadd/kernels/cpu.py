@@ -101,7 +101,7 @@ def _declare(lib: ctypes.CDLL, name: str) -> None:
                   "ps_backward": [ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int, c_int]},
         "hws": {"kl_forward": [ptr, i64, ptr, ptr, ptr, i64, f64, ptr, ptr],
                 "kl_backward": [ptr, i64, ptr, ptr, ptr, i64, f64, ptr, f64, ptr, ptr],
-                "spacing_kl": [ptr, i64, ptr, ptr, ptr, i64, f64, c_int, c_int, ptr, ptr, ptr]},
+                "spacing_kl": [ptr, i64, ptr, ptr, ptr, i64, f64, c_int, c_int, c_int, ptr, ptr, ptr]},
     }[name]
     for fn, args in signatures.items():
         for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
@@ -256,16 +256,16 @@ def pools_kl_backward(flat: Tensor, lengths: Tensor, alpha: Tensor | None, index
 
 
 def spacing_kl(x: Tensor, lengths: Tensor, alpha: Tensor | None, index: Tensor | None, scale: float,
-               gaussian: bool) -> tuple[float, Tensor, Tensor | None]:
+               gaussian: bool, laplace: bool) -> tuple[float, Tensor, Tensor | None]:
     """The ``spacing`` estimator of the eq. (5) terms of the samples concatenated in ``x`` (run lengths ``lengths``):
-    the Gaussian term of each sample when ``gaussian``, the Laplace one of ``x * alpha[p, index]`` when ``alpha``
-    (``[P, segments]``) is given. Returns the summed KL, its gradient with respect to ``x`` and to ``alpha``."""
+    the Gaussian term of each sample when ``gaussian``, the Laplace one of ``x * alpha[p, index]`` (of ``x`` without
+    ``alpha``, ``[P, segments]``) when ``laplace``. Returns the summed KL, its gradient with respect to ``x`` and to
+    ``alpha``."""
     x = x.contiguous()
     kl = torch.zeros(lengths.numel(), dtype=torch.float64)
     gx = torch.empty_like(x)
     galpha = None if alpha is None else torch.zeros_like(alpha)
-    args = _pools_args(x, lengths, alpha, index, scale)
     getattr(load("hws"), "nsa_spacing_kl_" + _SUFFIX[x.dtype])(
-        *args, int(gaussian), torch.get_num_threads(), kl.data_ptr(), gx.data_ptr(),
-        0 if galpha is None else galpha.data_ptr())
+        *_pools_args(x, lengths, alpha, index, scale), int(gaussian), int(laplace), torch.get_num_threads(),
+        kl.data_ptr(), gx.data_ptr(), 0 if galpha is None else galpha.data_ptr())
     return float(kl.sum()), gx, galpha

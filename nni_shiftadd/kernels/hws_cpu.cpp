@@ -15,7 +15,7 @@
 //   KL(P_x || q) = mean(-log q(x)) - H(x),  H = mean_i log(n (x_(hi_i) - x_(lo_i)) / (hi_i - lo_i))
 // with x_(i) the order statistics, hi_i = min(i + m, n - 1), lo_i = max(i - m, 0), m = round(sqrt(n)) (Vasicek's
 // m-spacing entropy with Ebrahimi's boundary correction), q = N(0, 1) for x = w and Laplace(0, scale) for
-// x = w * alpha[p * segments + idx]. It writes the value and its gradient (gx per sample, galpha added into the
+// x = w * alpha[p * segments + idx] (x = w without alpha). It writes the value and its gradient (gx per sample, galpha added into the
 // caller-zeroed [P, segments]) in one call, pools in parallel: each sorts its sample once per term.
 #include <algorithm>
 #include <cmath>
@@ -105,7 +105,6 @@ static void kl_backward(const T* w, int64_t P, const int64_t* len, const T* alph
 }
 
 // KL of the sample x[0..n) against q and d KL / d x[i] into g (overwritten); order is scratch of size n.
-template <typename T>
 static double spacing_term(const double* x, int64_t n, bool laplace, double scale, std::vector<int32_t>& order,
                            double* g) {
   if (n < 4) {
@@ -141,10 +140,12 @@ static double spacing_term(const double* x, int64_t n, bool laplace, double scal
   return cross - entropy / double(n);
 }
 
-// P samples concatenated in x (sample p has len[p] elements); with alpha, idx gives each element's run of T.
+// P samples concatenated in x (sample p has len[p] elements): the Gaussian term when gaussian, the Laplace term
+// when laplace; with alpha, idx gives each element's run of T (without, T is the identity and galpha unused).
 template <typename T>
 static void spacing_kl(const T* x, int64_t P, const int64_t* len, const T* alpha, const int64_t* idx,
-                       int64_t segments, double scale, int gaussian, int threads, double* kl, T* gx, T* galpha) {
+                       int64_t segments, double scale, int gaussian, int laplace, int threads, double* kl, T* gx,
+                       T* galpha) {
   std::vector<int64_t> off(P + 1, 0);
   for (int64_t p = 0; p < P; ++p) off[p + 1] = off[p] + len[p];
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
@@ -156,19 +157,19 @@ static void spacing_kl(const T* x, int64_t P, const int64_t* len, const T* alpha
     if (gaussian) {
       for (int64_t i = 0; i < n; ++i) v[i] = double(x[o + i]);
       std::iota(order.begin(), order.end(), 0);
-      total += spacing_term<T>(v.data(), n, false, scale, order, g.data());
+      total += spacing_term(v.data(), n, false, scale, order, g.data());
       for (int64_t i = 0; i < n; ++i) acc[i] = g[i];
     }
-    if (alpha != nullptr) {
-      const T* a = alpha + p * segments;
-      const int64_t* k = idx + o;
-      for (int64_t i = 0; i < n; ++i) v[i] = double(x[o + i]) * double(a[k[i]]);
+    if (laplace) {
+      const T* a = alpha != nullptr ? alpha + p * segments : nullptr;
+      const int64_t* k = idx != nullptr ? idx + o : nullptr;
+      for (int64_t i = 0; i < n; ++i) v[i] = double(x[o + i]) * (a != nullptr ? double(a[k[i]]) : 1.0);
       if (!gaussian) std::iota(order.begin(), order.end(), 0);  // else start from x's order: often nearly sorted
-      total += spacing_term<T>(v.data(), n, true, scale, order, g.data());
-      T* ga = galpha + p * segments;
+      total += spacing_term(v.data(), n, true, scale, order, g.data());
+      T* ga = a != nullptr ? galpha + p * segments : nullptr;
       for (int64_t i = 0; i < n; ++i) {
-        acc[i] += g[i] * double(a[k[i]]);
-        ga[k[i]] += T(g[i] * double(x[o + i]));
+        acc[i] += g[i] * (a != nullptr ? double(a[k[i]]) : 1.0);
+        if (ga != nullptr) ga[k[i]] += T(g[i] * double(x[o + i]));
       }
     }
     for (int64_t i = 0; i < n; ++i) gx[o + i] = T(acc[i]);
@@ -189,8 +190,8 @@ static void spacing_kl(const T* x, int64_t P, const int64_t* len, const T* alpha
   }                                                                                                           \
   extern "C" void nsa_spacing_kl_##S(const T* x, int64_t P, const int64_t* len, const T* alpha,              \
                                      const int64_t* idx, int64_t segments, double scale, int gaussian,       \
-                                     int threads, double* kl, T* gx, T* galpha) {                            \
-    spacing_kl<T>(x, P, len, alpha, idx, segments, scale, gaussian, threads, kl, gx, galpha);                \
+                                     int laplace, int threads, double* kl, T* gx, T* galpha) {               \
+    spacing_kl<T>(x, P, len, alpha, idx, segments, scale, gaussian, laplace, threads, kl, gx, galpha);       \
   }
 
 NSA_HWS(float, f32)

@@ -76,8 +76,7 @@ class HybridBlock(nn.Module):
         stride = self.stride if key in ("spatial", "shortcut") else 1
         padding = w.shape[-1] // 2
         if op == "add":
-            pool = self.pools[key]
-            y = adder_conv2d(x, w, stride=stride, padding=padding, eta=pool.hws.add_eta(pool.mode, self.eta))
+            y = adder_conv2d(x, w, stride=stride, padding=padding, eta=self.pools[key].add_eta(self.eta))
         else:
             y = F.conv2d(x, w, stride=stride, padding=padding)
         return self.norms[op][key](y)

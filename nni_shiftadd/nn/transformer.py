@@ -150,8 +150,8 @@ class LightweightBranch(nn.Module):
     def _forward(self, x: Tensor, op: str, padding_mask: Tensor | None) -> Tensor:
         c = x.shape[-1]
         linear, conv = LIGHTWEIGHT_FUNCTIONS[op]
-        pool = self.pools["proj_in"]  # one mode and HWSConfig for the branch's pools
-        extra = {"eta": pool.hws.add_eta(pool.mode, self.eta)} if op == "add" else {}
+        # the branch's pools share one mode and HWSConfig
+        extra = {"eta": self.pools["proj_in"].add_eta(self.eta)} if op == "add" else {}
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         y = linear(x, self.pools["proj_in"].weight(op)[:c, :c], **extra).transpose(1, 2)
