@@ -136,6 +136,16 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
                                                              "evaluated"]
 
 
+def test_a_cache_of_another_standalone_recipe_is_refused(tmp_path: Path) -> None:
+    cfg = from_dict(RankingConfig, _tiny(tmp_path / "study"))
+    Study(cfg)  # records the stand-alone recipe beside its cache
+    Study(cfg)  # the same recipe is accepted
+    changed = from_dict(RankingConfig, {**_tiny(tmp_path / "study"),
+                                        "retrain_overrides": {**cfg.retrain_overrides, "limit_train_batches": 3}})
+    with pytest.raises(ValueError, match=r"another recipe \(limit_train_batches: 2 -> 3\)"):
+        Study(changed)
+
+
 def test_cli_refuses_a_bad_recipe_before_any_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from nni_shiftadd.cli import main
 

@@ -230,6 +230,7 @@ class Study:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.spec = load_space(cfg.space)
         self.archs = self._archs()
+        self._check_standalone_recipe()
 
     def _archs(self) -> list[dict[str, Any]]:
         path = self.out / "archs.json"
@@ -242,6 +243,25 @@ class Study:
         return archs
 
     # -- stand-alone -----------------------------------------------------------------------------------------------
+    def _check_standalone_recipe(self) -> None:
+        """Refuse a cache of stand-alone networks trained with another recipe (``standalone/recipe.json``)."""
+        from ..tasks.retrain import RetrainConfig
+
+        recipe = dataclasses.asdict(load_yaml(RetrainConfig, self.cfg.retrain_recipe, {
+            **self.cfg.retrain_overrides, "space": self.cfg.space, "supernet": None}))
+        wanted = json.loads(json.dumps({k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")}))
+        path = self.out / "standalone" / "recipe.json"
+        saved = _read_json(path)
+        if saved is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_json(path, wanted)
+            return
+        stale = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        if stale:
+            changes = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in stale)
+            raise ValueError(f"{path.parent}: these stand-alone networks were trained with another recipe ({changes}); "
+                             "remove the folder or choose another 'output'")
+
     def standalone(self, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         """Test accuracy (and cost) of ``arch`` trained from scratch with the retrain recipe and ``seed``; cached."""
         from ..tasks.retrain import RetrainConfig, retrain
