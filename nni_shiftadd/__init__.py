@@ -3,7 +3,8 @@
 Hybrid operators that mix multiplication-based and multiplication-free computation (paper eq. (2)):
 ``AdderConv2d`` / ``AdderLinear`` / ``AdderConv1d`` (Add, AdderNet) and ``ShiftConv2d`` / ``ShiftLinear``
 (Shift, DeepShift), and ``convert_model`` to turn any model's layers into them; ``HybridChoice`` and
-``oneshot_hooks`` for NNI model spaces; ``profile`` for op counts, energy and latency.
+``oneshot_hooks`` for NNI model spaces; ``recalibrate_batchnorm`` for subnets frozen from a supernet; ``profile``
+for op counts, energy and latency.
 
 Every name loads on first use, so that importing a light part (the evolution tuner that NNI's dispatcher must
 start within 10 s, a config schema) does not pull in torch, timm and NNI's NAS. The ``shiftadd_*`` timm models
@@ -23,7 +24,8 @@ warnings.filterwarnings("ignore", message=r"<class '.*'> is found to be not a nn
 _OPS = ("AdderConv1d", "AdderConv2d", "AdderLinear", "ShiftConv2d", "ShiftLinear", "adder_conv1d", "adder_conv2d",
         "adder_linear", "convert_model")
 _LAZY = {**{name: "nni_shiftadd.ops" for name in _OPS}, "HybridChoice": "nni_shiftadd.nn",
-         "oneshot_hooks": "nni_shiftadd.nn", "profile": "nni_shiftadd.cost"}
+         "oneshot_hooks": "nni_shiftadd.nn", "profile": "nni_shiftadd.cost",
+         "recalibrate_batchnorm": "nni_shiftadd.nn"}
 
 
 def __getattr__(name: str):
@@ -33,4 +35,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'nni_shiftadd' has no attribute {name!r}")
 
 
-__all__ = ["HybridChoice", "oneshot_hooks", "profile", *_OPS, "__version__"]
+__all__ = ["HybridChoice", "oneshot_hooks", "profile", "recalibrate_batchnorm", *_OPS, "__version__"]

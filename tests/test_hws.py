@@ -10,7 +10,8 @@ from torch import nn
 
 from nni_shiftadd.hws import (HWSConfig, SharedConvWeight, TransformKernel, add_auxiliary_loss, gaussian_kl,
                                laplace_kl, spacing_kl)
-from nni_shiftadd.nn.hybrid import HybridBlock, HybridChoice, HybridSuperNet, oneshot_hooks
+from nni_shiftadd.nn.hybrid import HybridBlock, HybridChoice
+from nni_shiftadd.nn.oneshot import HybridSuperNet, oneshot_hooks
 from nni_shiftadd.ops import AdderConv2d, ShiftConv2d
 
 torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""The README's Python snippets run as written, and its first screen holds the two set-up commands."""
+"""The README's Python snippets run as written (in order, in one namespace, as a reader running them one after the
+other; a snippet that continues another says so), and its first screen holds the two set-up commands."""
 from __future__ import annotations
 
 import re
@@ -13,8 +14,9 @@ def test_python_snippets_run(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NNI_CONFIG_DIR", str(tmp_path / "nni"))
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 3
+    namespace = {"__name__": "readme"}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {"__name__": "readme"})
+        exec(compile(block, str(README), "exec"), namespace)
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -7,7 +7,7 @@ from .profile import CostReport, LayerRow, eyeriss_config, profile, report_from_
 from .trace import Trace, trace_layers
 
 _LAZY = {"EyerissProfiler": "profilers", "OpCountProfiler": "profilers", "LatencyPredictor": "predictor",
-         "ArchEncoder": "predictor"}
+         "ArchEncoder": "predictor", "CostExpressionProfiler": "expression", "DifferentiableCostPenalty": "expression"}
 
 
 def __getattr__(name: str):  # NNI and the predictor load only when used (importing nni is slow)
@@ -18,6 +18,6 @@ def __getattr__(name: str):  # NNI and the predictor load only when used (import
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ArchEncoder", "EyerissProfiler", "LatencyPredictor", "OpCountProfiler", "CostReport", "EyerissConfig", "LayerCost", "LayerRecord", "LayerRow", "LayerShape", "OpCounts", "Trace",
+__all__ = ["ArchEncoder", "CostExpressionProfiler", "DifferentiableCostPenalty", "EyerissProfiler", "LatencyPredictor", "OpCountProfiler", "CostReport", "EyerissConfig", "LayerCost", "LayerRecord", "LayerRow", "LayerShape", "OpCounts", "Trace",
            "count_layer", "count_ops", "effective_macs", "eyeriss_config", "layer_cost", "profile",
            "report_from_records", "trace_layers"]

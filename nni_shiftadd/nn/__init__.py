@@ -1,7 +1,11 @@
 """Blocks and NNI mutables of the hybrid search space: the Attn block, the multi-branch NLP block, and the hybrid
-layer choice whose Conv/Shift/Add candidates share weights (``HybridChoice``, ``oneshot_hooks``)."""
+layer choice whose Conv/Shift/Add candidates share weights (``HybridChoice``), with its one-shot forms for NNI's
+one-shot strategies (``oneshot_hooks``), and the BatchNorm recalibration of subnets taken from a supernet."""
 from .attention import AttnBlock, LightweightConv1d, MultiBranchBlock
-from .hybrid import CANDIDATES, Bottleneck, HybridBlock, HybridChoice, HybridSuperNet, oneshot_hooks
+from .hybrid import CANDIDATES, Bottleneck, HybridBlock, HybridChoice
+from .oneshot import HybridCandidate, HybridSuperNet, oneshot_hooks
+from .recalibration import BatchNormRecalibration, recalibrate_batchnorm
 
-__all__ = ["CANDIDATES", "AttnBlock", "Bottleneck", "HybridBlock", "HybridChoice", "HybridSuperNet",
-           "LightweightConv1d", "MultiBranchBlock", "oneshot_hooks"]
+__all__ = ["CANDIDATES", "AttnBlock", "BatchNormRecalibration", "Bottleneck", "HybridBlock", "HybridCandidate",
+           "HybridChoice", "HybridSuperNet", "LightweightConv1d", "MultiBranchBlock", "oneshot_hooks",
+           "recalibrate_batchnorm"]

@@ -1,19 +1,22 @@
 """The hybrid layer of ShiftAddNAS: one position of the network that can be an Attn block or a Conv, Shift or Add
-bottleneck (1x1, 3x3, 1x1 with a residual, SPEC), the three bottlenecks sharing weights (:mod:`nni_shiftadd.hws`).
+bottleneck (1x1, 3x3, 1x1 with a residual, SPEC), the three bottlenecks sharing weights (:mod:`nni_shiftadd.hws`),
+or a block of the user's own (``extra_candidates``).
 
 :class:`HybridBlock` holds every candidate's parameters and runs the one it is told to; :class:`HybridChoice` makes it
-an NNI mutable (``nni.choice`` over the candidates) that works in any ``ModelSpace``; :class:`HybridSuperNet` is its
-one-shot form, created by the mutation hooks of :func:`oneshot_hooks` for NNI's ``RandomOneShot``.
+an NNI mutable (``nni.choice`` over the candidates) that works in any ``ModelSpace``. Its one-shot forms, for NNI's
+one-shot strategies, live apart in :mod:`nni_shiftadd.nn.oneshot`.
 """
 from __future__ import annotations
 
+import copy
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from nni.mutable import Categorical, ensure_frozen
 from nni.nas.nn.pytorch import MutableModule
-from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch import Tensor, nn
 
 from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
@@ -35,6 +38,27 @@ def _check_candidates(candidates: Sequence[str]) -> tuple[str, ...]:
     return candidates
 
 
+#: A user candidate: ``factory(in_channels, out_channels, stride)`` returns a module mapping ``(N, in, H, W)`` to
+#: ``(N, out, H / stride, W / stride)``; a factory with a ``pools`` parameter also receives the position's shared
+#: weight pools (:class:`~nni_shiftadd.hws.SharedConvWeight` under ``"reduce"``, ``"spatial"``, ``"expand"`` and,
+#: when the shape changes, ``"shortcut"``).
+CandidateFactory = Callable[..., nn.Module]
+
+
+def _check_extra(extra: Mapping[str, CandidateFactory] | None) -> dict[str, CandidateFactory]:
+    extra = dict(extra or {})
+    for name, factory in extra.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"extra_candidates: name {name!r} must be a Python identifier (it names a submodule)")
+        if name in CANDIDATES:
+            raise ValueError(f"extra_candidates: {name!r} is a built-in block type ({list(CANDIDATES)}); "
+                             "give your block another name")
+        if not callable(factory):
+            raise ValueError(f"extra_candidates: {name!r} must map to a factory(in_channels, out_channels, stride), "
+                             f"got {type(factory).__name__}")
+    return extra
+
+
 class HybridBlock(nn.Module):
     """Every candidate of one layer position. ``forward(x, op)`` runs candidate ``op``.
 
@@ -42,14 +66,20 @@ class HybridBlock(nn.Module):
     shortcut when the shape changes) are :class:`~nni_shiftadd.hws.SharedConvWeight` pools shared by the Conv,
     Shift and Add candidates; each candidate keeps its own BatchNorms (their statistics differ by operator). In
     ``hws`` mode the eq. (5) KL terms of the pools join the loss through the backward pass (``kl_weight``).
+
+    ``extra_candidates`` adds the user's own blocks (name -> :data:`CandidateFactory`) after the built-in ones; a
+    factory that takes ``pools`` reads the shared weights through them (``pools["spatial"].weight("conv")``), so its
+    gradients land on the pool the Conv/Shift/Add candidates train.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  candidates: Sequence[str] = CANDIDATES, *, mode: Mode = "hws", expansion: int = 4,
                  kl_weight: float = 1.0, eta: float = 0.2, attn_kwargs: dict[str, Any] | None = None,
-                 **pool_kwargs: Any) -> None:
+                 extra_candidates: Mapping[str, CandidateFactory] | None = None, **pool_kwargs: Any) -> None:
         super().__init__()
-        self.candidates = _check_candidates(candidates)
+        builtin = _check_candidates(candidates) if candidates or not extra_candidates else ()
+        extra = _check_extra(extra_candidates)
+        self.candidates = builtin + tuple(extra)
         if mode not in MODES:
             raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
         if stride not in (1, 2):
@@ -70,6 +100,26 @@ class HybridBlock(nn.Module):
                                         for op in ops})
             for op in ops:  # zero-init the last BN so that each bottleneck starts as its shortcut
                 nn.init.zeros_(self.norms[op]["expand"].weight)
+        self.extra = nn.ModuleDict({name: self._build_extra(name, factory, in_channels, out_channels, stride)
+                                    for name, factory in extra.items()})
+
+    def _build_extra(self, name: str, factory: CandidateFactory, in_channels: int, out_channels: int,
+                     stride: int) -> nn.Module:
+        kwargs: dict[str, Any] = {}
+        try:
+            wants_pools = "pools" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # a builtin or C callable: no introspection, no pools
+            wants_pools = False
+        if wants_pools:
+            if not self.conv_ops:
+                raise ValueError(f"extra_candidates: {name!r} asks for the shared pools, which exist only beside a "
+                                 f"Conv, Shift or Add candidate; candidates here are {list(self.candidates)}")
+            kwargs["pools"] = self.pools
+        module = factory(in_channels, out_channels, stride, **kwargs)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"extra_candidates: the factory of {name!r} returned {type(module).__name__}, "
+                             "not a torch.nn.Module")
+        return module
 
     def _conv(self, op: str, x: Tensor, key: str) -> Tensor:
         w = self.pools[key].weight(op)
@@ -84,6 +134,8 @@ class HybridBlock(nn.Module):
     def forward(self, x: Tensor, op: str) -> Tensor:
         if op not in self.candidates:
             raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.candidates)}")
+        if op in self.extra:
+            return self.extra[op](x)
         if op == "attn":
             return self.attn(x)
         with ranks_memoised(list(self.pools.values())):
@@ -109,9 +161,9 @@ class HybridBlock(nn.Module):
         ``ShiftConv2d`` holding its power-of-two weights, Add as an ``AdderConv2d`` holding ``T(W)``."""
         if op not in self.candidates:
             raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.candidates)}")
+        if op in self.extra:
+            return copy.deepcopy(self.extra[op])
         if op == "attn":
-            import copy
-
             return copy.deepcopy(self.attn)
         convs = {}
         for key, pool in self.pools.items():
@@ -132,8 +184,6 @@ class HybridBlock(nn.Module):
 
 
 def _copy_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
-    import copy
-
     return copy.deepcopy(bn)
 
 
@@ -151,22 +201,23 @@ class Bottleneck(nn.Module):
 
 
 class HybridChoice(MutableModule):
-    """The hybrid layer choice as an NNI mutable: ``nni.choice(label, candidates)`` over Attn/Conv/Shift/Add blocks.
+    """The hybrid layer choice as an NNI mutable: ``nni.choice(label, candidates)`` over Attn/Conv/Shift/Add blocks
+    and any ``extra_candidates`` of the user's (see :class:`HybridBlock`).
 
     In a ``ModelSpace``: ``space.random()`` samples it, ``space.freeze(sample)`` turns it into the chosen block
-    with the weights it has here (:meth:`HybridBlock.export`), and NNI's one-shot strategies train it through
-    :func:`oneshot_hooks`. Outside one-shot training its forward runs the default (first) candidate.
+    with the weights it has here (:meth:`HybridBlock.export`), and NNI's one-shot strategies (RandomOneShot, ENAS,
+    DARTS, GumbelDARTS, Proxyless) train it through :func:`~nni_shiftadd.nn.oneshot.oneshot_hooks`. Outside one-shot
+    training its forward runs the default (first) candidate.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  candidates: Sequence[str] = CANDIDATES, *, label: str | None = None, **block_kwargs: Any) -> None:
         super().__init__()
-        candidates = _check_candidates(candidates)
-        self.choice = Categorical(list(candidates), label=label)
+        self.block = HybridBlock(in_channels, out_channels, stride, candidates, **block_kwargs)
+        self.choice = Categorical(list(self.block.candidates), label=label)
         self.add_mutable(self.choice)
         self._dry_run_choice = ensure_frozen(self.choice)
         self.active: str | None = None  # set by a supernet's activate(); else the dry-run (first) candidate runs
-        self.block = HybridBlock(in_channels, out_channels, stride, candidates, **block_kwargs)
 
     @property
     def label(self) -> str:
@@ -194,78 +245,3 @@ def build_then_freeze(cls: type, sample: dict, *args: Any, **kwargs: Any) -> nn.
     instance = nn.Module.__new__(cls)
     instance.__init__(*args, **kwargs)
     return instance.freeze(sample)
-
-
-class UniformSuperNet(BaseSuperNetModule):
-    """One-shot module over one categorical choice, sampled uniformly (NNI's ``resample``/``export`` protocol)."""
-
-    def __init__(self, choice: Categorical) -> None:
-        super().__init__()
-        self.choice = choice
-        self.add_mutable(choice)
-        self._sampled: Any = None
-
-    @property
-    def label(self) -> str:
-        return self.choice.label
-
-    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
-        self._sampled = memo[self.label] if self.label in memo else self.choice.random()
-        return {self.label: self._sampled}
-
-    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
-        return {} if self.label in memo else {self.label: self.choice.random()}
-
-    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
-        if self.label in memo:
-            return {}
-        return {self.label: {c: 1.0 / len(self.choice.values) for c in self.choice.values}}
-
-    def sampled(self) -> Any:
-        if self._sampled is None:
-            raise RuntimeError(f"{self.label}: nothing sampled yet; call resample() first")
-        return self._sampled
-
-
-class HybridSuperNet(UniformSuperNet):
-    """One-shot form of :class:`HybridChoice`: uniform single-path sampling over the candidates, the candidates'
-    weights shared as the block's mode says."""
-
-    def __init__(self, block: HybridBlock, choice: Categorical) -> None:
-        super().__init__(choice)
-        self.block = block
-
-    def freeze(self, sample: dict[str, Any]) -> nn.Module:
-        return self.block.export(self.choice.freeze(sample))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block(x, self.sampled())
-
-    @classmethod
-    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
-        if isinstance(module, HybridChoice):
-            return cls(module.block, module.choice)
-        return None
-
-
-def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
-    """Mutation hooks for NNI's ``RandomOneShot(mutation_hooks=oneshot_hooks(...))``.
-
-    The hybrid layers (and the translation space's SuperTransformer) keep the weight-sharing mode they were built
-    with; ``mode`` is checked against it so that a space built for one mode is not trained silently in another.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
-
-    from ..space.cv import stage_hooks  # the depth choice of the spaces built from search-space files
-    from ..space.nlp import translation_hooks  # the SuperTransformer of the translation spaces
-
-    def hybrid_hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
-        if isinstance(module, HybridChoice):
-            if module.block.mode != mode:
-                raise ValueError(f"{name}: the layer was built with mode={module.block.mode!r} but the hooks ask "
-                                 f"for mode={mode!r}; build the space with the mode you train")
-            return HybridSuperNet.mutate(module, name, memo, mutate_kwargs)
-        return None
-
-    return [hybrid_hook, *stage_hooks(), *translation_hooks(mode)]

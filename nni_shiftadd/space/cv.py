@@ -19,7 +19,8 @@ from nni.nas.nn.pytorch import ModelSpace, MutableModule
 from torch import Tensor, nn
 
 from ..hws import HWSConfig, Mode
-from ..nn.hybrid import HybridChoice, UniformSuperNet, build_then_freeze
+from ..nn.hybrid import HybridChoice, build_then_freeze
+from ..nn.oneshot import UniformSuperNet
 from .spec import SpaceSpec, StageSpec, depth_label, op_label, validate_arch
 
 

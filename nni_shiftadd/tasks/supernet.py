@@ -56,6 +56,7 @@ from ..data import check_data_dir, create_dataset, dataset_info
 from ..lock import check_output_dir, is_rank_zero, output_lock
 from ..hws import MODES, HWSConfig, Mode
 from ..nn.hybrid import HybridChoice
+from ..nn.recalibration import recalibrate_batchnorm
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
 from ..strategy.evolution import CONSTRAINT_METRICS, Bound, space_cost_fn
@@ -380,19 +381,7 @@ def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoa
     device = next(supernet.parameters()).device
     supernet.activate(arch)
     if calibration is not None and calibration_batches > 0:
-        norms = [m for m in supernet.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-        supernet.train()
-        with torch.no_grad():
-            for i, (x, _) in enumerate(calibration):
-                if i >= calibration_batches:
-                    break
-                supernet(x.to(device))
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
+        recalibrate_batchnorm(supernet, calibration, calibration_batches, device)
     supernet.eval()
     correct = total = 0
     loss = 0.0
