@@ -231,9 +231,79 @@ def test_the_space_must_match(spec: SpaceSpec) -> None:
     with pytest.raises(ValueError, match=wrong):
         ShiftAddEvolution("cv_small", space=spec).initialize(
             SimplifiedModelSpace.from_model(HybridCVSpace(other, "none")), SequentialExecutionEngine())
-    with pytest.raises(ValueError, match=r"neither a HybridCVSpace nor a HybridNLPSpace; pass "
-                       r"ShiftAddEvolution\(space=\.\.\.\)"):
+    with pytest.raises(ValueError, match=r"SimplifiedModelSpace is not one of ours; pass "
+                       r"ShiftAddEvolution\(example_inputs=\(x,\)\)"):
         ShiftAddEvolution("cv_small").initialize(SimplifiedModelSpace.from_model(Plain()), SequentialExecutionEngine())
+
+
+class Hybrids(ModelSpace):
+    """A user's own model space: two hybrid layers and a width choice, nothing from a SpaceSpec."""
+
+    def __init__(self) -> None:
+        from nni.nas.nn.pytorch import LayerChoice
+        from torch import nn
+
+        from nni_shiftadd.nn import HybridChoice
+
+        super().__init__()
+        self.stem = LayerChoice({"w8": nn.Conv2d(1, 16, 3, padding=1), "w16": nn.Conv2d(1, 16, 5, padding=2)},
+                                label="stem")
+        self.block1 = HybridChoice(16, 16, label="block1")
+        self.block2 = HybridChoice(16, 16, candidates=("conv", "shift", "add"), label="block2")
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(self.block2(self.block1(self.stem(x))).mean((2, 3)))
+
+
+def test_the_evolution_searches_any_model_space_with_traced_costs(tmp_path: Path) -> None:
+    import torch
+
+    from nni_shiftadd.cost import EyerissProfiler
+    from nni_shiftadd.strategy.domain import ModelSpaceDomain, model_space_cost_fn
+
+    space = Hybrids()
+    x = torch.zeros(1, 1, 8, 8)
+    traced = EyerissProfiler(space, x)
+    energies = sorted(traced.profile({"stem": s, "block1": a, "block2": b}) for s in ("w8", "w16")
+                      for a in ("attn", "conv", "shift", "add") for b in ("conv", "shift", "add"))
+    limit = energies[len(energies) // 2]  # half the space meets it
+    seen: list[Any] = []
+
+    def params(model) -> None:  # a deterministic score computed from the frozen model NNI hands over
+        seen.append(model)
+        nni.report_final_result(float(sum(p.numel() for p in model.parameters())))
+
+    strategy = ShiftAddEvolution("cv_small", example_inputs=(x,), output=str(tmp_path / "search"),
+                                 overrides={**SMALL, "constraints": {"energy_mJ": {"max": limit}}})
+    NasExperiment(space, FunctionalEvaluator(params), strategy, NasExperimentConfig("sequential", "raw")).run()
+    records = strategy.records()
+    assert strategy.evolution.domain.choices == {"stem": ["w8", "w16"], "block1": ["attn", "conv", "shift", "add"],
+                                                 "block2": ["conv", "shift", "add"]}
+    baselines = {r["baseline"]: r["arch"] for r in records if r["baseline"]}
+    assert set(baselines) == {"all_conv", "all_shift", "all_add", "all_attn"}
+    assert strategy.evolution.domain.baselines(["attn", "nope"]) == {
+        "all_attn": {"stem": "w8", "block1": "attn", "block2": "conv"}}  # first values where attn is not offered
+    assert all(isinstance(m, torch.nn.Module) for m in seen) and len(seen) == len(records)
+    searched = [r for r in records if r["baseline"] is None]
+    assert len(searched) >= SMALL["population"] - len(baselines)  # a baseline may also be a searched member
+    for r in searched:  # every searched architecture met the constraint, by an independent trace
+        assert traced.profile(r["arch"]) <= limit * (1 + 1e-9)
+    best = strategy.best()
+    feasible = [r for r in records if r["feasible"]]
+    assert best["default"] == max(r["default"] for r in feasible)
+    assert (tmp_path / "search" / "state.json").is_file()
+    cost = model_space_cost_fn(space, x)
+    assert cost(best["arch"])["energy_mJ"] == pytest.approx(traced.profile(best["arch"]))
+    assert ModelSpaceDomain(Plain()).choices == {"width": [4, 8]}
+
+    class Continuous(ModelSpace):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_mutable(nni.uniform("dropout", 0.0, 0.5))
+
+    with pytest.raises(ValueError, match="'dropout': the evolution searches categorical choices; Numerical"):
+        ModelSpaceDomain(Continuous())
 
 
 class Plain(ModelSpace):

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from ..config import ConfigError, load_yaml, parse_yaml
 from ..resources import list_resources, resource
-from ..space.spec import (SpaceSpec, arch_space, canonical_arch, named_baselines, random_arch, restrict_blocks,
-                          structurally_valid)
+from ..space.spec import SpaceSpec
+from .domain import SearchDomain, as_domain
 from ..vocabulary import ENCODER_BLOCKS
 
 CONSTRAINT_METRICS: tuple[str, ...] = ("energy_mJ", "latency_ms", "macs_M", "flops_G", "params_M", "mult_G", "add_G",
@@ -169,22 +169,27 @@ class Evolution:
     """The ask/tell evolution core (see the module docstring).
 
     Args:
-        spec: the search space (restricted to ``cfg.blocks`` when the preset names some: ``self.spec``).
+        spec: the search space: a spec of ours (``SpaceSpec``, translation spec), any NNI ``ModelSpace``, or a
+            :class:`~nni_shiftadd.strategy.domain.SearchDomain`; restricted to ``cfg.blocks`` when the preset names
+            some. ``self.domain`` is what is searched, ``self.spec`` the spec (the domain for a model space).
         cfg: the strategy settings.
-        cost: ``arch -> {metric: value}`` for the constrained metrics (e.g. :func:`space_cost_fn`); may be
-            ``None`` without constraints.
+        cost: ``arch -> {metric: value}`` for the constrained metrics (:func:`space_cost_fn` for our spaces,
+            :func:`~nni_shiftadd.strategy.domain.model_space_cost_fn` for any model space); may be ``None``
+            without constraints.
     """
 
-    def __init__(self, spec: SpaceSpec, cfg: EvolutionConfig, cost: CostFn | None = None) -> None:
+    def __init__(self, spec: SpaceSpec | SearchDomain | Any, cfg: EvolutionConfig, cost: CostFn | None = None) -> None:
         if cfg.constraints and cost is None:
             raise ValueError("cost: constraints need a cost function")
+        domain = as_domain(spec)
         if cfg.blocks is not None:
             try:
-                spec = restrict_blocks(spec, cfg.blocks)
+                domain = domain.restrict(cfg.blocks)
             except ValueError as err:
                 raise ValueError(f"field 'blocks': {err}") from None
-        self.spec, self.cfg, self.cost = spec, cfg, cost
-        self.space = arch_space(spec)
+        self.domain, self.cfg, self.cost = domain, cfg, cost
+        self.spec = getattr(domain, "spec", domain)
+        self.space = domain.choices
         self.rng = random.Random(cfg.seed)
         self.generation = 0
         self.members: list[str] = []  # keys of the current generation, in order
@@ -218,7 +223,7 @@ class Evolution:
         """Record the result of ``arch`` (``metrics`` holds the objective; ``None`` for a failed evaluation, which
         ranks last). Advances the generation when it is complete."""
         self._start()
-        key = arch_key(canonical_arch(self.spec, arch))
+        key = arch_key(self.domain.canonical(arch))
         if metrics is not None and self.cfg.objective not in metrics:
             raise ValueError(f"metrics: no {self.cfg.objective!r} (the objective) in {sorted(metrics)}")
         record: dict[str, Any] = {"arch": json.loads(key), "generation": self.generation,
@@ -250,7 +255,7 @@ class Evolution:
         if not self.members and self.generation == 0:
             members = self._unique(self.cfg.population, self._random)  # may raise ConstraintError: not started
             self.baselines = {name: arch_key(arch) for name, arch in
-                              named_baselines(self.spec, self.cfg.baselines).items()}
+                              self.domain.baselines(self.cfg.baselines).items()}
             self.members = members
         self._started = True
 
@@ -279,7 +284,7 @@ class Evolution:
         return keys
 
     def _random(self) -> Arch:
-        return random_arch(self.spec, self.rng)
+        return self.domain.random(self.rng)
 
     def _mutate(self, parent: Arch) -> Arch:
         child = dict(parent)
@@ -297,9 +302,9 @@ class Evolution:
         closest: tuple[float, str] | None = None
         for _ in range(self.cfg.max_rejects):
             arch = draw()
-            if not structurally_valid(self.spec, arch):
+            if not self.domain.valid(arch):
                 continue
-            key = arch_key(canonical_arch(self.spec, arch))
+            key = arch_key(self.domain.canonical(arch))
             if avoid is not None and key in avoid:
                 continue
             violation = self._violation(key)
@@ -334,7 +339,7 @@ class Evolution:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (JSON-serialisable)."""
         version, internal, gauss = self.rng.getstate()
-        return {"format": 1, "space": self.spec.name, "config": dataclasses.asdict(self.cfg),
+        return {"format": 1, "space": self.domain.name, "config": dataclasses.asdict(self.cfg),
                 "generation": self.generation, "done": self.done, "members": self.members,
                 "baselines": self.baselines, "results": list(self.results.values()), "history": self.history,
                 "rejected": self.rejected, "rng": [version, list(internal), gauss]}
@@ -343,8 +348,8 @@ class Evolution:
         """Continue from :meth:`state_dict`; the space and the settings must be the ones it was made with."""
         if state.get("format") != 1:
             raise ValueError(f"evolution state: unknown format {state.get('format')!r}")
-        if state["space"] != self.spec.name:
-            raise ValueError(f"evolution state: made for space {state['space']!r}, not {self.spec.name!r}")
+        if state["space"] != self.domain.name:
+            raise ValueError(f"evolution state: made for space {state['space']!r}, not {self.domain.name!r}")
         mine = dataclasses.asdict(self.cfg)
         changed = sorted(k for k in mine if k not in ("iterations", "max_rejects") and mine[k] != state["config"].get(k))
         if changed:

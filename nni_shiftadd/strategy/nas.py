@@ -47,6 +47,7 @@ from nni.nas.strategy.base import Strategy
 from ..config import from_dict
 from ..space.nlp_spec import TranslationSpaceSpec
 from ..space.spec import SpaceSpec, arch_space, load_space
+from .domain import ModelSpaceDomain, model_space_cost_fn
 from .evolution import (ConstraintError, Evolution, EvolutionConfig, arch_key, load_preset, result_metrics,
                         space_cost_fn)
 from .results import write_results
@@ -87,10 +88,15 @@ class ShiftAddEvolution(Strategy):
         output: folder of ``state.json`` (resumed from if present), ``results.json``/``.csv`` and the Pareto plots,
             rewritten after every result; ``None`` writes nothing (state only through :meth:`state_dict`).
         overrides: preset fields to override, e.g. ``{"iterations": 5}``.
+        example_inputs: for a model space that is not one of ours (any NNI ``ModelSpace``): its input (batch 1),
+            on which each frozen sample is traced once for the constraints' costs. The genes are then the space's
+            categorical choices, and the preset's ``baselines`` ``all_<value>`` samples (the value wherever a choice
+            offers it, the choice's first value elsewhere).
     """
 
     def __init__(self, preset: str | EvolutionConfig = "cv_small", *, space: SpaceSpec | str | None = None,
-                 output: str | None = None, overrides: dict[str, Any] | None = None) -> None:
+                 output: str | None = None, overrides: dict[str, Any] | None = None,
+                 example_inputs: tuple[Any, ...] | None = None) -> None:
         super().__init__()
         if isinstance(preset, EvolutionConfig):
             self.cfg = from_dict(EvolutionConfig, {**dataclasses.asdict(preset), **(overrides or {})},
@@ -98,6 +104,7 @@ class ShiftAddEvolution(Strategy):
         else:
             self.cfg = load_preset(preset, overrides)
         self.spec: SpaceSpec | None = load_space(space) if isinstance(space, str) else space
+        self.example_inputs = tuple(example_inputs) if example_inputs is not None else None
         self.output = Path(output) if output is not None else None
         self.evolution: Evolution | None = None
         self.error: str | None = None
@@ -110,20 +117,24 @@ class ShiftAddEvolution(Strategy):
             self._build(self.spec)
 
     def extra_repr(self) -> str:
-        space = self.spec.name if self.spec is not None else None
+        space = self.evolution.domain.name if self.evolution is not None else None
         return f"preset={self.cfg.name!r}, space={space!r}, output={str(self.output) if self.output else None!r}"
 
     # -- NNI strategy interface ------------------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
-        if self.spec is None:
+        if self.spec is None and self.evolution is None:
             spec = space_spec_of(model_space)
-            if spec is None:
-                raise ValueError(f"space: the model space {type(model_space).__name__} is neither a HybridCVSpace nor "
-                                 "a HybridNLPSpace; pass ShiftAddEvolution(space=...) naming the space whose labels "
-                                 "it uses")
-            self.spec = spec
-            self._build(spec)
-        self._check_labels(model_space)
+            if spec is not None:
+                self.spec = spec
+                self._build(spec)
+            elif self.example_inputs is None and self.cfg.constraints:
+                raise ValueError(f"space: the model space {type(model_space).__name__} is not one of ours; pass "
+                                 "ShiftAddEvolution(example_inputs=(x,)) with its input (batch 1) to cost its samples "
+                                 "by tracing, or space=... naming the spec whose labels it uses")
+            else:
+                self._build(ModelSpaceDomain(model_space))
+        if self.spec is not None:
+            self._check_labels(model_space)
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._final_metric_callback)
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._training_end_callback)
         return model_space
@@ -222,10 +233,16 @@ class ShiftAddEvolution(Strategy):
         return self._core().records()
 
     # -- internals -------------------------------------------------------------------------------------------------
-    def _build(self, spec: SpaceSpec) -> None:
-        cost = space_cost_fn(spec, self.cfg.bits, self.cfg.latency, self.cfg.predictor) if self.cfg.constraints \
-            else None
-        self.evolution = Evolution(spec, self.cfg, cost)
+    def _build(self, space: SpaceSpec | TranslationSpaceSpec | ModelSpaceDomain) -> None:
+        cost = None
+        if self.cfg.constraints and isinstance(space, ModelSpaceDomain):
+            if self.cfg.latency == "predictor":
+                raise ValueError("field 'latency': a predictor is built for one of our spaces; a model space of "
+                                 "your own is costed on the Eyeriss model ('eyeriss')")
+            cost = model_space_cost_fn(space.model_space, *(self.example_inputs or ()), bits=self.cfg.bits)
+        elif self.cfg.constraints:
+            cost = space_cost_fn(space, self.cfg.bits, self.cfg.latency, self.cfg.predictor)
+        self.evolution = Evolution(space, self.cfg, cost)
         if self.output is not None and self.evolution.load(self.output / "state.json"):
             _logger.info("resumed the search from %s: generation %d, %d architectures already evaluated",
                          self.output / "state.json", self.evolution.generation, len(self.evolution.results))
