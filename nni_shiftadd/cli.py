@@ -184,6 +184,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         # with 'all', --data-dir is for the datasets that read one
         data_dir = None if args.name == "all" and info.bundled_with else args.data_dir
         check_data_dir(name, data_dir, "--data-dir")
+        info = dataset_info(name, data_dir)  # a folder dataset counts its classes
         sizes = {s: len(create_dataset(name, s, data_dir=data_dir)) for s in info.splits}
         print(f"{name}: {info.num_classes} classes, input {info.input_size}, splits {sizes}")
     return 0

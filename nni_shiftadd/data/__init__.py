@@ -1,4 +1,4 @@
-"""Data layer: a small registry of datasets (``fashion_mnist``, ``digits``), timm transforms and seeded loaders
+"""Data layer: a small registry of datasets (``fashion_mnist``, ``digits``, a user's ``image_folder``), timm transforms and seeded loaders
 (:mod:`.datasets`), and the translation pairs (:mod:`.translation`).
 
 The names below load on first use, so that the translation modules do not pull in timm and torchvision."""
@@ -8,7 +8,10 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "DEIT_EVAL",
+    "DEIT_TRAIN",
     "FASHION_MNIST_SYSTEM_DIR",
+    "IMAGE_FOLDER",
     "SPLITS",
     "DatasetInfo",
     "TensorImageDataset",
@@ -19,6 +22,7 @@ __all__ = [
     "create_loader",
     "dataset_info",
     "digits_split_indices",
+    "image_folder_classes",
     "list_datasets",
     "locate_fashion_mnist",
     "prepare_fashion_mnist",

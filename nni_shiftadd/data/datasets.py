@@ -4,12 +4,16 @@
 ``.gz`` files are decompressed once into ``$NNI_SHIFTADD_CACHE/data`` (default
 ``~/.cache/nni_shiftadd/data``), a root that ``torchvision.datasets.FashionMNIST`` reads with
 ``download=False``. ``digits`` is scikit-learn's bundled 8x8 digits set, small enough for fast tests.
+``image_folder`` reads a user's ImageNet-style folder (``DIR/train/<class>/*.jpg``, ``DIR/val/<class>/...``, an
+optional ``DIR/test``) through timm's dataset factory, RGB, with the DeiT augmentation recipe for training; its
+class count comes from the folder (``dataset_info("image_folder", data_dir)``).
 
 Every dataset yields ``(image [C,H,W] float tensor, int label)``; splits are ``train``/``val``/``test``
 and always the same samples.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
@@ -22,7 +26,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.data import create_transform
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..cache import cache_root
@@ -81,11 +85,15 @@ def list_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of dataset ``name``."""
+def dataset_info(name: str, data_dir: str | os.PathLike[str] | None = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of dataset ``name``; for ``image_folder`` with ``data_dir``, its class count is that
+    of the folder's ``train`` split."""
     if name not in _REGISTRY:
         raise ValueError(f"dataset: unknown name {name!r}; expected one of {list_datasets()}")
-    return _REGISTRY[name][0]
+    info = _REGISTRY[name][0]
+    if name == IMAGE_FOLDER and data_dir is not None:
+        return dataclasses.replace(info, num_classes=len(image_folder_classes(data_dir)))
+    return info
 
 
 def resolve_input_size(name: str, input_size: InputSize | None = None) -> tuple[int, int, int]:
@@ -110,6 +118,9 @@ def check_data_dir(name: str, data_dir: str | os.PathLike[str] | None, field: st
     that reads none, or is not a directory."""
     info = dataset_info(name)
     if data_dir is None:
+        if name == IMAGE_FOLDER:
+            raise ValueError(f"{field}: dataset 'image_folder' needs the folder holding train/<class>/*.jpg and "
+                             "val/<class>/*.jpg (ImageNet layout)")
         return
     if info.bundled_with is not None:
         raise ValueError(f"{field}: dataset {name!r} ships with {info.bundled_with} and reads no data directory, got "
@@ -117,6 +128,11 @@ def check_data_dir(name: str, data_dir: str | os.PathLike[str] | None, field: st
     if not Path(data_dir).expanduser().is_dir():
         raise ValueError(f"{field}: {str(data_dir)!r} is not a directory (it should hold the {name} files; check "
                          f"with `nni-shiftadd data {name} --data-dir DIR`)")
+    if name == IMAGE_FOLDER:
+        try:
+            image_folder_classes(data_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"{field}: {err}") from None
 
 
 def create_dataset(
@@ -397,3 +413,76 @@ def _digits(
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
     return TensorImageDataset((images - mean) / std, targets, transform)
+
+
+# --------------------------------------------------------------------------------------------------
+# A user's ImageNet-style folder
+
+IMAGE_FOLDER = "image_folder"
+#: The DeiT training augmentation (Touvron et al. 2021, timm's ``deit_*`` recipe): RandAugment m9, colour jitter
+#: 0.3, bicubic random-resized crops, random erasing 0.25; evaluation resizes to size / 0.875 and centre-crops.
+DEIT_TRAIN = dict(auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.3, interpolation="bicubic", re_prob=0.25,
+                  re_mode="pixel", re_count=1)
+DEIT_EVAL = dict(interpolation="bicubic", crop_pct=0.875)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _split_dir(data_dir: str | os.PathLike[str], split: str) -> Path:
+    root = Path(data_dir).expanduser()
+    folder = root / split
+    if split == "test" and not folder.is_dir():
+        folder = root / "val"  # ImageNet has no labelled test split: its val folder is the test set
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image_folder: no {split!r} folder in {str(root)!r}; expected {root}/train/<class>/"
+                                f"*.jpg and {root}/val/<class>/*.jpg (ImageNet layout)")
+    return folder
+
+
+def _classes_in(folder: Path) -> list[str]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"image_folder: {str(folder)!r} holds no class folders (<class>/*.jpg)")
+    return classes
+
+
+def image_folder_classes(data_dir: str | os.PathLike[str]) -> list[str]:
+    """The class names of an ImageNet-style folder (its ``train`` subfolders, sorted; label ``i`` is the ``i``-th).
+    ``ValueError`` when ``val`` holds a class that ``train`` lacks."""
+    classes = _classes_in(_split_dir(data_dir, "train"))
+    for split in ("val", "test"):
+        try:
+            extra = sorted(set(_classes_in(_split_dir(data_dir, split))) - set(classes))
+        except FileNotFoundError:
+            continue
+        if extra:
+            raise ValueError(f"image_folder: {split}/ holds classes that train/ lacks: {extra[:5]}")
+    return classes
+
+
+@register_dataset(DatasetInfo(IMAGE_FOLDER, num_classes=0, in_chans=3, input_size=(3, 224, 224),
+                              mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD))
+def _image_folder(
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None,
+    is_training: bool,
+    input_size: tuple[int, int, int],
+    transform: Transform | None,
+) -> Dataset:
+    from timm.data import create_dataset as timm_dataset
+
+    if data_dir is None:
+        raise ValueError("field 'data_dir': image_folder needs the folder holding train/ and val/ (ImageNet layout)")
+    folder = _split_dir(data_dir, split)
+    class_map = {name: i for i, name in enumerate(image_folder_classes(data_dir))}
+    if transform is None:
+        info = dataset_info(IMAGE_FOLDER)
+        recipe = DEIT_TRAIN if is_training else DEIT_EVAL
+        transform = create_transform(input_size=input_size, is_training=is_training, mean=info.mean, std=info.std,
+                                     **recipe)
+    dataset = timm_dataset("", root=str(folder), split=split, search_split=False, class_map=class_map,
+                           is_training=is_training, input_img_mode="RGB")
+    dataset.transform = transform
+    if len(dataset) == 0:
+        raise FileNotFoundError(f"image_folder: no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(folder)!r}")
+    return dataset

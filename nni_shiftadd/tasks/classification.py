@@ -258,7 +258,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
-    info = dataset_info(cfg.dataset)
+    info = dataset_info(cfg.dataset, cfg.data_dir)
     size = resolve_input_size(cfg.dataset, cfg.input_size)
     loaders = classification_loaders(cfg.dataset, size, cfg.batch_size, data_dir=cfg.data_dir,
                                      num_workers=cfg.num_workers, seed=cfg.seed)

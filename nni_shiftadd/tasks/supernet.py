@@ -140,10 +140,11 @@ class SupernetConfig:
                              "`nni-shiftadd train-supertransformer --space ...` (this recipe is for image spaces, "
                              "e.g. cv_small)")
         try:
-            info = dataset_info(self.dataset)
+            dataset_info(self.dataset)
         except ValueError as err:
             raise ValueError(f"field 'dataset': {err}") from None
         check_data_dir(self.dataset, self.data_dir)
+        info = dataset_info(self.dataset, self.data_dir)
         check_optimization(self)
         check_output_dir(self.output, "field 'output'")
         if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
@@ -153,8 +154,9 @@ class SupernetConfig:
             raise ValueError(f"fields 'dataset', 'space': {self.dataset} has {info.in_chans} channel(s) but space "
                              f"{spec.name!r} takes {spec.input.channels}")
         if info.num_classes != spec.num_classes:
-            raise ValueError(f"fields 'dataset', 'space': {self.dataset} has {info.num_classes} classes but space "
-                             f"{spec.name!r} has {spec.num_classes}")
+            where = f" at {self.data_dir}" if self.data_dir is not None else ""
+            raise ValueError(f"fields 'dataset', 'space': {self.dataset}{where} has {info.num_classes} classes but "
+                             f"space {spec.name!r} has {spec.num_classes} (its num_classes)")
         if self.input_size is not None and self.input_size != spec.input.size:
             raise ValueError(f"field 'input_size': got {self.input_size}, but space {spec.name!r} takes "
                              f"{spec.input.size}x{spec.input.size} inputs (field 'space')")
