@@ -25,6 +25,11 @@
     hybrid space (per stage: operator, depth 1..3 and width 16/24/32/48; 46,656 architectures): 2,000 samples,
     80/10/10 split, mean relative error on the held-out test split (target < 3%). Layer records come from an
     analytic description of the network (:func:`analytic_records`), checked against a traced forward pass.
+(f) The same predictor on latency measured on this machine (:mod:`nni_shiftadd.cost.measured`, what
+    ``nni-shiftadd latency-predictor`` builds): cv_small subnets at batch 1 on the CPU (CUDA too when present), 5
+    warm-up and 20 timed runs each, mean of the middle 60%, one thread (the paper's target: held-out error < 5%).
+    1,000 architectures (200 with ``--quick``), cached in ``runs/bench_latency_<device>.measured.jsonl`` so a second
+    run only fits. A busy machine (another training on the same cores) inflates the noise of every measurement.
 
 Usage::
 
@@ -370,6 +375,31 @@ def predictor_accuracy(quick: bool) -> dict[str, Any]:
     return {"samples": n, "report": report, "target_met": met}
 
 
+def measured_predictor(quick: bool) -> dict[str, Any]:
+    from nni_shiftadd.cost.measured import LatencyPredictorConfig, build_latency_predictor
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out: dict[str, Any] = {}
+    for device in devices:
+        n = 200 if quick else 1000
+        cfg = LatencyPredictorConfig(space="cv_small", output=f"runs/bench_latency_{device}", samples=n, device=device,
+                                     threads=1 if device == "cpu" else None)
+        start = time.perf_counter()
+        with torch.enable_grad():
+            report = build_latency_predictor(cfg, progress=False)
+        test, m = report["test"], report["measured"]
+        met = test["mean_rel_err"] < 0.05
+        print(f"\n(f) latency predictor on measured {device} latency, cv_small, {n} architectures "
+              f"({m['min_ms']:.2f}-{m['max_ms']:.2f} ms at batch 1; {time.perf_counter() - start:.0f} s with the fit)")
+        for split in ("train", "val", "test"):
+            r = report[split]
+            print(f"    {split:5s} n={r['n']:4d}  mean rel err {100 * r['mean_rel_err']:.2f}%  "
+                  f"max {100 * r['max_rel_err']:.1f}%")
+        print(f"    target: held-out mean relative error < 5%: {'OK' if met else 'MISS'}")
+        out[device] = {"samples": n, "report": report, "target_met": met}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_grad_enabled(False)
@@ -381,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     results["profiler_throughput"] = throughput(args.quick)
     results["mapping_search_ms"] = mapping_search(args.quick)
     results["latency_predictor"] = predictor_accuracy(args.quick)
+    results["measured_latency_predictor"] = measured_predictor(args.quick)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -494,6 +494,25 @@ def cmd_ranking(args: argparse.Namespace) -> int:
     return run_and_print(_recipe(args, RankingConfig), args.quick)[0]
 
 
+def cmd_latency_predictor(args: argparse.Namespace) -> int:
+    from .cost.measured import LatencyPredictorConfig, build_latency_predictor
+
+    cfg = _recipe(args, LatencyPredictorConfig)
+    report = build_latency_predictor(cfg)
+    m = report["measured"]
+    print(f"measured        {m['samples']} architectures of {cfg.space} on {m['device']} (batch {m['batch']}, "
+          f"{m['warmup']} warm-up + {m['repeats']} runs, {100 * m['trim']:.0f}% trimmed each end): "
+          f"{m['min_ms']:.2f}-{m['max_ms']:.2f} ms")
+    for split in ("train", "val", "test"):
+        r = report[split]
+        if r:
+            print(f"{split:5s} error     mean {100 * r['mean_rel_err']:.2f}%, max {100 * r['max_rel_err']:.1f}% "
+                  f"(n={r['n']})")
+    print(f"predictor       {cfg.output}.safetensors + .json; search with `latency: predictor, predictor: "
+          f"{cfg.output}` in a strategy preset")
+    return 0
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from .experiment.nnictl import register
 
@@ -767,6 +786,20 @@ def _add_ranking_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_ranking)
 
 
+def _add_latency_predictor_parser(sub: Any) -> None:
+    from .cost.measured import LatencyPredictorConfig
+
+    p = sub.add_parser("latency-predictor", help="measure subnets' latency on this device and fit HAT's predictor",
+                       description="Sample architectures of an image space, time each subnet's forward pass on "
+                       "this device (warm-up runs, trimmed mean), fit the 3 x 400 MLP latency predictor and save it "
+                       "for the evolution's `latency: predictor` constraint; prints the held-out error. Measurements "
+                       "are cached in <output>.measured.jsonl: run it again after a kill to resume. Fields come from "
+                       "--config (YAML) and are overridden by the flags below.")
+    p.add_argument("--config", default=None, help="recipe (YAML) with the fields below")
+    _add_config_flags(p, LatencyPredictorConfig)
+    p.set_defaults(func=cmd_latency_predictor)
+
+
 def _add_register_parser(sub: Any) -> None:
     p = sub.add_parser("register", help="register the ShiftAddEvolution tuner with nnictl (nnictl algo register)")
     p.set_defaults(func=cmd_register)
@@ -808,7 +841,7 @@ COMMANDS: dict[str, Any] = {
     "retrain": _add_retrain_parser, "data": _add_data_parser, "kernels": _add_kernels_parser,
     "profile": _add_profile_parser, "plot": _add_plot_parser, "demo": _add_demo_parser,
     "register": _add_register_parser, "search-space": _add_search_space_parser, "trial": _add_trial_parser,
-    "create": _add_create_parser, "ranking": _add_ranking_parser,
+    "create": _add_create_parser, "ranking": _add_ranking_parser, "latency-predictor": _add_latency_predictor_parser,
 }
 
 

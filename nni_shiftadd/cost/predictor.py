@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from ..cache import file_sha256
 
-__all__ = ["Aggregate", "ArchEncoder", "LatencyPredictor", "collect_samples", "count_features", "fit_predictor",
+__all__ = ["Aggregate", "ArchEncoder", "LatencyPredictor", "collect_samples", "count_features", "cv_encoder",
+           "fit_predictor",
            "load_predictor", "measure_latency", "save_predictor", "translation_encoder", "translation_features"]
 
 Choice = str | int | float
@@ -154,6 +155,18 @@ def translation_features(spec: Any) -> dict[str, Aggregate]:
         for what in ("heads", "ffn_dim") + (("attend",) if side == "decoder" else ()):
             features[f"{side}.mean_{what}"] = Aggregate("mean", tuple(stack_labels(spec, side, what)), depth=depth)
     return features
+
+
+def cv_encoder(spec: Any) -> ArchEncoder:
+    """The :class:`ArchEncoder` of an image space: every label (layers beyond their stage's depth zeroed) and, per
+    stage, the number of active layers of each block type."""
+    from ..space.spec import arch_gates, arch_space, depth_label, op_label
+
+    features: dict[str, Aggregate] = {}
+    for i, stage in enumerate(spec.stages):
+        labels = [op_label(i, j) for j in range(stage.max_depth)]
+        features.update(count_features(labels, stage.blocks, depth=depth_label(i), prefix=f"stage{i}.n_"))
+    return ArchEncoder(arch_space(spec), features, gates=arch_gates(spec))
 
 
 def translation_encoder(spec: Any) -> ArchEncoder:
@@ -590,8 +603,10 @@ def _infer_device(model: nn.Module, inputs: Sequence[Any]) -> torch.device:
 
 
 def measure_latency(model: nn.Module, *inputs: Any, warmup: int = 3, repeats: int = 10,
-                    device: str | torch.device | None = None) -> float:
-    """Median wall-clock time (ms) of ``model(*inputs)`` under ``torch.no_grad()`` in eval mode.
+                    device: str | torch.device | None = None, trim: float | None = None) -> float:
+    """Median wall-clock time (ms) of ``model(*inputs)`` under ``torch.no_grad()`` in eval mode; with ``trim``, the
+    mean of the runs left after dropping that fraction of the fastest and of the slowest (outliers: a page fault,
+    another process taking the core).
 
     ``device`` defaults to the model's (or the inputs') device; with an explicit device the model is moved
     there (in place) and tensor inputs are copied there. On CUDA each run is bracketed by synchronisations so
@@ -599,6 +614,8 @@ def measure_latency(model: nn.Module, *inputs: Any, warmup: int = 3, repeats: in
     """
     if repeats < 1 or warmup < 0:
         raise ValueError("need repeats >= 1 and warmup >= 0")
+    if trim is not None and not 0 <= trim < 0.5:
+        raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
     dev = torch.device(device) if device is not None else _infer_device(model, inputs)
     model.to(dev)
     inputs = tuple(x.to(dev) if isinstance(x, Tensor) else x for x in inputs)
@@ -617,7 +634,11 @@ def measure_latency(model: nn.Module, *inputs: Any, warmup: int = 3, repeats: in
                     times.append((time.perf_counter() - t0) * 1e3)
     finally:
         model.train(was_training)
-    return float(statistics.median(times))
+    if trim is None:
+        return float(statistics.median(times))
+    cut = int(len(times) * trim)
+    kept = sorted(times)[cut:len(times) - cut]
+    return float(statistics.fmean(kept))
 
 
 # ---------------------------------------------------------------------------------------------------------------

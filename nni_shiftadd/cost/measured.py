@@ -1,0 +1,182 @@
+"""Latency measured on this device, and the HAT latency predictor fitted on it (paper Sec. 4.1, after HAT).
+
+:func:`measure_space` samples distinct architectures of an image space, builds each subnet, and times its forward
+pass at batch ``batch`` on ``device`` (warm-up runs, then the mean of the runs left after trimming the fastest and
+slowest ``trim`` fraction). Every measurement is appended to a JSON-lines cache as it is made, so a killed build
+resumes where it stopped; the cache's first line records the settings, and a cache made with other settings is
+refused. :func:`build_latency_predictor` fits the 3 x 400 MLP on the measurements (train/val/test split), saves it
+(safetensors + JSON) and returns its report, whose ``test`` entry is the held-out error on measured latencies. The
+evolution's ``latency: predictor`` constraint loads the saved file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .predictor import cv_encoder, fit_predictor, measure_latency, save_predictor
+
+__all__ = ["LatencyPredictorConfig", "MeasureSettings", "build_latency_predictor", "measure_space"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureSettings:
+    """How latency is measured; a cache holds measurements of one setting only."""
+
+    space: str
+    device: str = "cpu"
+    batch: int = 1
+    warmup: int = 5
+    repeats: int = 20
+    trim: float = 0.2
+    threads: int | None = None
+
+    def validate(self) -> None:
+        for name in ("batch", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'{name}': must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"'warmup': must be >= 0, got {self.warmup}")
+        if not 0 <= self.trim < 0.5:
+            raise ValueError(f"'trim': a fraction in [0, 0.5) dropped from each end, got {self.trim}")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"'device': expected 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"'device': {self.device!r} asked for, but CUDA is not available here")
+
+
+def _read_cache(path: Path, settings: MeasureSettings) -> dict[str, float]:
+    if not path.is_file():
+        return {}
+    lines = path.read_text().splitlines()
+    if not lines:
+        return {}
+    header = json.loads(lines[0])
+    wanted = dataclasses.asdict(settings)
+    saved = header.get("settings", {})
+    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if changed:
+        was = ", ".join(f"{k}: {saved.get(k)!r}" for k in changed)
+        now = ", ".join(f"{k}: {wanted[k]!r}" for k in changed)
+        raise ValueError(f"{path}: measured with other settings ({was}; now {now}); remove it or choose another "
+                         "output")
+    done: dict[str, float] = {}
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: measured again
+            continue
+        done[row["key"]] = float(row["latency_ms"])
+    return done
+
+
+def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathLike[str], *, seed: int = 0,
+                  progress: bool = True) -> tuple[list[dict[str, Any]], list[float]]:
+    """``samples`` distinct architectures of ``settings.space`` (an image space) and their measured forward
+    latency in ms, in a seeded order; measurements already in ``cache`` are reused."""
+    from tqdm.auto import tqdm
+
+    from ..space.cv import HybridCVSpace
+    from ..space.spec import SpaceSpec, canonical_arch, load_space, random_arch, structurally_valid
+    settings.validate()
+    spec = load_space(settings.space)
+    if not isinstance(spec, SpaceSpec):
+        raise ValueError(f"space: {settings.space!r} is a translation space; measured latency is built for image "
+                         "spaces (translation searches use the Eyeriss latency or a predictor fitted on it)")
+    path = Path(cache)
+    done = _read_cache(path, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or not path.read_text().strip():
+        path.write_text(json.dumps({"settings": dataclasses.asdict(settings), "torch": torch.__version__,
+                                    "machine": platform.machine(), "processor": platform.processor()}) + "\n")
+    rng = random.Random(seed)
+    archs: list[dict[str, Any]] = []
+    keys: set[str] = set()
+    x = torch.randn(settings.batch, spec.input.channels, spec.input.size, spec.input.size)
+    previous = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        with tqdm(total=samples, desc=f"measuring {spec.name} on {settings.device}", unit="arch",
+                  disable=not progress) as bar, open(path, "a") as log:
+            for _ in range(samples * 1000):
+                if len(archs) == samples:
+                    break
+                arch = random_arch(spec, rng)
+                if not structurally_valid(spec, arch):
+                    continue
+                arch = canonical_arch(spec, arch)
+                key = json.dumps(arch)  # canonical: label order, plain values
+                if key in keys:
+                    continue
+                keys.add(key)
+                if key not in done:
+                    model = HybridCVSpace(spec, "none").freeze(arch)
+                    done[key] = measure_latency(model, x, warmup=settings.warmup, repeats=settings.repeats,
+                                                device=settings.device, trim=settings.trim)
+                    log.write(json.dumps({"key": key, "latency_ms": done[key]}) + "\n")
+                    log.flush()
+                    os.fsync(log.fileno())
+                archs.append(arch)
+                bar.update()
+    finally:
+        torch.set_num_threads(previous)
+    if len(archs) < samples:
+        raise ValueError(f"samples: the space {spec.name!r} has fewer than {samples} distinct architectures")
+    return archs, [done[json.dumps(a)] for a in archs]
+
+
+@dataclasses.dataclass
+class LatencyPredictorConfig:
+    """Schema of ``nni-shiftadd latency-predictor``: what to measure (:class:`MeasureSettings` fields), how many
+    architectures, the fit, and where the predictor goes (``<output>.safetensors``/``.json``, the measurements in
+    ``<output>.measured.jsonl``)."""
+
+    space: str = "cv_small"
+    output: str = "runs/latency_cv_small"
+    samples: int = 300
+    device: str = "cpu"
+    batch: int = 1
+    warmup: int = 5
+    repeats: int = 20
+    trim: float = 0.2
+    threads: int | None = None
+    seed: int = 0
+    epochs: int = 150
+
+    def settings(self) -> MeasureSettings:
+        return MeasureSettings(self.space, self.device, self.batch, self.warmup, self.repeats, self.trim, self.threads)
+
+    def validate(self) -> None:
+        try:
+            self.settings().validate()
+        except ValueError as err:
+            raise ValueError(f"field {err}") from None
+        if self.samples < 10:
+            raise ValueError(f"field 'samples': the fit splits them 80/10/10, so at least 10, got {self.samples}")
+        if self.epochs < 1:
+            raise ValueError(f"field 'epochs': must be >= 1, got {self.epochs}")
+
+
+def build_latency_predictor(cfg: LatencyPredictorConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Measure ``cfg.samples`` architectures (:func:`measure_space`, cached in ``<output>.measured.jsonl``), fit the
+    predictor and save it as ``<output>.safetensors`` + ``<output>.json``; returns the fit report with the
+    measurement settings, whose ``test`` entry is the held-out error on measured latencies."""
+    from ..space.spec import load_space
+
+    cfg.validate()
+    output = Path(cfg.output)
+    archs, latencies = measure_space(cfg.settings(), cfg.samples, output.with_name(output.name + ".measured.jsonl"),
+                                     seed=cfg.seed, progress=progress)
+    encoder = cv_encoder(load_space(cfg.space))
+    predictor, report = fit_predictor(encoder, archs, latencies, epochs=cfg.epochs, seed=cfg.seed, progress=progress)
+    report = {**report, "measured": {**dataclasses.asdict(cfg.settings()), "samples": cfg.samples,
+                                     "min_ms": min(latencies), "max_ms": max(latencies)}}
+    save_predictor(output, predictor, encoder, report)
+    return report
