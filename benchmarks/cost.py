@@ -339,6 +339,14 @@ def analytic_records(arch: dict[str, Any], image: tuple[int, int, int] = (3, 32,
     return out
 
 
+def _print_fit(report: dict[str, Any], target: str, met: bool) -> None:
+    for split in ("train", "val", "test"):
+        r = report[split]
+        print(f"    {split:5s} n={r['n']:4d}  mean rel err {100 * r['mean_rel_err']:.2f}%  "
+              f"max {100 * r['max_rel_err']:.1f}%")
+    print(f"    target: held-out mean relative error {target}: {'OK' if met else 'MISS'}")
+
+
 def predictor_accuracy(quick: bool) -> dict[str, Any]:
     from nni_shiftadd.cost.predictor import ArchEncoder, collect_samples, fit_predictor
 
@@ -367,11 +375,7 @@ def predictor_accuracy(quick: bool) -> dict[str, Any]:
     met = test["mean_rel_err"] < 0.03
     print(f"\n(e) latency predictor on Eyeriss latency, hybrid space of {3 ** 6 * 4 ** 3} archs: {n} samples "
           f"({sample_s:.1f} s to profile), fit {report['fit_seconds']:.1f} s")
-    for split in ("train", "val", "test"):
-        r = report[split]
-        print(f"    {split:5s} n={r['n']:4d}  mean rel err {100 * r['mean_rel_err']:.2f}%  "
-              f"max {100 * r['max_rel_err']:.1f}%")
-    print(f"    target: held-out mean relative error < 3%: {'OK' if met else 'MISS'}")
+    _print_fit(report, "< 3%", met)
     return {"samples": n, "report": report, "target_met": met}
 
 
@@ -391,11 +395,7 @@ def measured_predictor(quick: bool) -> dict[str, Any]:
         met = test["mean_rel_err"] < 0.05
         print(f"\n(f) latency predictor on measured {device} latency, cv_small, {n} architectures "
               f"({m['min_ms']:.2f}-{m['max_ms']:.2f} ms at batch 1; {time.perf_counter() - start:.0f} s with the fit)")
-        for split in ("train", "val", "test"):
-            r = report[split]
-            print(f"    {split:5s} n={r['n']:4d}  mean rel err {100 * r['mean_rel_err']:.2f}%  "
-                  f"max {100 * r['max_rel_err']:.1f}%")
-        print(f"    target: held-out mean relative error < 5%: {'OK' if met else 'MISS'}")
+        _print_fit(report, "< 5%", met)
         out[device] = {"samples": n, "report": report, "target_met": met}
     return out
 

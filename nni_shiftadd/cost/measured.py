@@ -25,11 +25,11 @@ from .predictor import cv_encoder, fit_predictor, measure_latency, save_predicto
 __all__ = ["LatencyPredictorConfig", "MeasureSettings", "build_latency_predictor", "measure_space"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class MeasureSettings:
     """How latency is measured; a cache holds measurements of one setting only."""
 
-    space: str
+    space: str = "cv_small"
     device: str = "cpu"
     batch: int = 1
     warmup: int = 5
@@ -133,29 +133,22 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
 
 
 @dataclasses.dataclass
-class LatencyPredictorConfig:
-    """Schema of ``nni-shiftadd latency-predictor``: what to measure (:class:`MeasureSettings` fields), how many
+class LatencyPredictorConfig(MeasureSettings):
+    """Schema of ``nni-shiftadd latency-predictor``: what to measure (the :class:`MeasureSettings` fields), how many
     architectures, the fit, and where the predictor goes (``<output>.safetensors``/``.json``, the measurements in
     ``<output>.measured.jsonl``)."""
 
-    space: str = "cv_small"
     output: str = "runs/latency_cv_small"
     samples: int = 300
-    device: str = "cpu"
-    batch: int = 1
-    warmup: int = 5
-    repeats: int = 20
-    trim: float = 0.2
-    threads: int | None = None
     seed: int = 0
     epochs: int = 150
 
     def settings(self) -> MeasureSettings:
-        return MeasureSettings(self.space, self.device, self.batch, self.warmup, self.repeats, self.trim, self.threads)
+        return MeasureSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MeasureSettings)})
 
     def validate(self) -> None:
         try:
-            self.settings().validate()
+            super().validate()
         except ValueError as err:
             raise ValueError(f"field {err}") from None
         if self.samples < 10:
