@@ -288,3 +288,30 @@ def test_subnets_of_a_random_oneshot_supernet_score_well_above_chance_once_recal
     print(f"inherited accuracy of 4 subnets: {before} as frozen, {after} after recalibration")
     assert min(after) >= 0.4, (before, after)  # chance is 0.1
     assert sum(after) > sum(before) + 0.4, (before, after)
+
+
+def test_darts_on_a_yaml_space_mixes_depths_too() -> None:
+    """HybridCVSpace under DARTS: every layer a mixed layer, every stage depth a softmax-weighted sum of the stage's
+    outputs at each depth, both with architecture weights that learn; export and freeze give a valid subnet."""
+    from nni_shiftadd.space import load_space
+    from nni_shiftadd.space.cv import HybridCVSpace, HybridStageMixed
+    from nni_shiftadd.space.spec import validate_arch
+
+    spec = load_space("cv_small")
+    space = HybridCVSpace(spec, "hws")
+    strategy = DARTS(mutation_hooks=oneshot_hooks("hws"))
+    strategy.mutate_model(space)
+    stages = list(space.stages)
+    assert all(isinstance(s, HybridStageMixed) for s in stages)
+    assert all(type(layer).__name__ == "DifferentiableMixedLayer" for s in stages for layer in s.layers)
+    space(torch.randn(2, 1, 28, 28)).logsumexp(1).sum().backward()
+    assert all(s._arch_alpha.grad is not None and s._arch_alpha.grad.abs().sum() > 0 for s in stages)
+    stages[2]._arch_alpha.data = torch.tensor([0.0, 5.0, 0.0])  # depth 2 of [1, 2, 3] most likely
+    exported = {}
+    for module in space.modules():
+        if hasattr(module, "export") and hasattr(module, "_arch_alpha"):
+            exported.update(module.export({}))
+    assert exported["stage2.depth"] == 2
+    validate_arch(spec, exported)
+    frozen = space.freeze(exported)
+    assert len(frozen.stages[2]) == 2 and frozen(torch.randn(1, 1, 28, 28)).shape == (1, 10)

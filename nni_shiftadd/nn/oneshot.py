@@ -12,6 +12,7 @@ the mutable as NNI keeps its supermodules apart (imports run oneshot -> hybrid, 
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from nni.mutable import Categorical
@@ -94,12 +95,28 @@ class HybridCandidate(MutableModule):
         return self.block(x, self.op)
 
 
+class _ConvertedFilter(logging.Filter):
+    """Drops NNI's warning that a hook returned no supermodule, for the layers :func:`oneshot_hooks` hands on as a
+    ``LayerChoice`` on purpose (NNI's next hook makes it one); other modules keep the warning."""
+
+    names: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg.startswith("Mutation hook on %s didn't return a BaseSuperNetModule")
+                    and record.args and record.args[0] in self.names)
+
+
+_NNI_STRATEGY_LOG = logging.getLogger("nni.nas.oneshot.pytorch.strategy")
+if not any(isinstance(f, _ConvertedFilter) for f in _NNI_STRATEGY_LOG.filters):
+    _NNI_STRATEGY_LOG.addFilter(_ConvertedFilter())
+
+
 def as_layer_choice(module: HybridChoice) -> LayerChoice:
     """``module`` as an NNI ``LayerChoice`` (same label, same candidates, in order) of views of its one block."""
     return LayerChoice({op: HybridCandidate(module.block, op) for op in module.block.candidates}, label=module.label)
 
 
-def _differentiable(mutate_kwargs: dict[str, Any]) -> bool:
+def differentiable(mutate_kwargs: dict[str, Any]) -> bool:
     """Whether the strategy running the hooks mixes candidates (DARTS and its kin pass their softmax and the
     differentiable mixed-op policy to every hook; sampling strategies pass the path-sampling policy)."""
     from nni.nas.oneshot.pytorch.supermodule.differentiable import MixedOpDifferentiablePolicy
@@ -130,7 +147,8 @@ def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
             if module.block.mode != mode:
                 raise ValueError(f"{name}: the layer was built with mode={module.block.mode!r} but the hooks ask "
                                  f"for mode={mode!r}; build the space with the mode you train")
-            if _differentiable(mutate_kwargs):
+            if differentiable(mutate_kwargs):
+                _ConvertedFilter.names.add(name)
                 return as_layer_choice(module), False  # NNI's next hooks build the mixed layer
             return HybridSuperNet.mutate(module, name, memo, mutate_kwargs)
         return None
