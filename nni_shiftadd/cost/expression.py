@@ -32,7 +32,7 @@ from nni.nas.space import BaseModelSpace
 
 from .profilers import COUNT_METRICS, ENERGY_METRICS, CostProfiler, EyerissProfiler, OpCountProfiler
 
-__all__ = ["CostExpressionProfiler", "DifferentiableCostPenalty", "live_probabilities"]
+__all__ = ["CostExpressionProfiler", "DifferentiableCostPenalty", "live_probabilities", "mixed_layers"]
 
 
 class CostExpressionProfiler(ExpressionProfiler):
@@ -88,16 +88,23 @@ class CostExpressionProfiler(ExpressionProfiler):
             else float(self.expression)
 
 
-def live_probabilities(model_space: Any) -> dict[str, dict[Any, torch.Tensor]]:
-    """``{label: {value: probability}}`` of every mixed layer of a one-shot supernet that holds architecture logits
-    (``_arch_alpha``: NNI's DARTS, GumbelDARTS and Proxyless layers), as tensors that keep their gradient."""
-    probs: dict[str, dict[Any, torch.Tensor]] = {}
+def mixed_layers(model_space: Any) -> list[Any]:
+    """The mixed layers of a one-shot supernet that hold architecture logits (``_arch_alpha``: NNI's DARTS,
+    GumbelDARTS and Proxyless layers), one per label."""
+    layers, labels = [], set()
     for module in model_space.modules():
-        alpha, names, label = getattr(module, "_arch_alpha", None), getattr(module, "names", None), \
-            getattr(module, "label", None)
-        if isinstance(alpha, torch.Tensor) and names is not None and label is not None and label not in probs:
-            probs[label] = dict(zip(names, torch.softmax(alpha, -1)))
-    return probs
+        alpha, label = getattr(module, "_arch_alpha", None), getattr(module, "label", None)
+        if isinstance(alpha, torch.Tensor) and getattr(module, "names", None) is not None and label is not None \
+                and label not in labels:
+            labels.add(label)
+            layers.append(module)
+    return layers
+
+
+def live_probabilities(layers: list[Any]) -> dict[str, dict[Any, torch.Tensor]]:
+    """``{label: {value: probability}}`` of mixed layers (:func:`mixed_layers`), as tensors that keep their
+    gradient."""
+    return {m.label: dict(zip(m.names, torch.softmax(m._arch_alpha, -1))) for m in layers}
 
 
 class DifferentiableCostPenalty(ExpectationProfilerPenalty):
@@ -114,7 +121,10 @@ class DifferentiableCostPenalty(ExpectationProfilerPenalty):
         if baseline <= 0:
             raise ValueError(f"baseline: the cost the penalty is measured against must be > 0, got {baseline}")
         super().__init__(profiler, baseline, scale, nonlinear=nonlinear, aggregate=aggregate)
+        self._layers: list[Any] = []  # the space's mixed layers, found on the first step after mutation
 
     def profile(self, sample: Sample) -> Any:
-        live = live_probabilities(self.profiler.model_space)
+        if not self._layers:  # none until the strategy has mutated the space; it does so once, before training
+            self._layers = mixed_layers(self.profiler.model_space)
+        live = live_probabilities(self._layers)
         return expression_expectation(self.profiler.expression, {k: live.get(k, v) for k, v in sample.items()})

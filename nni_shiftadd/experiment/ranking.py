@@ -219,6 +219,12 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _recipe_changes(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: set[str]) -> str:
+    """``"key: saved -> wanted, ..."`` over the ``keys`` whose values differ (sorted); empty when none do."""
+    return ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in sorted(keys)
+                     if saved.get(k) != wanted.get(k))
+
+
 class Study:
     """One ranking study: each phase reads its cache under ``cfg.output`` and trains or evaluates only what is
     missing. ``log`` receives one line per finished network or phase."""
@@ -256,9 +262,8 @@ class Study:
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_json(path, wanted)
             return
-        stale = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        if stale:
-            changes = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in stale)
+        changes = _recipe_changes(saved, wanted, set(saved) | set(wanted))
+        if changes:
             raise ValueError(f"{path.parent}: these stand-alone networks were trained with another recipe ({changes}); "
                              "remove the folder or choose another 'output'")
 
@@ -306,9 +311,8 @@ class Study:
             self.log(f"supernet {mode} seed {seed}: {result['global_step']} steps ({result['fit_seconds']:.0f} s)")
         saved = load_checkpoint(checkpoint, mmap=True)["hyper_parameters"]["config"]
         wanted = json.loads(json.dumps(dataclasses.asdict(recipe)))
-        stale = sorted(k for k in wanted if k not in ("output", "resume") and saved.get(k) != wanted[k])
-        if stale:
-            changes = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in stale)
+        changes = _recipe_changes(saved, wanted, set(wanted) - {"output", "resume"})
+        if changes:
             raise ValueError(f"{folder}: this supernet was trained with another recipe ({changes}); remove the folder "
                              "to train it again")
         return checkpoint

@@ -10,6 +10,7 @@ model once (memoised per sample), so the evolution's energy, latency, MACs and p
 """
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -107,8 +108,7 @@ class ModelSpaceDomain:
                 for v in names if any(v in values for values in self.choices.values())}
 
     def restrict(self, blocks: Sequence[str]) -> ModelSpaceDomain:
-        restricted = ModelSpaceDomain.__new__(ModelSpaceDomain)
-        restricted.model_space, restricted.name = self.model_space, self.name
+        restricted = copy.copy(self)
         restricted.choices = {label: [v for v in values if v in blocks] or values
                               for label, values in self.choices.items()}
         return restricted
