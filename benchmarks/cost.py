@@ -31,15 +31,28 @@
     1,000 architectures (200 with ``--quick``), cached in ``runs/bench_latency_<device>.measured.jsonl`` so a second
     run only fits. A busy machine (another training on the same cores) inflates the noise of every measurement.
 
+(g) Fidelity against silicon (:mod:`nni_shiftadd.cost.silicon`): AlexNet CONV1-5 at batch 4 on the ``jssc2017``
+    preset beside the chip's measurements (Chen et al., JSSC 2017): processing latency, active PEs, global-buffer
+    and DRAM traffic (with and without run-length compression), at the chip's own mappings, each with the
+    tolerance ``tests/test_cost_silicon.py`` holds it to; then what the model's own mapper would choose; then the
+    Transformer-big anchor beside the paper (the ``shiftaddnas`` preset, tolerances of ``test_cost_eyeriss.py``).
+(h) Calibrated constants: how the anchors (Transformer-big energy and latency; AlexNet's total latency and DRAM
+    traffic) move when each constant fixed by calibration, or each authors' modelling restriction, changes.
+(i) Shape fidelity for Transformers: per-GEMM rows of one encoder and one decoder layer of Transformer-big under
+    the authors' model and under the ``physical`` preset (chip-validated mechanisms at the paper's technology
+    point), then attention products with heads folded or not, encoder-decoder attention over 1-3 encoder layers,
+    and lightweight convolutions of kernel 3-31.
+
 Usage::
 
-    PYTHONPATH=. python benchmarks/cost.py [--quick] [--json PATH]
+    PYTHONPATH=. python benchmarks/cost.py [--quick] [--json PATH] [--sections a,g,h,i]
 
 It is a measurement, not a test: the exit status is 0 even when a target is missed (the output says MISS).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import platform
@@ -59,10 +72,12 @@ import torch  # noqa: E402
 from nni.nas.nn.pytorch import ModelSpace  # noqa: E402
 from torch import nn  # noqa: E402
 
-from nni_shiftadd.cost.eyeriss import EyerissConfig, layer_cost  # noqa: E402
+from nni_shiftadd.cost import silicon as chip  # noqa: E402
+from nni_shiftadd.cost.eyeriss import ORDERS, EyerissConfig, layer_cost  # noqa: E402
 from nni_shiftadd.cost.layers import LayerRecord, LayerShape  # noqa: E402
 from nni_shiftadd.cost.profile import profile, report_from_records  # noqa: E402
 from nni_shiftadd.cost.profilers import EyerissProfiler, trace_model  # noqa: E402
+from nni_shiftadd.cost.trace import trace_layers  # noqa: E402
 from nni_shiftadd.cost.workloads import resnet50_v1, transformer_big  # noqa: E402
 from nni_shiftadd.models.resnet import OPS, SmallResNet  # noqa: E402
 from nni_shiftadd.ops import convert_model  # noqa: E402
@@ -302,7 +317,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer architectures in (c) and one repetition in (d)")
     p.add_argument("--json", metavar="PATH", type=Path, help="write the results as JSON to PATH")
-    return p.parse_args(argv)
+    p.add_argument("--sections", default="abcdefghi", help="which sections to run, e.g. 'g,h,i' (default: all)")
+    args = p.parse_args(argv)
+    args.sections = set(args.sections.replace(",", "").lower())
+    bad = args.sections - set("abcdefghi")
+    if bad:
+        p.error(f"--sections: unknown section(s) {sorted(bad)}; expected letters a-i")
+    return args
 
 
 WIDTHS = (16, 24, 32, 48)
@@ -400,18 +421,157 @@ def measured_predictor(quick: bool) -> dict[str, Any]:
     return out
 
 
+# -- (g) against silicon -----------------------------------------------------------------------------------------------
+#: per quantity: (relative tolerance, what the test holds it to); latency also lies between the overlap bounds
+SILICON_TOLERANCE = {"active_pes": 0.0, "glb_mb": 0.02, "dram_mb": 0.20, "latency_ms": 0.20}
+#: Transformer-big against paper Table 3 (tests/test_cost_eyeriss.py)
+ANCHOR_TOLERANCE = {"energy_mJ": 0.05, "latency_ms": 0.05, "compute": 0.01, "rf": 0.10, "dram": 0.10, "noc": 0.25,
+                    "glb": 0.25}
+
+
+def _mark(error: float, tolerance: float) -> str:
+    return "ok" if abs(error) <= tolerance + 1e-9 else "MISS"
+
+
+def silicon() -> dict[str, Any]:
+    rows, search = chip.compare(), chip.compare(mapping="search")
+    bounds = {o: chip.compare(link_overlap=o) for o in ("all", "none")}
+    print("\n(g) Eyeriss model (preset jssc2017) against the chip: AlexNet CONV1-5, batch 4, 16-bit, 200 MHz "
+          "(Chen et al., JSSC 2017), at the chip's own mappings")
+    print(f"    {'layer':6s} {'latency ms model/chip':>22s} {'[bounds]':>13s} {'PEs':>9s} {'buffer MB':>17s} "
+          f"{'DRAM MB (RLC)':>17s} {'raw':>5s}  mapping (order p q e t r)")
+    for row, lo, hi in zip(rows, bounds["all"], bounds["none"]):
+        m, c, e, mp = row["model"], row["chip"], row["error"], row["mapping"]
+        print(f"    {row['layer']:6s} {m['latency_ms']:6.1f}/{c['latency_ms']:5.1f} {e['latency_ms']:+5.0%} "
+              f"{_mark(e['latency_ms'], SILICON_TOLERANCE['latency_ms']):4s} "
+              f"[{lo['model']['latency_ms']:4.1f},{hi['model']['latency_ms']:5.1f}] "
+              f"{m['active_pes']:3d}/{c['active_pes']:3d} {_mark(e['active_pes'], 0):4s}"
+              f"{m['glb_mb']:5.1f}/{c['glb_mb']:4.1f} {e['glb_mb']:+4.0%} {_mark(e['glb_mb'], 0.02):4s} "
+              f"{m['dram_mb']:4.2f}/{c['dram_mb']:3.1f} {e['dram_mb']:+4.0%} {_mark(e['dram_mb'], 0.20):4s} "
+              f"{m['dram_raw_mb']:5.2f}  {mp['order']:7s} {mp['m0']} {mp['c0']} {mp['e_s']} {mp['m_s']} {mp['c_s']}")
+    total = {k: sum(r["model"][k] for r in rows) for k in ("latency_ms", "glb_mb", "dram_mb", "dram_raw_mb")}
+    chip_total = {k: sum(getattr(r, k) for r in chip.ALEXNET_JSSC2017) for k in ("latency_ms", "glb_mb", "dram_mb")}
+    print(f"    total  latency {total['latency_ms']:.1f}/{chip_total['latency_ms']:.1f} ms "
+          f"({total['latency_ms'] / chip_total['latency_ms'] - 1:+.0%}), buffer {total['glb_mb']:.1f}/"
+          f"{chip_total['glb_mb']:.1f} MB, DRAM {total['dram_mb']:.2f}/{chip_total['dram_mb']:.1f} MB "
+          f"({total['dram_mb'] / chip_total['dram_mb'] - 1:+.0%}; {total['dram_raw_mb']:.2f} MB uncompressed)")
+    print("    tolerances: PEs exact, buffer 2%, DRAM 20%, latency 20% and inside [perfect overlap, no overlap]")
+    print("    the model's own mapper (energy + latency) on the same layers:")
+    for row in search:
+        m, mp = row["model"], row["mapping"]
+        print(f"      {row['layer']:6s} latency {m['latency_ms']:5.1f} ms, {m['active_pes']:3d} PEs, buffer "
+              f"{m['glb_mb']:5.1f} MB, DRAM {m['dram_mb']:4.2f} MB  ({mp['order']} p={mp['m0']} q={mp['c0']} "
+              f"e={mp['e_s']} t={mp['m_s']} r={mp['c_s']} n={mp['n_s']})")
+    model, inputs = transformer_big(tokens=30)
+    report = profile(model, *inputs)
+    ours = {"energy_mJ": report.totals["energy_mJ"], "latency_ms": report.totals["latency_ms"],
+            **report.breakdown_mJ}
+    paper = {"energy_mJ": PAPER_TABLE3["energy_mJ"], "latency_ms": PAPER_TABLE3["latency_ms"],
+             **PAPER_TABLE3["breakdown_mJ"]}
+    print("    Transformer-big anchor (preset shiftaddnas, paper Table 3): " + ", ".join(
+        f"{k} {ours[k]:.1f}/{paper[k]:.1f} {_mark(ours[k] / paper[k] - 1, ANCHOR_TOLERANCE[k])}" for k in paper))
+    return {"chip_mapping": rows, "model_mapping": search, "bounds": bounds, "total": total, "chip_total": chip_total,
+            "transformer_big": {"ours": ours, "paper": paper}}
+
+
+# -- (h) calibrated constants -------------------------------------------------------------------------------------------
+CALIBRATED = [  # (field, values; the first is the default of the preset it was calibrated on)
+    ("dram_bus_bits", (64, 32, 128)),
+    ("rf_weight_fill_cost", (1.0, 0.5, 2.0)),
+    ("pass_fill_cycles", (True, False)),
+    ("link_overlap", ("activations", "none", "all")),
+    ("placement", ("grid", "free")),
+    ("loop_orders", (("pe",), ORDERS)),
+]
+
+
+def calibration_sensitivity() -> dict[str, Any]:
+    model, inputs = transformer_big(tokens=30)
+    records = trace_layers(model, *inputs).layers
+    print("\n(h) calibrated constants and the authors' restrictions: how the anchors move "
+          "(Transformer-big on shiftaddnas | AlexNet total on jssc2017 at the chip's mappings)")
+    out = []
+    for field, values in CALIBRATED:
+        for value in values:
+            t = report_from_records(records, **{field: value})
+            alex = chip.compare(**{field: value}) if field not in ("placement", "loop_orders") else chip.compare()
+            lat = sum(r["model"]["latency_ms"] for r in alex)
+            dram = sum(r["model"]["dram_mb"] for r in alex)
+            default = value == values[0]
+            print(f"    {field:20s} = {str(value):28s} Transformer-big {t['energy_mJ']:6.1f} mJ {t['latency_ms']:6.1f} ms"
+                  f" | AlexNet {lat:6.1f} ms {dram:5.2f} MB{'   (default)' if default else ''}")
+            out.append({"field": field, "value": list(value) if isinstance(value, tuple) else value,
+                        "transformer_big_mJ": t["energy_mJ"], "transformer_big_ms": t["latency_ms"],
+                        "alexnet_ms": lat, "alexnet_dram_mb": dram})
+    physical = report_from_records(records, preset="physical")
+    print(f"    {'preset physical':20s}   {'(all of the chip mechanisms)':28s} Transformer-big {physical['energy_mJ']:6.1f} mJ "
+          f"{physical['latency_ms']:6.1f} ms")
+    out.append({"field": "preset", "value": "physical", "transformer_big_mJ": physical["energy_mJ"],
+                "transformer_big_ms": physical["latency_ms"]})
+    print("    paper: 214 mJ, 130 ms | chip: 115.3 ms, 15.4 MB. (placement and loop orders are the authors' "
+          "restrictions; the chip preset has its own)")
+    return {"rows": out}
+
+
+# -- (i) Transformer GEMMs --------------------------------------------------------------------------------------------
+def _gemm_line(label: str, shape: LayerShape, configs: dict[str, EyerissConfig]) -> dict[str, Any]:
+    cells, row = [], {"gemm": label, "shape": dataclasses.asdict(shape)}
+    for name, cfg in configs.items():
+        cost = layer_cost(shape, cfg)
+        mp = cost.mapping
+        row[name] = {"pj_per_mac": cost.total_mj * 1e9 / shape.macs, "latency_us": cost.latency_ms * 1e3,
+                     "utilization": cost.utilization, "order": mp.order, "m0": mp.m0, "c0": mp.c0}
+        cells.append(f"{cost.total_mj * 1e9 / shape.macs:5.1f} {cost.latency_ms * 1e3:8.1f} {cost.utilization:4.2f} "
+                     f"{mp.order:7s}")
+    dims = f"{shape.n}x{shape.c}->{shape.m}" + (f" x{shape.repeat * shape.groups}" if shape.repeat * shape.groups > 1
+                                               else "") + (f" k{shape.s}" if shape.s > 1 else "")
+    print(f"    {label:34s} {dims:20s} {shape.macs / 1e6:8.2f} " + " | ".join(cells))
+    return row
+
+
+def transformer_gemms() -> dict[str, Any]:
+    configs = {"authors": EyerissConfig(), "physical": EyerissConfig.preset("physical")}
+    model, inputs = transformer_big(tokens=30, encoder_layers=1, decoder_layers=1)
+    records = trace_layers(model, *inputs).layers
+    print("\n(i) per-GEMM cost, one encoder and one decoder layer of Transformer-big (30 tokens, 32-bit); per config: "
+          "pJ/MAC, latency us, PE utilisation, loop order")
+    print(f"    {'GEMM':34s} {'n x c -> m':20s} {'M MACs':>8s} {'authors (shiftaddnas)':>28s} | {'physical':>20s}")
+    rows = [_gemm_line(r.name, r.shape, configs) for r in records]
+    qk = next(r.shape for r in records if r.shape.weights_are_activations)
+    print("    attention products, heads one after another / folded side by side (parallel_instances):")
+    for fold in (False, True):
+        folded = {k: dataclasses.replace(v, parallel_instances=fold) for k, v in configs.items()}
+        rows.append(_gemm_line(f"  Q.K^T, heads {'folded' if fold else 'apart'}", qk, folded))
+    print("    encoder-decoder attention over k encoder layers (keys and values 30k tokens long):")
+    head = qk.c
+    for k in (1, 2, 3):
+        rows.append(_gemm_line(f"  cross Q.K^T, k={k}", dataclasses.replace(qk, m=30 * k), configs))
+        rows.append(_gemm_line(f"  cross A.V,   k={k}", dataclasses.replace(qk, c=30 * k, m=head), configs))
+    print("    lightweight convolution (depthwise, 1024 channels, 30 tokens), Conv and Shift:")
+    for op in ("mult", "shift"):
+        for kernel in (3, 7, 15, 31):
+            shape = LayerShape("conv", op, n=1, c=1, m=1, h=1, w=30, r=1, s=kernel, e=1, f=30, groups=1024,
+                               lightweight=True)
+            rows.append(_gemm_line(f"  lightweight {op}, kernel {kernel}", shape, configs))
+    return {"rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads"
           + (", --quick" if args.quick else ""))
     results: dict[str, Any] = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    results["table3_transformer_big"] = table3()
-    results["table4_resnet50_v1"] = table4()
-    results["profiler_throughput"] = throughput(args.quick)
-    results["mapping_search_ms"] = mapping_search(args.quick)
-    results["latency_predictor"] = predictor_accuracy(args.quick)
-    results["measured_latency_predictor"] = measured_predictor(args.quick)
+    sections = [("a", "table3_transformer_big", table3), ("b", "table4_resnet50_v1", table4),
+                ("c", "profiler_throughput", lambda: throughput(args.quick)),
+                ("d", "mapping_search_ms", lambda: mapping_search(args.quick)),
+                ("e", "latency_predictor", lambda: predictor_accuracy(args.quick)),
+                ("f", "measured_latency_predictor", lambda: measured_predictor(args.quick)),
+                ("g", "silicon_alexnet", silicon), ("h", "calibrated_constants", calibration_sensitivity),
+                ("i", "transformer_gemms", transformer_gemms)]
+    for letter, key, run in sections:
+        if letter in args.sections:
+            results[key] = run()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

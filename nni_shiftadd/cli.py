@@ -270,7 +270,7 @@ def _parse_options(raw: list[str], bits: int) -> dict[str, Any]:
             options[key.strip()] = _yaml_flag(value, f"--option {key.strip()}")
         except ConfigError as err:
             raise _ProfileError(str(err)) from None
-    fields = sorted(f.name for f in dataclasses.fields(EyerissConfig) if f.name != "bits")
+    fields = sorted([f.name for f in dataclasses.fields(EyerissConfig) if f.name != "bits"] + ["preset"])
     for key, value in options.items():
         if key not in fields:
             raise _ProfileError(f"--option {key}={value!r}: unknown Eyeriss option {key!r}; the options are {fields}")

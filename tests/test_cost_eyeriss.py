@@ -68,14 +68,47 @@ def test_per_op_rules() -> None:
     # adder layers are fully on-chip (SPEC): no DRAM, buffer or NoC energy
     assert add.energy_breakdown_mJ["dram"] == add.energy_breakdown_mJ["glb"] == add.energy_breakdown_mJ["noc"] == 0
     assert add.energy_breakdown_mJ["compute"] == pytest.approx(conv.energy_breakdown_mJ["compute"] * 0.9 / 3.7)
-    # shift layers take half the cycles and move 10-bit words
-    assert shift.latency_ms == pytest.approx(conv.latency_ms / 2)
-    assert shift.energy_breakdown_mJ["dram"] == pytest.approx(conv.energy_breakdown_mJ["dram"] * 10 / 32)
+    # the authors' shift rules are for lightweight layers only: a CV shift convolution moves data like a conv
+    assert shift.latency_ms == pytest.approx(conv.latency_ms)
+    assert shift.energy_breakdown_mJ["dram"] == pytest.approx(conv.energy_breakdown_mJ["dram"])
+    assert shift.energy_breakdown_mJ["compute"] == pytest.approx(conv.energy_breakdown_mJ["compute"] * 0.13 / 3.7)
     # each rule is an option: switched off, an adder layer pays for data movement like a conv
     add_off = profile(_conv_net(AdderConv2d), x, adder_on_chip=False).rows[1]
     assert add_off.energy_breakdown_mJ["dram"] == pytest.approx(conv.energy_breakdown_mJ["dram"])
-    shift_off = profile(_conv_net(ShiftConv2d), x, shift_cycle_factor=1.0, shift_word_bits=None).rows[1]
-    assert shift_off.latency_ms == pytest.approx(conv.latency_ms)
+
+
+@pytest.mark.parametrize("op", ["shift", "add", "mult"])
+def test_lightweight_layers_follow_the_authors_rules(op: str) -> None:
+    """SPEC's rules are per layer: lightweight shift layers move 10-bit words in half the cycles, lightweight conv
+    and every adder layer stay on chip; the same shape outside a lightweight branch is costed as a multiply."""
+    dense = LayerShape("conv", op, n=1, c=64, m=64, h=30, w=30, r=1, s=3, e=1, f=28)
+    light = dataclasses.replace(dense, lightweight=True)
+    mult = layer_cost(dataclasses.replace(dense, op="mult"))
+    got = layer_cost(light)
+    if op == "shift":
+        assert got.latency_ms == pytest.approx(mult.latency_ms / 2)
+        assert got.energy_mj["dram"] == pytest.approx(mult.energy_mj["dram"] * 10 / 32)
+        assert layer_cost(dense).latency_ms == pytest.approx(mult.latency_ms)
+    else:  # a lightweight conv (mult) and an adder layer: on chip
+        assert got.energy_mj["dram"] == got.energy_mj["glb"] == got.energy_mj["noc"] == 0
+
+
+def test_physical_rule_moves_narrow_shift_weights_in_full_cycles() -> None:
+    """The ``physical`` rule: a shift layer's power-of-two weights travel as 5-bit words at every level, its
+    activations at full width, in a multiply's cycles; adder layers pay for their data like any layer."""
+    shape = LayerShape("fc", "shift", n=30, c=512, m=2048, lightweight=True)
+    mult = layer_cost(dataclasses.replace(shape, op="mult"), EyerissConfig(op_rules="physical"))
+    shift = layer_cost(shape, EyerissConfig(op_rules="physical"))
+    add = layer_cost(dataclasses.replace(shape, op="add"), EyerissConfig(op_rules="physical"))
+    assert shift.latency_ms == pytest.approx(mult.latency_ms)
+    assert shift.accesses == mult.accesses and shift.mapping == mult.mapping
+    acc = mult.accesses
+    weight_share = acc["dram_w"] / (acc["dram"] + acc["dram_w"])
+    ratio = shift.energy_mj["dram"] / mult.energy_mj["dram"]
+    assert ratio == pytest.approx(1 - weight_share * (1 - 5 / 32))
+    assert add.energy_mj["dram"] == pytest.approx(mult.energy_mj["dram"])
+    with pytest.raises(ValueError, match="op_rules: unknown value 'mine'"):
+        EyerissConfig(op_rules="mine").validate()  # type: ignore[arg-type]
 
 
 def test_mapping_respects_the_spads() -> None:

@@ -1,7 +1,7 @@
 """Cost models as NNI profilers: #Mult/#Add/#Shift accounting, the Eyeriss energy/latency model and a latency
 predictor. ``profile(model, *inputs)`` is the entry point everything else builds on."""
 from .counts import OpCounts, count_layer, count_ops, effective_macs
-from .eyeriss import EyerissConfig, LayerCost, layer_cost
+from .eyeriss import EyerissConfig, LayerCost, Mapping, layer_cost, mapping_cost
 from .layers import LayerRecord, LayerShape
 from .profile import CostReport, LayerRow, eyeriss_config, profile, report_from_records
 from .trace import Trace, trace_layers
@@ -18,6 +18,6 @@ def __getattr__(name: str):  # NNI and the predictor load only when used (import
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ArchEncoder", "CostExpressionProfiler", "DifferentiableCostPenalty", "EyerissProfiler", "LatencyPredictor", "OpCountProfiler", "CostReport", "EyerissConfig", "LayerCost", "LayerRecord", "LayerRow", "LayerShape", "OpCounts", "Trace",
-           "count_layer", "count_ops", "effective_macs", "eyeriss_config", "layer_cost", "profile",
+__all__ = ["ArchEncoder", "CostExpressionProfiler", "DifferentiableCostPenalty", "EyerissProfiler", "LatencyPredictor", "OpCountProfiler", "CostReport", "EyerissConfig", "LayerCost", "LayerRecord", "LayerRow", "LayerShape", "Mapping", "OpCounts", "Trace",
+           "count_layer", "count_ops", "effective_macs", "eyeriss_config", "layer_cost", "mapping_cost", "profile",
            "report_from_records", "trace_layers"]

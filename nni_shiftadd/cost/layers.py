@@ -4,7 +4,8 @@ Every layer is a (possibly grouped) convolution in the Eyeriss sense: ``n`` imag
 ``m`` filters of ``c x r x s``, ``e x f`` outputs, ``stride``. A Linear layer over ``T`` rows is
 ``n = T, c = in_features, m = out_features`` with ``h = w = r = s = e = f = 1``; an activation-by-activation
 product (attention's ``Q K^T`` and ``A V``) is the same with ``repeat`` independent instances (one per head
-and batch element) and ``weights_are_activations=True``.
+and batch element) and ``weights_are_activations=True``. ``h`` and ``w`` are the input's stored (unpadded) size; the padded row a
+filter slides over is ``(f - 1) * stride + s`` wide.
 """
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ class LayerShape:
     groups: int = 1
     repeat: int = 1
     weights_are_activations: bool = False
+    #: a layer of a lightweight (depthwise 1-D convolution) branch: the authors' op rules single these out
+    lightweight: bool = False
+    #: fractions of zeros in the input and output activations (run-length compression off-chip; 0: unknown)
+    input_zeros: float = 0.0
+    output_zeros: float = 0.0
 
     @property
     def macs(self) -> int:

@@ -89,17 +89,17 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
-def eyeriss_config(bits: int = 32, **options: Any) -> EyerissConfig:
-    """An :class:`EyerissConfig` from keyword options; an unknown option is an error naming it."""
+def eyeriss_config(bits: int = 32, preset: str = "shiftaddnas", **options: Any) -> EyerissConfig:
+    """An :class:`EyerissConfig` from a named ``preset`` (:data:`~nni_shiftadd.cost.eyeriss.PRESETS`), the bit
+    width and keyword options on top; an unknown option is an error naming it."""
     fields = {f.name for f in dataclasses.fields(EyerissConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise ValueError(f"option {unknown[0]!r}: unknown; the Eyeriss model's options are {sorted(fields - {'bits'})}")
+        raise ValueError(f"option {unknown[0]!r}: unknown; the Eyeriss model's options are "
+                         f"{sorted(fields - {'bits'}) + ['preset']}")
     hints = typing.get_type_hints(EyerissConfig)
     typed = {k: coerce(v, hints[k], f"option {k!r}") for k, v in options.items()}  # 'maybe' is no bool
-    cfg = EyerissConfig(bits=bits, **typed)  # type: ignore[arg-type]
-    cfg.validate()
-    return cfg
+    return EyerissConfig.preset(preset, bits=bits, **typed)
 
 
 def report_from_records(records: Sequence[LayerRecord], *, hardware: Literal["eyeriss", "none"] = "eyeriss",

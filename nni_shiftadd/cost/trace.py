@@ -197,7 +197,7 @@ class _Tracer:
                 k = self.module_calls[path]
                 self.module_calls[path] += 1
                 name = path if k == 0 else f"{path}#{k}"
-                shape = _module_shape(module, _first_tensor(args), _first_tensor(output))
+                shape = self.role(_module_shape(module, _first_tensor(args), _first_tensor(output)), module)
                 self.layers.append(LayerRecord(name, type(module).__name__, shape, _module_params(module)))
             return
         if self.depth or _zero_cost(module) or next(module.children(), None) is not None:
@@ -233,10 +233,18 @@ class _Tracer:
         self.fn_calls[(path, fn)] += 1
         return f"{path}.{fn}#{i}" if path else f"{fn}#{i}"
 
+    def role(self, shape: LayerShape, module: nn.Module | None = None) -> LayerShape:
+        """``shape`` marked ``lightweight`` when it runs inside a module whose ``cost_role`` is ``"lightweight"``
+        (the SuperTransformer's lightweight branch): the Eyeriss op rules treat those layers apart."""
+        modules = [m for _, m, _ in self.stack] + ([module] if module is not None else [])
+        if any(getattr(m, "cost_role", None) == "lightweight" for m in modules):
+            return dataclasses.replace(shape, lightweight=True)
+        return shape
+
     def record(self, fn: str, shapes: list[tuple[str, LayerShape, int]]) -> None:
         name = self.fn_name(fn)
         for suffix, shape, params in shapes:
-            self.layers.append(LayerRecord(name + suffix, fn, shape, params))
+            self.layers.append(LayerRecord(name + suffix, fn, self.role(shape), params))
         self.functional += 1
 
     def not_shaped(self, fn: str, reason: str) -> None:

@@ -129,7 +129,10 @@ class LightweightBranch(nn.Module):
     """The Conv/Shift/Add branch of one layer position: input projection, depthwise 1-D convolution of
     ``kernel_size`` (``same`` padding, or left padding when ``causal``), output projection, each of the candidate's
     operator, then a LayerNorm of that candidate (Add's outputs, ``-sum |x - w|``, live on another scale). The three
-    weights are :class:`~nni_shiftadd.hws.SharedConvWeight` pools of the candidates ``ops``."""
+    weights are :class:`~nni_shiftadd.hws.SharedConvWeight` pools of the candidates ``ops``. Its layers are
+    costed as lightweight ones (``cost_role``: the authors' Eyeriss op rules single them out)."""
+
+    cost_role = "lightweight"
 
     def __init__(self, channels: int, kernel_size: int, ops: Sequence[str], mode: Mode, causal: bool = False,
                  kl_weight: float = 1.0, eta: float = 0.2, hws: HWSConfig | None = None) -> None:
