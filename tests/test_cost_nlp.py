@@ -59,6 +59,19 @@ def test_lightweight_branch_counts_its_operator(small, op: str, fn_op: str) -> N
     assert not _by_layer(records, "subnet.encoder_layers.0.candidates.attn")
 
 
+def test_tracer_marks_the_lightweight_branch(small) -> None:
+    """Only the lightweight branch's layers are marked, so the authors' op rules reach them and nothing else: its
+    shift layers run in half the cycles of the same shape elsewhere (a shift FFN would not)."""
+    arch = baseline_arch(small, "shift")
+    records = TranslationRecords(small)(arch)
+    branch = _by_layer(records, "subnet.encoder_layers.0.branch.")
+    assert branch and all(r.shape.lightweight for r in branch)
+    assert not any(r.shape.lightweight for r in records if ".branch." not in r.name)
+    for r in branch:
+        plain = dataclasses.replace(r.shape, lightweight=False)
+        assert layer_cost(r.shape).latency_ms == pytest.approx(layer_cost(plain).latency_ms / 2)
+
+
 def test_multiplication_free_encoders_save_multiplications(small) -> None:
     records = TranslationRecords(small)
     cost = {op: report_from_records(records(baseline_arch(small, op))) for op in ("attn", "conv", "shift", "add")}

@@ -288,6 +288,18 @@ def test_cli_profile_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0 and "... 7 more layers" in out and "16-bit" in out and "energy" in out
 
 
+def test_cli_profile_on_a_named_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--option preset=NAME`` picks an Eyeriss preset (the chip's here); a bad name lists the presets."""
+    argv = ["profile", "--model", "shiftadd_resnet8", "--input-size", "3,32,32", "--bits", "16", "--json"]
+    assert main(argv) == 0
+    authors = json.loads(capsys.readouterr().out)["totals"]
+    assert main(argv + ["--option", "preset=jssc2017"]) == 0
+    chip = json.loads(capsys.readouterr().out)["totals"]
+    assert chip["macs"] == authors["macs"] and chip["latency_ms"] != authors["latency_ms"]
+    assert main(argv + ["--option", "preset=eyeriss9"]) == 2
+    assert "unknown Eyeriss preset 'eyeriss9'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "no_such_model", "--input-size", "3,32,32"], "--model: unknown model 'no_such_model'"),
     (["--model", "shiftadd_resnet8", "--input-size", "1,28,28", "--option", "bogus=1"], "--option bogus=1"),
