@@ -96,7 +96,8 @@ def test_supernet_and_retrain_train_on_the_folder(folder: Path, tmp_path: Path) 
     space = tmp_path / "rgb_tiny.yaml"
     space.write_text(SPACE)
     common = {"space": str(space), "dataset": "image_folder", "data_dir": str(folder), "epochs": 1,
-              "warmup_epochs": 0, "batch_size": 4, "limit_train_batches": 3}
+              "warmup_epochs": 0, "batch_size": 4, "limit_train_batches": 3,
+              "mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1}  # DeiT's batch mixing
     result = train_supernet(load_yaml(SupernetConfig, ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml",
                                       {**common, "eval_archs": 0, "output": str(tmp_path / "supernet")}))
     assert result["global_step"] == 3

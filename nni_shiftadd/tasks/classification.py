@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from .. import models as _models  # noqa: F401  (registers the shiftadd_* models in timm)
 from .checkpoint_io import SafeCheckpointIO
 from ..data import check_data_dir, create_dataset, create_loader, dataset_info, resolve_input_size
+from ..data.mixing import BatchMixing, check_mixing
 from ..kernels import select
 from ..lock import check_output_dir, output_lock
 from ..ops import convert_model
@@ -48,6 +49,9 @@ class TrainConfig:
     sched: str = "cosine"
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Mixup alpha (DeiT: 0.8; 0: off)
+    cutmix: float = 0.0  # CutMix alpha (DeiT: 1.0; 0: off)
+    mix_prob: float = 1.0  # probability that a batch is mixed
     seed: int = 0
     num_workers: int = 0
     limit_train_batches: int | float | None = None
@@ -69,6 +73,7 @@ class TrainConfig:
             raise ValueError(f"field 'dataset': {err}") from None
         check_data_dir(self.dataset, self.data_dir)
         check_optimization(self)
+        check_mixing(self)
         check_model_kwargs(self.model, self.model_kwargs)
         check_output_dir(self.output, "field 'output'")
 
@@ -118,12 +123,14 @@ class ClassificationTask(pl.LightningModule):
     """Cross-entropy training of ``model``; logs loss and top-1 accuracy for train, val and test.
 
     ``cfg`` is a :class:`TrainConfig` or another recipe dataclass with its optimiser fields (``optimizer``, ``lr``,
-    ``momentum``, ``weight_decay``, ``sched``, ``epochs``, ``warmup_epochs``) and ``label_smoothing``.
+    ``momentum``, ``weight_decay``, ``sched``, ``epochs``, ``warmup_epochs``), ``label_smoothing`` and the
+    Mixup/CutMix fields (``mixup``, ``cutmix``, ``mix_prob``; :class:`~nni_shiftadd.data.mixing.BatchMixing`).
     """
 
-    def __init__(self, model: nn.Module, cfg: Any, steps_per_epoch: int) -> None:
+    def __init__(self, model: nn.Module, cfg: Any, steps_per_epoch: int, num_classes: int) -> None:
         super().__init__()
         self.model, self.cfg, self.steps_per_epoch = model, cfg, steps_per_epoch
+        self.mixing = BatchMixing(cfg, num_classes)
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
 
     def forward(self, x: Tensor) -> Tensor:
@@ -131,9 +138,13 @@ class ClassificationTask(pl.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
-        logits = self.model(x)
-        smoothing = self.cfg.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        if stage == "train":
+            x, y, soft = self.mixing.mix(x, y)
+            logits = self.model(x)
+            loss = self.mixing.loss(logits, y, soft)
+        else:
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} at step {self.global_step}")
         acc = (logits.argmax(1) == y).float().mean()
@@ -218,7 +229,7 @@ def classification_loaders(dataset: str, input_size: tuple[int, int, int], batch
 
 
 def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loader: DataLoader,
-                 test_loader: DataLoader, output: str | Path) -> dict[str, Any]:
+                 test_loader: DataLoader, output: str | Path, num_classes: int) -> dict[str, Any]:
     """Train ``model`` in a :class:`ClassificationTask` with the recipe ``cfg`` (a :class:`TrainConfig`, or any
     dataclass with its ``epochs``, optimiser, ``label_smoothing`` and ``limit_*_batches`` fields), validate each
     epoch, test the final model; checkpoints and CSV logs go to ``output``.
@@ -227,7 +238,7 @@ def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loade
     of the last checkpoint.
     """
     steps = _limit(len(train_loader), cfg.limit_train_batches)
-    task = ClassificationTask(model, cfg, steps)
+    task = ClassificationTask(model, cfg, steps, num_classes)
     out = Path(output)
     history = LossHistory()
     trainer = pl.Trainer(
@@ -263,7 +274,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     loaders = classification_loaders(cfg.dataset, size, cfg.batch_size, data_dir=cfg.data_dir,
                                      num_workers=cfg.num_workers, seed=cfg.seed)
     model = build_model(cfg, size[0], info.num_classes)
-    fit = fit_and_test(model, cfg, *loaders, cfg.output)
+    fit = fit_and_test(model, cfg, *loaders, cfg.output, info.num_classes)
     result = {
         "model": cfg.model, "convert": cfg.convert, "ops": _op_census(model),
         "adder_backend": select(next(model.parameters())).__name__.rsplit(".", 1)[-1],

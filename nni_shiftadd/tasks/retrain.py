@@ -28,6 +28,7 @@ from ..lock import check_output_dir, output_lock
 from ..quant import check_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
+from ..data.mixing import check_mixing
 from .classification import classification_loaders, fit_and_test
 from .supernet import BASELINES, SupernetConfig, load_supernet
 
@@ -63,6 +64,9 @@ class RetrainConfig:
     warmup_epochs: int | None = None
     momentum: float = 0.9  # SGD-type optimizers only
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Mixup alpha (DeiT: 0.8; 0: off)
+    cutmix: float = 0.0  # CutMix alpha (DeiT: 1.0; 0: off)
+    mix_prob: float = 1.0  # probability that a batch is mixed
     quant_bits: int | None = None
     seed: int = 0
     num_workers: int = 0
@@ -86,8 +90,7 @@ class RetrainConfig:
         for name in ("num_workers", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"field 'label_smoothing': must be in [0, 1), got {self.label_smoothing}")
+        check_mixing(self)
         if self.momentum < 0:
             raise ValueError(f"field 'momentum': must be >= 0, got {self.momentum}")
         check_output_dir(self.output, "field 'output'")
@@ -252,7 +255,7 @@ def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:
     model.train()  # Lightning keeps each module's train/eval mode as it finds it
     if cfg.quant_bits is not None:
         fake_quantize(model, cfg.quant_bits)
-    fit = fit_and_test(model, cfg, *loaders, cfg.output)
+    fit = fit_and_test(model, cfg, *loaders, cfg.output, spec.num_classes)
     result = {
         "space": spec.name, "arch_source": source, "arch": cfg.arch, "supernet": cfg.supernet,
         "dataset": cfg.dataset, "quant_bits": cfg.quant_bits,

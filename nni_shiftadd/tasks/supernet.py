@@ -53,6 +53,7 @@ from ..checkpoint import LAST, CheckpointError, find_resumable, load_checkpoint
 from .checkpoint_io import SafeCheckpointIO, save_resumable
 from ..config import ConfigError
 from ..data import check_data_dir, create_dataset, dataset_info
+from ..data.mixing import BatchMixing, check_mixing
 from ..lock import check_output_dir, is_rank_zero, output_lock
 from ..hws import MODES, HWSConfig, Mode
 from ..nn.hybrid import HybridChoice
@@ -90,6 +91,10 @@ class SupernetConfig:
     weight_decay: float = 0.05
     sched: str = "cosine"
     warmup_epochs: int = 5
+    label_smoothing: float = 0.0  # DeiT: 0.1
+    mixup: float = 0.0  # Mixup alpha (DeiT: 0.8; 0: off)
+    cutmix: float = 0.0  # CutMix alpha (DeiT: 1.0; 0: off)
+    mix_prob: float = 1.0  # probability that a batch is mixed
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 100
@@ -126,6 +131,7 @@ class SupernetConfig:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        check_mixing(self)
         if self.weight_decay < 0 or self.kl_weight < 0:
             raise ValueError(f"fields 'weight_decay', 'kl_weight': must be >= 0, got {self.weight_decay}, "
                              f"{self.kl_weight}")
@@ -273,6 +279,7 @@ class SupernetTask(pl.LightningModule):
         self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
         self.spec = cfg.load_spec()
         self.supernet = HybridCVSpace(self.spec, cfg.mode, cfg.kl_weight, cfg.hws)
+        self.mixing = BatchMixing(cfg, self.spec.num_classes)
         # Same seed on every rank: all ranks sample the same architecture at every step.
         self.arch_rng = random.Random(cfg.seed)
         self.current_arch: dict[str, Any] | None = None
@@ -285,11 +292,11 @@ class SupernetTask(pl.LightningModule):
         return self.supernet(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+        x, y, soft = self.mixing.mix(*batch)
         arch = self.sample_arch()
         self.current_arch = arch
         self.supernet.activate(arch)
-        loss = F.cross_entropy(self(x), y)
+        loss = self.mixing.loss(self(x), y, soft)
         finite = torch.isfinite(loss.detach()).to(torch.float32)
         if self.trainer.world_size > 1:  # every rank stops together, not just the one that saw it
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
