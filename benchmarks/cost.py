@@ -456,6 +456,9 @@ def silicon() -> dict[str, Any]:
           f"{chip_total['glb_mb']:.1f} MB, DRAM {total['dram_mb']:.2f}/{chip_total['dram_mb']:.1f} MB "
           f"({total['dram_mb'] / chip_total['dram_mb'] - 1:+.0%}; {total['dram_raw_mb']:.2f} MB uncompressed)")
     print("    tolerances: PEs exact, buffer 2%, DRAM 20%, latency 20% and inside [perfect overlap, no overlap]")
+    print("    not validated: on-chip energy, model / chip power x latency (the chip's holds clock, leakage and zero "
+          "gating, 65 nm): " + ", ".join(f"{r['layer']} {r['model']['onchip_mj']:.1f}/{r['chip']['onchip_mj']:.1f} mJ"
+                                        for r in rows))
     print("    the model's own mapper (energy + latency) on the same layers:")
     for row in search:
         m, mp = row["model"], row["mapping"]
