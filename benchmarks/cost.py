@@ -500,15 +500,15 @@ def calibration_sensitivity() -> dict[str, Any]:
             alex = chip.compare(**{field: value}) if field not in ("placement", "loop_orders") else chip.compare()
             lat = sum(r["model"]["latency_ms"] for r in alex)
             dram = sum(r["model"]["dram_mb"] for r in alex)
-            default = value == values[0]
-            print(f"    {field:20s} = {str(value):28s} Transformer-big {t['energy_mJ']:6.1f} mJ {t['latency_ms']:6.1f} ms"
-                  f" | AlexNet {lat:6.1f} ms {dram:5.2f} MB{'   (default)' if default else ''}")
+            default = "   (default)" if value == values[0] else ""
+            print(f"    {field:20s} = {str(value):28s} Transformer-big {t['energy_mJ']:6.1f} mJ "
+                  f"{t['latency_ms']:6.1f} ms | AlexNet {lat:6.1f} ms {dram:5.2f} MB{default}")
             out.append({"field": field, "value": list(value) if isinstance(value, tuple) else value,
                         "transformer_big_mJ": t["energy_mJ"], "transformer_big_ms": t["latency_ms"],
                         "alexnet_ms": lat, "alexnet_dram_mb": dram})
     physical = report_from_records(records, preset="physical")
-    print(f"    {'preset physical':20s}   {'(all of the chip mechanisms)':28s} Transformer-big {physical['energy_mJ']:6.1f} mJ "
-          f"{physical['latency_ms']:6.1f} ms")
+    print(f"    {'preset physical':20s}   {'(all of the chip mechanisms)':28s} Transformer-big "
+          f"{physical['energy_mJ']:6.1f} mJ {physical['latency_ms']:6.1f} ms")
     out.append({"field": "preset", "value": "physical", "transformer_big_mJ": physical["energy_mJ"],
                 "transformer_big_ms": physical["latency_ms"]})
     print("    paper: 214 mJ, 130 ms | chip: 115.3 ms, 15.4 MB. (placement and loop orders are the authors' "
@@ -516,7 +516,7 @@ def calibration_sensitivity() -> dict[str, Any]:
     return {"rows": out}
 
 
-# -- (i) Transformer GEMMs --------------------------------------------------------------------------------------------
+# -- (i) Transformer GEMMs ----------------------------------------------------------------------------------------------
 def _gemm_line(label: str, shape: LayerShape, configs: dict[str, EyerissConfig]) -> dict[str, Any]:
     cells, row = [], {"gemm": label, "shape": dataclasses.asdict(shape)}
     for name, cfg in configs.items():

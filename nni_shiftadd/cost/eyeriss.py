@@ -153,7 +153,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "physical": dict(placement="free", loop_orders=ORDERS, psums_bounded_by_spad=True, op_rules="physical",
                      parallel_instances=True),
     "jssc2017": dict(pe_rows=12, pe_cols=14, freq_mhz=200.0, bits=16, glb_tile_words=108 * 1024 // 2,
-                     filters_via_glb=False, rf_weight_cost=1.0, placement="free", loop_orders=ORDERS, psums_bounded_by_spad=True, parallel_instances=True, rlc=True, link_mhz=60.0),
+                     filters_via_glb=False, rf_weight_cost=1.0, placement="free", loop_orders=ORDERS,
+                     psums_bounded_by_spad=True, parallel_instances=True, rlc=True, link_mhz=60.0),
 }
 
 

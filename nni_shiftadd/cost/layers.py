@@ -4,8 +4,8 @@ Every layer is a (possibly grouped) convolution in the Eyeriss sense: ``n`` imag
 ``m`` filters of ``c x r x s``, ``e x f`` outputs, ``stride``. A Linear layer over ``T`` rows is
 ``n = T, c = in_features, m = out_features`` with ``h = w = r = s = e = f = 1``; an activation-by-activation
 product (attention's ``Q K^T`` and ``A V``) is the same with ``repeat`` independent instances (one per head
-and batch element) and ``weights_are_activations=True``. ``h`` and ``w`` are the input's stored (unpadded) size; the padded row a
-filter slides over is ``(f - 1) * stride + s`` wide.
+and batch element) and ``weights_are_activations=True``. ``h`` and ``w`` are the input's stored (unpadded) size;
+the padded row a filter slides over is ``(f - 1) * stride + s`` wide.
 """
 from __future__ import annotations
 
