@@ -477,7 +477,7 @@ def silicon() -> dict[str, Any]:
             "transformer_big": {"ours": ours, "paper": paper}}
 
 
-# -- (h) calibrated constants -------------------------------------------------------------------------------------------
+# -- (h) calibrated constants ------------------------------------------------------------------------------------------
 CALIBRATED = [  # (field, values; the first is the default of the preset it was calibrated on)
     ("dram_bus_bits", (64, 32, 128)),
     ("rf_weight_fill_cost", (1.0, 0.5, 2.0)),
@@ -516,7 +516,7 @@ def calibration_sensitivity() -> dict[str, Any]:
     return {"rows": out}
 
 
-# -- (i) Transformer GEMMs ----------------------------------------------------------------------------------------------
+# -- (i) Transformer GEMMs ---------------------------------------------------------------------------------------------
 def _gemm_line(label: str, shape: LayerShape, configs: dict[str, EyerissConfig]) -> dict[str, Any]:
     cells, row = [], {"gemm": label, "shape": dataclasses.asdict(shape)}
     for name, cfg in configs.items():
