@@ -113,3 +113,18 @@ def test_parallel_instances_fill_the_array() -> None:
     assert apart.utilization < 0.05 < 0.5 < together.utilization
     assert together.latency_ms < apart.latency_ms / 50
     assert together.mapping.active_pes <= physical.pe_rows * physical.pe_cols
+
+
+def test_searches_and_trials_choose_the_eyeriss_preset() -> None:
+    """A strategy preset's ``eyeriss`` field (and the trial's ``--eyeriss``) pick the model the costs come from;
+    the op counts do not depend on it."""
+    from nni_shiftadd.space import baseline_arch, load_space
+    from nni_shiftadd.strategy.evolution import space_cost_fn
+    from nni_shiftadd.strategy.trial import TrialConfig
+
+    spec = load_space("cv_small")
+    arch = baseline_arch(spec, "shift")
+    authors, physical = space_cost_fn(spec)(arch), space_cost_fn(spec, eyeriss="physical")(arch)
+    assert authors["macs_M"] == physical["macs_M"] and authors["energy_mJ"] != physical["energy_mJ"]
+    with pytest.raises(ValueError, match=r"field 'eyeriss': unknown Eyeriss preset 'fast'"):
+        TrialConfig(eyeriss="fast").validate()

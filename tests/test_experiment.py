@@ -111,6 +111,16 @@ def test_generated_experiment_config(tmp_path: Path) -> None:
                                          "overrides": {"iterations": 1}, "optimize_mode": "maximize"}
     assert f"--supernet {tmp_path / 'last.ckpt'} --space cv_small --eval-batches 2 --calibration-batches 3" in \
         cfg["trialCommand"]
+    # the trials report their costs on the Eyeriss model (preset, bit width) the tuner constrains them with
+    assert cfg["trialCommand"].endswith("--bits 32 --eyeriss shiftaddnas")
+    physical = experiment_config(space="cv_small", preset="cv_small", preset_overrides={"eyeriss": "physical"},
+                                 search_dir=tmp_path / "search", search_space_file=tmp_path / "ss.json",
+                                 supernet=tmp_path / "last.ckpt", concurrency=2, max_trials=10, name="t")
+    assert physical["trialCommand"].endswith("--eyeriss physical")
+    with pytest.raises(ConfigError, match=r"field 'eyeriss': unknown Eyeriss preset 'eyeriss9'; expected one of"):
+        experiment_config(space="cv_small", preset="cv_small", preset_overrides={"eyeriss": "eyeriss9"},
+                          search_dir=tmp_path / "search", search_space_file=tmp_path / "ss.json",
+                          supernet=tmp_path / "last.ckpt", concurrency=2, max_trials=10, name="t")
 
 
 def test_demo_recipe_errors_name_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +163,8 @@ def test_translation_examples_validate(tmp_path: Path, monkeypatch: pytest.Monke
     trial = experiment_config(space="nlp_tiny", preset="nlp_tiny", preset_overrides={}, search_dir=tmp_path,
                               search_space_file=tmp_path / "ss.json", supernet=tmp_path / "checkpoint_last.pt",
                               concurrency=2, max_trials=5, name="t", bleu_sentences=None, beam=1, threads=1)
-    assert trial["trialCommand"].endswith("--space nlp_tiny --bleu-sentences null --beam 1 --threads 1")
+    assert trial["trialCommand"].endswith("--space nlp_tiny --bleu-sentences null --beam 1 --threads 1 --bits 32 "
+                                          "--eyeriss shiftaddnas")
     assert trial["tuner"]["classArgs"]["optimize_mode"] == "minimize"  # the web UI ranks losses lowest first
     from nni_shiftadd.strategy.tuner import ShiftAddEvolutionValidator
 

@@ -105,7 +105,10 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
     from ..strategy.evolution import load_preset
     from ..strategy.tuner import OPTIMIZE_MODES
 
-    goal = load_preset(preset, preset_overrides).goal
+    loaded = load_preset(preset, preset_overrides)
+    goal = loaded.goal
+    # the trials report costs on the model the tuner constrains them with
+    trial_flags = {**trial_flags, "bits": loaded.bits, "eyeriss": loaded.eyeriss}
     flags = "".join(f" --{key.replace('_', '-')} {'null' if value is None else value}"
                     for key, value in trial_flags.items())
     trial = f"{sys.executable} -m nni_shiftadd.cli trial --supernet {supernet} --space {space}{flags}"

@@ -382,7 +382,7 @@ class Study:
             if preset.objective != "accuracy":
                 raise ValueError(f"field 'search_preset': the objective must be accuracy, got {preset.objective!r}")
             evaluate = self._evaluator(self.supernet(mode, self.cfg.supernet_seeds[0]))
-            cost = space_cost_fn(self.spec, preset.bits, preset.latency)
+            cost = space_cost_fn(self.spec, preset.bits, preset.latency, eyeriss=preset.eyeriss)
             evolution = Evolution(self.spec, preset, cost)
             evaluated = state.get("evaluated", {})
             while not evolution.done:

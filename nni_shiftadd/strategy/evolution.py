@@ -85,6 +85,7 @@ class EvolutionConfig:
     baselines: list[str] = dataclasses.field(default_factory=lambda: ["conv", "shift", "add", "attn"])
     latency: Literal["eyeriss", "predictor"] = "eyeriss"
     predictor: str | None = None
+    eyeriss: str = "shiftaddnas"  # the Eyeriss model's preset (nni_shiftadd.cost.eyeriss.PRESETS)
     blocks: list[str] | None = None  # search only these block types (e.g. [attn]: HAT's Attn-only search)
 
     def validate(self) -> None:
@@ -124,6 +125,7 @@ class EvolutionConfig:
             if outside:
                 raise ValueError(f"field 'baselines': {outside} are not among the searched blocks {self.blocks}; "
                                  "list only those (e.g. baselines: [attn] with blocks: [attn])")
+        check_eyeriss_preset(self.eyeriss)
         if self.latency == "predictor" and not self.predictor:
             raise ValueError("field 'predictor': latency 'predictor' needs the path of a trained latency predictor")
 
@@ -393,21 +395,30 @@ class Evolution:
         return out
 
 
+def check_eyeriss_preset(name: str) -> None:
+    """Raise ``ValueError`` naming the field ``eyeriss`` when ``name`` is not an Eyeriss preset."""
+    from ..cost.eyeriss import PRESETS
+
+    if name not in PRESETS:
+        raise ValueError(f"field 'eyeriss': unknown Eyeriss preset {name!r}; expected one of {sorted(PRESETS)}")
+
+
 def space_cost_fn(spec: SpaceSpec, bits: int = 32, latency: Literal["eyeriss", "predictor"] = "eyeriss",
-                  predictor: str | None = None) -> CostFn:
+                  predictor: str | None = None, eyeriss: str = "shiftaddnas") -> CostFn:
     """``arch -> {energy_mJ, latency_ms, macs_M, flops_G, params_M, mult_G, add_G, shift_G}`` from the Eyeriss model
     on the layer-wise fast path (latency from a trained latency predictor if asked). ``flops_G`` is the effective
     FLOPs, ``2 x MACs x (bits / 32)^2`` (paper Sec. 4.2, after Zhou et al.), of what the cost model counts: for a
     translation subnet a 30-token sentence without the embeddings and the vocabulary projection (the paper's 10.6G
-    for Transformer-big includes that projection, about 2 GFLOPs with a 32K vocabulary). The models load on the
-    first call (torch and NNI's NAS take seconds to import)."""
+    for Transformer-big includes that projection, about 2 GFLOPs with a 32K vocabulary). ``eyeriss`` names the
+    Eyeriss model's preset (``shiftaddnas``: the authors' simulator; ``physical``; ``jssc2017``). The models load
+    on the first call (torch and NNI's NAS take seconds to import)."""
     state: dict[str, Any] = {}
 
     def cost(arch: Arch) -> dict[str, float]:
         if not state:
             from ..cost.layerwise import space_profiler
 
-            state["profiler"] = space_profiler(spec, bits=bits)
+            state["profiler"] = space_profiler(spec, bits=bits, preset=eyeriss)
             if latency == "predictor":
                 from ..cost.predictor import load_predictor
 

@@ -239,9 +239,10 @@ class ShiftAddEvolution(Strategy):
             if self.cfg.latency == "predictor":
                 raise ValueError("field 'latency': a predictor is built for one of our spaces; a model space of "
                                  "your own is costed on the Eyeriss model ('eyeriss')")
-            cost = model_space_cost_fn(space.model_space, *(self.example_inputs or ()), bits=self.cfg.bits)
+            cost = model_space_cost_fn(space.model_space, *(self.example_inputs or ()), bits=self.cfg.bits,
+                                       preset=self.cfg.eyeriss)
         elif self.cfg.constraints:
-            cost = space_cost_fn(space, self.cfg.bits, self.cfg.latency, self.cfg.predictor)
+            cost = space_cost_fn(space, self.cfg.bits, self.cfg.latency, self.cfg.predictor, self.cfg.eyeriss)
         self.evolution = Evolution(space, self.cfg, cost)
         if self.output is not None and self.evolution.load(self.output / "state.json"):
             _logger.info("resumed the search from %s: generation %d, %d architectures already evaluated",

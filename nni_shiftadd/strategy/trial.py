@@ -29,7 +29,7 @@ import torch
 
 from ..config import ConfigError
 from ..space.spec import canonical_arch, load_space
-from .evolution import space_cost_fn
+from .evolution import check_eyeriss_preset, space_cost_fn
 
 
 @dataclasses.dataclass
@@ -43,6 +43,7 @@ class TrialConfig:
     eval_batches: int | None = 10
     calibration_batches: int = 10
     bits: int = 32
+    eyeriss: str = "shiftaddnas"  # the Eyeriss model's preset for the reported energy and latency
     threads: int | None = None
     seed: int = 0
     data_dir: str | None = None
@@ -62,6 +63,7 @@ class TrialConfig:
             raise ValueError(f"field 'threads': must be null or >= 1, got {self.threads}")
         if self.bits not in (8, 16, 32):
             raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
+        check_eyeriss_preset(self.eyeriss)
         if self.bleu_sentences is not None and self.bleu_sentences < 0:
             raise ValueError(f"field 'bleu_sentences': must be null (all) or >= 0 (0: no BLEU), got "
                              f"{self.bleu_sentences}")
@@ -101,7 +103,7 @@ def _evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], data_bin: s
         score = bleu(model, task, split, references_dir(task.cfg.data), beam=cfg.beam, lenpen=cfg.lenpen,
                      limit=cfg.bleu_sentences)
         out.update({"bleu": score["bleu"], "bleu_sentences": score["sentences"]})
-    costs = space_cost_fn(spec, cfg.bits)(arch)
+    costs = space_cost_fn(spec, cfg.bits, eyeriss=cfg.eyeriss)(arch)
     return {**out, **{k: float(v) for k, v in costs.items()}, "eval_seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -142,7 +144,7 @@ def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any
     # architecture scores the same in every trial (and the evolution is deterministic)
     pl.seed_everything(cfg.seed, verbose=False)
     scores = evaluate_arch(supernet, arch, loader, cfg.eval_batches, calibration, cfg.calibration_batches)
-    costs = space_cost_fn(spec, cfg.bits)(arch)
+    costs = space_cost_fn(spec, cfg.bits, eyeriss=cfg.eyeriss)(arch)
     return {"default": scores["accuracy"], "accuracy": scores["accuracy"], "loss": scores["loss"],
             **{k: float(v) for k, v in costs.items()},
             "eval_seconds": round(time.perf_counter() - start, 2)}

@@ -101,7 +101,7 @@ class ShiftAddEvolutionTuner(Tuner):
         self._output_lock = acquire(self.output, "tuner classArgs 'output'", "ShiftAddEvolution tuner")
         self.state_path = self.output / "state.json"
         self.evolution = Evolution(self.spec, self.cfg, space_cost_fn(self.spec, self.cfg.bits, self.cfg.latency,
-                                                                     self.cfg.predictor))
+                                                                     self.cfg.predictor, self.cfg.eyeriss))
         if self.evolution.load(self.state_path):
             _logger.info("resumed the search from %s: generation %d, %d architectures already evaluated",
                          self.state_path, self.evolution.generation, len(self.evolution.results))
