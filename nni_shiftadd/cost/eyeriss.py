@@ -224,23 +224,18 @@ def op_rule(shape: LayerShape, cfg: EyerissConfig) -> OpRule:
     return OpRule(word, word, cfg.shift_cycle_factor if narrow else 1.0, on_chip)
 
 
-def word_bits(shape: LayerShape, cfg: EyerissConfig) -> int:
-    """Bits of one activation word the layer moves through memory under ``cfg.op_rules``."""
-    return op_rule(shape, cfg).activation_bits
-
-
-def rlc_ratio(zeros: float, bits: int, run_bits: int = 5, word_bits_: int = 64) -> float:
+def rlc_ratio(zeros: float, bits: int, run_bits: int = 5, code_word_bits: int = 64) -> float:
     """Compressed / raw size of a stream with a fraction ``zeros`` of i.i.d. zeros under the chip's run-length
     code (JSSC'17): pairs of a ``run_bits`` zero run and a ``bits`` value, packed ``(64 - 1) // (run + bits)`` to a
     64-bit word. One pair covers a run of up to ``2**run_bits - 1`` zeros and one more value, so a stream of ``N``
     values needs ``N (1 - z) / (1 - z**(2**run_bits))`` pairs. Never above 1: incompressible data goes raw."""
     if not 0.0 <= zeros < 1.0:
         raise ValueError(f"zeros: must be in [0, 1), got {zeros}")
-    pairs_per_word = (word_bits_ - 1) // (run_bits + bits)
+    pairs_per_word = (code_word_bits - 1) // (run_bits + bits)
     if pairs_per_word < 1:
         return 1.0
     pairs = (1.0 - zeros) / (1.0 - zeros ** (2 ** run_bits))
-    return min(1.0, pairs * word_bits_ / pairs_per_word / bits)
+    return min(1.0, pairs * code_word_bits / pairs_per_word / bits)
 
 
 def fold_long_rows(shape: LayerShape, cfg: EyerissConfig) -> tuple[LayerShape, int]:
