@@ -61,7 +61,15 @@ OP_ENERGY_PJ = {
 @dataclasses.dataclass(frozen=True)
 class EyerissConfig:
     """Hardware parameters and modelling choices (defaults: the ``shiftaddnas`` preset, SPEC). Every field is
-    validated by :meth:`validate`; :meth:`preset` builds a named one."""
+    validated by :meth:`validate`; :meth:`preset` builds a named one. Each field's comment names its source, or
+    says *calibrated* and on which anchor (``benchmarks/cost.py`` (h) moves each one).
+
+    ``placement``: ``grid`` (the authors' simulator) stacks filter and channel sets down the rows and puts inputs
+    side by side across the columns, sets no wider than the array; ``free`` (the chip) places sets anywhere,
+    folds a wide set into strips and stacks only the channel sets, whose partial sums must flow up a column.
+    ``parallel_instances``: see :func:`layer_cost`. ``link_overlap``: how the link's transfers overlap the
+    passes (:func:`_latency_cycles`); ``activations`` was chosen on the chip's AlexNet latencies, which lie
+    between the ``all`` and ``none`` bounds."""
 
     # -- the array and its storage (SPEC; Eyeriss ISCA'16 / JSSC'17: 168 PEs, 12/224/24-word spads) -------------
     pe_rows: int = 14
@@ -93,14 +101,14 @@ class EyerissConfig:
     shift_weight_bits: int = 5           # "physical": a power-of-two weight is a sign and a 4-bit exponent
     shift_cycle_factor: float = 0.5      # SPEC ("authors"): lightweight shift layers take half the cycles
     adder_on_chip: bool = True           # SPEC ("authors"): adder and lightweight-conv layers stay on chip
-    placement: Literal["grid", "free"] = "grid"  # "grid": the authors' (below); "free": the chip's (JSSC'17)
+    placement: Literal["grid", "free"] = "grid"  # "grid": the authors'; "free": the chip's (JSSC'17)
     loop_orders: tuple[str, ...] = ("pe",)  # the authors' simulator keeps partial sums in the PE (SPEC) ...
     psums_bounded_by_spad: bool = False  # ... without bounding a row of them by the psum spad (the chip: bounded)
-    parallel_instances: bool = False     # heads of a product / groups of a conv may run side by side (below)
+    parallel_instances: bool = False     # heads of a product / groups of a conv may run side by side
     rlc: bool = False                    # JSSC'17: run-length compression of activations off chip
     link_bits: int = 64                  # JSSC'17: 64-bit off-chip data bus
     link_mhz: float | None = None        # JSSC'17: 60 MHz link clock; None: the link is not modelled
-    link_overlap: Literal["none", "activations", "all"] = "activations"  # calibrated (AlexNet latency, see below)
+    link_overlap: Literal["none", "activations", "all"] = "activations"  # calibrated (AlexNet latency)
     objective: Literal["energy+latency", "energy", "latency"] = "energy+latency"
 
     def validate(self) -> None:
