@@ -48,6 +48,8 @@ from .layers import LayerShape
 
 LEVELS = ("compute", "dram", "glb", "noc", "rf")
 ORDERS = ("pe", "filters", "pixels")
+#: ``objective`` -> weights of (normalised energy, normalised latency) in a mapping's score
+OBJECTIVES = {"energy+latency": (1, 1), "energy": (1, 0), "latency": (0, 1)}
 
 #: Energy of one operation in pJ at 45 nm (SPEC, after Horowitz ISSCC'14): 32-bit floating point, 8-bit integer;
 #: 16-bit uses Horowitz's FP16 multiply (1.1) and add (0.4), and the shift geometrically between 32 and 8 bits.
@@ -132,7 +134,7 @@ class EyerissConfig:
             raise ValueError(f"bits: unknown bit width {self.bits}; expected one of {sorted(OP_ENERGY_PJ)}")
         if self.shift_word_bits is not None and not 1 <= self.shift_word_bits <= 64:
             raise ValueError(f"shift_word_bits: must be in [1, 64] or None, got {self.shift_word_bits}")
-        for name, allowed in (("objective", ("energy+latency", "energy", "latency")),
+        for name, allowed in (("objective", tuple(OBJECTIVES)),
                               ("op_rules", ("authors", "physical")),
                               ("link_overlap", ("none", "activations", "all")),
                               ("placement", ("grid", "free"))):
@@ -283,12 +285,10 @@ def _grid(shape: LayerShape, cfg: EyerissConfig) -> dict[str, np.ndarray]:
             break
         if grid:  # sets stacked down the rows (filters, channels), inputs side by side across the columns
             copies = max(1, cfg.pe_rows // R)
-            pairs = [(a, b) for a in range(1, copies + 1) for b in (copies // a,)]
-            sets = copies * (cfg.pe_cols // e_s)
+            pairs = [(a, copies // a) for a in range(1, copies + 1)]
         else:  # partial sums only flow up a column: the c_s sets whose sums add up are stacked vertically
             down, across = cfg.pe_rows // (R * strips), cfg.pe_cols // min(e_s, cfg.pe_cols)
             pairs = [(a, b) for b in range(1, down + 1) for a in _set_counts((down // b) * across)]
-            sets_of = {b: (down // b) * across for b in range(1, down + 1)}
         ms = np.array([p[0] for p in pairs])
         cs = np.array([p[1] for p in pairs])
         m0x, msx = np.meshgrid(m0g, ms, indexing="ij")
@@ -305,9 +305,8 @@ def _grid(shape: LayerShape, cfg: EyerissConfig) -> dict[str, np.ndarray]:
         cols["e_s"].append(np.full_like(m0x, e_s))
         if grid:
             cols["n_s"].append(np.full_like(m0x, min(shape.n, cfg.pe_cols // e_s)))
-        else:
-            stacks = np.array([sets_of[int(b)] for b in csx]) if len(csx) else csx
-            cols["n_s"].append(np.minimum(shape.n, stacks // msx))
+        else:  # the column stacks left beside the channel sets take filter groups and inputs
+            cols["n_s"].append(np.minimum(shape.n, (down // csx) * across // msx))
     return {k: np.concatenate(v).astype(np.float64) if v else np.zeros(0) for k, v in cols.items()}
 
 
@@ -467,7 +466,7 @@ def layer_cost(shape: LayerShape, cfg: EyerissConfig = EyerissConfig()) -> Layer
         return _best(shape, cfg, None)
     e_min = min(o[0] for o in options) or 1.0
     l_min = min(o[1] for o in options) or 1.0
-    weight_e, weight_l = {"energy+latency": (1, 1), "energy": (1, 0), "latency": (0, 1)}[cfg.objective]
+    weight_e, weight_l = OBJECTIVES[cfg.objective]
     _, latency, compute, side, one = min(options, key=lambda o: (weight_e * o[0] / e_min + weight_l * o[1] / l_min,
                                                                    o[1], o[0]))
     to_cycles = cfg.freq_mhz * 1e3
@@ -519,7 +518,7 @@ def _best(shape: LayerShape, cfg: EyerissConfig, fixed: Mapping | None) -> Layer
                          f"{cfg.filter_spad_words}-word filter) and the {cfg.glb_tile_words}-word buffer")
     e_min = min(float(x[5].min()) for x in scored) or 1.0
     c_min = min(float(x[6].min()) for x in scored) or 1.0
-    weight_e, weight_l = {"energy+latency": (1, 1), "energy": (1, 0), "latency": (0, 1)}[cfg.objective]
+    weight_e, weight_l = OBJECTIVES[cfg.objective]
     for order, acc, cycles, passes, valid, energy, total in scored:
         with np.errstate(invalid="ignore"):  # inf / inf for invalid mappings: they are never picked
             score = np.where(valid, weight_e * energy / e_min + weight_l * total / c_min, np.inf)
