@@ -4,6 +4,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+ENAS_REQUIRES = ["tianshou==0.4.11", "gym==0.26.2"]
 
 setup(
     name="nni-shiftadd",
@@ -49,7 +50,9 @@ setup(
         "regex",
     ],
     extras_require={
-        "test": ["pytest>=7", "selenium>=4.20"],
+        # NNI 3.0's ENAS controller is written against tianshou 0.4 (and the gym it uses)
+        "enas": ENAS_REQUIRES,
+        "test": ["pytest>=7", "selenium>=4.20", *ENAS_REQUIRES],
     },
     entry_points={"console_scripts": ["nni-shiftadd=nni_shiftadd.cli:main"]},
 )

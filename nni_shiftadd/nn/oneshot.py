@@ -128,7 +128,8 @@ def differentiable(mutate_kwargs: dict[str, Any]) -> bool:
 
 def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
     """Mutation hooks for NNI's one-shot strategies: ``RandomOneShot(mutation_hooks=oneshot_hooks(...))``, and
-    likewise ``ENAS``, ``DARTS``, ``GumbelDARTS`` and ``Proxyless``.
+    likewise ``DARTS``, ``GumbelDARTS``, ``Proxyless`` and ``ENAS`` (:class:`nni_shiftadd.strategy.enas.ENAS`: NNI's,
+    mended for current Lightning).
 
     A :class:`~nni_shiftadd.nn.hybrid.HybridChoice` becomes a :class:`HybridSuperNet` under a sampling strategy
     and, under a differentiable one, a ``LayerChoice`` of :class:`HybridCandidate` that NNI's hooks then give
