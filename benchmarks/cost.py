@@ -27,9 +27,11 @@
     analytic description of the network (:func:`analytic_records`), checked against a traced forward pass.
 (f) The same predictor on latency measured on this machine (:mod:`nni_shiftadd.cost.measured`, what
     ``nni-shiftadd latency-predictor`` builds): cv_small subnets at batch 1 on the CPU (CUDA too when present), 5
-    warm-up and 20 timed runs each, mean of the middle 60%, one thread (the paper's target: held-out error < 5%).
-    1,000 architectures (200 with ``--quick``), cached in ``runs/bench_latency_<device>.measured.jsonl`` so a second
-    run only fits. A busy machine (another training on the same cores) inflates the noise of every measurement.
+    warm-up and 40 timed runs each, every run right after a run of the all-Conv reference, the mean of the middle
+    60% of the per-run ratios times the reference's median latency; one thread (the paper's target: held-out error
+    < 5%). 1,000 architectures (200 with ``--quick``), cached in ``runs/bench_latency_<device>.measured.jsonl`` so a
+    second run only fits. Then the noise floor: 40 of them timed twice more, absolutely and against the reference,
+    and how far the two passes lie apart.
 
 (g) Fidelity against silicon (:mod:`nni_shiftadd.cost.silicon`): AlexNet CONV1-5 at batch 4 on the ``jssc2017``
     preset beside the chip's measurements (Chen et al., JSSC 2017): processing latency, active PEs, global-buffer
@@ -57,6 +59,7 @@ import itertools
 import json
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -400,24 +403,56 @@ def predictor_accuracy(quick: bool) -> dict[str, Any]:
     return {"samples": n, "report": report, "target_met": met}
 
 
+def _repeatability(device: str, n: int, repeats: int) -> dict[str, float]:
+    """Mean relative difference between two passes over the same ``n`` cv_small subnets, timed absolutely and as
+    a ratio to the all-Conv reference (each pass: every subnet once, in the same order)."""
+    from nni_shiftadd.cost.predictor import measure_latency, measure_latency_ratio
+    from nni_shiftadd.space.cv import HybridCVSpace
+    from nni_shiftadd.space.spec import baseline_arch, load_space, random_arch
+
+    spec = load_space("cv_small")
+    rng = random.Random(1)
+    models = [HybridCVSpace(spec, "none").freeze(random_arch(spec, rng)) for _ in range(n)]
+    reference = HybridCVSpace(spec, "none").freeze(baseline_arch(spec, "conv"))
+    x = torch.randn(1, 1, 28, 28)
+    timing = dict(warmup=5, repeats=repeats, device=device, trim=0.2)
+    passes = [[(measure_latency(m, x, **timing), measure_latency_ratio(m, reference, x, **timing)[0])
+               for m in models] for _ in range(2)]
+
+    def spread(i: int) -> float:
+        return statistics.fmean(abs(a[i] - b[i]) / ((a[i] + b[i]) / 2) for a, b in zip(*passes))
+
+    return {"n": n, "absolute": spread(0), "ratio": spread(1)}
+
+
 def measured_predictor(quick: bool) -> dict[str, Any]:
     from nni_shiftadd.cost.measured import LatencyPredictorConfig, build_latency_predictor
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out: dict[str, Any] = {}
     for device in devices:
-        n = 200 if quick else 1000
+        n, repeats = (200 if quick else 1000), 40
         cfg = LatencyPredictorConfig(space="cv_small", output=f"runs/bench_latency_{device}", samples=n, device=device,
-                                     threads=1 if device == "cpu" else None)
+                                     repeats=repeats, threads=1 if device == "cpu" else None)
         start = time.perf_counter()
+        previous = torch.get_num_threads()
         with torch.enable_grad():
             report = build_latency_predictor(cfg, progress=False)
         test, m = report["test"], report["measured"]
         met = test["mean_rel_err"] < 0.05
         print(f"\n(f) latency predictor on measured {device} latency, cv_small, {n} architectures "
-              f"({m['min_ms']:.2f}-{m['max_ms']:.2f} ms at batch 1; {time.perf_counter() - start:.0f} s with the fit)")
+              f"({m['min_ms']:.2f}-{m['max_ms']:.2f} ms at batch 1, {repeats} runs against the all-Conv reference; "
+              f"{time.perf_counter() - start:.0f} s with the fit)")
         _print_fit(report, "< 5%", met)
-        out[device] = {"samples": n, "report": report, "target_met": met}
+        if device == "cpu":
+            torch.set_num_threads(1)
+        try:
+            noise = _repeatability(device, 10 if quick else 40, repeats)
+        finally:
+            torch.set_num_threads(previous)
+        print(f"    noise floor: two passes over {noise['n']} subnets lie {100 * noise['absolute']:.1f}% apart on "
+              f"average timed absolutely, {100 * noise['ratio']:.1f}% as a ratio to the reference")
+        out[device] = {"samples": n, "repeats": repeats, "report": report, "target_met": met, "repeatability": noise}
     return out
 
 

@@ -501,8 +501,9 @@ def cmd_latency_predictor(args: argparse.Namespace) -> int:
     report = build_latency_predictor(cfg)
     m = report["measured"]
     print(f"measured        {m['samples']} architectures of {cfg.space} on {m['device']} (batch {m['batch']}, "
-          f"{m['warmup']} warm-up + {m['repeats']} runs, {100 * m['trim']:.0f}% trimmed each end): "
-          f"{m['min_ms']:.2f}-{m['max_ms']:.2f} ms")
+          f"{m['warmup']} warm-up + {m['repeats']} runs, {100 * m['trim']:.0f}% trimmed each end"
+          + (f", each run beside one of the all-{m['reference']} reference" if m["reference"] else "")
+          + f"): {m['min_ms']:.2f}-{m['max_ms']:.2f} ms")
     for split in ("train", "val", "test"):
         r = report[split]
         if r:
@@ -791,7 +792,8 @@ def _add_latency_predictor_parser(sub: Any) -> None:
 
     p = sub.add_parser("latency-predictor", help="measure subnets' latency on this device and fit HAT's predictor",
                        description="Sample architectures of an image space, time each subnet's forward pass on "
-                       "this device (warm-up runs, trimmed mean), fit the 3 x 400 MLP latency predictor and save it "
+                       "this device (warm-up runs, trimmed mean; by default as a ratio to the all-Conv subnet run "
+                       "beside it, which cancels a drifting machine speed), fit the 3 x 400 MLP latency predictor and save it "
                        "for the evolution's `latency: predictor` constraint; prints the held-out error. Measurements "
                        "are cached in <output>.measured.jsonl: run it again after a kill to resume. Fields come from "
                        "--config (YAML) and are overridden by the flags below.")

@@ -1,5 +1,5 @@
-"""The measured-latency predictor: subnets timed on this CPU (warm-up, trimmed mean), cached so a kill resumes, the
-HAT MLP fitted and saved, and the evolution's ``latency: predictor`` constraint using it end to end. The held-out
+"""The measured-latency predictor: subnets timed on this CPU (warm-up, trimmed mean; against a reference run for
+run, so that a drifting machine speed cancels), cached so a kill resumes, the HAT MLP fitted and saved, and the evolution's ``latency: predictor`` constraint using it end to end. The held-out
 error on a realistic sample count is measured by ``benchmarks/cost.py`` (a timed number does not belong in a test)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 from nni_shiftadd.cli import main
 from nni_shiftadd.cost import measured
 from nni_shiftadd.cost.measured import LatencyPredictorConfig, MeasureSettings, build_latency_predictor, measure_space
-from nni_shiftadd.cost.predictor import load_predictor, measure_latency
+from nni_shiftadd.cost.predictor import load_predictor, measure_latency, measure_latency_ratio
 from nni_shiftadd.space import load_space
 
 FAST = dict(samples=12, repeats=2, warmup=0, epochs=5, threads=1)
@@ -34,6 +34,26 @@ def test_trimmed_mean_drops_the_outliers() -> None:
         measure_latency(Sleepy(), torch.zeros(1), trim=0.5)
 
 
+def test_a_ratio_to_the_reference_cancels_a_drifting_machine_speed() -> None:
+    """The machine runs at full speed on even rounds and at a third of it on odd ones (a neighbour on the core):
+    absolute times spread threefold, the ratio of model to reference stays at 2."""
+    slowdown = iter(x for _ in range(100) for x in (1, 1, 3, 3))  # (model, reference) per round
+
+    class Sleepy(nn.Module):
+        def __init__(self, ms: float) -> None:
+            super().__init__()
+            self.ms = ms
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(self.ms * next(slowdown) / 1e3)
+            return x
+
+    ratio, reference_ms = measure_latency_ratio(Sleepy(4.0), Sleepy(2.0), torch.zeros(1), warmup=1, repeats=8)
+    assert ratio == pytest.approx(2.0, rel=0.1) and 2.0 <= reference_ms <= 7.0
+    with pytest.raises(ValueError, match="trim"):
+        measure_latency_ratio(Sleepy(1.0), Sleepy(1.0), torch.zeros(1), trim=0.5)
+
+
 def test_build_saves_a_predictor_and_resumes_from_its_cache(tmp_path: Path, monkeypatch) -> None:
     cfg = LatencyPredictorConfig(output=str(tmp_path / "lat"), **FAST)
     report = build_latency_predictor(cfg, progress=False)
@@ -43,17 +63,44 @@ def test_build_saves_a_predictor_and_resumes_from_its_cache(tmp_path: Path, monk
     cache = tmp_path / "lat.measured.jsonl"
     lines = cache.read_text().splitlines()
     assert len(lines) == 1 + 12 and json.loads(lines[0])["settings"]["trim"] == 0.2
+    rows = [json.loads(line) for line in lines[1:]]
+    assert all(row["ratio"] > 0 and row["reference_ms"] > 0 for row in rows)  # timed against all-Conv
 
     # a kill in the middle of a write: the cut line is measured again, the others are reused
     cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])
     calls = []
-    real = measured.measure_latency
-    monkeypatch.setattr(measured, "measure_latency", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = measured.measure_latency_ratio
+    monkeypatch.setattr(measured, "measure_latency_ratio", lambda *a, **k: calls.append(1) or real(*a, **k))
     archs, latencies = measure_space(cfg.settings(), 12, cache)
     assert len(calls) == 1 and len(archs) == 12 and all(v > 0 for v in latencies)
+    # latency = ratio x the reference's median over the rows
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 1 + 11 + 1 + 1 and lines[-2] == lines[-1][:10]  # the cut line stays, alone on its line
+    rows = [json.loads(line) for line in lines[1:] if line != lines[-2]]
+    reference_ms = sorted(row["reference_ms"] for row in rows)
+    median = (reference_ms[5] + reference_ms[6]) / 2
+    assert sorted(latencies) == pytest.approx(sorted(row["ratio"] * median for row in rows))
 
     with pytest.raises(ValueError, match=r"measured with other settings \(batch: 1; now batch: 4\)"):
         measure_space(MeasureSettings("cv_small", batch=4, repeats=2, warmup=0, threads=1), 12, cache)
+    with pytest.raises(ValueError, match=r"\(reference: 'conv'; now reference: None\)"):
+        measure_space(MeasureSettings("cv_small", repeats=2, warmup=0, threads=1, reference=None), 12, cache)
+
+
+def test_absolute_timing_without_a_reference_and_old_caches(tmp_path: Path) -> None:
+    settings = MeasureSettings("cv_small", repeats=2, warmup=0, threads=1, reference=None)
+    cache = tmp_path / "abs.jsonl"
+    _, latencies = measure_space(settings, 5, cache, progress=False)
+    rows = [json.loads(line) for line in cache.read_text().splitlines()[1:]]
+    assert [row["latency_ms"] for row in rows] == latencies and all("ratio" not in row for row in rows)
+    # a cache from before the reference setting (no such key: timed absolutely) is read as reference None
+    lines = cache.read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["settings"]["reference"]
+    cache.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    assert measure_space(settings, 5, cache, progress=False)[1] == latencies
+    with pytest.raises(ValueError, match="'reference': expected null or one of"):
+        measure_space(MeasureSettings("cv_small", reference="mult"), 5, cache)
 
 
 def test_the_search_constrains_predicted_latency(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 
 :func:`measure_space` samples distinct architectures of an image space, builds each subnet, and times its forward
 pass at batch ``batch`` on ``device`` (warm-up runs, then the mean of the runs left after trimming the fastest and
-slowest ``trim`` fraction). Every measurement is appended to a JSON-lines cache as it is made, so a killed build
-resumes where it stopped; the cache's first line records the settings, and a cache made with other settings is
-refused. :func:`build_latency_predictor` fits the 3 x 400 MLP on the measurements (train/val/test split), saves it
+slowest ``trim`` fraction). With ``reference`` (the default, the space's all-Conv baseline) each architecture is
+timed alternately with the reference and recorded as its latency ratio to it, which repeats on a machine whose
+speed drifts where absolute times do not; the cache's latencies are those ratios times the reference's median
+latency over all its measurements. Every measurement is appended to a JSON-lines cache as it is made, so a killed
+build resumes where it stopped; the cache's first line records the settings, and a cache made with other settings
+is refused. :func:`build_latency_predictor` fits the 3 x 400 MLP on the measurements (train/val/test split), saves it
 (safetensors + JSON) and returns its report, whose ``test`` entry is the held-out error on measured latencies. The
 evolution's ``latency: predictor`` constraint loads the saved file.
 """
@@ -15,12 +18,14 @@ import json
 import os
 import platform
 import random
+import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .predictor import cv_encoder, fit_predictor, measure_latency, save_predictor
+from ..vocabulary import BLOCKS
+from .predictor import cv_encoder, fit_predictor, measure_latency, measure_latency_ratio, save_predictor
 
 __all__ = ["LatencyPredictorConfig", "MeasureSettings", "build_latency_predictor", "measure_space"]
 
@@ -33,9 +38,11 @@ class MeasureSettings:
     device: str = "cpu"
     batch: int = 1
     warmup: int = 5
-    repeats: int = 20
+    repeats: int = 40
     trim: float = 0.2
     threads: int | None = None
+    #: block type of the homogeneous baseline every architecture is timed against, run for run (None: absolute)
+    reference: str | None = "conv"
 
     def validate(self) -> None:
         for name in ("batch", "repeats"):
@@ -49,9 +56,13 @@ class MeasureSettings:
             raise ValueError(f"'device': expected 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"'device': {self.device!r} asked for, but CUDA is not available here")
+        if self.reference is not None and self.reference not in BLOCKS:
+            raise ValueError(f"'reference': expected null or one of {list(BLOCKS)}, got {self.reference!r}")
 
 
-def _read_cache(path: Path, settings: MeasureSettings) -> dict[str, float]:
+def _read_cache(path: Path, settings: MeasureSettings) -> dict[str, dict[str, float]]:
+    """The rows of a cache made with ``settings``, by architecture key: ``latency_ms`` (absolute timing) or
+    ``ratio`` and ``reference_ms`` (timing against the reference)."""
     if not path.is_file():
         return {}
     lines = path.read_text().splitlines()
@@ -60,30 +71,40 @@ def _read_cache(path: Path, settings: MeasureSettings) -> dict[str, float]:
     header = json.loads(lines[0])
     wanted = dataclasses.asdict(settings)
     saved = header.get("settings", {})
-    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])  # a setting an older cache lacks was None
     if changed:
         was = ", ".join(f"{k}: {saved.get(k)!r}" for k in changed)
         now = ", ".join(f"{k}: {wanted[k]!r}" for k in changed)
         raise ValueError(f"{path}: measured with other settings ({was}; now {now}); remove it or choose another "
                          "output")
-    done: dict[str, float] = {}
+    done: dict[str, dict[str, float]] = {}
     for line in lines[1:]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a kill: measured again
             continue
-        done[row["key"]] = float(row["latency_ms"])
+        done[row.pop("key")] = row
     return done
+
+
+def _latencies(rows: list[dict[str, float]]) -> list[float]:
+    """Latency (ms) of each row: as timed, or its ratio times the reference's median over all the rows."""
+    if all("latency_ms" in row for row in rows):
+        return [row["latency_ms"] for row in rows]
+    reference_ms = statistics.median(row["reference_ms"] for row in rows)
+    return [row["ratio"] * reference_ms for row in rows]
 
 
 def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathLike[str], *, seed: int = 0,
                   progress: bool = True) -> tuple[list[dict[str, Any]], list[float]]:
     """``samples`` distinct architectures of ``settings.space`` (an image space) and their measured forward
-    latency in ms, in a seeded order; measurements already in ``cache`` are reused."""
+    latency in ms, in a seeded order; measurements already in ``cache`` are reused. Timed against a reference, the
+    latencies are the ratios times the reference's median over these samples' rounds."""
     from tqdm.auto import tqdm
 
     from ..space.cv import HybridCVSpace
-    from ..space.spec import SpaceSpec, canonical_arch, load_space, random_arch, structurally_valid
+    from ..space.spec import (SpaceSpec, baseline_arch, canonical_arch, load_space, random_arch,
+                              structurally_valid)
     settings.validate()
     spec = load_space(settings.space)
     if not isinstance(spec, SpaceSpec):
@@ -95,10 +116,16 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
     if not path.is_file() or not path.read_text().strip():
         path.write_text(json.dumps({"settings": dataclasses.asdict(settings), "torch": torch.__version__,
                                     "machine": platform.machine(), "processor": platform.processor()}) + "\n")
+    elif not path.read_text().endswith("\n"):  # a line cut by a kill: the next row starts on a line of its own
+        with open(path, "a") as log:
+            log.write("\n")
     rng = random.Random(seed)
     archs: list[dict[str, Any]] = []
     keys: set[str] = set()
     x = torch.randn(settings.batch, spec.input.channels, spec.input.size, spec.input.size)
+    reference = None
+    if settings.reference is not None:
+        reference = HybridCVSpace(spec, "none").freeze(baseline_arch(spec, settings.reference, fallback="conv"))
     previous = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -118,9 +145,14 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
                 keys.add(key)
                 if key not in done:
                     model = HybridCVSpace(spec, "none").freeze(arch)
-                    done[key] = measure_latency(model, x, warmup=settings.warmup, repeats=settings.repeats,
-                                                device=settings.device, trim=settings.trim)
-                    log.write(json.dumps({"key": key, "latency_ms": done[key]}) + "\n")
+                    timing = dict(warmup=settings.warmup, repeats=settings.repeats, device=settings.device,
+                                  trim=settings.trim)
+                    if reference is None:
+                        done[key] = {"latency_ms": measure_latency(model, x, **timing)}
+                    else:
+                        ratio, reference_ms = measure_latency_ratio(model, reference, x, **timing)
+                        done[key] = {"ratio": ratio, "reference_ms": reference_ms}
+                    log.write(json.dumps({"key": key, **done[key]}) + "\n")
                     log.flush()
                     os.fsync(log.fileno())
                 archs.append(arch)
@@ -129,7 +161,7 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
         torch.set_num_threads(previous)
     if len(archs) < samples:
         raise ValueError(f"samples: the space {spec.name!r} has fewer than {samples} distinct architectures")
-    return archs, [done[json.dumps(a)] for a in archs]
+    return archs, _latencies([done[json.dumps(a)] for a in archs])
 
 
 @dataclasses.dataclass

@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from ..cache import file_sha256
 
 __all__ = ["Aggregate", "ArchEncoder", "LatencyPredictor", "collect_samples", "count_features", "cv_encoder",
-           "fit_predictor",
-           "load_predictor", "measure_latency", "save_predictor", "translation_encoder", "translation_features"]
+           "fit_predictor", "load_predictor", "measure_latency", "measure_latency_ratio", "save_predictor",
+           "translation_encoder", "translation_features"]
 
 Choice = str | int | float
 Arch = Mapping[str, Any]
@@ -602,6 +602,46 @@ def _infer_device(model: nn.Module, inputs: Sequence[Any]) -> torch.device:
     return torch.device("cpu")
 
 
+def _timed_runs(models: Sequence[nn.Module], inputs: Sequence[Any], warmup: int, repeats: int,
+                device: str | torch.device | None) -> list[list[float]]:
+    """Wall-clock times (ms) of ``repeats`` forward passes of each model, the models run one after another within
+    each round (after ``warmup`` untimed rounds), in eval mode under ``torch.no_grad()``."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError("need repeats >= 1 and warmup >= 0")
+    dev = torch.device(device) if device is not None else _infer_device(models[0], inputs)
+    for model in models:
+        model.to(dev)
+    inputs = tuple(x.to(dev) if isinstance(x, Tensor) else x for x in inputs)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    was_training = [model.training for model in models]
+    times: list[list[float]] = [[] for _ in models]
+    try:
+        for model in models:
+            model.eval()
+        with torch.no_grad():
+            for i in range(warmup + repeats):
+                for model, runs in zip(models, times):
+                    sync()
+                    t0 = time.perf_counter()
+                    model(*inputs)
+                    sync()
+                    if i >= warmup:
+                        runs.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        for model, training in zip(models, was_training):
+            model.train(training)
+    return times
+
+
+def _summary(values: list[float], trim: float | None) -> float:
+    if trim is None:
+        return float(statistics.median(values))
+    if not 0 <= trim < 0.5:
+        raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
+    cut = int(len(values) * trim)
+    return float(statistics.fmean(sorted(values)[cut:len(values) - cut]))
+
+
 def measure_latency(model: nn.Module, *inputs: Any, warmup: int = 3, repeats: int = 10,
                     device: str | torch.device | None = None, trim: float | None = None) -> float:
     """Median wall-clock time (ms) of ``model(*inputs)`` under ``torch.no_grad()`` in eval mode; with ``trim``, the
@@ -612,33 +652,26 @@ def measure_latency(model: nn.Module, *inputs: Any, warmup: int = 3, repeats: in
     there (in place) and tensor inputs are copied there. On CUDA each run is bracketed by synchronisations so
     that asynchronous kernel launches are timed to completion. The model's train/eval mode is restored.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError("need repeats >= 1 and warmup >= 0")
     if trim is not None and not 0 <= trim < 0.5:
         raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
-    dev = torch.device(device) if device is not None else _infer_device(model, inputs)
-    model.to(dev)
-    inputs = tuple(x.to(dev) if isinstance(x, Tensor) else x for x in inputs)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    was_training = model.training
-    model.eval()
-    times: list[float] = []
-    try:
-        with torch.no_grad():
-            for i in range(warmup + repeats):
-                sync()
-                t0 = time.perf_counter()
-                model(*inputs)
-                sync()
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        model.train(was_training)
-    if trim is None:
-        return float(statistics.median(times))
-    cut = int(len(times) * trim)
-    kept = sorted(times)[cut:len(times) - cut]
-    return float(statistics.fmean(kept))
+    return _summary(_timed_runs([model], inputs, warmup, repeats, device)[0], trim)
+
+
+def measure_latency_ratio(model: nn.Module, reference: nn.Module, *inputs: Any, warmup: int = 3,
+                          repeats: int = 10, device: str | torch.device | None = None,
+                          trim: float | None = None) -> tuple[float, float]:
+    """``(ratio, reference_ms)``: the latency of ``model`` relative to ``reference``, each run of the one timed
+    right after a run of the other, summarised like :func:`measure_latency` over the per-round ratios; and the
+    reference's own latency (ms) over the same rounds.
+
+    On a shared machine the speed of a core drifts by tens of percent within seconds (another tenant on the same
+    physical core); both models of a round see the same drift, so their ratio repeats where absolute times do not
+    (measured on the 2-core VM of ``benchmarks/cost.py`` (f): two passes over the same subnets differ by 16-20% on
+    average in absolute time, 3-5% in ratio)."""
+    if trim is not None and not 0 <= trim < 0.5:
+        raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
+    runs, ref_runs = _timed_runs([model, reference], inputs, warmup, repeats, device)
+    return _summary([a / b for a, b in zip(runs, ref_runs)], trim), _summary(ref_runs, trim)
 
 
 # ---------------------------------------------------------------------------------------------------------------
