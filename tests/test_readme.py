@@ -17,6 +17,9 @@ def test_python_snippets_run(tmp_path: Path, monkeypatch) -> None:
     namespace = {"__name__": "readme"}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
+        if "search = ShiftAddEvolution(" in block:  # the search on MySpace filled its generations under 6 uJ
+            best = namespace["search"].best()
+            assert best is not None and "attn" not in best["arch"].values(), best  # Attn anywhere: 19 uJ or more
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 
 import nni.nas.strategy
 from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.oneshot.pytorch._dataloader import ConcatLoader
 from nni.nas.oneshot.pytorch.sampling import EnasLightningModule
 from pytorch_lightning import LightningModule
 
@@ -29,17 +30,13 @@ class ModeBatch(NamedTuple):
     mode: str
 
 
-def _tagged_concat_loader(iterables: dict[str, Any]) -> Any:
-    """NNI's train-then-val ``ConcatLoader`` whose items carry their mode as :class:`ModeBatch`."""
-    from nni.nas.oneshot.pytorch._dataloader import ConcatLoader  # the Lightning 2.x form NNI's ENAS itself uses
+class _TaggedConcatLoader(ConcatLoader):
+    """NNI's train-then-val ``ConcatLoader`` (its Lightning 2.x form) whose items carry their mode as
+    :class:`ModeBatch`."""
 
-    class TaggedConcatLoader(ConcatLoader):
-        def __next__(self) -> tuple[ModeBatch, int, int]:
-            batch, batch_idx, loader_idx = super().__next__()
-            return ModeBatch(batch, modes[loader_idx]), batch_idx, loader_idx
-
-    modes = list(iterables)
-    return TaggedConcatLoader(iterables)
+    def __next__(self) -> tuple[ModeBatch, int, int]:
+        batch, batch_idx, loader_idx = super().__next__()
+        return ModeBatch(batch, list(self._iterables)[loader_idx]), batch_idx, loader_idx
 
 
 class _EnasModule(EnasLightningModule):
@@ -85,4 +82,4 @@ class ENAS(nni.nas.strategy.ENAS):
                                  penalty=self.penalty)
 
     def train_dataloader(self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]) -> Any:
-        return _tagged_concat_loader({"train": train_dataloader_fn(), "val": val_dataloader_fn()})
+        return _TaggedConcatLoader({"train": train_dataloader_fn(), "val": val_dataloader_fn()})
