@@ -101,6 +101,12 @@ def test_absolute_timing_without_a_reference_and_old_caches(tmp_path: Path) -> N
     assert measure_space(settings, 5, cache, progress=False)[1] == latencies
     with pytest.raises(ValueError, match="'reference': expected null or one of"):
         measure_space(MeasureSettings("cv_small", reference="mult"), 5, cache)
+    # a space without Conv has no all-Conv reference: the error names the field and the way out
+    source = (Path(__file__).resolve().parents[1] / "search_spaces" / "cv_small.yaml").read_text()
+    no_conv = tmp_path / "no_conv.yaml"
+    no_conv.write_text(source.replace("blocks: [conv, shift, add, attn]", "blocks: [shift, add]"))
+    with pytest.raises(ValueError, match=r"'reference': baseline 'conv'.*or null to time absolutely"):
+        measure_space(MeasureSettings(str(no_conv), repeats=2, warmup=0), 5, tmp_path / "nc.jsonl", progress=False)
 
 
 def test_the_search_constrains_predicted_latency(tmp_path: Path) -> None:

@@ -125,7 +125,11 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
     x = torch.randn(settings.batch, spec.input.channels, spec.input.size, spec.input.size)
     reference = None
     if settings.reference is not None:
-        reference = HybridCVSpace(spec, "none").freeze(baseline_arch(spec, settings.reference, fallback="conv"))
+        try:
+            reference_arch = baseline_arch(spec, settings.reference, fallback="conv")
+        except ValueError as err:
+            raise ValueError(f"'reference': {err}; or null to time absolutely") from None
+        reference = HybridCVSpace(spec, "none").freeze(reference_arch)
     previous = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
