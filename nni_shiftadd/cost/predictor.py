@@ -666,7 +666,7 @@ def measure_latency_ratio(model: nn.Module, reference: nn.Module, *inputs: Any, 
 
     On a shared machine the speed of a core drifts by tens of percent within seconds (another tenant on the same
     physical core); both models of a round see the same drift, so their ratio repeats where absolute times do not
-    (measured on the 2-core VM of ``benchmarks/cost.py`` (f): two passes over the same subnets differ by 16-20% on
+    (measured on the 2-core VM of ``benchmarks/cost.py`` (f): two passes over the same subnets differ by 16-22% on
     average in absolute time, 3-5% in ratio)."""
     if trim is not None and not 0 <= trim < 0.5:
         raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
