@@ -793,10 +793,10 @@ def _add_latency_predictor_parser(sub: Any) -> None:
     p = sub.add_parser("latency-predictor", help="measure subnets' latency on this device and fit HAT's predictor",
                        description="Sample architectures of an image space, time each subnet's forward pass on "
                        "this device (warm-up runs, trimmed mean; by default as a ratio to the all-Conv subnet run "
-                       "beside it, which cancels a drifting machine speed), fit the 3 x 400 MLP latency predictor and save it "
-                       "for the evolution's `latency: predictor` constraint; prints the held-out error. Measurements "
-                       "are cached in <output>.measured.jsonl: run it again after a kill to resume. Fields come from "
-                       "--config (YAML) and are overridden by the flags below.")
+                       "beside it, which cancels a drifting machine speed), fit the 3 x 400 MLP latency predictor "
+                       "and save it for the evolution's `latency: predictor` constraint; prints the held-out error. "
+                       "Measurements are cached in <output>.measured.jsonl: run it again after a kill to resume. "
+                       "Fields come from --config (YAML) and are overridden by the flags below.")
     p.add_argument("--config", default=None, help="recipe (YAML) with the fields below")
     _add_config_flags(p, LatencyPredictorConfig)
     p.set_defaults(func=cmd_latency_predictor)

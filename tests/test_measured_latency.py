@@ -1,6 +1,7 @@
 """The measured-latency predictor: subnets timed on this CPU (warm-up, trimmed mean; against a reference run for
-run, so that a drifting machine speed cancels), cached so a kill resumes, the HAT MLP fitted and saved, and the evolution's ``latency: predictor`` constraint using it end to end. The held-out
-error on a realistic sample count is measured by ``benchmarks/cost.py`` (a timed number does not belong in a test)."""
+run, so that a drifting machine speed cancels), cached so a kill resumes, the HAT MLP fitted and saved, and the
+evolution's ``latency: predictor`` constraint using it end to end. The held-out error on a realistic sample count
+is measured by ``benchmarks/cost.py`` (a timed number does not belong in a test)."""
 from __future__ import annotations
 
 import json

@@ -113,10 +113,11 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
     path = Path(cache)
     done = _read_cache(path, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or not path.read_text().strip():
+    text = path.read_text() if path.is_file() else ""
+    if not text.strip():
         path.write_text(json.dumps({"settings": dataclasses.asdict(settings), "torch": torch.__version__,
                                     "machine": platform.machine(), "processor": platform.processor()}) + "\n")
-    elif not path.read_text().endswith("\n"):  # a line cut by a kill: the next row starts on a line of its own
+    elif not text.endswith("\n"):  # a line cut by a kill: the next row starts on a line of its own
         with open(path, "a") as log:
             log.write("\n")
     rng = random.Random(seed)
@@ -130,6 +131,7 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
         except ValueError as err:
             raise ValueError(f"'reference': {err}; or null to time absolutely") from None
         reference = HybridCVSpace(spec, "none").freeze(reference_arch)
+    timing = dict(warmup=settings.warmup, repeats=settings.repeats, device=settings.device, trim=settings.trim)
     previous = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -149,8 +151,6 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
                 keys.add(key)
                 if key not in done:
                     model = HybridCVSpace(spec, "none").freeze(arch)
-                    timing = dict(warmup=settings.warmup, repeats=settings.repeats, device=settings.device,
-                                  trim=settings.trim)
                     if reference is None:
                         done[key] = {"latency_ms": measure_latency(model, x, **timing)}
                     else:

@@ -633,11 +633,15 @@ def _timed_runs(models: Sequence[nn.Module], inputs: Sequence[Any], warmup: int,
     return times
 
 
+def _check_trim(trim: float | None) -> None:
+    if trim is not None and not 0 <= trim < 0.5:
+        raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
+
+
 def _summary(values: list[float], trim: float | None) -> float:
+    """The median of ``values``, or with ``trim`` the mean of those left after dropping that fraction at each end."""
     if trim is None:
         return float(statistics.median(values))
-    if not 0 <= trim < 0.5:
-        raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
     cut = int(len(values) * trim)
     return float(statistics.fmean(sorted(values)[cut:len(values) - cut]))
 
@@ -652,8 +656,7 @@ def measure_latency(model: nn.Module, *inputs: Any, warmup: int = 3, repeats: in
     there (in place) and tensor inputs are copied there. On CUDA each run is bracketed by synchronisations so
     that asynchronous kernel launches are timed to completion. The model's train/eval mode is restored.
     """
-    if trim is not None and not 0 <= trim < 0.5:
-        raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
+    _check_trim(trim)
     return _summary(_timed_runs([model], inputs, warmup, repeats, device)[0], trim)
 
 
@@ -668,8 +671,7 @@ def measure_latency_ratio(model: nn.Module, reference: nn.Module, *inputs: Any, 
     physical core); both models of a round see the same drift, so their ratio repeats where absolute times do not
     (measured on the 2-core VM of ``benchmarks/cost.py`` (f): two passes over the same subnets differ by 16-22% on
     average in absolute time, 3-5% in ratio)."""
-    if trim is not None and not 0 <= trim < 0.5:
-        raise ValueError(f"trim: a fraction in [0, 0.5) dropped from each end, got {trim}")
+    _check_trim(trim)
     runs, ref_runs = _timed_runs([model, reference], inputs, warmup, repeats, device)
     return _summary([a / b for a, b in zip(runs, ref_runs)], trim), _summary(ref_runs, trim)
 

@@ -24,11 +24,11 @@ from torch import nn
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError
 from ..cost.profile import profile
+from ..data.mixing import check_mixing
 from ..lock import check_output_dir, output_lock
 from ..quant import check_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
-from ..data.mixing import check_mixing
 from .classification import classification_loaders, fit_and_test
 from .supernet import BASELINES, SupernetConfig, load_supernet
 
