@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
-from nni_shiftadd.experiment.ranking import (RankingConfig, Study, arch_features, arch_id, bootstrap_interval,
-                                             format_table, rank_metrics, run_study, select_archs)
+from nni_shiftadd.experiment.rank_statistics import bootstrap_interval, paired_difference, rank_metrics
+from nni_shiftadd.experiment.ranking import (RankingConfig, Study, Variant, arch_features, arch_id, format_table,
+                                             run_study, select_archs)
 from nni_shiftadd.space import load_space
 from nni_shiftadd.space.spec import baseline_arch, canonical_arch
 
@@ -56,6 +57,22 @@ def test_bootstrap_interval_brackets_the_estimate() -> None:
     assert lo < point < hi and 0 < lo and hi < 1 and hi - lo < 0.6
 
 
+def test_paired_difference_tells_a_better_mode_from_seed_noise() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.random(30)
+    good = [truth + rng.normal(0, 0.05, 30) for _ in range(3)]
+    bad = [truth + rng.normal(0, 0.6, 30) for _ in range(3)]
+    diff = paired_difference(good, bad, truth, 5, samples=300)
+    per_seed = [rank_metrics(g, truth, 5)["kendall_tau"] - rank_metrics(b, truth, 5)["kendall_tau"]
+                for g, b in zip(good, bad)]
+    assert diff["mean"] == pytest.approx(np.mean(per_seed)) and diff["per_seed"] == pytest.approx(per_seed)
+    assert diff["interval"][0] > 0 and diff["beyond_noise"]
+    same = paired_difference(good, good, truth, 5, samples=100)
+    assert same["mean"] == 0 and same["interval"] == [0, 0] and not same["beyond_noise"]
+    with pytest.raises(ValueError, match="same seeds and architectures"):
+        paired_difference(good, bad[:2], truth, 5, samples=10)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"modes": ["naive", "shared"]}, "field 'modes'"),
     ({"ceiling_archs": 1}, "field 'ceiling_archs'"),
@@ -63,6 +80,15 @@ def test_bootstrap_interval_brackets_the_estimate() -> None:
     ({"archs": 3}, "field 'archs'"),
     ({"retrain_overrides": {"seed": 3}}, r"field 'retrain_overrides': \['seed'\]"),
     ({"supernet_recipe": "nowhere.yaml"}, "field 'supernet_recipe': no such file"),
+    ({"seeds_per_mode": {"none": 1}}, "field 'seeds_per_mode': 'none' is not one of the study's modes"),
+    ({"seeds_per_mode": {"hws": 2}}, r"field 'seeds_per_mode': hws: 2 is not between 1 and 1"),
+    ({"budgets": [2, 3]}, r"field 'budgets': \[2, 3\] must be distinct multiples of limit_train_batches \(2\); \[3\]"),
+    ({"min_reference_tau": 2}, "field 'min_reference_tau'"),
+    # every stage's recipe is checked before anything trains, naming the study's field
+    ({"supernet_overrides": {"lr": -1}}, "field 'supernet_overrides': .*field 'lr'"),
+    ({"reference_overrides": {"epochs": 0}}, "field 'reference_overrides': .*field 'epochs'"),
+    ({"search_preset": "nowhere"}, "fields 'search_preset', 'search_overrides': .*no shipped preset"),
+    ({"search_overrides": {"population": "many"}}, "fields 'search_preset', 'search_overrides': .*population"),
 ])
 def test_recipe_errors_name_the_field(bad: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -80,6 +106,7 @@ def _tiny(output: Path) -> dict:
         "supernet_recipe": str(ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml"),
         "supernet_overrides": {"epochs": 1, "warmup_epochs": 0, "batch_size": 32, "limit_train_batches": 2,
                                "eval_archs": 0},
+        "budgets": [2],
         "search_preset": "cv_small",
         "search_overrides": {"iterations": 1, "population": 2, "parents": 1, "mutation": 1, "crossover": 0},
         "output": str(output),
@@ -92,48 +119,89 @@ def test_shipped_recipe_validates() -> None:
     cfg = load_config(RECIPE)
     assert (cfg.archs, cfg.ceiling_archs, cfg.modes, len(cfg.supernet_seeds)) == (30, 10, ["none", "naive", "hws"],
                                                                                    3)
+    assert [v.steps for v in cfg.variants()] == [400, 2000, 6000] and max(cfg.budgets) >= 10 * 400
+    assert [v.overrides["epochs"] for v in cfg.variants()] == [2, 10, 30]
+    assert cfg.seeds("none") == [0] and cfg.seeds("hws") == cfg.seeds("naive") == [0, 1, 2]
     quick = cfg.quick()
     quick.validate()
-    assert quick.archs < cfg.archs and quick.output.endswith("_quick")
+    assert quick.archs < cfg.archs and quick.output.endswith("_quick") and len(quick.variants()) == 2
 
 
 def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path) -> None:
-    cfg = from_dict(RankingConfig, _tiny(tmp_path / "study"))
+    cfg = from_dict(RankingConfig, {**_tiny(tmp_path / "study"), "budgets": [2, 4],
+                                    "reference_overrides": {"limit_train_batches": 3}, "min_reference_tau": 0.5})
     lines: list[str] = []
     results = run_study(cfg, lines.append)
-    assert set(results["modes"]) == {"naive", "hws"} and len(results["archs"]) == 4
-    assert sum(line.startswith("stand-alone") for line in lines) >= 4 + 2  # every arch, the ceiling's second seed
-    assert sum(line.startswith("supernet") for line in lines) == 2
-    for mode, data in results["modes"].items():
-        assert set(data["summary"]) == {"kendall_tau", "pearson_r", "spearman_rho", "top_k_precision"}
-        assert len(data["inherited"]["0"]) == 4
-        assert data["search"]["pick"] and 0 <= data["search"]["standalone_accuracy"] <= 1
-    assert results["modes"]["hws"]["params"] > results["modes"]["naive"]["params"]  # T's alphas
+    assert results["complete"] and list(results["variants"]) == ["steps2", "steps4"] and len(results["archs"]) == 4
+    # the ground-truth check: the ceiling architectures under the longer recipe; the rule picks the truth
+    check = results["reference_check"]
+    assert len(check["reference"]) == 2 and check["min_reference_tau"] == 0.5
+    truth = "standalone" if check["kendall_tau"] >= 0.5 else "reference"
+    assert results["ground_truth"] == truth == results["ceiling"]["pool"]
+    assert [a["standalone"] for a in results["archs"]] == [
+        json.loads((tmp_path / "study" / truth / f"{a['id']}-s0" / "metrics.json").read_text())["test_acc"]
+        for a in results["archs"]]
+    assert sum(line.startswith("stand-alone (standalone)") for line in lines) >= 4 + 2  # every arch, the 2nd seed
+    assert sum(line.startswith("stand-alone (reference)") for line in lines) >= 2
+    assert sum(line.startswith("supernet") for line in lines) == 4  # 2 budgets x 2 modes x 1 seed
+    for name, steps in (("steps2", 2), ("steps4", 4)):
+        variant = results["variants"][name]
+        assert variant["steps"] == steps and variant["overrides"] == {"epochs": steps // 2}
+        for mode, data in variant["modes"].items():
+            assert set(data["summary"]) == {"kendall_tau", "pearson_r", "spearman_rho", "top_k_precision"}
+            assert len(data["inherited"]["0"]) == 4 and data["fit_seconds"]["0"] > 0
+            shape = data["add_weight_shape"]["0"]
+            assert shape["pools"] == 23 and 0 <= shape["laplace_closer_share"] <= 1
+        assert variant["modes"]["hws"]["params"] > variant["modes"]["naive"]["params"]  # T's alphas
+        paired = variant["paired"]["hws - naive"]
+        assert paired["seeds"] == [0] and len(paired["per_seed"]) == 1
+        metrics = json.loads((tmp_path / "study" / "supernets" / name / "hws_seed0" / "metrics.json").read_text())
+        assert metrics["global_step"] == steps
     for mode in ("naive", "hws"):
-        shape = results["modes"][mode]["add_weight_shape"]["0"]
-        assert shape["pools"] == 23 and 0 <= shape["laplace_closer_share"] <= 1
-    assert (tmp_path / "study" / "scatter.png").stat().st_size > 10_000
+        assert results["search"][mode]["pick"] and 0 <= results["search"][mode]["standalone_accuracy"] <= 1
+    assert results["search"]["variant"] == "steps4"
+    for png in ("scatter_steps2.png", "scatter_steps4.png", "tau_budget.png"):
+        assert (tmp_path / "study" / png).stat().st_size > 10_000
     table = format_table(results)
-    assert "seed ceiling" in table and "hws" in table and "naive" in table
+    assert "seed ceiling" in table and "ground-truth check" in table and "paired hws - naive" in table
     saved = json.loads((tmp_path / "study" / "results.json").read_text())
-    assert saved["ceiling"]["kendall_tau"] == results["ceiling"]["kendall_tau"]
+    assert saved["ceiling"]["kendall_tau"] == results["ceiling"]["kendall_tau"] and saved["complete"]
 
     # again: everything comes from the cache, nothing trains, the same numbers come out
     again: list[str] = []
     second = run_study(cfg, again.append)
     assert not [line for line in again if line.startswith(("stand-alone", "supernet", "inherited", "search ("))]
-    assert second["modes"]["hws"]["inherited"] == results["modes"]["hws"]["inherited"]
+    assert second["variants"]["steps4"]["modes"]["hws"]["inherited"] == \
+        results["variants"]["steps4"]["modes"]["hws"]["inherited"]
+
+    # the JSON ledger alone carries a finished study: without any supernet checkpoint nothing trains again
+    import shutil
+
+    shutil.rmtree(tmp_path / "study" / "supernets")
+    ledger_only: list[str] = []
+    third = run_study(cfg, ledger_only.append)
+    assert not [line for line in ledger_only if line.startswith(("stand-alone", "supernet", "inherited", "search ("))]
+    assert third["variants"] == {k: v for k, v in second["variants"].items()}
 
     # a killed evaluation loses only what was not written: drop one cached inherited accuracy, it alone is redone
-    path = tmp_path / "study" / "inherited" / "naive_seed0.json"
-    cached = json.loads(path.read_text())
-    dropped = next(iter(cached))
-    path.write_text(json.dumps({k: v for k, v in cached.items() if k != dropped}))
-    third: list[str] = []
-    study = Study(cfg, third.append)
-    redone = study.inherited("naive", 0)
-    assert redone[dropped] == pytest.approx(cached[dropped], rel=1e-5) and third == ["inherited accuracies in the naive seed 0 supernet: 1 "
-                                                             "evaluated"]
+    path = tmp_path / "study" / "inherited" / "steps2" / "naive_seed0.json"
+    ledger = json.loads(path.read_text())
+    dropped = next(iter(ledger["scores"]))
+    path.write_text(json.dumps({**ledger, "scores": {k: v for k, v in ledger["scores"].items() if k != dropped}}))
+    fourth: list[str] = []
+    study = Study(cfg, fourth.append)
+    redone = study.inherited(Variant("steps2", 2, {"epochs": 1}), "naive", 0)
+    assert redone[dropped]["accuracy"] == pytest.approx(ledger["scores"][dropped]["accuracy"], abs=1e-6)
+    # (the supernet's checkpoint was removed above, so it is trained again: the same seed gives the same weights)
+    assert [line.split(" (")[0] for line in fourth] == [
+        "supernet steps2 naive seed 0: 2 steps", "inherited accuracies in the steps2 naive seed 0 supernet: 1 evaluated"]
+
+    # a ledger of another supernet recipe is refused, naming what changed
+    changed = from_dict(RankingConfig, {**_tiny(tmp_path / "study"), "budgets": [2, 4],
+                                        "reference_overrides": {"limit_train_batches": 3}, "min_reference_tau": 0.5,
+                                        "supernet_overrides": {**cfg.supernet_overrides, "lr": 0.5}})
+    with pytest.raises(ValueError, match=r"another recipe \(lr: 0.0005 -> 0.5\)"):
+        Study(changed).inherited(changed.variants()[0], "naive", 0)
 
 
 def test_a_cache_of_another_standalone_recipe_is_refused(tmp_path: Path) -> None:

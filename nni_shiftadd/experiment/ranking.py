@@ -1,5 +1,6 @@
 """The ranking study of paper Table 5: how faithfully a supernet's inherited-weight accuracies rank architectures
-that are trained stand-alone, for each weight-sharing mode (``none``, ``naive``, ``hws``).
+that are trained stand-alone, for each weight-sharing mode (``none``, ``naive``, ``hws``) and each supernet training
+budget.
 
 ``nni-shiftadd ranking --config examples/fashion_mnist/ranking_cv_small.yaml`` (or ``benchmarks/ranking.py``):
 
@@ -8,18 +9,27 @@ that are trained stand-alone, for each weight-sharing mode (``none``, ``naive``,
 2. **Seed ceiling**: the first ``ceiling_archs`` trained stand-alone with two seeds; Kendall tau between the two
    runs is the best any supernet can do at this budget. Below ``min_ceiling`` the study stops: raise the budget
    (``-1`` accepts any ceiling: ``--quick`` and tests).
-3. **Stand-alone accuracy** of every architecture (``retrain`` recipe, test split).
-4. **Supernets**: one per mode and seed (``train-supernet`` recipe, the same budget for every mode).
-5. **Inherited accuracy** of every architecture in every supernet, after BatchNorm recalibration.
-6. **Search**: the evolution (the demo's preset and energy constraint) on each mode's first supernet; its pick is
-   trained stand-alone too.
-7. **Report**: Kendall tau, Pearson r, Spearman rho and top-k precision per mode (mean over seeds, their spread,
-   bootstrap 95% intervals over architectures), supernet parameters, the search picks, how Laplacian each
-   supernet's Add weights are; ``results.json``, ``scatter.png``.
+3. **Ground truth check** (with ``reference_overrides``): the ceiling architectures trained with a longer
+   stand-alone recipe; when their Kendall tau against the short recipe is below ``min_reference_tau``, the short
+   recipe does not rank as full training would, and the longer one becomes the ground truth (its own seed ceiling,
+   every architecture trained with it).
+4. **Stand-alone accuracy** of every architecture (the ground-truth recipe, test split).
+5. **Supernets**: one per budget, mode and seed (``train-supernet`` recipe; ``budgets`` in training steps, each a
+   whole schedule of ``budget / limit_train_batches`` epochs; the same for every mode).
+6. **Inherited accuracy** of every architecture in every supernet, after BatchNorm recalibration.
+7. **Search**: the evolution (the demo's preset and energy constraint) on each mode's first supernet of the largest
+   budget; its pick is trained stand-alone too.
+8. **Report**, per budget: Kendall tau, Pearson r, Spearman rho and top-k precision per mode (mean over seeds,
+   their range, bootstrap 95% intervals over architectures), the paired difference ``hws - naive`` over seeds, the
+   supernet parameters and training time, how Laplacian each supernet's Add weights are; the search picks;
+   ``results.json`` (rewritten after every budget, ``complete`` false until the last), ``tau_budget.png`` and one
+   ``scatter_<budget>.png`` per budget.
 
 Every trained network and every evaluation is cached under ``output`` (a stand-alone run in
-``standalone/<arch>-s<seed>/``, a supernet in ``supernets/<mode>_seed<seed>/``, inherited accuracies in
-``inherited/``, searches in ``search/``): a killed study started again goes on where it stopped.
+``standalone/<arch>-s<seed>/`` or ``reference/<arch>-s<seed>/``, a supernet in
+``supernets/<budget>/<mode>_seed<seed>/``, inherited accuracies in ``inherited/<budget>/``, searches in
+``search/``): a killed study started again goes on where it stopped. The JSON files alone (without the supernet
+checkpoints) are enough for every finished evaluation, so a study's ledger can be carried to another machine.
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ import math
 import os
 import random
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +48,12 @@ import numpy as np
 
 from ..config import load_yaml
 from ..lock import check_output_dir, output_lock
+from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).
 STUDY_MODES: tuple[str, ...] = ("none", "naive", "hws")
+#: The stand-alone recipes of a study: the retrain recipe, and the longer one of the ground-truth check.
+POOLS: tuple[str, ...] = ("standalone", "reference")
 
 
 @dataclasses.dataclass
@@ -55,10 +68,14 @@ class RankingConfig:
     min_ceiling: float = 0.6
     retrain_recipe: str = "examples/fashion_mnist/retrain_cv_small.yaml"
     retrain_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reference_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    min_reference_tau: float = 0.7
     supernet_recipe: str = "examples/fashion_mnist/supernet_cv_small.yaml"
     supernet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    budgets: list[int] = dataclasses.field(default_factory=list)
     modes: list[str] = dataclasses.field(default_factory=lambda: list(STUDY_MODES))
     supernet_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    seeds_per_mode: dict[str, int] = dataclasses.field(default_factory=dict)
     eval_batches: int = 8
     calibration_batches: int = 8
     eval_batch_size: int = 256
@@ -69,6 +86,8 @@ class RankingConfig:
     output: str = "runs/ranking_cv_small"
 
     def validate(self) -> None:
+        """Check every field and every stage's recipe (stand-alone, reference, supernet, search) before anything
+        trains; errors name the field, the value and what is allowed."""
         for name in ("archs", "ceiling_archs", "eval_batches", "calibration_batches", "eval_batch_size", "top_k",
                      "bootstrap"):
             if getattr(self, name) < 1:
@@ -88,30 +107,114 @@ class RankingConfig:
             raise ValueError(f"field 'modes': got {self.modes}; expected distinct values from {list(STUDY_MODES)}")
         if not self.supernet_seeds or len(set(self.supernet_seeds)) != len(self.supernet_seeds):
             raise ValueError(f"field 'supernet_seeds': at least one, all different, got {self.supernet_seeds}")
-        if not -1 <= self.min_ceiling <= 1:
-            raise ValueError(f"field 'min_ceiling': a Kendall tau in [-1, 1], got {self.min_ceiling}")
+        for mode, count in self.seeds_per_mode.items():
+            if mode not in self.modes:
+                raise ValueError(f"field 'seeds_per_mode': {mode!r} is not one of the study's modes {self.modes}")
+            if not 1 <= count <= len(self.supernet_seeds):
+                raise ValueError(f"field 'seeds_per_mode': {mode}: {count} is not between 1 and "
+                                 f"{len(self.supernet_seeds)} (the supernet_seeds)")
+        for name in ("min_ceiling", "min_reference_tau"):
+            if not -1 <= getattr(self, name) <= 1:
+                raise ValueError(f"field {name!r}: a Kendall tau in [-1, 1], got {getattr(self, name)}")
         for name in ("retrain_recipe", "supernet_recipe"):
             if not Path(getattr(self, name)).is_file():
                 raise ValueError(f"field {name!r}: no such file {getattr(self, name)!r}")
         for name, reserved in (("retrain_overrides", ("arch", "seed", "output", "space", "supernet")),
+                               ("reference_overrides", ("arch", "seed", "output", "space", "supernet")),
                                ("supernet_overrides", ("mode", "seed", "output", "space"))):
             clash = sorted(set(getattr(self, name)) & set(reserved))
             if clash:
                 raise ValueError(f"field {name!r}: {clash} are set by the study per network; remove them")
         check_output_dir(self.output, "field 'output'")
+        self._validate_stages()
+
+    def _validate_stages(self) -> None:
+        """Every stage's recipe as the study will build it, so that a bad override fails now, not hours later."""
+        from ..config import ConfigError
+        from ..tasks.retrain import RetrainConfig
+        from ..tasks.supernet import SupernetConfig
+
+        for pool in POOLS if self.reference_overrides else POOLS[:1]:
+            try:
+                load_yaml(RetrainConfig, self.retrain_recipe, self.standalone_overrides(pool))
+            except ConfigError as err:
+                raise ValueError(f"field '{pool_field(pool)}': {err}") from None
+        try:
+            limit = load_yaml(SupernetConfig, self.supernet_recipe, self.supernet_base()).limit_train_batches
+        except ConfigError as err:
+            raise ValueError(f"field 'supernet_overrides': {err}") from None
+        if self.budgets:
+            if limit is None:
+                raise ValueError("field 'budgets': needs 'limit_train_batches' in supernet_overrides (or the supernet "
+                                 "recipe): the steps of one epoch, which each budget must be a multiple of")
+            bad = [b for b in self.budgets if b < limit or b % limit]
+            if bad or len(set(self.budgets)) != len(self.budgets):
+                raise ValueError(f"field 'budgets': {self.budgets} must be distinct multiples of limit_train_batches "
+                                 f"({limit}); {bad} are not")
+        if self.search_preset is not None:
+            from ..strategy.evolution import load_preset
+
+            try:
+                preset = load_preset(self.search_preset, self.search_overrides)
+            except ConfigError as err:
+                raise ValueError(f"fields 'search_preset', 'search_overrides': {err}") from None
+            if preset.objective != "accuracy":
+                raise ValueError(f"field 'search_preset': the objective must be accuracy, got {preset.objective!r}")
+
+    def standalone_overrides(self, pool: str) -> dict[str, Any]:
+        """The retrain recipe's overrides of a stand-alone pool (``standalone`` or the longer ``reference``)."""
+        extra = self.reference_overrides if pool == "reference" else {}
+        return {**self.retrain_overrides, **extra, "space": self.space, "supernet": None}
+
+    def supernet_base(self) -> dict[str, Any]:
+        """The supernet recipe's overrides shared by every supernet of the study."""
+        return {**self.supernet_overrides, "space": self.space, "mode": self.modes[0], "seed": 0,
+                "output": str(Path(self.output) / "supernets" / "check")}
+
+    def variants(self) -> list[Variant]:
+        """The supernet budgets, smallest first (one ``recipe`` variant when ``budgets`` is empty)."""
+        if not self.budgets:
+            return [Variant("recipe", None, {})]
+        limit = self.supernet_overrides.get("limit_train_batches") or self._recipe_limit()
+        return [Variant(f"steps{b}", b, {"epochs": b // limit}) for b in sorted(self.budgets)]
+
+    def _recipe_limit(self) -> int:
+        from ..tasks.supernet import SupernetConfig
+
+        return int(load_yaml(SupernetConfig, self.supernet_recipe, self.supernet_base()).limit_train_batches)
+
+    def seeds(self, mode: str) -> list[int]:
+        """The supernet seeds ``mode`` trains (the first ``seeds_per_mode[mode]``, else all)."""
+        return self.supernet_seeds[:self.seeds_per_mode.get(mode, len(self.supernet_seeds))]
 
     def quick(self) -> RankingConfig:
         """The ``--quick`` version: 6 architectures, 4 for the ceiling, one supernet seed, tiny budgets (minutes)."""
+        tiny = {"epochs": 1, "warmup_epochs": 0, "limit_train_batches": 8, "limit_eval_batches": 4}
         return dataclasses.replace(
-            self, archs=6, ceiling_archs=4, supernet_seeds=self.supernet_seeds[:1], eval_batches=2,
+            self, archs=6, ceiling_archs=4, supernet_seeds=self.supernet_seeds[:1], seeds_per_mode={}, eval_batches=2,
             calibration_batches=2, top_k=min(self.top_k, 3), bootstrap=200, min_ceiling=-1.0,
-            retrain_overrides={**self.retrain_overrides, "epochs": 1, "warmup_epochs": 0, "limit_train_batches": 8,
-                               "limit_eval_batches": 4},
+            retrain_overrides={**self.retrain_overrides, **tiny},
+            reference_overrides={"limit_train_batches": 16} if self.reference_overrides else {},
             supernet_overrides={**self.supernet_overrides, "epochs": 1, "warmup_epochs": 0,
                                 "limit_train_batches": 8, "eval_archs": 0},
+            budgets=[8, 16] if self.budgets else [],
             search_overrides={**self.search_overrides, "iterations": 1, "population": 4, "parents": 2,
                               "mutation": 1, "crossover": 1},
             output=str(Path(self.output).with_name(Path(self.output).name + "_quick")))
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One kind of supernet of a study: its cache folder name, its training steps, its supernet-recipe overrides."""
+
+    name: str
+    steps: int | None
+    overrides: dict[str, Any]
+
+
+def pool_field(pool: str) -> str:
+    """The recipe field that defines a stand-alone pool."""
+    return "reference_overrides" if pool == "reference" else "retrain_overrides"
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> RankingConfig:
@@ -172,40 +275,6 @@ def select_archs(spec: Any, count: int, seed: int, pool: int = 2000) -> list[dic
     return [archs[i] for i in chosen]
 
 
-# --- statistics -------------------------------------------------------------------------------------------------------
-
-def rank_metrics(inherited: Sequence[float], standalone: Sequence[float], top_k: int) -> dict[str, float]:
-    """Kendall tau (tau-b), Pearson r, Spearman rho and top-``k`` precision (the share of the stand-alone top
-    ``k`` among the inherited top ``k``) of two accuracy lists over the same architectures."""
-    from scipy import stats
-
-    x, y = np.asarray(inherited, dtype=float), np.asarray(standalone, dtype=float)
-    constant = np.ptp(x) == 0 or np.ptp(y) == 0
-    top = len(set(np.argsort(-x, kind="stable")[:top_k]) & set(np.argsort(-y, kind="stable")[:top_k])) / top_k
-    if constant:
-        return {"kendall_tau": math.nan, "pearson_r": math.nan, "spearman_rho": math.nan, "top_k_precision": top}
-    return {"kendall_tau": float(stats.kendalltau(x, y).statistic),
-            "pearson_r": float(stats.pearsonr(x, y).statistic),
-            "spearman_rho": float(stats.spearmanr(x, y).statistic), "top_k_precision": top}
-
-
-def bootstrap_interval(per_seed: Sequence[Sequence[float]], standalone: Sequence[float], top_k: int, samples: int,
-                       seed: int = 0) -> dict[str, list[float]]:
-    """95% percentile intervals of the seed-mean of each :func:`rank_metrics` when the architectures are resampled
-    with replacement (``samples`` times; the same resample for every seed)."""
-    rng = np.random.default_rng(seed)
-    inherited = np.asarray(per_seed, dtype=float)
-    target = np.asarray(standalone, dtype=float)
-    n = target.size
-    draws: dict[str, list[float]] = {}
-    for _ in range(samples):
-        idx = rng.integers(0, n, n)
-        runs = [rank_metrics(row[idx], target[idx], min(top_k, n)) for row in inherited]
-        for key in runs[0]:
-            draws.setdefault(key, []).append(float(np.nanmean([r[key] for r in runs])))
-    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
-
-
 # --- the study --------------------------------------------------------------------------------------------------------
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -225,6 +294,11 @@ def _recipe_changes(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: s
                      if saved.get(k) != wanted.get(k))
 
 
+def _plain(data: Any) -> Any:
+    """``data`` as it reads back from JSON (tuples as lists, dataclasses as mappings)."""
+    return json.loads(json.dumps(data))
+
+
 class Study:
     """One ranking study: each phase reads its cache under ``cfg.output`` and trains or evaluates only what is
     missing. ``log`` receives one line per finished network or phase."""
@@ -236,7 +310,9 @@ class Study:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.spec = load_space(cfg.space)
         self.archs = self._archs()
-        self._check_standalone_recipe()
+        self._ledgers: dict[tuple[str, str, int], dict[str, Any]] = {}
+        for pool in POOLS if cfg.reference_overrides else POOLS[:1]:
+            self._check_standalone_recipe(pool)
 
     def _archs(self) -> list[dict[str, Any]]:
         path = self.out / "archs.json"
@@ -249,87 +325,119 @@ class Study:
         return archs
 
     # -- stand-alone -----------------------------------------------------------------------------------------------
-    def _check_standalone_recipe(self) -> None:
-        """Refuse a cache of stand-alone networks trained with another recipe (``standalone/recipe.json``)."""
+    def _check_standalone_recipe(self, pool: str) -> None:
+        """Refuse a cache of stand-alone networks trained with another recipe (``<pool>/recipe.json``)."""
         from ..tasks.retrain import RetrainConfig
 
-        recipe = dataclasses.asdict(load_yaml(RetrainConfig, self.cfg.retrain_recipe, {
-            **self.cfg.retrain_overrides, "space": self.cfg.space, "supernet": None}))
-        wanted = json.loads(json.dumps({k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")}))
-        path = self.out / "standalone" / "recipe.json"
+        recipe = dataclasses.asdict(load_yaml(RetrainConfig, self.cfg.retrain_recipe,
+                                              self.cfg.standalone_overrides(pool)))
+        wanted = _plain({k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")})
+        path = self.out / pool / "recipe.json"
         saved = _read_json(path)
         if saved is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_json(path, wanted)
             return
         changes = _recipe_changes(saved, wanted, set(saved) | set(wanted))
         if changes:
             raise ValueError(f"{path.parent}: these stand-alone networks were trained with another recipe ({changes}); "
-                             "remove the folder or choose another 'output'")
+                             f"remove the folder or choose another 'output' (field '{pool_field(pool)}')")
 
-    def standalone(self, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """Test accuracy (and cost) of ``arch`` trained from scratch with the retrain recipe and ``seed``; cached."""
+    def standalone(self, arch: Mapping[str, Any], seed: int, pool: str = "standalone") -> dict[str, Any]:
+        """Test accuracy (and cost) of ``arch`` trained from scratch with ``pool``'s recipe and ``seed``; cached."""
         from ..tasks.retrain import RetrainConfig, retrain
 
-        folder = self.out / "standalone" / f"{arch_id(arch)}-s{seed}"
+        folder = self.out / pool / f"{arch_id(arch)}-s{seed}"
         cached = _read_json(folder / "metrics.json")
         if cached is not None:
             return cached
-        overrides = {**self.cfg.retrain_overrides, "arch": dict(arch), "seed": seed, "space": self.cfg.space,
-                     "output": str(folder), "supernet": None}
+        overrides = {**self.cfg.standalone_overrides(pool), "arch": dict(arch), "seed": seed, "output": str(folder)}
         result = retrain(load_yaml(RetrainConfig, self.cfg.retrain_recipe, overrides))
-        self.log(f"stand-alone {arch_id(arch)} seed {seed}: test accuracy {result['test_acc']:.4f} "
+        self.log(f"stand-alone ({pool}) {arch_id(arch)} seed {seed}: test accuracy {result['test_acc']:.4f} "
                  f"({result['fit_seconds']:.0f} s)")
         return result
 
-    def ceiling(self) -> dict[str, Any]:
-        """Kendall tau between the two stand-alone seeds on the first ``ceiling_archs`` architectures."""
+    def ceiling(self, pool: str = "standalone") -> dict[str, Any]:
+        """Kendall tau between the two stand-alone seeds of ``pool`` on the first ``ceiling_archs`` architectures."""
         a, b = self.cfg.standalone_seeds
         archs = self.archs[:self.cfg.ceiling_archs]
-        first = [self.standalone(arch, a)["test_acc"] for arch in archs]
-        second = [self.standalone(arch, b)["test_acc"] for arch in archs]
+        first = [self.standalone(arch, a, pool)["test_acc"] for arch in archs]
+        second = [self.standalone(arch, b, pool)["test_acc"] for arch in archs]
         metrics = rank_metrics(first, second, min(self.cfg.top_k, len(archs)))
         diffs = np.abs(np.subtract(first, second))
-        return {**metrics, "archs": len(archs), "seeds": [a, b], "mean_abs_seed_difference": float(diffs.mean()),
+        return {**metrics, "pool": pool, "archs": len(archs), "seeds": [a, b],
+                "mean_abs_seed_difference": float(diffs.mean()),
                 "accuracy_range": [float(min(first)), float(max(first))],
                 "interval": bootstrap_interval([first], second, min(self.cfg.top_k, len(archs)), self.cfg.bootstrap)}
 
+    def reference_check(self) -> dict[str, Any] | None:
+        """Kendall tau between the stand-alone recipe and the longer reference recipe on the ceiling architectures
+        (first seed); ``None`` without ``reference_overrides``."""
+        if not self.cfg.reference_overrides:
+            return None
+        seed = self.cfg.standalone_seeds[0]
+        archs = self.archs[:self.cfg.ceiling_archs]
+        short = [self.standalone(arch, seed)["test_acc"] for arch in archs]
+        long = [self.standalone(arch, seed, "reference")["test_acc"] for arch in archs]
+        k = min(self.cfg.top_k, len(archs))
+        return {**rank_metrics(short, long, k), "archs": len(archs), "standalone": short, "reference": long,
+                "interval": bootstrap_interval([short], long, k, self.cfg.bootstrap),
+                "min_reference_tau": self.cfg.min_reference_tau}
+
     # -- supernets -------------------------------------------------------------------------------------------------
-    def supernet(self, mode: str, seed: int) -> Path:
-        """The checkpoint of the ``mode`` supernet trained with ``seed``; trained (or resumed) when not finished."""
-        from ..tasks.supernet import SupernetConfig, train_supernet
+    def _supernet_recipe(self, variant: Variant, mode: str, seed: int) -> Any:
+        from ..tasks.supernet import SupernetConfig
 
+        folder = self.out / "supernets" / variant.name / f"{mode}_seed{seed}"
+        overrides = {**self.cfg.supernet_overrides, **variant.overrides, "mode": mode, "seed": seed,
+                     "space": self.cfg.space, "output": str(folder), "resume": "auto"}
+        return load_yaml(SupernetConfig, self.cfg.supernet_recipe, overrides)
+
+    def supernet(self, variant: Variant, mode: str, seed: int) -> Path:
+        """The checkpoint of the ``mode`` supernet of ``variant`` trained with ``seed``; trained (or resumed) when
+        not finished."""
         from ..checkpoint import load_checkpoint
+        from ..tasks.supernet import train_supernet
 
-        folder = self.out / "supernets" / f"{mode}_seed{seed}"
+        recipe = self._supernet_recipe(variant, mode, seed)
+        folder = Path(recipe.output)
         checkpoint = folder / "checkpoints" / "last.ckpt"
-        overrides = {**self.cfg.supernet_overrides, "mode": mode, "seed": seed, "space": self.cfg.space,
-                     "output": str(folder), "resume": "auto"}
-        recipe = load_yaml(SupernetConfig, self.cfg.supernet_recipe, overrides)
         if not (folder / "metrics.json").is_file():
             result = train_supernet(recipe)
-            self.log(f"supernet {mode} seed {seed}: {result['global_step']} steps ({result['fit_seconds']:.0f} s)")
+            self.log(f"supernet {variant.name} {mode} seed {seed}: {result['global_step']} steps "
+                     f"({result['fit_seconds']:.0f} s)")
         saved = load_checkpoint(checkpoint, mmap=True)["hyper_parameters"]["config"]
-        wanted = json.loads(json.dumps(dataclasses.asdict(recipe)))
+        wanted = _plain(dataclasses.asdict(recipe))
         changes = _recipe_changes(saved, wanted, set(wanted) - {"output", "resume"})
         if changes:
             raise ValueError(f"{folder}: this supernet was trained with another recipe ({changes}); remove the folder "
                              "to train it again")
         return checkpoint
 
-    def inherited(self, mode: str, seed: int) -> dict[str, dict[str, float]]:
+    def inherited(self, variant: Variant, mode: str, seed: int) -> dict[str, dict[str, float]]:
         """Inherited-weight validation accuracy of every architecture (and the search's pick, once known) in the
-        ``mode``/``seed`` supernet after BatchNorm recalibration; cached per architecture."""
-        path = self.out / "inherited" / f"{mode}_seed{seed}.json"
-        done: dict[str, dict[str, float]] = _read_json(path) or {}
-        todo = [a for a in self.archs if arch_id(a) not in done]
+        ``mode``/``seed`` supernet of ``variant`` after BatchNorm recalibration; cached per architecture in a ledger
+        that also records the supernet's recipe and training time (it needs no checkpoint once complete)."""
+        path = self.out / "inherited" / variant.name / f"{mode}_seed{seed}.json"
+        wanted = _plain(dataclasses.asdict(self._supernet_recipe(variant, mode, seed)))
+        wanted.pop("output"), wanted.pop("resume")
+        ledger = _read_json(path) or {"recipe": wanted, "scores": {}}
+        changes = _recipe_changes(ledger["recipe"], wanted, set(wanted) | set(ledger["recipe"]))
+        if changes:
+            raise ValueError(f"{path}: these accuracies are of a supernet trained with another recipe ({changes}); "
+                             "remove it and the supernet's folder to train it again")
+        todo = [a for a in self.archs if arch_id(a) not in ledger["scores"]]
         if todo:
-            evaluate = self._evaluator(self.supernet(mode, seed))
+            checkpoint = self.supernet(variant, mode, seed)
+            metrics = _read_json(checkpoint.parent.parent / "metrics.json") or {}
+            ledger["fit_seconds"] = metrics.get("fit_seconds")
+            ledger["global_step"] = metrics.get("global_step")
+            evaluate = self._evaluator(checkpoint)
             for arch in todo:
-                done[arch_id(arch)] = evaluate(arch)
-                _atomic_json(path, done)
-            self.log(f"inherited accuracies in the {mode} seed {seed} supernet: {len(todo)} evaluated")
-        return done
+                ledger["scores"][arch_id(arch)] = evaluate(arch)
+                _atomic_json(path, ledger)
+            self.log(f"inherited accuracies in the {variant.name} {mode} seed {seed} supernet: {len(todo)} evaluated")
+        self._ledgers[(variant.name, mode, seed)] = ledger
+        return ledger["scores"]
 
     def _evaluator(self, checkpoint: Path) -> Callable[[Mapping[str, Any]], dict[str, float]]:
         import torch
@@ -354,34 +462,41 @@ class Study:
 
         return evaluate
 
-    def add_weight_shape(self, mode: str, seed: int) -> dict[str, float]:
-        """How Laplacian the Add candidates' weights are in the ``mode``/``seed`` supernet (paper Fig. 3): over its
-        pools, the median excess kurtosis of Add's view (``T(W)`` in ``hws``) and the share of pools whose Add view is
-        closer to its Laplace fit than to its Gaussian fit (:func:`~nni_shiftadd.plots.weights.shape_stats`)."""
+    def add_weight_shape(self, variant: Variant, mode: str, seed: int) -> dict[str, float]:
+        """How Laplacian the Add candidates' weights are in the ``mode``/``seed`` supernet of ``variant`` (paper
+        Fig. 3): over its pools, the median excess kurtosis of Add's view (``T(W)`` in ``hws``) and the share of
+        pools whose Add view is closer to its Laplace fit than to its Gaussian fit
+        (:func:`~nni_shiftadd.plots.weights.shape_stats`). Cached in ``shapes/<variant>/``."""
         from ..plots.weights import pool_weights, shape_stats, weight_pools
         from ..tasks.supernet import load_supernet
 
-        supernet, _ = load_supernet(self.supernet(mode, seed))
+        path = self.out / "shapes" / variant.name / f"{mode}_seed{seed}.json"
+        cached = _read_json(path)
+        if cached is not None:
+            return cached
+        supernet, _ = load_supernet(self.supernet(variant, mode, seed))
         stats = [shape_stats(pool_weights(pool)["add"]) for pool in weight_pools(supernet).values()
                  if "add" in pool.ops]
-        return {"pools": len(stats), "median_excess_kurtosis": float(np.median([s["excess_kurtosis"] for s in stats])),
-                "laplace_closer_share": float(np.mean([s["kl_laplace"] < s["kl_gaussian"] for s in stats]))}
+        shape = {"pools": len(stats),
+                 "median_excess_kurtosis": float(np.median([s["excess_kurtosis"] for s in stats])),
+                 "laplace_closer_share": float(np.mean([s["kl_laplace"] < s["kl_gaussian"] for s in stats]))}
+        _atomic_json(path, shape)
+        return shape
 
     # -- search ----------------------------------------------------------------------------------------------------
-    def search(self, mode: str) -> dict[str, Any] | None:
-        """The evolution under the preset's constraints on ``mode``'s first supernet, inherited accuracy as the
-        objective; its pick trained stand-alone (seed of the study's first). Cached in ``search/<mode>.json``."""
+    def search(self, variant: Variant, mode: str, truth: str) -> dict[str, Any] | None:
+        """The evolution under the preset's constraints on ``mode``'s first supernet of ``variant``, inherited
+        accuracy as the objective; its pick trained stand-alone with the ground-truth recipe ``truth`` (seed of the
+        study's first). Cached in ``search/<variant>/<mode>.json``."""
         if self.cfg.search_preset is None:
             return None
         from ..strategy.evolution import Evolution, load_preset, space_cost_fn
 
-        path = self.out / "search" / f"{mode}.json"
+        path = self.out / "search" / variant.name / f"{mode}.json"
         state = _read_json(path) or {}
         if "pick" not in state:
             preset = load_preset(self.cfg.search_preset, self.cfg.search_overrides)
-            if preset.objective != "accuracy":
-                raise ValueError(f"field 'search_preset': the objective must be accuracy, got {preset.objective!r}")
-            evaluate = self._evaluator(self.supernet(mode, self.cfg.supernet_seeds[0]))
+            evaluate = self._evaluator(self.supernet(variant, mode, self.cfg.seeds(mode)[0]))
             cost = space_cost_fn(self.spec, preset.bits, preset.latency, eyeriss=preset.eyeriss)
             evolution = Evolution(self.spec, preset, cost)
             evaluated = state.get("evaluated", {})
@@ -399,52 +514,98 @@ class Study:
                      "constraints": {k: dataclasses.asdict(v) for k, v in preset.constraints.items()},
                      "cost": {k: best[k] for k in ("energy_mJ", "latency_ms") if k in best}}
             _atomic_json(path, state)
-            self.log(f"search ({mode}): picked {arch_id(state['pick'])}, inherited accuracy "
+            self.log(f"search ({variant.name}, {mode}): picked {arch_id(state['pick'])}, inherited accuracy "
                      f"{state['inherited_accuracy']:.4f}")
-        standalone = self.standalone(state["pick"], self.cfg.standalone_seeds[0])
+        standalone = self.standalone(state["pick"], self.cfg.standalone_seeds[0], truth)
         return {**{k: v for k, v in state.items() if k != "evaluated"}, "evaluations": len(state["evaluated"]),
                 "standalone_accuracy": standalone["test_acc"]}
 
     # -- report ----------------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Every phase in order (each resumes from its cache); returns and writes ``results.json`` and
-        ``scatter.png``."""
-        from ..space.cv import supernet_parameters
-
+    def ground_truth(self) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        """The stand-alone pool that ranks as full training would (``standalone``, or ``reference`` when the check
+        fails), its seed ceiling, and the check."""
         ceiling = self.ceiling()
         self.log(f"seed ceiling: Kendall tau {ceiling['kendall_tau']:.3f} over {ceiling['archs']} architectures")
+        check = self.reference_check()
+        truth = "standalone"
+        if check is not None:
+            self.log(f"ground-truth check: Kendall tau {check['kendall_tau']:.3f} between the stand-alone and the "
+                     f"reference recipe (min_reference_tau {self.cfg.min_reference_tau})")
+            if not check["kendall_tau"] >= self.cfg.min_reference_tau:
+                truth = "reference"
+                ceiling = self.ceiling(truth)
+                self.log(f"the reference recipe is the ground truth; its seed ceiling: Kendall tau "
+                         f"{ceiling['kendall_tau']:.3f}")
         tau = ceiling["kendall_tau"]
         if tau < self.cfg.min_ceiling or (math.isnan(tau) and self.cfg.min_ceiling > -1):
             raise CeilingError(f"the stand-alone budget is too small to rank: Kendall tau between two seeds is "
-                               f"{ceiling['kendall_tau']:.3f} (min_ceiling {self.cfg.min_ceiling}); raise "
-                               f"retrain_overrides (epochs, limit_train_batches) and run again")
-        seed0 = self.cfg.standalone_seeds[0]
-        standalone = {arch_id(a): self.standalone(a, seed0)["test_acc"] for a in self.archs}
-        target = [standalone[arch_id(a)] for a in self.archs]
+                               f"{tau:.3f} (min_ceiling {self.cfg.min_ceiling}); raise {pool_field(truth)} "
+                               "(epochs, limit_train_batches) and run again")
+        return truth, ceiling, check
+
+    def variant_report(self, variant: Variant, target: list[float]) -> dict[str, Any]:
+        """Every mode's supernets of ``variant`` against the ground truth ``target``: the rank metrics per seed,
+        their mean and range, bootstrap intervals, parameters, training time, Add weight shape, and the paired
+        ``hws - naive`` difference over their common seeds."""
+        from ..space.cv import supernet_parameters
+
         modes: dict[str, Any] = {}
         for mode in self.cfg.modes:
             per_seed = {}
-            for seed in self.cfg.supernet_seeds:
-                scores = self.inherited(mode, seed)
+            for seed in self.cfg.seeds(mode):
+                scores = self.inherited(variant, mode, seed)
                 per_seed[seed] = [scores[arch_id(a)]["accuracy"] for a in self.archs]
             runs = {seed: rank_metrics(acc, target, self.cfg.top_k) for seed, acc in per_seed.items()}
             summary = {key: {"mean": float(np.nanmean([r[key] for r in runs.values()])),
                              "min": float(np.nanmin([r[key] for r in runs.values()])),
-                             "max": float(np.nanmax([r[key] for r in runs.values()]))} for key in next(iter(runs.values()))}
+                             "max": float(np.nanmax([r[key] for r in runs.values()]))}
+                       for key in next(iter(runs.values()))}
             modes[mode] = {
                 "params": supernet_parameters(self.spec, mode), "per_seed": {str(s): r for s, r in runs.items()},
                 "summary": summary,
                 "interval": bootstrap_interval(list(per_seed.values()), target, self.cfg.top_k, self.cfg.bootstrap),
                 "inherited": {str(s): acc for s, acc in per_seed.items()},
-                "search": self.search(mode),
-                "add_weight_shape": {str(seed): self.add_weight_shape(mode, seed) for seed in self.cfg.supernet_seeds},
+                "fit_seconds": {str(s): self._ledgers[(variant.name, mode, s)].get("fit_seconds") for s in per_seed},
+                "add_weight_shape": {str(s): self.add_weight_shape(variant, mode, s) for s in per_seed},
             }
-        results = {"space": self.cfg.space, "archs": [{"id": arch_id(a), "arch": a, "standalone": standalone[arch_id(a)]}
-                                                      for a in self.archs],
-                   "ceiling": ceiling, "modes": modes, "config": dataclasses.asdict(self.cfg)}
+        report: dict[str, Any] = {"steps": variant.steps, "overrides": variant.overrides, "modes": modes}
+        if "hws" in modes and "naive" in modes:
+            common = [s for s in modes["hws"]["inherited"] if s in modes["naive"]["inherited"]]
+            diff = paired_difference([modes["hws"]["inherited"][s] for s in common],
+                                     [modes["naive"]["inherited"][s] for s in common], target, self.cfg.top_k,
+                                     self.cfg.bootstrap)
+            report["paired"] = {"hws - naive": {**diff, "seeds": [int(s) for s in common]}}
+        return report
+
+    def run(self) -> dict[str, Any]:
+        """Every phase in order (each resumes from its cache), budgets smallest first; ``results.json`` and the plots
+        are rewritten after each budget (``complete`` false until the last) and returned at the end."""
+        truth, ceiling, check = self.ground_truth()
+        seed0 = self.cfg.standalone_seeds[0]
+        standalone = {arch_id(a): self.standalone(a, seed0, truth)["test_acc"] for a in self.archs}
+        target = [standalone[arch_id(a)] for a in self.archs]
+        results: dict[str, Any] = {
+            "space": self.cfg.space, "complete": False, "ground_truth": truth, "reference_check": check,
+            "archs": [{"id": arch_id(a), "arch": a, "standalone": standalone[arch_id(a)]} for a in self.archs],
+            "ceiling": ceiling, "variants": {}, "config": dataclasses.asdict(self.cfg)}
+        variants = self.cfg.variants()
+        for variant in variants:
+            results["variants"][variant.name] = self.variant_report(variant, target)
+            self._write(results)
+        largest = variants[-1]
+        results["search"] = {"variant": largest.name,
+                             **{mode: self.search(largest, mode, truth) for mode in self.cfg.modes}}
+        results["complete"] = True
+        return self._write(results)
+
+    def _write(self, results: dict[str, Any]) -> dict[str, Any]:
+        from ..plots.ranking import plot_rank_scatter, plot_tau_against_budget
+
         _atomic_json(self.out / "results.json", results)
-        results["plot"] = str(plot_scatter(results, self.out / "scatter.png"))
-        return results
+        plots = {name: str(plot_rank_scatter(results, name, self.out / f"scatter_{name}.png"))
+                 for name in results["variants"]}
+        plots["budget"] = str(plot_tau_against_budget(results, self.out / "tau_budget.png"))
+        return {**results, "plots": plots}
 
 
 class CeilingError(RuntimeError):
@@ -471,56 +632,50 @@ def run_and_print(cfg: RankingConfig, quick: bool = False, prog: str = "nni-shif
         return 1, None
     print(format_table(results))
     print(f"wrote {Path(cfg.output) / 'results.json'}")
-    print(f"wrote {results['plot']}")
+    for path in results["plots"].values():
+        print(f"wrote {path}")
     return 0, results
 
 
-def plot_scatter(results: Mapping[str, Any], path: Path) -> Path:
-    """Inherited (mean over supernet seeds, bars the seed range) against stand-alone accuracy, one panel a mode."""
-    from matplotlib.figure import Figure
-
-    from ..plots import save_figure
-
-    modes = results["modes"]
-    target = np.array([a["standalone"] for a in results["archs"]])
-    fig = Figure(figsize=(4.2 * len(modes), 4.0))
-    axes = fig.subplots(1, len(modes), squeeze=False)[0]
-    for ax, (mode, data) in zip(axes, modes.items()):
-        acc = np.array(list(data["inherited"].values()))
-        mean = acc.mean(0)
-        ax.errorbar(target, mean, yerr=[mean - acc.min(0), acc.max(0) - mean], fmt="o", ms=4, alpha=0.8, capsize=2)
-        s = data["summary"]["kendall_tau"]
-        lo, hi = data["interval"]["kendall_tau"]
-        ax.set_title(f"{mode}: tau {s['mean']:.2f} [{lo:.2f}, {hi:.2f}]")
-        ax.set_xlabel("stand-alone test accuracy")
-        ax.set_ylabel("inherited accuracy (BN recalibrated)")
-        ax.grid(alpha=0.3)
-    ceiling = results["ceiling"]["kendall_tau"]
-    fig.suptitle(f"{results['space']}: inherited vs stand-alone ({len(target)} architectures; "
-                 f"seed ceiling tau {ceiling:.2f})")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 def format_table(results: Mapping[str, Any]) -> str:
-    """The study's table: per mode the seed-mean metrics with their bootstrap intervals and seed range, the supernet
-    size and the search pick, under the seed ceiling."""
+    """The study's table: the seed ceiling and the ground-truth check, then per budget and mode the seed-mean
+    metrics with their bootstrap intervals and seed range, the supernet size, the paired ``hws - naive``
+    difference, and the search picks."""
     c = results["ceiling"]
-    lines = [f"seed ceiling (stand-alone, 2 seeds, {c['archs']} archs): Kendall tau {c['kendall_tau']:.3f} "
-             f"[{c['interval']['kendall_tau'][0]:.3f}, {c['interval']['kendall_tau'][1]:.3f}], "
-             f"mean |seed difference| {c['mean_abs_seed_difference']:.4f}",
-             f"{'mode':6s} {'params':>8s}  {'Kendall tau':>26s}  {'Pearson r':>26s}  {'Spearman rho':>26s}  "
-             f"{'top-k prec.':>11s}  {'search pick (stand-alone)':>26s}  {'Add kurtosis':>12s}  {'Laplace-closer':>14s}"]
-    for mode, data in results["modes"].items():
-        cells = []
-        for key in ("kendall_tau", "pearson_r", "spearman_rho"):
-            s, (lo, hi) = data["summary"][key], data["interval"][key]
-            cells.append(f"{s['mean']:6.3f} [{lo:6.3f},{hi:6.3f}] ({s['min']:.2f}..{s['max']:.2f})")
-        top = data["summary"]["top_k_precision"]["mean"]
-        search = data.get("search")
-        pick = "-" if not search else f"{search['standalone_accuracy']:.4f} ({search['inherited_accuracy']:.3f} inh.)"
-        shapes = list(data.get("add_weight_shape", {}).values())
-        kurt = f"{np.mean([x['median_excess_kurtosis'] for x in shapes]):12.2f}" if shapes else f"{'-':>12s}"
-        closer = f"{np.mean([x['laplace_closer_share'] for x in shapes]):14.2f}" if shapes else f"{'-':>14s}"
-        lines.append(f"{mode:6s} {data['params']:8d}  {'  '.join(cells)}  {top:11.2f}  {pick:>26s}  {kurt}  {closer}")
+    lines = [f"seed ceiling ({c.get('pool', 'standalone')}, 2 seeds, {c['archs']} archs): Kendall tau "
+             f"{c['kendall_tau']:.3f} [{c['interval']['kendall_tau'][0]:.3f}, {c['interval']['kendall_tau'][1]:.3f}], "
+             f"mean |seed difference| {c['mean_abs_seed_difference']:.4f}"]
+    check = results.get("reference_check")
+    if check:
+        lo, hi = check["interval"]["kendall_tau"]
+        lines.append(f"ground-truth check (stand-alone vs reference recipe, {check['archs']} archs): Kendall tau "
+                     f"{check['kendall_tau']:.3f} [{lo:.3f}, {hi:.3f}] -> ground truth: {results['ground_truth']}")
+    header = (f"{'budget':>12s} {'mode':6s} {'params':>8s}  {'Kendall tau':>26s}  {'Pearson r':>26s}  "
+              f"{'Spearman rho':>26s}  {'top-k prec.':>11s}  {'train s':>8s}  {'Add kurtosis':>12s}  "
+              f"{'Laplace-closer':>14s}")
+    lines.append(header)
+    for name, variant in results["variants"].items():
+        for mode, data in variant["modes"].items():
+            cells = []
+            for key in ("kendall_tau", "pearson_r", "spearman_rho"):
+                s, (lo, hi) = data["summary"][key], data["interval"][key]
+                cells.append(f"{s['mean']:6.3f} [{lo:6.3f},{hi:6.3f}] ({s['min']:.2f}..{s['max']:.2f})")
+            top = data["summary"]["top_k_precision"]["mean"]
+            seconds = [s for s in data.get("fit_seconds", {}).values() if s is not None]
+            train = f"{np.mean(seconds):8.0f}" if seconds else f"{'-':>8s}"
+            shapes = list(data.get("add_weight_shape", {}).values())
+            kurt = f"{np.mean([x['median_excess_kurtosis'] for x in shapes]):12.2f}" if shapes else f"{'-':>12s}"
+            closer = f"{np.mean([x['laplace_closer_share'] for x in shapes]):14.2f}" if shapes else f"{'-':>14s}"
+            lines.append(f"{name:>12s} {mode:6s} {data['params']:8d}  {'  '.join(cells)}  {top:11.2f}  {train}  "
+                         f"{kurt}  {closer}")
+        for pair, diff in variant.get("paired", {}).items():
+            lo, hi = diff["interval"]
+            lines.append(f"{name:>12s} paired {pair}: Kendall tau {diff['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                         f"(seeds {diff['range'][0]:+.2f}..{diff['range'][1]:+.2f}); beyond seed noise: "
+                         f"{'yes' if diff['beyond_noise'] else 'no'}")
+    for mode, search in (results.get("search") or {}).items():
+        if mode == "variant" or not search:
+            continue
+        lines.append(f"search pick ({results['search']['variant']}, {mode}): stand-alone {search['standalone_accuracy']:.4f}, "
+                     f"inherited {search['inherited_accuracy']:.4f}, {search.get('cost', {})}")
     return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""Rank statistics of the ranking studies: how faithfully one list of scores (inherited accuracy or loss in a
+supernet) orders architectures against another (stand-alone training), with bootstrap intervals over the
+architectures and paired comparisons of two weight-sharing modes trained with the same seeds.
+
+Kendall tau is the paper's Table 5 measure; Pearson r, Spearman rho and top-k precision are reported beside it.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["bootstrap_interval", "paired_difference", "rank_metrics"]
+
+
+def rank_metrics(inherited: Sequence[float], standalone: Sequence[float], top_k: int) -> dict[str, float]:
+    """Kendall tau (tau-b), Pearson r, Spearman rho and top-``k`` precision (the share of the stand-alone top
+    ``k`` among the inherited top ``k``) of two score lists over the same architectures (higher is better)."""
+    from scipy import stats
+
+    x, y = np.asarray(inherited, dtype=float), np.asarray(standalone, dtype=float)
+    constant = np.ptp(x) == 0 or np.ptp(y) == 0
+    top = len(set(np.argsort(-x, kind="stable")[:top_k]) & set(np.argsort(-y, kind="stable")[:top_k])) / top_k
+    if constant:
+        return {"kendall_tau": math.nan, "pearson_r": math.nan, "spearman_rho": math.nan, "top_k_precision": top}
+    return {"kendall_tau": float(stats.kendalltau(x, y).statistic),
+            "pearson_r": float(stats.pearsonr(x, y).statistic),
+            "spearman_rho": float(stats.spearmanr(x, y).statistic), "top_k_precision": top}
+
+
+def _resamples(n: int, samples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, (samples, n))
+
+
+def bootstrap_interval(per_seed: Sequence[Sequence[float]], standalone: Sequence[float], top_k: int, samples: int,
+                       seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile intervals of the seed-mean of each :func:`rank_metrics` when the architectures are resampled
+    with replacement (``samples`` times; the same resample for every seed)."""
+    inherited = np.asarray(per_seed, dtype=float)
+    target = np.asarray(standalone, dtype=float)
+    draws: dict[str, list[float]] = {}
+    for idx in _resamples(target.size, samples, seed):
+        runs = [rank_metrics(row[idx], target[idx], min(top_k, target.size)) for row in inherited]
+        for key in runs[0]:
+            draws.setdefault(key, []).append(float(np.nanmean([r[key] for r in runs])))
+    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
+
+
+def paired_difference(first: Sequence[Sequence[float]], second: Sequence[Sequence[float]],
+                      standalone: Sequence[float], top_k: int, samples: int, seed: int = 0,
+                      metric: str = "kendall_tau") -> dict[str, object]:
+    """``metric`` of ``first`` minus that of ``second``, seed by seed (row ``i`` of each was trained with the same
+    seed: the same data order and sampled paths), averaged over the seeds; with the per-seed differences, their
+    range, and a 95% bootstrap interval over architectures (one resample shared by both modes and all seeds).
+    ``beyond_noise`` says whether that interval excludes 0 and every seed's difference has the same sign."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference: both modes need the same seeds and architectures, got {a.shape} and "
+                         f"{b.shape}")
+    target = np.asarray(standalone, dtype=float)
+    k = min(top_k, target.size)
+    per_seed = [rank_metrics(x, target, k)[metric] - rank_metrics(y, target, k)[metric] for x, y in zip(a, b)]
+    draws = []
+    for idx in _resamples(target.size, samples, seed):
+        draws.append(np.nanmean([rank_metrics(x[idx], target[idx], k)[metric]
+                                 - rank_metrics(y[idx], target[idx], k)[metric] for x, y in zip(a, b)]))
+    lo, hi = float(np.nanpercentile(draws, 2.5)), float(np.nanpercentile(draws, 97.5))
+    same_sign = all(d > 0 for d in per_seed) or all(d < 0 for d in per_seed)
+    return {"metric": metric, "mean": float(np.mean(per_seed)), "per_seed": [float(d) for d in per_seed],
+            "range": [float(min(per_seed)), float(max(per_seed))], "interval": [lo, hi],
+            "beyond_noise": bool((lo > 0 or hi < 0) and same_sign)}

@@ -1,0 +1,85 @@
+"""Figures of the ranking study (paper Table 5): inherited against stand-alone accuracy per weight-sharing mode, and
+Kendall tau against the supernet's training budget with the seed ceiling as a band.
+
+Both read the ``results.json`` mapping that :mod:`nni_shiftadd.experiment.ranking` writes.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .subnet import save_figure
+
+__all__ = ["plot_rank_scatter", "plot_tau_against_budget"]
+
+#: Colour of each weight-sharing mode (Okabe-Ito, apart from the block-type colours).
+MODE_COLORS: dict[str, str] = {"none": "#999999", "naive": "#0072B2", "hws": "#D55E00"}
+
+
+def plot_rank_scatter(results: Mapping[str, Any], variant: str, path: str | os.PathLike[str]) -> Path:
+    """Inherited (mean over supernet seeds, bars the seed range) against stand-alone accuracy, one panel a mode, for
+    the supernets of ``variant`` (a budget or technique of the study)."""
+    modes = results["variants"][variant]["modes"]
+    target = np.array([a["standalone"] for a in results["archs"]])
+    fig = Figure(figsize=(4.2 * len(modes), 4.0))
+    axes = fig.subplots(1, len(modes), squeeze=False)[0]
+    for ax, (mode, data) in zip(axes, modes.items()):
+        acc = np.array(list(data["inherited"].values()))
+        mean = acc.mean(0)
+        ax.errorbar(target, mean, yerr=[mean - acc.min(0), acc.max(0) - mean], fmt="o", ms=4, alpha=0.8, capsize=2,
+                    color=MODE_COLORS.get(mode))
+        s = data["summary"]["kendall_tau"]
+        lo, hi = data["interval"]["kendall_tau"]
+        ax.set_title(f"{mode}: tau {s['mean']:.2f} [{lo:.2f}, {hi:.2f}]")
+        ax.set_xlabel("stand-alone test accuracy")
+        ax.set_ylabel("inherited accuracy (BN recalibrated)")
+        ax.grid(alpha=0.3)
+    ceiling = results["ceiling"]["kendall_tau"]
+    fig.suptitle(f"{results['space']}, {variant}: inherited vs stand-alone ({len(target)} architectures; "
+                 f"seed ceiling tau {ceiling:.2f})")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_tau_against_budget(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Kendall tau (seed mean; bars: range over seeds; shade: bootstrap 95% interval over architectures) against
+    supernet training steps, one line per mode over the budget variants, the stand-alone seed ceiling as a band.
+    Technique variants, where the study has them, are drawn as single marked points at their step count."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    ceiling = results["ceiling"]
+    lo, hi = ceiling["interval"]["kendall_tau"]
+    ax.axhspan(lo, hi, color="#BBBBBB", alpha=0.35, lw=0, label=f"seed ceiling {ceiling['kendall_tau']:.2f} (95%)")
+    ax.axhline(ceiling["kendall_tau"], color="#777777", lw=1)
+    budgets = [(name, v) for name, v in results["variants"].items() if v.get("technique") is None]
+    modes = sorted({m for _, v in budgets for m in v["modes"]}, key=list(MODE_COLORS).index)
+    for mode in modes:
+        rows = [(v["steps"], v["modes"][mode]) for _, v in budgets if mode in v["modes"]]
+        steps = np.array([s for s, _ in rows], dtype=float)
+        mean = np.array([d["summary"]["kendall_tau"]["mean"] for _, d in rows])
+        low = np.array([d["summary"]["kendall_tau"]["min"] for _, d in rows])
+        high = np.array([d["summary"]["kendall_tau"]["max"] for _, d in rows])
+        band = np.array([d["interval"]["kendall_tau"] for _, d in rows])
+        color = MODE_COLORS.get(mode)
+        ax.fill_between(steps, band[:, 0], band[:, 1], color=color, alpha=0.12, lw=0)
+        ax.errorbar(steps, mean, yerr=[mean - low, high - mean], fmt="o-", color=color, capsize=3, label=mode)
+    for k, (name, v) in enumerate((n, v) for n, v in results["variants"].items() if v.get("technique")):
+        for mode, d in v["modes"].items():
+            ax.plot([v["steps"]], [d["summary"]["kendall_tau"]["mean"]], marker="^*sPD"[k % 6], ms=9, ls="none",
+                    color=MODE_COLORS.get(mode), markeredgecolor="black", label=f"{mode}, {v['technique']}")
+    ax.set_xscale("log")
+    ticks = sorted({v["steps"] for v in results["variants"].values() if v["steps"]})
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("supernet training steps (log)")
+    ax.set_ylabel("Kendall tau, inherited vs stand-alone")
+    ax.set_title(f"{results['space']}: ranking fidelity against supernet budget ({len(results['archs'])} archs)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
