@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json
+
 #: What the paper's Table 3 calls the homogeneous networks of a translation space.
 BASELINE_LABELS: dict[str, str] = {"all_attn": "all-Attn (Transformer)", "all_conv": "all-Conv (Lightweight Conv)",
                                    "all_shift": "all-Shift", "all_add": "all-Add"}
@@ -64,9 +66,7 @@ def translation_table(checkpoint: str | os.PathLike[str], results: Mapping[str, 
             score = bleu(model, task, "test", references, beam=beam, lenpen=lenpen, limit=test_sentences)
             cache[f"{settings}|{arch_key(row['record']['arch'])}"] = {
                 k: score[k] for k in ("bleu", "signature", "sentences", "examples")}
-            tmp = cache_file.with_name(cache_file.name + ".tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, cache_file)
+            atomic_write_json(cache_file, cache)
             signature = score["signature"]
     table_rows_out = []
     for row in rows:

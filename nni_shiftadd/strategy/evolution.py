@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic import atomic_write_json
 from ..config import ConfigError, load_yaml, parse_yaml
 from ..resources import list_resources, resource
 from ..space.spec import SpaceSpec
@@ -369,11 +370,7 @@ class Evolution:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (a kill never leaves half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state_dict(), indent=1))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.state_dict())
 
     def load(self, path: str | os.PathLike[str]) -> bool:
         """Resume from ``path`` if it exists; returns whether it did."""

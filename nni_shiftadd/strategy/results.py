@@ -9,15 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from .evolution import Evolution
 
 _plotted: dict[str, tuple[int, int]] = {}  # output folder -> (generation, results) last plotted
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, error: str | None = None,
@@ -36,10 +31,10 @@ def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, erro
                "blocks": evolution.cfg.blocks, "evaluated": len(records), "rejected_samples": evolution.rejected, "best": best,
                "baselines": baselines, "history": evolution.history, "records": records}
     paths = {"json": out / "results.json", "csv": out / "results.csv"}
-    _atomic_write(paths["json"], json.dumps(summary, indent=1))
+    atomic_write_text(paths["json"], json.dumps(summary, indent=1))
     if best is not None:  # what `nni-shiftadd retrain --arch` and `plot subnet --arch` take
         paths["best"] = out / "best.json"
-        _atomic_write(paths["best"], json.dumps(best, indent=1))
+        atomic_write_text(paths["best"], json.dumps(best, indent=1))
     labels = list(evolution.space)
     metric_keys = sorted({k for r in records for k in r if k not in ("arch",) and not isinstance(r[k], dict)})
     tmp = paths["csv"].with_name("results.csv.tmp")

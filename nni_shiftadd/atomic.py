@@ -1,0 +1,29 @@
+"""Files written whole or not at all: the text goes to a temporary file beside its destination, which then replaces
+it in one rename, so a kill mid-write keeps the previous version (caches, ledgers, results, recipes of a run)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write_json", "atomic_write_text"]
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (creating its folder); return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int = 1) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically; return the path."""
+    return atomic_write_text(path, json.dumps(data, indent=indent))
