@@ -96,6 +96,12 @@ def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
     return sorted(found)
 
 
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient or validation score. A ``RuntimeError`` so that fairseq's
+    trainer passes it straight up (it re-runs a step under its NaN detector, and writes ``crash.pt``, for other
+    errors); the commands turn it into one message naming the update, the tensor and the checkpoint to go on from."""
+
+
 def describe_non_finite(names: list[str]) -> str:
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     return f"{len(names)} tensor(s) hold NaN/Inf: {shown}"

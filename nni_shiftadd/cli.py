@@ -53,7 +53,9 @@ def _overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 def _recipe(args: argparse.Namespace, cls: type) -> Any:
     """The ``cls`` recipe of ``--config`` (YAML) with the command line's flags on top, or of the flags alone."""
     overrides = _overrides(args, cls)
-    return load_yaml(cls, args.config, overrides) if args.config else from_dict(cls, overrides, "command line")
+    if args.config:
+        return load_yaml(cls, args.config, overrides, overrides_from="command line")
+    return from_dict(cls, overrides, "command line")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -861,15 +863,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; a bad input or a failed run ends in one ``error:`` line and exit status 2 (1 for an
-    NNI experiment that failed), never a traceback (set ``NNI_SHIFTADD_DEBUG=1`` to see one)."""
+    NNI experiment that failed), never a traceback (set ``NNI_SHIFTADD_DEBUG=1`` to see one); SIGTERM and SIGINT
+    stop it with one line saying what was kept and status 143 / 130 (:mod:`nni_shiftadd.stopping`)."""
     import os
 
+    from . import stopping
     from .lock import OutputLockedError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
-        return args.func(args)
+        with stopping.handling():
+            return args.func(args)
+    except (stopping.Stopped, SystemExit):
+        # a signal (Lightning ends a stopped fit with a SystemExit whose status is 0): say so, exit 128 + signal
+        signum = stopping.received()
+        if signum is None:
+            raise
+        print(f"nni-shiftadd {args.command}: {stopping.stop_message(signum)}", file=sys.stderr, flush=True)
+        return 128 + signum
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FloatingPointError,
             OutputLockedError) as err:
         # ValueError covers ConfigError, CheckpointError, OutputPathError and the checks of every recipe

@@ -194,8 +194,11 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>") -> T
     return _build(cls, data, _Where(source))
 
 
-def parse_yaml(cls: type[T], text: str, source: str, overrides: dict[str, Any] | None = None) -> T:
-    """Parse the YAML ``text`` (read from ``source``, named in errors) into the dataclass ``cls``."""
+def parse_yaml(cls: type[T], text: str, source: str, overrides: dict[str, Any] | None = None,
+               overrides_from: str | None = None) -> T:
+    """Parse the YAML ``text`` (read from ``source``, named in errors) into the dataclass ``cls``, with
+    ``overrides`` on top; when a value of ``overrides`` fails validation and ``overrides_from`` says where they came
+    from (e.g. ``"command line"``), the error names that flag instead of the file."""
     try:
         data = load_yaml_text(text)
     except yaml.YAMLError as err:
@@ -205,15 +208,34 @@ def parse_yaml(cls: type[T], text: str, source: str, overrides: dict[str, Any] |
                           f"{sorted(f.name for f in dataclasses.fields(cls))}")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of fields at the top level, got {type(data).__name__}")
-    return from_dict(cls, {**data, **(overrides or {})}, source)
+    try:
+        return from_dict(cls, {**data, **(overrides or {})}, source)
+    except ConfigError as err:
+        text, prefix = str(err), f"{source}: "
+        named = re.match(r"(?:in '[^']*': )?fields? '(\w+)'", text[len(prefix):]) if text.startswith(prefix) else None
+        if overrides_from is None or named is None or named.group(1) not in (overrides or {}):
+            raise
+        raise ConfigError(f"--{named.group(1).replace('_', '-')} ({overrides_from}): {text[len(prefix):]}") from None
 
 
-def load_yaml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
-    """Read ``path`` as YAML into the dataclass ``cls``, applying ``overrides`` on top (validated too)."""
+def load_yaml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None,
+              overrides_from: str | None = None) -> T:
+    """Read ``path`` as YAML into the dataclass ``cls``, applying ``overrides`` on top (validated too; see
+    :func:`parse_yaml` for ``overrides_from``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    return parse_yaml(cls, path.read_text(), str(path), overrides)
+    return parse_yaml(cls, path.read_text(), str(path), overrides, overrides_from)
+
+
+def check_learning_rate(value: float, field: str = "lr") -> None:
+    """``ValueError`` naming ``field`` unless ``value`` is a learning rate an optimiser stepping in float32 can take:
+    above 0 and below float32's largest number (a larger one overflows inside the step, whatever the gradients)."""
+    if not value > 0:
+        raise ValueError(f"field {field!r}: must be > 0, got {value}")
+    if not value < 3.4e38:
+        raise ValueError(f"field {field!r}: must be below 3.4e38 (float32's range, which the optimiser steps in), "
+                         f"got {value}")
 
 
 def json_argument(raw: str, flag: str) -> Any:

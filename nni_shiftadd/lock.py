@@ -56,7 +56,8 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(name, "0") in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (someone else's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -168,7 +169,7 @@ def acquire(folder: str | os.PathLike[str], field: str = "output", what: str | N
     handle.seek(0)
     stale = _parse(handle.read())
     if stale.get("pid") and stale.get("pid") != os.getpid():
-        state = "no longer running" if not _alive(int(stale["pid"])) else "its lock was released"
+        state = "no longer running" if not process_alive(int(stale["pid"])) else "its lock was released"
         print(f"nni-shiftadd: {field}: took over the lock of {str(folder)!r} left by {_describe(stale)} ({state})",
               file=sys.stderr, flush=True)
     experiment = None

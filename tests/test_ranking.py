@@ -13,6 +13,7 @@ from nni_shiftadd.experiment.rank_statistics import bootstrap_interval, paired_d
 from nni_shiftadd.experiment.ranking import (RankingConfig, Study, Variant, arch_features, arch_id, format_table,
                                              run_study, select_archs)
 from nni_shiftadd.space import load_space
+from nni_shiftadd.space.sampling import paths_per_step
 from nni_shiftadd.space.spec import baseline_arch, canonical_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,20 +120,35 @@ def test_shipped_recipe_validates() -> None:
     cfg = load_config(RECIPE)
     assert (cfg.archs, cfg.ceiling_archs, cfg.modes, len(cfg.supernet_seeds)) == (30, 10, ["none", "naive", "hws"],
                                                                                    3)
-    assert [v.steps for v in cfg.variants()] == [400, 2000, 6000] and max(cfg.budgets) >= 10 * 400
-    assert [v.overrides["epochs"] for v in cfg.variants()] == [2, 10, 30]
+    budgets = [v for v in cfg.variants() if v.technique is None]
+    assert [v.steps for v in budgets] == [400, 2000, 6000] and max(cfg.budgets) >= 10 * 400
+    assert [v.overrides["epochs"] for v in budgets] == [2, 10, 30]
+    # the techniques at the largest budget's time: four paths a step, a quarter of its steps
+    techniques = {v.technique: v for v in cfg.variants() if v.technique is not None}
+    spec = load_space(cfg.space)
+    for name, variant in techniques.items():
+        assert variant.steps * paths_per_step(spec, variant.overrides["sampling"]) == max(cfg.budgets), name
+        assert variant.overrides["epochs"] * variant.overrides["limit_train_batches"] == variant.steps
+    assert set(techniques) == {"fair", "sandwich"}
     assert cfg.seeds("none") == [0] and cfg.seeds("hws") == cfg.seeds("naive") == [0, 1, 2]
     quick = cfg.quick()
     quick.validate()
-    assert quick.archs < cfg.archs and quick.output.endswith("_quick") and len(quick.variants()) == 2
+    assert quick.archs < cfg.archs and quick.output.endswith("_quick")
+    assert [v.steps for v in quick.variants()] == [8, 16, 8, 8]  # the budgets, then the techniques
 
 
 def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path) -> None:
     cfg = from_dict(RankingConfig, {**_tiny(tmp_path / "study"), "budgets": [2, 4],
+                                    "techniques": {"fair": {"overrides": {"sampling": "fair"}, "steps": 2,
+                                                            "modes": ["hws"]}},
                                     "reference_overrides": {"limit_train_batches": 3}, "min_reference_tau": 0.5})
     lines: list[str] = []
     results = run_study(cfg, lines.append)
-    assert results["complete"] and list(results["variants"]) == ["steps2", "steps4"] and len(results["archs"]) == 4
+    assert results["complete"] and list(results["variants"]) == ["steps2", "steps4", "steps2-fair"]
+    assert len(results["archs"]) == 4
+    fair = results["variants"]["steps2-fair"]
+    assert fair["technique"] == "fair" and list(fair["modes"]) == ["hws"] and "paired" not in fair
+    assert fair["overrides"] == {"sampling": "fair", "epochs": 1}
     # the ground-truth check: the ceiling architectures under the longer recipe; the rule picks the truth
     check = results["reference_check"]
     assert len(check["reference"]) == 2 and check["min_reference_tau"] == 0.5
@@ -143,8 +159,8 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
         for a in results["archs"]]
     assert sum(line.startswith("stand-alone (standalone)") for line in lines) >= 4 + 2  # every arch, the 2nd seed
     assert sum(line.startswith("stand-alone (reference)") for line in lines) >= 2
-    assert sum(line.startswith("supernet") for line in lines) == 4  # 2 budgets x 2 modes x 1 seed
-    for name, steps in (("steps2", 2), ("steps4", 4)):
+    assert sum(line.startswith("supernet") for line in lines) == 5  # 2 budgets x 2 modes, and the technique's
+    for name, steps in (("steps2", 2), ("steps4", 4)):  # the budgets
         variant = results["variants"][name]
         assert variant["steps"] == steps and variant["overrides"] == {"epochs": steps // 2}
         for mode, data in variant["modes"].items():
@@ -181,7 +197,7 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     ledger_only: list[str] = []
     third = run_study(cfg, ledger_only.append)
     assert not [line for line in ledger_only if line.startswith(("stand-alone", "supernet", "inherited", "search ("))]
-    assert third["variants"] == {k: v for k, v in second["variants"].items()}
+    assert json.dumps(third["variants"], sort_keys=True) == json.dumps(second["variants"], sort_keys=True)  # NaN too
 
     # a killed evaluation loses only what was not written: drop one cached inherited accuracy, it alone is redone
     path = tmp_path / "study" / "inherited" / "steps2" / "naive_seed0.json"

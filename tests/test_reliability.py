@@ -326,7 +326,7 @@ def test_two_jobs_on_one_folder_and_a_stale_lock(tmp_path: Path, capsys: pytest.
     # the killed job's record is left behind, its flock is gone: the next job takes over and says so
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == first.pid
     assert read_holder(out) is None
-    assert main(["train-supernet", *TINY, "--resume", "never", "--output", str(out)]) == 0
+    assert main(["train-supernet", *TINY, "--resume", "never", "--overwrite", "true", "--output", str(out)]) == 0
     err = capsys.readouterr().err
     assert f"took over the lock of '{out}' left by pid {first.pid}" in err and "no longer running" in err, err
     assert (out / LOCK_NAME).read_text() == ""  # released at the end

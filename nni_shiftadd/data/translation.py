@@ -21,12 +21,14 @@ import json
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..cache import cache_root, file_sha256
+from ..lock import process_alive
 
 #: Where ``apt-get install trans-de-en`` puts the dictionary.
 TRANS_DE_EN_SYSTEM = Path("/usr/share/trans/de-en")
@@ -261,10 +263,11 @@ def dataset_dir(cfg: TranslationDataConfig) -> Path:
 
 
 def check_binarized(path: str | os.PathLike[str], source_lang: str, target_lang: str,
-                    splits: Sequence[str] = ("train", "valid")) -> Path:
-    """``path`` if it is a fairseq-binarised translation directory for ``source_lang -> target_lang`` (both
-    dictionaries, and ``.bin``/``.idx`` of both languages for every split in ``splits``); ``FileNotFoundError``
-    naming the path, what is missing and the command that prepares it otherwise."""
+                    splits: Sequence[str] = ("train", "valid")) -> dict[str, Any]:
+    """What :func:`inspect_binarized` finds in ``path`` (and ``path`` itself) if it is a fairseq-binarised
+    translation directory for ``source_lang -> target_lang`` (both dictionaries, and ``.bin``/``.idx`` of both
+    languages for every split in ``splits``); ``FileNotFoundError`` naming the path, what is missing and the command
+    that prepares it otherwise, ``ValueError`` naming the file whose content is wrong."""
     path = Path(path)
     how = ("prepare it with `nni-shiftadd data translation` (trans-de-en), or binarise your corpus with "
            f"`fairseq-preprocess --source-lang {source_lang} --target-lang {target_lang} --destdir {path} ...`")
@@ -278,27 +281,99 @@ def check_binarized(path: str | os.PathLike[str], source_lang: str, target_lang:
     if missing:
         raise FileNotFoundError(f"translation data {str(path)!r}: not a fairseq-binarised {source_lang}-{target_lang} "
                                 f"directory, missing {missing[:4]}{' ...' if len(missing) > 4 else ''}; {how}")
-    return path
+    return {"path": path, **inspect_binarized(path, source_lang, target_lang, splits)}
+
+
+def dictionary_size(path: str | os.PathLike[str]) -> int:
+    """The number of symbols of a fairseq ``dict.<lang>.txt``: its lines and fairseq's four special symbols."""
+    with open(path, encoding="utf-8") as f:
+        return 4 + sum(1 for line in f if line.strip())
+
+
+def inspect_binarized(path: str | os.PathLike[str], source_lang: str, target_lang: str,
+                      splits: Sequence[str] = ("train", "valid")) -> dict[str, Any]:
+    """Check a binarised directory's content, not only its files: both dictionaries non-empty; every split's index
+    readable (fairseq's ``mmap`` format), its ``.bin`` exactly as long as the index says, its token ids inside the
+    dictionary, and as many source as target sentences. ``ValueError`` naming the file otherwise. Returns the
+    sentence counts and the longest sentence in tokens (``max_tokens`` must hold it)."""
+    import numpy as np
+
+    import_fairseq()
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
+
+    path = Path(path)
+    sizes = {}
+    for lang in (source_lang, target_lang):
+        sizes[lang] = dictionary_size(path / f"dict.{lang}.txt")
+        if sizes[lang] == 4:
+            raise ValueError(f"translation data {str(path / f'dict.{lang}.txt')!r}: the dictionary is empty; "
+                             "binarise the corpus again (fairseq-preprocess)")
+    counts: dict[str, int] = {}
+    longest = 0
+    for split in splits:
+        per_lang = {}
+        for lang in (source_lang, target_lang):
+            prefix = path / f"{split}.{source_lang}-{target_lang}.{lang}"
+            try:
+                index = MMapIndexedDataset.Index(f"{prefix}.idx")
+            except (AssertionError, ValueError, KeyError, OSError, struct.error) as err:
+                raise ValueError(f"translation data {str(prefix) + '.idx'!r}: not a readable fairseq mmap index "
+                                 f"({type(err).__name__}: {err}); binarise with fairseq-preprocess --dataset-impl "
+                                 "mmap") from None
+            n = len(index)
+            pointer, size = index[n - 1] if n else (0, 0)
+            expected = int(pointer) + int(size) * index.dtype().itemsize
+            actual = Path(f"{prefix}.bin").stat().st_size
+            if actual != expected:
+                raise ValueError(f"translation data {str(prefix) + '.bin'!r}: {actual} bytes, but its index says "
+                                 f"{expected}: truncated or from another binarisation; binarise the corpus again")
+            if actual:
+                top = int(np.memmap(f"{prefix}.bin", dtype=index.dtype, mode="r").max())
+                if top >= sizes[lang]:
+                    raise ValueError(f"translation data {str(prefix) + '.bin'!r}: token id {top} is outside "
+                                     f"dict.{lang}.txt ({sizes[lang]} symbols): the dictionary is not the one it "
+                                     "was binarised with")
+            per_lang[lang] = n
+            longest = max(longest, int(index.sizes.max()) if n else 0)
+        if per_lang[source_lang] != per_lang[target_lang]:
+            raise ValueError(f"translation data {str(path)!r}: split {split!r} has {per_lang[source_lang]} "
+                             f"{source_lang} but {per_lang[target_lang]} {target_lang} sentences")
+        counts[split] = per_lang[source_lang]
+    return {"sentences": counts, "longest": longest, "dictionary": sizes}
+
+
+def data_identity(data_bin: str | os.PathLike[str], source_lang: str, target_lang: str) -> dict[str, str]:
+    """SHA-256 digests of the files a model trained on ``data_bin`` depends on: both dictionaries (the embedding
+    rows) and the training split's indexes (the batches)."""
+    pair = f"{source_lang}-{target_lang}"
+    names = [f"dict.{source_lang}.txt", f"dict.{target_lang}.txt", f"train.{pair}.{source_lang}.idx",
+             f"train.{pair}.{target_lang}.idx"]
+    return {name: file_sha256(Path(data_bin) / name) for name in names}
 
 
 def prepare_translation(cfg: TranslationDataConfig, progress: Any = print) -> dict[str, Any]:
     """Make (once) and return the manifest of the translation data of ``cfg``: the binarised directory, the raw
     references and the split sizes. A ``binarized`` directory is only checked."""
     if cfg.binarized is not None:
-        path = check_binarized(cfg.binarized, cfg.source_lang, cfg.target_lang)
-        return {"data_bin": str(path), "raw": None, "source": None, "sizes": None}
+        info = check_binarized(cfg.binarized, cfg.source_lang, cfg.target_lang)
+        return {"data_bin": str(info["path"]), "raw": None, "source": None, "sizes": None,
+                "longest": info["longest"]}
     root = dataset_dir(cfg)
     manifest_file = root / "manifest.json"
     if manifest_file.is_file():
         manifest = json.loads(manifest_file.read_text())
-        check_binarized(manifest["data_bin"], cfg.source_lang, cfg.target_lang, SPLITS)
-        return manifest
+        info = check_binarized(manifest["data_bin"], cfg.source_lang, cfg.target_lang, SPLITS)
+        return {**manifest, "longest": info["longest"]}
     source = locate_trans_de_en(cfg.source)
     progress(f"translation data: extracting sentence pairs from {source}")
     with open(source, encoding="utf-8", errors="replace") as f:
         pairs = extract_pairs(f, cfg.min_words, cfg.max_words)
     splits = split_pairs(pairs, cfg.valid_size, cfg.test_size)
     src, tgt = cfg.source_lang, cfg.target_lang
+    for stale in root.parent.glob(root.name + ".building*"):  # left by a process killed while building
+        pid = stale.name.rsplit(".building", 1)[1]
+        if not pid.isdigit() or not process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     building = root.with_name(root.name + f".building{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     try:
@@ -330,8 +405,8 @@ def prepare_translation(cfg: TranslationDataConfig, progress: Any = print) -> di
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    check_binarized(manifest["data_bin"], src, tgt, SPLITS)
-    return manifest
+    info = check_binarized(manifest["data_bin"], src, tgt, SPLITS)
+    return {**manifest, "longest": info["longest"]}
 
 
 def references_dir(data_bin: str | os.PathLike[str]) -> Path | None:

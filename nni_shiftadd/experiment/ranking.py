@@ -39,6 +39,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import load_yaml
+from ..atomic import atomic_write_json
+from ..config import ConfigError, load_yaml
 from ..lock import check_output_dir, output_lock
 from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
@@ -54,6 +56,17 @@ from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 STUDY_MODES: tuple[str, ...] = ("none", "naive", "hws")
 #: The stand-alone recipes of a study: the retrain recipe, and the longer one of the ground-truth check.
 POOLS: tuple[str, ...] = ("standalone", "reference")
+
+
+@dataclasses.dataclass
+class Technique:
+    """A supernet training technique a study compares (``techniques`` of a recipe): its supernet-recipe overrides
+    (e.g. ``sampling: fair``), its training steps (for equal time: the largest budget divided by the paths it trains
+    per step, :func:`~nni_shiftadd.space.sampling.paths_per_step`) and the modes it trains (empty: the study's)."""
+
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps: int = 0
+    modes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -73,6 +86,7 @@ class RankingConfig:
     supernet_recipe: str = "examples/fashion_mnist/supernet_cv_small.yaml"
     supernet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     budgets: list[int] = dataclasses.field(default_factory=list)
+    techniques: dict[str, Technique] = dataclasses.field(default_factory=dict)
     modes: list[str] = dataclasses.field(default_factory=lambda: list(STUDY_MODES))
     supernet_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     seeds_per_mode: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -130,7 +144,6 @@ class RankingConfig:
 
     def _validate_stages(self) -> None:
         """Every stage's recipe as the study will build it, so that a bad override fails now, not hours later."""
-        from ..config import ConfigError
         from ..tasks.retrain import RetrainConfig
         from ..tasks.supernet import SupernetConfig
 
@@ -151,6 +164,25 @@ class RankingConfig:
             if bad or len(set(self.budgets)) != len(self.budgets):
                 raise ValueError(f"field 'budgets': {self.budgets} must be distinct multiples of limit_train_batches "
                                  f"({limit}); {bad} are not")
+        for name, technique in self.techniques.items():
+            where = f"field 'techniques': {name}"
+            if not re.fullmatch(r"[a-z0-9_]+", name):
+                raise ValueError(f"{where}: a name of lower-case letters, digits and _ (it names cache folders)")
+            clash = sorted(set(technique.overrides) & {"mode", "seed", "output", "space", "epochs"})
+            if clash:
+                raise ValueError(f"{where}: overrides {clash} are set by the study; give 'steps' for the budget")
+            try:
+                recipe = load_yaml(SupernetConfig, self.supernet_recipe,
+                                   {**self.supernet_base(), **technique.overrides})
+            except ConfigError as err:
+                raise ValueError(f"{where}: {err}") from None
+            steps_per_epoch = recipe.limit_train_batches
+            if steps_per_epoch is None or technique.steps < steps_per_epoch or technique.steps % steps_per_epoch:
+                raise ValueError(f"{where}: steps {technique.steps} must be a multiple of limit_train_batches "
+                                 f"({steps_per_epoch}; overrides may set another)")
+            bad_modes = [m for m in technique.modes if m not in self.modes]
+            if bad_modes:
+                raise ValueError(f"{where}: modes {bad_modes} are not among the study's modes {self.modes}")
         if self.search_preset is not None:
             from ..strategy.evolution import load_preset
 
@@ -172,16 +204,23 @@ class RankingConfig:
                 "output": str(Path(self.output) / "supernets" / "check")}
 
     def variants(self) -> list[Variant]:
-        """The supernet budgets, smallest first (one ``recipe`` variant when ``budgets`` is empty)."""
+        """The supernet budgets, smallest first (one ``recipe`` variant when ``budgets`` is empty), then the
+        techniques."""
         if not self.budgets:
-            return [Variant("recipe", None, {})]
-        limit = self.supernet_overrides.get("limit_train_batches") or self._recipe_limit()
-        return [Variant(f"steps{b}", b, {"epochs": b // limit}) for b in sorted(self.budgets)]
+            budgets = [Variant("recipe", None, {})]
+        else:
+            limit = self._recipe_limit({})
+            budgets = [Variant(f"steps{b}", b, {"epochs": b // limit}) for b in sorted(self.budgets)]
+        techniques = [Variant(f"steps{t.steps}-{name}", t.steps,
+                              {**t.overrides, "epochs": t.steps // self._recipe_limit(t.overrides)}, name,
+                              tuple(t.modes or self.modes)) for name, t in self.techniques.items()]
+        return budgets + techniques
 
-    def _recipe_limit(self) -> int:
+    def _recipe_limit(self, overrides: dict[str, Any]) -> int:
         from ..tasks.supernet import SupernetConfig
 
-        return int(load_yaml(SupernetConfig, self.supernet_recipe, self.supernet_base()).limit_train_batches)
+        recipe = load_yaml(SupernetConfig, self.supernet_recipe, {**self.supernet_base(), **overrides})
+        return int(recipe.limit_train_batches)
 
     def seeds(self, mode: str) -> list[int]:
         """The supernet seeds ``mode`` trains (the first ``seeds_per_mode[mode]``, else all)."""
@@ -198,6 +237,9 @@ class RankingConfig:
             supernet_overrides={**self.supernet_overrides, "epochs": 1, "warmup_epochs": 0,
                                 "limit_train_batches": 8, "eval_archs": 0},
             budgets=[8, 16] if self.budgets else [],
+            techniques={name: dataclasses.replace(t, steps=8, overrides={
+                **t.overrides, **({"limit_train_batches": 8} if "limit_train_batches" in t.overrides else {})})
+                for name, t in self.techniques.items()},
             search_overrides={**self.search_overrides, "iterations": 1, "population": 4, "parents": 2,
                               "mutation": 1, "crossover": 1},
             output=str(Path(self.output).with_name(Path(self.output).name + "_quick")))
@@ -210,6 +252,8 @@ class Variant:
     name: str
     steps: int | None
     overrides: dict[str, Any]
+    technique: str | None = None
+    modes: tuple[str, ...] | None = None  # None: the study's
 
 
 def pool_field(pool: str) -> str:
@@ -277,13 +321,6 @@ def select_archs(spec: Any, count: int, seed: int, pool: int = 2000) -> list[dic
 
 # --- the study --------------------------------------------------------------------------------------------------------
 
-def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -321,7 +358,7 @@ class Study:
                 and len(saved["archs"]) >= self.cfg.archs:
             return saved["archs"][:self.cfg.archs]
         archs = select_archs(self.spec, self.cfg.archs, self.cfg.arch_seed)
-        _atomic_json(path, {"space": self.cfg.space, "seed": self.cfg.arch_seed, "archs": archs})
+        atomic_write_json(path, {"space": self.cfg.space, "seed": self.cfg.arch_seed, "archs": archs})
         return archs
 
     # -- stand-alone -----------------------------------------------------------------------------------------------
@@ -335,7 +372,7 @@ class Study:
         path = self.out / pool / "recipe.json"
         saved = _read_json(path)
         if saved is None:
-            _atomic_json(path, wanted)
+            atomic_write_json(path, wanted)
             return
         changes = _recipe_changes(saved, wanted, set(saved) | set(wanted))
         if changes:
@@ -434,7 +471,7 @@ class Study:
             evaluate = self._evaluator(checkpoint)
             for arch in todo:
                 ledger["scores"][arch_id(arch)] = evaluate(arch)
-                _atomic_json(path, ledger)
+                atomic_write_json(path, ledger)
             self.log(f"inherited accuracies in the {variant.name} {mode} seed {seed} supernet: {len(todo)} evaluated")
         self._ledgers[(variant.name, mode, seed)] = ledger
         return ledger["scores"]
@@ -480,7 +517,7 @@ class Study:
         shape = {"pools": len(stats),
                  "median_excess_kurtosis": float(np.median([s["excess_kurtosis"] for s in stats])),
                  "laplace_closer_share": float(np.mean([s["kl_laplace"] < s["kl_gaussian"] for s in stats]))}
-        _atomic_json(path, shape)
+        atomic_write_json(path, shape)
         return shape
 
     # -- search ----------------------------------------------------------------------------------------------------
@@ -505,7 +542,7 @@ class Study:
                     key = arch_id(arch)
                     if key not in evaluated:
                         evaluated[key] = evaluate(arch)
-                        _atomic_json(path, {"evaluated": evaluated})
+                        atomic_write_json(path, {"evaluated": evaluated})
                     evolution.tell(arch, {**evaluated[key], **cost(arch)})
             best = evolution.best()
             if best is None:
@@ -513,7 +550,7 @@ class Study:
             state = {"evaluated": evaluated, "pick": best["arch"], "inherited_accuracy": best["accuracy"],
                      "constraints": {k: dataclasses.asdict(v) for k, v in preset.constraints.items()},
                      "cost": {k: best[k] for k in ("energy_mJ", "latency_ms") if k in best}}
-            _atomic_json(path, state)
+            atomic_write_json(path, state)
             self.log(f"search ({variant.name}, {mode}): picked {arch_id(state['pick'])}, inherited accuracy "
                      f"{state['inherited_accuracy']:.4f}")
         standalone = self.standalone(state["pick"], self.cfg.standalone_seeds[0], truth)
@@ -550,7 +587,7 @@ class Study:
         from ..space.cv import supernet_parameters
 
         modes: dict[str, Any] = {}
-        for mode in self.cfg.modes:
+        for mode in variant.modes or self.cfg.modes:
             per_seed = {}
             for seed in self.cfg.seeds(mode):
                 scores = self.inherited(variant, mode, seed)
@@ -568,7 +605,8 @@ class Study:
                 "fit_seconds": {str(s): self._ledgers[(variant.name, mode, s)].get("fit_seconds") for s in per_seed},
                 "add_weight_shape": {str(s): self.add_weight_shape(variant, mode, s) for s in per_seed},
             }
-        report: dict[str, Any] = {"steps": variant.steps, "overrides": variant.overrides, "modes": modes}
+        report: dict[str, Any] = {"steps": variant.steps, "overrides": variant.overrides,
+                                  "technique": variant.technique, "modes": modes}
         if "hws" in modes and "naive" in modes:
             common = [s for s in modes["hws"]["inherited"] if s in modes["naive"]["inherited"]]
             diff = paired_difference([modes["hws"]["inherited"][s] for s in common],
@@ -592,7 +630,7 @@ class Study:
         for variant in variants:
             results["variants"][variant.name] = self.variant_report(variant, target)
             self._write(results)
-        largest = variants[-1]
+        largest = [v for v in variants if v.technique is None][-1]
         results["search"] = {"variant": largest.name,
                              **{mode: self.search(largest, mode, truth) for mode in self.cfg.modes}}
         results["complete"] = True
@@ -601,7 +639,7 @@ class Study:
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
         from ..plots.ranking import plot_rank_scatter, plot_tau_against_budget
 
-        _atomic_json(self.out / "results.json", results)
+        atomic_write_json(self.out / "results.json", results)
         plots = {name: str(plot_rank_scatter(results, name, self.out / f"scatter_{name}.png"))
                  for name in results["variants"]}
         plots["budget"] = str(plot_tau_against_budget(results, self.out / "tau_budget.png"))

@@ -21,7 +21,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .. import models as _models  # noqa: F401  (registers the shiftadd_* models in timm)
+from .. import stopping
 from .checkpoint_io import SafeCheckpointIO
+from .graceful_stop import GracefulStop
+from ..config import check_learning_rate
 from ..data import check_data_dir, create_dataset, create_loader, dataset_info, resolve_input_size
 from ..data.mixing import BatchMixing, check_mixing
 from ..kernels import select
@@ -65,8 +68,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        check_learning_rate(self.lr)
         try:
             dataset_info(self.dataset)
         except ValueError as err:
@@ -244,12 +246,13 @@ def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loade
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator="auto", devices=1, default_root_dir=str(out),
         logger=CSVLogger(str(out), name="logs"), log_every_n_steps=min(50, steps),
-        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True), history],
+        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True), history, GracefulStop(None)],
         plugins=[SafeCheckpointIO()],
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_eval_batches,
         limit_test_batches=cfg.limit_eval_batches, enable_model_summary=True)
     start = time.perf_counter()
-    trainer.fit(task, train_loader, val_loader)
+    with stopping.graceful():  # a signal stops at the end of a step (GracefulStop says so)
+        trainer.fit(task, train_loader, val_loader)
     fit_s = time.perf_counter() - start
     val_acc = float(trainer.callback_metrics.get("val/acc", math.nan))
     test = trainer.test(task, test_loader, verbose=False)[0]

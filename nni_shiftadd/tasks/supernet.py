@@ -51,7 +51,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import LAST, CheckpointError, find_resumable, load_checkpoint
 from .checkpoint_io import SafeCheckpointIO, save_resumable
-from ..config import ConfigError
+from .graceful_stop import GracefulStop
+from .. import stopping
+from ..config import ConfigError, check_learning_rate
 from ..data import check_data_dir, create_dataset, dataset_info
 from ..data.mixing import BatchMixing, check_mixing
 from ..lock import check_output_dir, is_rank_zero, output_lock
@@ -59,6 +61,7 @@ from ..hws import MODES, HWSConfig, Mode
 from ..nn.hybrid import HybridChoice
 from ..nn.recalibration import recalibrate_batchnorm
 from ..space.cv import HybridCVSpace
+from ..space.sampling import SAMPLINGS, step_paths
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
 from ..strategy.evolution import CONSTRAINT_METRICS, Bound, space_cost_fn
 from .classification import LossHistory, check_optimization, timm_optimization
@@ -67,7 +70,8 @@ BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")
 #: Recipe fields a resumed run must share with its checkpoint: they fix the data order, the sampled architectures
 #: and the shapes of the saved state.
 RESUME_FIXED: tuple[str, ...] = ("space", "mode", "hws", "dataset", "input_size", "batch_size", "seed",
-                                 "limit_train_batches", "sample_constraints", "devices", "strategy", "optimizer")
+                                 "limit_train_batches", "sample_constraints", "devices", "strategy", "optimizer",
+                                 "sampling", "sandwich_random")
 #: Optimisation fields that may change on resume; the optimiser's hyper-parameters and the schedule are rebuilt
 #: from the new recipe at the resumed step, keeping the checkpoint's optimiser moments.
 RESUME_REOPTIMISE: tuple[str, ...] = ("lr", "weight_decay", "sched", "warmup_epochs", "epochs")
@@ -105,10 +109,15 @@ class SupernetConfig:
     # train only paths whose cost is in range (metric -> {min, max}; Eyeriss model), e.g. {energy_mJ: {max: 1}}
     sample_constraints: dict[str, Bound] = dataclasses.field(default_factory=dict)
     sample_max_rejects: int = 1000
+    # the paths a step trains (nni_shiftadd.space.sampling): uniform (one), fair (FairNAS: every block type of every
+    # layer once), sandwich (BigNAS: deepest, shallowest and sandwich_random random depth patterns)
+    sampling: str = "uniform"
+    sandwich_random: int = 2
     devices: int = 1
     strategy: Literal["auto", "ddp"] = "auto"
     output: str = "runs/supernet"
     resume: str = "auto"
+    overwrite: bool = False  # with resume: never, delete the output's checkpoints (else that is refused)
 
     def validate(self) -> None:
         """Check the values, and that the space fits the dataset; errors name the fields."""
@@ -124,13 +133,19 @@ class SupernetConfig:
             if key not in CONSTRAINT_METRICS:
                 raise ValueError(f"field 'sample_constraints': unknown metric {key!r}; allowed "
                                  f"{list(CONSTRAINT_METRICS)}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"field 'sampling': got {self.sampling!r}; expected one of {list(SAMPLINGS)}")
+        if self.sandwich_random < 0:
+            raise ValueError(f"field 'sandwich_random': must be >= 0, got {self.sandwich_random}")
+        if self.sample_constraints and self.sampling != "uniform":
+            raise ValueError(f"field 'sample_constraints': works with sampling 'uniform' only (the paths of "
+                             f"{self.sampling!r} are chosen by its rule), got sampling {self.sampling!r}")
         if self.sample_max_rejects < 1:
             raise ValueError(f"field 'sample_max_rejects': must be >= 1, got {self.sample_max_rejects}")
         for name in ("warmup_epochs", "num_workers", "eval_archs", "seed", "bn_calibration_batches"):
             if getattr(self, name) < 0:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        check_learning_rate(self.lr)
         check_mixing(self)
         if self.weight_decay < 0 or self.kl_weight < 0:
             raise ValueError(f"fields 'weight_decay', 'kl_weight': must be >= 0, got {self.weight_decay}, "
@@ -156,6 +171,9 @@ class SupernetConfig:
         if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
             raise ValueError(f"field 'resume': no such checkpoint {self.resume!r}; expected 'auto', 'never' or the "
                              "path of a checkpoint")
+        if self.overwrite and self.resume != "never":
+            raise ValueError("field 'overwrite': only with resume: never (it deletes the output's checkpoints to "
+                             "start afresh); resume: auto goes on from them")
         if info.in_chans != spec.input.channels:
             raise ValueError(f"fields 'dataset', 'space': {self.dataset} has {info.in_chans} channel(s) but space "
                              f"{spec.name!r} takes {spec.input.channels}")
@@ -293,10 +311,16 @@ class SupernetTask(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y, soft = self.mixing.mix(*batch)
-        arch = self.sample_arch()
-        self.current_arch = arch
-        self.supernet.activate(arch)
-        loss = self.mixing.loss(self(x), y, soft)
+        if self.cfg.sampling == "uniform":
+            paths = [self.sample_arch()]
+        else:  # several paths on the same batch, their losses summed: one update with their gradients added
+            paths = step_paths(self.spec, self.arch_rng, self.cfg.sampling, self.cfg.sandwich_random)
+        losses = []
+        for arch in paths:
+            self.supernet.activate(arch)
+            losses.append(self.mixing.loss(self(x), y, soft))
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        arch = self.current_arch = paths[-1]
         finite = torch.isfinite(loss.detach()).to(torch.float32)
         if self.trainer.world_size > 1:  # every rank stops together, not just the one that saw it
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -432,6 +456,11 @@ def resolve_resume(cfg: SupernetConfig) -> Resume | None:
     before anything is built: readable, finite, of a ``train-supernet`` run, and with the same
     :data:`RESUME_FIXED` fields as ``cfg``. ``ConfigError`` naming the field, the values and the fix otherwise."""
     if cfg.resume == "never":
+        existing = sorted((Path(cfg.output) / "checkpoints").glob("*.ckpt"))
+        if existing and not cfg.overwrite:
+            raise ConfigError(f"field 'resume': never would delete the {len(existing)} checkpoint(s) in "
+                              f"{Path(cfg.output) / 'checkpoints'}; add --overwrite true to delete them and start "
+                              "afresh, or choose another --output")
         return None
     skipped: list[str] = []
     if cfg.resume == "auto":
@@ -440,8 +469,8 @@ def resolve_resume(cfg: SupernetConfig) -> Resume | None:
         if path is None:
             if skipped:
                 raise ConfigError(f"field 'resume': no usable checkpoint in {folder} to resume from: "
-                                  + "; ".join(skipped) + ". Start afresh with --resume never (the folder's "
-                                  "checkpoints are then replaced) or choose another --output")
+                                  + "; ".join(skipped) + ". Start afresh with --resume never --overwrite true (the "
+                                  "folder's checkpoints are then deleted) or choose another --output")
             return None
     else:
         path = Path(cfg.resume)
@@ -458,7 +487,7 @@ def resolve_resume(cfg: SupernetConfig) -> Resume | None:
         if name in saved and saved[name] != mine[name]:
             raise ConfigError(f"field {name!r}: {mine[name]!r} differs from {saved[name]!r} of the checkpoint {path} "
                               "it would resume from; an exact resume needs the same value (or use another --output, "
-                              "or --resume never to start afresh)")
+                              "or --resume never --overwrite true to delete its checkpoints and start afresh)")
     changes = {name: (saved[name], mine[name]) for name in RESUME_REOPTIMISE
                if name in saved and saved[name] != mine[name]}
     return Resume(path, int(state["global_step"]), changes, skipped)
@@ -472,8 +501,8 @@ def _last_good(folder: Path, resume: Resume | None) -> str:
     step = int(load_checkpoint(path, mmap=True)["global_step"])
     if resume is not None and step <= resume.step:
         return (f"it diverged again before writing a checkpoint after {path} (global step {step}), which may already "
-                "hold the diverged weights (finite but far too large): start afresh with --resume never and a "
-                "lower --lr")
+                "hold the diverged weights (finite but far too large): start afresh with --resume never --overwrite true "
+                "and a lower --lr")
     return (f"the last good checkpoint is {path} (global step {step}, all tensors finite): the same command "
             "resumes from it, e.g. with a lower --lr")
 
@@ -496,6 +525,11 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
 
 
 def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any]:
+    if cfg.resume == "never" and cfg.overwrite and is_rank_zero():
+        for path in (Path(cfg.output) / "checkpoints").glob("*.ckpt"):
+            path.unlink()
+        print(f"nni-shiftadd train-supernet: --resume never --overwrite true: deleted the checkpoints of "
+              f"{Path(cfg.output) / 'checkpoints'}", file=sys.stderr, flush=True)
     if resume is not None and is_rank_zero():
         print(f"nni-shiftadd train-supernet: {resume.describe()}", file=sys.stderr, flush=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -518,14 +552,15 @@ def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator="auto", devices=cfg.devices, strategy=_strategy(cfg),
         default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
-        log_every_n_steps=min(50, sampler.num_batches), callbacks=[checkpoint, history],
+        log_every_n_steps=min(50, sampler.num_batches), callbacks=[checkpoint, history, GracefulStop(out / "checkpoints" / LAST)],
         plugins=[SafeCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
         num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
     ckpt_path = str(resume.path) if resume is not None else None
     start = time.perf_counter()
     try:
-        trainer.fit(task, train_loader, ckpt_path=ckpt_path, weights_only=True)
-        save_resumable(trainer, out / "checkpoints" / LAST)
+        with stopping.graceful():  # a signal stops at the end of a step, with a checkpoint (GracefulStop)
+            trainer.fit(task, train_loader, ckpt_path=ckpt_path, weights_only=True)
+            save_resumable(trainer, out / "checkpoints" / LAST)
     except FloatingPointError as err:  # a NaN loss, or non-finite weights refused by the checkpoint writer
         _close_progress_bars(trainer)
         raise FloatingPointError(f"{err}; {_last_good(out / 'checkpoints', resume)}") from None

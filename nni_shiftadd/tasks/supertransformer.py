@@ -12,12 +12,21 @@ subnet sequence and the per-update seeds come back, so a killed run ends as an u
 ``checkpoint_last.pt`` non-atomically; a truncated one is replaced by the newest good update checkpoint before
 resuming (and said so). The output folder is locked while the run lasts. ``fairseq_args`` passes anything else to
 fairseq.
+
+A resumed run must be the same run: ``run.json`` beside the checkpoints records what defines it (the fields of
+:data:`RESUME_FIXED` and the identity of the data: its dictionaries and training split), and another value is
+refused before anything is written, naming the field, both values and the ways out; the optimisation fields
+(:data:`RESUME_REOPTIMISE`, e.g. a lower ``lr`` after a divergence) may change. ``resume: never`` on an output that
+holds checkpoints needs ``overwrite: true``, which deletes them. A diverged run (non-finite loss, gradient or
+validation loss; the task's guard) stops with one message naming the update and what to resume from, and never
+leaves a non-finite checkpoint; a checkpoint that is non-finite or unreadable is passed over for the newest good one.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -26,14 +35,23 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from ..checkpoint import CheckpointError, load_checkpoint
-from ..config import ConfigError
+from ..atomic import atomic_write_json
+from ..checkpoint import CheckpointError, DivergenceError, describe_non_finite, load_checkpoint, non_finite_tensors
+from ..config import ConfigError, check_learning_rate
 from ..data.translation import TranslationDataConfig
 from ..hws import MODES, HWSConfig, Mode
 from ..lock import check_output_dir, output_lock
 from ..vocabulary import ENCODER_BLOCKS
 
 LAST = "checkpoint_last.pt"
+#: Recipe fields a resumed run must share with its checkpoints: they fix the data order, the sampled subnets, the
+#: dropout seeds and the shapes of the saved state.
+RESUME_FIXED: tuple[str, ...] = ("subnet", "space", "mode", "kl_weight", "hws", "max_tokens", "update_freq", "seed",
+                                 "subnet_seed", "fairseq_args")
+#: Optimisation fields that may change on resume (from the resumed update on).
+RESUME_REOPTIMISE: tuple[str, ...] = ("lr", "warmup_updates", "warmup_init_lr", "min_lr", "max_updates",
+                                      "weight_decay", "clip_norm", "label_smoothing", "adam_betas")
+RUN_FILE = "run.json"
 
 
 @dataclasses.dataclass
@@ -72,6 +90,7 @@ class SuperTransformerConfig:
     fairseq_args: list[str] = dataclasses.field(default_factory=list)
     output: str = "runs/supertransformer"
     resume: Literal["auto", "never"] = "auto"
+    overwrite: bool = False  # with resume: never, delete the output's checkpoints (else that is refused)
 
     def validate(self) -> None:
         """Check every value (the space, the data settings, the numbers) before anything runs."""
@@ -100,6 +119,7 @@ class SuperTransformerConfig:
             raise ValueError(f"fields 'warmup_updates', 'max_updates': the warm-up ({self.warmup_updates} updates) "
                              f"must end before the run does ({self.max_updates}); the cosine schedule anneals over "
                              "the updates between them")
+        check_learning_rate(self.lr)
         if not 0 < self.warmup_init_lr <= self.lr:
             raise ValueError(f"fields 'warmup_init_lr', 'lr': need 0 < warmup_init_lr <= lr, got "
                              f"{self.warmup_init_lr}, {self.lr}")
@@ -130,7 +150,19 @@ class SuperTransformerConfig:
                 validate_arch(spec, arch)
             except ValueError as err:
                 raise ValueError(f"{flag}: {err}") from None
+        binarized = Path(self.data.binarized) if self.data.binarized else None
+        if spec.share_embeddings and binarized is not None:
+            dicts = [binarized / f"dict.{lang}.txt" for lang in (self.data.source_lang, self.data.target_lang)]
+            if all(d.is_file() for d in dicts) and dicts[0].read_bytes() != dicts[1].read_bytes():
+                raise ValueError(f"fields 'data.binarized', 'space': space {spec.name!r} shares one embedding table "
+                                 f"between the languages, but {dicts[0].name} and {dicts[1].name} of {binarized} "
+                                 "differ; binarise with fairseq-preprocess --joined-dictionary")
         check_output_dir(self.output, "field 'output'")
+        if self.resume not in ("auto", "never"):
+            raise ValueError(f"field 'resume': got {self.resume!r}; expected 'auto' or 'never'")
+        if self.overwrite and self.resume != "never":
+            raise ValueError("field 'overwrite': only with resume: never (it deletes the output's checkpoints to "
+                             "start afresh); resume: auto goes on from them")
 
 
 def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Path) -> list[str]:
@@ -162,31 +194,119 @@ def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Pa
     return args + list(cfg.fairseq_args)
 
 
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why the fairseq checkpoint ``path`` is none to resume from (unreadable; non-finite weights or optimiser
+    state; a non-finite validation loss), or ``None`` when it is good."""
+    if not path.is_file():
+        return f"{path}: no such file"
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except CheckpointError as err:
+        return str(err)
+    bad = [n for key in ("model", "last_optimizer_state") if key in state for n in non_finite_tensors(state[key], key)]
+    if bad:
+        return f"{path}: {describe_non_finite(bad)}"
+    val_loss = (state.get("extra_state") or {}).get("val_loss")
+    if isinstance(val_loss, float) and not math.isfinite(val_loss):
+        return f"{path}: its validation loss is {val_loss}"
+    return None
+
+
 def _check_last(save_dir: Path) -> str | None:
-    """Make ``checkpoint_last.pt`` one that loads: a truncated or corrupt one is replaced by the newest good
+    """Make ``checkpoint_last.pt`` one that loads and is finite: otherwise it is replaced by the newest good
     ``checkpoint_<epoch>_<update>.pt``. Returns what was done, for the log."""
     last = save_dir / LAST
     if not last.is_file():
         return None
-    try:
-        load_checkpoint(last, mmap=True)
+    problem = _checkpoint_problem(last)
+    if problem is None:
         return None
-    except CheckpointError as err:
-        problem = str(err)
     candidates = sorted(save_dir.glob("checkpoint_*_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]),
                         reverse=True)
     for path in candidates:
-        try:
-            state = load_checkpoint(path, mmap=True)
-        except CheckpointError:
+        if _checkpoint_problem(path) is not None:
             continue
         tmp = last.with_name(f".{LAST}.tmp{os.getpid()}")
         shutil.copyfile(path, tmp)
         os.replace(tmp, last)
-        updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates")
-        return f"{problem}; resuming from {path} ({updates} updates) instead"
-    raise ConfigError(f"field 'resume': {problem}, and no update checkpoint beside it loads; start afresh with "
-                      "--resume never")
+        return f"{problem}; resuming from {path} ({_updates(path)} updates) instead"
+    raise ConfigError(f"field 'resume': {problem}, and no update checkpoint beside it is usable; start afresh with "
+                      "--resume never --overwrite true")
+
+
+# --- what a run is -------------------------------------------------------------------------------------------------
+
+def run_identity(cfg: SuperTransformerConfig, data_bin: Path) -> dict[str, Any]:
+    """What defines a run for resuming: the :data:`RESUME_FIXED` fields (the subnet as an architecture), the
+    :data:`RESUME_REOPTIMISE` ones (allowed to change) and the data's identity (digests of its dictionaries and
+    training index)."""
+    from ..data.translation import data_identity
+    from .translation.archs import parse_arch
+
+    recipe = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    fixed = {k: recipe[k] for k in RESUME_FIXED}
+    fixed["subnet"] = parse_arch(cfg.subnet, "field 'subnet'") if cfg.subnet else None
+    return {"fixed": fixed, "optimisation": {k: recipe[k] for k in RESUME_REOPTIMISE},
+            "data": data_identity(data_bin, cfg.data.source_lang, cfg.data.target_lang)}
+
+
+def _saved_identity(out: Path) -> dict[str, Any] | None:
+    """The identity of the run whose checkpoints are in ``out``: its ``run.json``, else (a run of an earlier
+    version) what its ``checkpoint_last.pt`` records, else ``None``."""
+    path = out / RUN_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    last = out / "checkpoints" / LAST
+    try:
+        recipe = recipe_of(last)
+    except (CheckpointError, ConfigError, KeyError, TypeError):
+        return None
+    identity = run_identity(recipe, Path(recipe.data.binarized or "."))
+    identity["fixed"].pop("fairseq_args")
+    return {"fixed": identity["fixed"], "optimisation": identity["optimisation"], "data": {}}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def check_same_run(cfg: SuperTransformerConfig, identity: dict[str, Any], names: dict[str, str] | None = None
+                   ) -> dict[str, tuple[Any, Any]]:
+    """Refuse, before anything is written, to resume checkpoints of another run in ``cfg.output`` (a
+    :data:`RESUME_FIXED` field or the data differ) or to delete them without ``overwrite``; ``ConfigError`` naming
+    the field (as ``names`` maps it for the command at hand), both values and the ways out. Returns the
+    optimisation fields that changed (old, new)."""
+    names = names or {}
+    out = Path(cfg.output)
+    save_dir = out / "checkpoints"
+    existing = sorted(save_dir.glob("checkpoint*.pt")) if save_dir.is_dir() else []
+    if not existing:
+        return {}
+    if cfg.resume == "never":
+        if not cfg.overwrite:
+            held = f" (the last at {_updates(save_dir / LAST)} updates)" if _checkpoint_problem(save_dir / LAST) is None \
+                else ""
+            raise ConfigError(f"field 'resume': never would delete the {len(existing)} checkpoint(s) in {save_dir}{held}; "
+                              "add --overwrite true to delete them and start afresh, or choose another --output")
+        return {}
+    saved = _saved_identity(out)
+    if saved is None:
+        return {}
+    ways_out = (f"use another --output, or --resume never --overwrite true to delete the {len(existing)} "
+                f"checkpoint(s) in {save_dir} and start afresh")
+    for key in RESUME_FIXED:  # the subnet first: a supernet's folder is no subnet's, whatever else differs
+        if key in saved["fixed"] and saved["fixed"][key] != identity["fixed"][key]:
+            mine, theirs = (value if value is not None or key != "subnet" else "the whole supernet"
+                            for value in (identity["fixed"][key], saved["fixed"][key]))
+            raise ConfigError(f"field {names.get(key, key)!r}: {_shown(mine)} differs from {_shown(theirs)} of the "
+                              f"run in {out}, whose checkpoints would be resumed as this one's; {ways_out}")
+    changed = sorted(k for k in saved["data"] if saved["data"][k] != identity["data"].get(k))
+    if changed:
+        raise ConfigError(f"field 'data': {', '.join(changed)} of the data differ from what the checkpoints in "
+                          f"{save_dir} were trained on (the data was prepared again or replaced); {ways_out}")
+    return {k: (saved["optimisation"][k], v) for k, v in identity["optimisation"].items()
+            if k in saved["optimisation"] and saved["optimisation"][k] != v}
 
 
 def evaluation_archs(spec: Any, cfg: SuperTransformerConfig) -> dict[str, dict[str, Any]]:
@@ -218,7 +338,7 @@ def train_supertransformer(cfg: SuperTransformerConfig) -> dict[str, Any]:
         return _train(cfg)
 
 
-def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
+def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> dict[str, Any]:
     import torch
 
     from ..data.translation import prepare_translation
@@ -229,21 +349,39 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
     save_dir = out / "checkpoints"
     manifest = prepare_translation(cfg.data, progress=lambda line: print(line, flush=True))
     data_bin = Path(manifest["data_bin"])
+    if cfg.max_tokens < manifest["longest"]:
+        raise ConfigError(f"field 'max_tokens': {cfg.max_tokens} is below the longest sentence of {data_bin} "
+                          f"({manifest['longest']} tokens), which fairseq could not put in any batch; at least "
+                          f"{manifest['longest']}")
+    identity = run_identity(cfg, data_bin)
+    changes = check_same_run(cfg, identity, names)
     if cfg.resume == "never" and save_dir.exists():
         shutil.rmtree(save_dir)
+        print(f"nni-shiftadd: --resume never --overwrite true: deleted {save_dir}", file=sys.stderr, flush=True)
     note = _check_last(save_dir)
     if note:
-        print(f"nni-shiftadd train-supertransformer: {note}", file=sys.stderr, flush=True)
+        print(f"nni-shiftadd: {note}", file=sys.stderr, flush=True)
     resumed = (save_dir / LAST).is_file()
+    if resumed:
+        text = f"resuming from {save_dir / LAST} ({_updates(save_dir / LAST)} updates)"
+        if changes:
+            text += "; recipe changes applied from there on: " + ", ".join(
+                f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        print(f"nni-shiftadd: {text}", file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RUN_FILE, identity)
     args = fairseq_train_args(cfg, data_bin, save_dir)
-    (out / "fairseq_args.json").write_text(json.dumps(args, indent=1))
+    atomic_write_json(out / "fairseq_args.json", args)
     start = time.perf_counter()
     if resumed and _updates(save_dir / LAST) >= cfg.max_updates:
         # fairseq-train would run one more update before it checks --max-update
         print(f"nni-shiftadd train-supertransformer: {save_dir / LAST} has all {cfg.max_updates} updates; scoring "
               "only", flush=True)
     else:
-        _run_fairseq_train(args)
+        try:
+            _run_fairseq_train(args)
+        except (DivergenceError, FloatingPointError) as err:
+            raise FloatingPointError(f"training diverged: {err}; {_last_good(save_dir)}") from None
     fit_s = time.perf_counter() - start
 
     from ..data.translation import references_dir
@@ -268,8 +406,16 @@ def _train(cfg: SuperTransformerConfig) -> dict[str, Any]:
               "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
               "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
               "checkpoint": str(save_dir / LAST)}
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def _last_good(save_dir: Path) -> str:
+    """What a diverged run leaves to go on from, for its error message."""
+    if _checkpoint_problem(save_dir / LAST) is None:
+        return (f"nothing non-finite was saved; the last good checkpoint is {save_dir / LAST} "
+                f"({_updates(save_dir / LAST)} updates): the same command with a lower --lr goes on from it")
+    return "no checkpoint was written before it diverged: run it again with a lower --lr"
 
 
 def recipe_of(checkpoint: str | os.PathLike[str], **changes: Any) -> SuperTransformerConfig:
@@ -297,7 +443,8 @@ def recipe_of(checkpoint: str | os.PathLike[str], **changes: Any) -> SuperTransf
               "warmup_init_lr": sched["warmup_init_lr"], "min_lr": sched["min_lr"],
               "adam_betas": list(ast.literal_eval(optimizer["adam_betas"])), "weight_decay": optimizer["weight_decay"],
               "clip_norm": opt["clip_norm"], "label_smoothing": cfg["criterion"]["label_smoothing"],
-              "seed": cfg["common"]["seed"]}
+              "seed": cfg["common"]["seed"], "subnet": model.get("subnet", ""),
+              "subnet_seed": task.get("subnet_seed", 0)}
     return from_dict(SuperTransformerConfig, {**fields, **changes}, f"the recipe of {checkpoint}")
 
 
@@ -312,7 +459,7 @@ def retrain_subnet(supernet: str | os.PathLike[str], arch: dict[str, Any], outpu
     recipe = recipe_of(supernet, subnet=json.dumps(arch), output=output, baselines=[], eval_archs=0,
                        eval_test_sentences=test_sentences, **changes)
     with output_lock(output, "output", "retrain"):
-        result = _train(recipe)
+        result = _train(recipe, names={"subnet": "arch"})
         data_bin = supertransformer_data(supernet)
         model, task = load_trained(supernet, data_bin)
         inherited = evaluate_subnet(model, task, arch, references_dir(data_bin), beam=recipe.beam,

@@ -9,6 +9,19 @@ from ...config import arch_argument
 from ...space.nlp_spec import TranslationSpaceSpec, baseline_arch, random_arch
 
 
+class OptionError(SystemExit):
+    """A bad option of the fairseq plugin (``--space``, ``--mode``, ``--subnet``, ``--valid-subnet``, ...): one
+    ``fairseq-train: error:`` line and exit status 2, as argparse gives for fairseq's own options, before any
+    training, instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        import sys
+
+        print(f"fairseq-train: error: {message}", file=sys.stderr, flush=True)
+        super().__init__(2)
+        self.message = message
+
+
 def parse_arch(text: str, flag: str = "--subnet") -> dict[str, Any] | None:
     """An architecture given as inline JSON or as a JSON file (:func:`nni_shiftadd.config.arch_argument`); ``None``
     for an empty string."""

@@ -74,7 +74,12 @@ def validation_loss(model: Any, task: Any, split: str = "valid", max_tokens: int
                                        reduction="sum"))
         tokens += int(target.ne(pad).sum())
     nats = total / max(tokens, 1)
-    return {"loss_nats": nats, "loss_bits": nats / math.log(2), "ppl": math.exp(nats), "tokens": tokens}
+    return {"loss_nats": nats, "loss_bits": nats / math.log(2), "ppl": perplexity(nats), "tokens": tokens}
+
+
+def perplexity(nats: float) -> float:
+    """``exp(nats)``, ``inf`` where that overflows a float (a diverged or untrained model) instead of an error."""
+    return math.exp(nats) if nats < math.log(1.7e308) else math.inf
 
 
 @torch.no_grad()

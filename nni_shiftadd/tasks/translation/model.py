@@ -20,7 +20,7 @@ from ...nn.transformer import EncoderOut, SuperTransformer
 from ...space.nlp import HybridNLPSpace
 from ...space.nlp_spec import TranslationSpaceSpec
 from ...space.spec import load_space
-from .archs import parse_arch
+from .archs import OptionError, parse_arch
 
 
 @dataclass
@@ -96,9 +96,19 @@ class ShiftAddSuperTransformer(FairseqEncoderDecoderModel):
 
     @classmethod
     def build_model(cls, cfg: ShiftAddSuperTransformerConfig, task: Any) -> "ShiftAddSuperTransformer":
+        try:
+            return cls._build(cfg, task)
+        except ValueError as err:  # the plugin's options: a named error, not a traceback
+            raise OptionError(str(err)) from None
+
+    @classmethod
+    def _build(cls, cfg: ShiftAddSuperTransformerConfig, task: Any) -> "ShiftAddSuperTransformer":
         if cfg.mode not in MODES:
             raise ValueError(f"--mode: got {cfg.mode!r}; expected one of {list(MODES)}")
-        spec = load_space(cfg.space)
+        try:
+            spec = load_space(cfg.space)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"--space: {err}") from None
         if not isinstance(spec, TranslationSpaceSpec):
             raise ValueError(f"--space: {cfg.space!r} is not a translation space (kind: translation); e.g. nlp_small")
         src, tgt = task.source_dictionary, task.target_dictionary
