@@ -611,7 +611,7 @@ def _translation_summary(spec: Any) -> str:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from .strategy.trial import TrialConfig, run_trial
+    from .tasks.trial import TrialConfig, run_trial
 
     cfg = from_dict(TrialConfig, _overrides(args, TrialConfig), "command line")
     try:
@@ -819,7 +819,7 @@ def _add_search_space_parser(sub: Any) -> None:
 
 
 def _add_trial_parser(sub: Any) -> None:
-    from .strategy.trial import TrialConfig
+    from .tasks.trial import TrialConfig
 
     p = sub.add_parser("trial", help="evaluate one architecture with supernet weights and report it to NNI",
                        description="The trial command of a search: under NNI it takes the architecture from "

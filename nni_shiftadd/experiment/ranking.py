@@ -527,7 +527,8 @@ class Study:
         study's first). Cached in ``search/<variant>/<mode>.json``."""
         if self.cfg.search_preset is None:
             return None
-        from ..strategy.evolution import Evolution, load_preset, space_cost_fn
+        from ..cost.metrics import space_cost_fn
+        from ..strategy.evolution import Evolution, load_preset
 
         path = self.out / "search" / variant.name / f"{mode}.json"
         state = _read_json(path) or {}
