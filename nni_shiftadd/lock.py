@@ -108,7 +108,9 @@ def _command() -> str | None:
     if not sys.argv or not sys.argv[0]:
         return None
     program = Path(sys.argv[0])
-    name = "nni-shiftadd" if program.name == "cli.py" and program.parent.name == "nni_shiftadd" else program.name
+    python_m = program.name == "__main__.py" and program.parent.name == "cli" and program.parent.parent.name == \
+        "nni_shiftadd"  # python -m nni_shiftadd.cli
+    name = "nni-shiftadd" if python_m else program.name
     return " ".join([name, *sys.argv[1:]])
 
 

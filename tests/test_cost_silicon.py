@@ -119,8 +119,8 @@ def test_searches_and_trials_choose_the_eyeriss_preset() -> None:
     """A strategy preset's ``eyeriss`` field (and the trial's ``--eyeriss``) pick the model the costs come from;
     the op counts do not depend on it."""
     from nni_shiftadd.space import baseline_arch, load_space
-    from nni_shiftadd.strategy.evolution import space_cost_fn
-    from nni_shiftadd.strategy.trial import TrialConfig
+    from nni_shiftadd.cost.metrics import space_cost_fn
+    from nni_shiftadd.tasks.trial import TrialConfig
 
     spec = load_space("cv_small")
     arch = baseline_arch(spec, "shift")

@@ -264,7 +264,7 @@ def test_numbers_and_booleans_parse_as_written(text: str, value: Any) -> None:
 def test_scientific_notation_in_recipes_and_flags(tmp_path: Path) -> None:
     cfg = parse_yaml(SupernetConfig, "dataset: digits\nlr: 1e-3\nweight_decay: 5E-4\n", "recipe.yaml")
     assert (cfg.lr, cfg.weight_decay) == (1e-3, 5e-4)
-    from nni_shiftadd.cli import _overrides, build_parser
+    from nni_shiftadd.cli import build_parser, recipe_overrides as _overrides
 
     args = build_parser().parse_args(["train-supernet", "--lr", "1e-3", "--kl-weight", "1.0e6"])
     assert _overrides(args, SupernetConfig) == {"lr": 1e-3, "kl_weight": 1e6}

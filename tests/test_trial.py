@@ -12,7 +12,7 @@ import torch
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import from_dict
 from nni_shiftadd.space import baseline_arch, load_space, random_arch
-from nni_shiftadd.strategy.trial import TrialConfig, evaluate_subnet
+from nni_shiftadd.tasks.trial import TrialConfig, evaluate_subnet
 from nni_shiftadd.tasks.supernet import SupernetConfig, train_supernet
 
 METRICS = {"default", "accuracy", "loss", "energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M", "macs_M"}

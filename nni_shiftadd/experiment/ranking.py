@@ -9,21 +9,24 @@ budget.
 2. **Seed ceiling**: the first ``ceiling_archs`` trained stand-alone with two seeds; Kendall tau between the two
    runs is the best any supernet can do at this budget. Below ``min_ceiling`` the study stops: raise the budget
    (``-1`` accepts any ceiling: ``--quick`` and tests).
-3. **Ground truth check** (with ``reference_overrides``): the ceiling architectures trained with a longer
+3. **Stand-alone accuracy** of every architecture (the retrain recipe, test split).
+4. **Supernets**, one per budget, mode and seed (``train-supernet`` recipe; ``budgets`` in training steps, each a
+   whole schedule of ``budget / limit_train_batches`` epochs; the same for every mode), smallest budget first, and
+   the **inherited accuracy** of every architecture in each after BatchNorm recalibration, ranked against step 3.
+5. **Ground-truth check** (with ``reference_overrides``): the ceiling architectures trained with a longer
    stand-alone recipe; when their Kendall tau against the short recipe is below ``min_reference_tau``, the short
    recipe does not rank as full training would, and the longer one becomes the ground truth (its own seed ceiling,
-   every architecture trained with it).
-4. **Stand-alone accuracy** of every architecture (the ground-truth recipe, test split).
-5. **Supernets**: one per budget, mode and seed (``train-supernet`` recipe; ``budgets`` in training steps, each a
-   whole schedule of ``budget / limit_train_batches`` epochs; the same for every mode).
-6. **Inherited accuracy** of every architecture in every supernet, after BatchNorm recalibration.
+   every architecture trained with it, every report ranked against it). It comes after the budgets because it
+   trains the study's longest networks.
+6. **Techniques** (``techniques``): supernets trained with another recipe ``sampling`` (FairNAS's strict fairness,
+   BigNAS's sandwich rule) for the steps that take the largest budget's time.
 7. **Search**: the evolution (the demo's preset and energy constraint) on each mode's first supernet of the largest
    budget; its pick is trained stand-alone too.
-8. **Report**, per budget: Kendall tau, Pearson r, Spearman rho and top-k precision per mode (mean over seeds,
-   their range, bootstrap 95% intervals over architectures), the paired difference ``hws - naive`` over seeds, the
-   supernet parameters and training time, how Laplacian each supernet's Add weights are; the search picks;
-   ``results.json`` (rewritten after every budget, ``complete`` false until the last), ``tau_budget.png`` and one
-   ``scatter_<budget>.png`` per budget.
+8. **Report**, per budget and technique: Kendall tau, Pearson r, Spearman rho and top-k precision per mode (mean
+   over seeds, their range, bootstrap 95% intervals over architectures), the paired difference ``hws - naive`` over
+   seeds, the supernet parameters and training time, how Laplacian each supernet's Add weights are; the search
+   picks; ``results.json`` (rewritten after every phase, ``complete`` false until the end), ``tau_budget.png`` and
+   one ``scatter_<variant>.png`` per budget and technique.
 
 Every trained network and every evaluation is cached under ``output`` (a stand-alone run in
 ``standalone/<arch>-s<seed>/`` or ``reference/<arch>-s<seed>/``, a supernet in
@@ -348,6 +351,7 @@ class Study:
         self.spec = load_space(cfg.space)
         self.archs = self._archs()
         self._ledgers: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._reports: dict[tuple[str, str], dict[str, Any]] = {}  # (ground truth, variant) -> its report
         for pool in POOLS if cfg.reference_overrides else POOLS[:1]:
             self._check_standalone_recipe(pool)
 
@@ -527,7 +531,8 @@ class Study:
         study's first). Cached in ``search/<variant>/<mode>.json``."""
         if self.cfg.search_preset is None:
             return None
-        from ..strategy.evolution import Evolution, load_preset, space_cost_fn
+        from ..cost.metrics import space_cost_fn
+        from ..strategy.evolution import Evolution, load_preset
 
         path = self.out / "search" / variant.name / f"{mode}.json"
         state = _read_json(path) or {}
@@ -562,7 +567,6 @@ class Study:
         """The stand-alone pool that ranks as full training would (``standalone``, or ``reference`` when the check
         fails), its seed ceiling, and the check."""
         ceiling = self.ceiling()
-        self.log(f"seed ceiling: Kendall tau {ceiling['kendall_tau']:.3f} over {ceiling['archs']} architectures")
         check = self.reference_check()
         truth = "standalone"
         if check is not None:
@@ -573,12 +577,16 @@ class Study:
                 ceiling = self.ceiling(truth)
                 self.log(f"the reference recipe is the ground truth; its seed ceiling: Kendall tau "
                          f"{ceiling['kendall_tau']:.3f}")
+                self._gate(ceiling, truth)
+        return truth, ceiling, check
+
+    def _gate(self, ceiling: dict[str, Any], pool: str) -> None:
+        """Stop the study when ``pool``'s seed ceiling is too low to rank anything (:class:`CeilingError`)."""
         tau = ceiling["kendall_tau"]
         if tau < self.cfg.min_ceiling or (math.isnan(tau) and self.cfg.min_ceiling > -1):
             raise CeilingError(f"the stand-alone budget is too small to rank: Kendall tau between two seeds is "
-                               f"{tau:.3f} (min_ceiling {self.cfg.min_ceiling}); raise {pool_field(truth)} "
+                               f"{tau:.3f} (min_ceiling {self.cfg.min_ceiling}); raise {pool_field(pool)} "
                                "(epochs, limit_train_batches) and run again")
-        return truth, ceiling, check
 
     def variant_report(self, variant: Variant, target: list[float]) -> dict[str, Any]:
         """Every mode's supernets of ``variant`` against the ground truth ``target``: the rank metrics per seed,
@@ -616,25 +624,47 @@ class Study:
         return report
 
     def run(self) -> dict[str, Any]:
-        """Every phase in order (each resumes from its cache), budgets smallest first; ``results.json`` and the plots
-        are rewritten after each budget (``complete`` false until the last) and returned at the end."""
-        truth, ceiling, check = self.ground_truth()
-        seed0 = self.cfg.standalone_seeds[0]
-        standalone = {arch_id(a): self.standalone(a, seed0, truth)["test_acc"] for a in self.archs}
-        target = [standalone[arch_id(a)] for a in self.archs]
-        results: dict[str, Any] = {
-            "space": self.cfg.space, "complete": False, "ground_truth": truth, "reference_check": check,
-            "archs": [{"id": arch_id(a), "arch": a, "standalone": standalone[arch_id(a)]} for a in self.archs],
-            "ceiling": ceiling, "variants": {}, "config": dataclasses.asdict(self.cfg)}
+        """Every phase (each resumes from its cache): the seed ceiling and every architecture stand-alone; the budgets,
+        smallest first, ranked against the stand-alone recipe while the ground-truth check is pending (it trains the
+        longest networks, so it waits until the budget curve exists); the check, after which every report is
+        ranked against the chosen ground truth; the techniques; the searches. ``results.json`` and the plots are
+        rewritten after every phase (``complete`` false until the end) and returned at the end."""
+        ceiling = self.ceiling()
+        self.log(f"seed ceiling: Kendall tau {ceiling['kendall_tau']:.3f} over {ceiling['archs']} architectures")
+        self._gate(ceiling, "standalone")
         variants = self.cfg.variants()
-        for variant in variants:
-            results["variants"][variant.name] = self.variant_report(variant, target)
+        budgets = [v for v in variants if v.technique is None]
+        for k in range(1, len(budgets) + 1):
+            self._write(self.report("standalone", ceiling, None, budgets[:k], pending=bool(self.cfg.reference_overrides)))
+        truth, ceiling, check = self.ground_truth()
+        techniques = [v for v in variants if v.technique is not None]
+        for k in range(len(techniques) + 1):
+            results = self.report(truth, ceiling, check, budgets + techniques[:k])
             self._write(results)
-        largest = [v for v in variants if v.technique is None][-1]
+        largest = budgets[-1]
         results["search"] = {"variant": largest.name,
                              **{mode: self.search(largest, mode, truth) for mode in self.cfg.modes}}
         results["complete"] = True
         return self._write(results)
+
+    def report(self, truth: str, ceiling: dict[str, Any], check: dict[str, Any] | None, variants: list[Variant],
+               pending: bool = False) -> dict[str, Any]:
+        """The study's results for ``variants`` against the ground truth ``truth`` (every architecture trained
+        stand-alone with that pool's recipe); ``pending``: the ground-truth check is still to come."""
+        seed0 = self.cfg.standalone_seeds[0]
+        standalone = {arch_id(a): self.standalone(a, seed0, truth)["test_acc"] for a in self.archs}
+        target = [standalone[arch_id(a)] for a in self.archs]
+        reports = {}
+        for variant in variants:
+            key = (truth, variant.name)
+            if key not in self._reports:
+                self._reports[key] = self.variant_report(variant, target)
+            reports[variant.name] = self._reports[key]
+        return {"space": self.cfg.space, "complete": False,
+                "ground_truth": f"{truth} (reference check pending)" if pending else truth,
+                "reference_check": check,
+                "archs": [{"id": arch_id(a), "arch": a, "standalone": standalone[arch_id(a)]} for a in self.archs],
+                "ceiling": ceiling, "variants": reports, "config": dataclasses.asdict(self.cfg)}
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
         from ..plots.ranking import plot_rank_scatter, plot_tau_against_budget

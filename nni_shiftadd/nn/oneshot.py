@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..hws import MODES, Mode
 from .hybrid import HybridBlock, HybridChoice
+from .transformer import SuperTransformer
 
 
 class UniformSuperNet(BaseSuperNetModule):
@@ -135,15 +136,17 @@ def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
     and, under a differentiable one, a ``LayerChoice`` of :class:`HybridCandidate` that NNI's hooks then give
     architecture parameters; ``export`` then returns the candidate with the largest one. The hybrid layers (and the
     translation space's SuperTransformer) keep the weight-sharing mode they were built with; ``mode`` is checked
-    against it so that a space built for one mode is not trained silently in another.
+    against it so that a space built for one mode is not trained silently in another. The spaces of
+    :mod:`nni_shiftadd.space` add the hooks of their own mutables (a stage's depth, the SuperTransformer) through
+    NNI's ``extra_oneshot_hooks``, so this layer never imports them.
     """
     if mode not in MODES:
         raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
 
-    from ..space.cv import stage_hooks  # the depth choice of the spaces built from search-space files
-    from ..space.nlp import translation_hooks  # the SuperTransformer of the translation spaces
-
     def hybrid_hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
+        if isinstance(module, SuperTransformer) and module.mode != mode:
+            raise ValueError(f"{name}: the SuperTransformer was built with mode={module.mode!r} but the hooks ask for "
+                             f"mode={mode!r}; build the space with the mode you train")
         if isinstance(module, HybridChoice):
             if module.block.mode != mode:
                 raise ValueError(f"{name}: the layer was built with mode={module.block.mode!r} but the hooks ask "
@@ -154,4 +157,4 @@ def oneshot_hooks(mode: Mode = "hws") -> list[Any]:
             return HybridSuperNet.mutate(module, name, memo, mutate_kwargs)
         return None
 
-    return [hybrid_hook, *stage_hooks(), *translation_hooks(mode)]
+    return [hybrid_hook]

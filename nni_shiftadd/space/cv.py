@@ -142,6 +142,11 @@ class HybridCVSpace(ModelSpace):
     """The supernet of ``spec`` with the given weight-sharing ``mode`` (``none``, ``naive`` or ``hws``; ``hws``
     configures the last: its estimator, ``T``'s segments and binning, the Laplace scale)."""
 
+    def extra_oneshot_hooks(self, strategy: Any) -> list[Any]:
+        """The hooks NNI's ``OneShotStrategy.mutate_model`` asks a space for: :func:`stage_hooks`, the one-shot
+        form of each stage's depth (the layers' come from :func:`~nni_shiftadd.nn.oneshot_hooks`)."""
+        return stage_hooks()
+
     def __init__(self, spec: SpaceSpec, mode: Mode = "hws", kl_weight: float = 1.0,
                  hws: HWSConfig | None = None) -> None:
         super().__init__()

@@ -141,7 +141,7 @@ class _FrozenModules:
 
 def model_space_cost_fn(model_space: Any, *example_inputs: Any, bits: int = 32, **eyeriss_options: Any):
     """``arch -> {energy_mJ, latency_ms, macs_M, flops_G, params_M, mult_G, add_G, shift_G}`` (the keys of
-    :func:`~nni_shiftadd.strategy.evolution.space_cost_fn`) for any NNI model space: NNI freezes the sample, the
+    :func:`~nni_shiftadd.cost.metrics.space_cost_fn`) for any NNI model space: NNI freezes the sample, the
     frozen model is traced once on ``example_inputs`` (batch 1) and costed on the Eyeriss model; memoised."""
     from ..cost.profilers import EyerissProfiler
 

@@ -26,15 +26,12 @@ from typing import Any, Literal
 
 from ..atomic import atomic_write_json
 from ..config import ConfigError, load_yaml, parse_yaml
+from ..cost.metrics import CONSTRAINT_METRICS, Arch, Bound, CostFn, check_eyeriss_preset
 from ..resources import list_resources, resource
 from ..space.spec import SpaceSpec
 from .domain import SearchDomain, as_domain
 from ..vocabulary import ENCODER_BLOCKS
 
-CONSTRAINT_METRICS: tuple[str, ...] = ("energy_mJ", "latency_ms", "macs_M", "flops_G", "params_M", "mult_G", "add_G",
-                                       "shift_G")
-Arch = dict[str, Any]
-CostFn = Callable[[Arch], dict[str, float]]
 
 
 class ConstraintError(RuntimeError):
@@ -43,26 +40,6 @@ class ConstraintError(RuntimeError):
     def __init__(self, message: str, closest: Arch | None, metrics: dict[str, float] | None) -> None:
         super().__init__(message)
         self.closest, self.metrics = closest, metrics
-
-
-@dataclasses.dataclass
-class Bound:
-    """A closed range; ``None`` leaves that side open."""
-
-    min: float | None = None
-    max: float | None = None
-
-    def validate(self) -> None:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is larger than max {self.max}")
-
-    def violation(self, value: float) -> float:
-        """0 inside the range, else the relative distance to it."""
-        if self.min is not None and value < self.min:
-            return (self.min - value) / max(abs(self.min), 1e-12)
-        if self.max is not None and value > self.max:
-            return (value - self.max) / max(abs(self.max), 1e-12)
-        return 0.0
 
 
 @dataclasses.dataclass
@@ -390,39 +367,3 @@ class Evolution:
             row["feasible"] = self._feasible(key)
             out.append(row)
         return out
-
-
-def check_eyeriss_preset(name: str) -> None:
-    """Raise ``ValueError`` naming the field ``eyeriss`` when ``name`` is not an Eyeriss preset."""
-    from ..cost.eyeriss import PRESETS
-
-    if name not in PRESETS:
-        raise ValueError(f"field 'eyeriss': unknown Eyeriss preset {name!r}; expected one of {sorted(PRESETS)}")
-
-
-def space_cost_fn(spec: SpaceSpec, bits: int = 32, latency: Literal["eyeriss", "predictor"] = "eyeriss",
-                  predictor: str | None = None, eyeriss: str = "shiftaddnas") -> CostFn:
-    """``arch -> {energy_mJ, latency_ms, macs_M, flops_G, params_M, mult_G, add_G, shift_G}`` from the Eyeriss model
-    on the layer-wise fast path (latency from a trained latency predictor if asked). ``flops_G`` is the effective
-    FLOPs, ``2 x MACs x (bits / 32)^2`` (paper Sec. 4.2, after Zhou et al.), of what the cost model counts: for a
-    translation subnet a 30-token sentence without the embeddings and the vocabulary projection (the paper's 10.6G
-    for Transformer-big includes that projection, about 2 GFLOPs with a 32K vocabulary). ``eyeriss`` names the
-    Eyeriss model's preset (``shiftaddnas``: the authors' simulator; ``physical``; ``jssc2017``). The models load
-    on the first call (torch and NNI's NAS take seconds to import)."""
-    state: dict[str, Any] = {}
-
-    def cost(arch: Arch) -> dict[str, float]:
-        if not state:
-            from ..cost.layerwise import space_profiler
-
-            state["profiler"] = space_profiler(spec, bits=bits, preset=eyeriss)
-            if latency == "predictor":
-                from ..cost.predictor import load_predictor
-
-                state["predictor"] = load_predictor(predictor)[0]
-        totals = state["profiler"].report(arch).totals
-        lat = float(state["predictor"].predict(arch)[0]) if "predictor" in state else totals["latency_ms"]
-        return {"energy_mJ": totals["energy_mJ"], "latency_ms": lat, "macs_M": totals["macs"] / 1e6,
-                "flops_G": 2 * totals["effective_macs"] / 1e9, "params_M": totals["params"] / 1e6,
-                "mult_G": totals["mult"] / 1e9, "add_G": totals["add"] / 1e9, "shift_G": totals["shift"] / 1e9}
-    return cost

@@ -48,8 +48,8 @@ from ..config import from_dict
 from ..space.nlp_spec import TranslationSpaceSpec
 from ..space.spec import SpaceSpec, arch_space, load_space
 from .domain import ModelSpaceDomain, model_space_cost_fn
-from .evolution import (ConstraintError, Evolution, EvolutionConfig, arch_key, load_preset, result_metrics,
-                        space_cost_fn)
+from ..cost.metrics import space_cost_fn
+from .evolution import ConstraintError, Evolution, EvolutionConfig, arch_key, load_preset, result_metrics
 from .results import write_results
 
 _logger = logging.getLogger(__name__)

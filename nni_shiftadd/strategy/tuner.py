@@ -9,7 +9,7 @@ Register it once with ``nni-shiftadd register`` (``nnictl algo register --meta``
       classArgs: {space: cv_small, preset: cv_small, output: runs/search}
 
 Every trial receives one architecture (``nni.get_next_parameter()``: label -> choice, as in the generated search
-space JSON) and reports ``{"default": accuracy, "energy_mJ": ..., ...}`` (see :mod:`nni_shiftadd.strategy.trial`).
+space JSON) and reports ``{"default": accuracy, "energy_mJ": ..., ...}`` (see :mod:`nni_shiftadd.tasks.trial`).
 The tuner keeps the evolution state, ``results.json``, ``results.csv`` and the Pareto plots in ``output`` and
 rewrites them after every result, so a killed experiment loses nothing: a new experiment (or ``nnictl resume``)
 with the same ``output`` goes on without evaluating any finished architecture again. The tuner holds the lock of
@@ -33,7 +33,8 @@ from nni.utils import ClassArgsValidator
 
 from ..lock import acquire
 from ..space.spec import arch_space, canonical_arch, load_space
-from .evolution import ConstraintError, Evolution, arch_key, load_preset, result_metrics, space_cost_fn
+from ..cost.metrics import space_cost_fn
+from .evolution import ConstraintError, Evolution, arch_key, load_preset, result_metrics
 from .results import write_results
 
 _logger = logging.getLogger(__name__)

@@ -63,7 +63,7 @@ from ..nn.recalibration import recalibrate_batchnorm
 from ..space.cv import HybridCVSpace
 from ..space.sampling import SAMPLINGS, step_paths
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
-from ..strategy.evolution import CONSTRAINT_METRICS, Bound, space_cost_fn
+from ..cost.metrics import CONSTRAINT_METRICS, Bound, space_cost_fn
 from .classification import LossHistory, check_optimization, timm_optimization
 
 BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")

@@ -29,7 +29,7 @@ import torch
 
 from ..config import ConfigError
 from ..space.spec import canonical_arch, load_space
-from .evolution import check_eyeriss_preset, space_cost_fn
+from ..cost.metrics import check_eyeriss_preset, space_cost_fn
 
 
 @dataclasses.dataclass
@@ -86,7 +86,7 @@ def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]
 def _evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], data_bin: str,
                           start: float) -> dict[str, Any]:
     from ..data.translation import references_dir
-    from ..tasks.translation.evaluate import bleu, load_trained, validation_loss
+    from .translation.evaluate import bleu, load_trained, validation_loss
 
     model, task = load_trained(cfg.supernet, data_bin)
     spec = model.spec
@@ -117,7 +117,7 @@ def _in_space(spec: Any, arch: Mapping[str, Any], supernet: str) -> dict[str, An
 
 
 def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
-    from ..tasks.translation.evaluate import supertransformer_data
+    from .translation.evaluate import supertransformer_data
 
     start = time.perf_counter()
     # a missing file goes on to load_supernet, which names it
@@ -128,7 +128,7 @@ def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any
     from torch.utils.data import DataLoader
 
     from ..data import create_dataset
-    from ..tasks.supernet import evaluate_arch, load_supernet
+    from .supernet import evaluate_arch, load_supernet
 
     supernet, recipe = load_supernet(cfg.supernet, cfg.space)
     spec = supernet.spec
