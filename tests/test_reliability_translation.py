@@ -353,12 +353,15 @@ def test_sigterm_stops_translation_training_with_143(cache: dict[str, Path], tmp
 
 # --- exact resume ---------------------------------------------------------------------------------------------
 
-def test_a_resume_in_a_later_epoch_ends_as_an_uninterrupted_run(cache: dict[str, Path], tmp_path: Path,
+@pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
+def test_a_resume_in_a_later_epoch_ends_as_an_uninterrupted_run(sampling: str, cache: dict[str, Path], tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """fairseq builds an iterator's batches seeded with the epoch it was made in: a run resumed in epoch 2 batched
-    differently from an uninterrupted one until the task rebuilt them every epoch."""
+    differently from an uninterrupted one until the task rebuilt them every epoch. With a training technique
+    (several paths an update) the paths come from the update's own generator, so the resume is exact too."""
     whole = tmp_path / "whole"
-    recipe = {"max_tokens": 2048, "max_updates": 30, "save_interval_updates": 5, "keep_interval_updates": 10}
+    recipe = {"max_tokens": 2048, "max_updates": 30, "save_interval_updates": 5, "keep_interval_updates": 10,
+              "sampling": sampling}
     assert main(["train-supertransformer", *_recipe(cache, whole, **recipe)]) == 0
     later = sorted((p for p in (whole / "checkpoints").glob("checkpoint_*_*.pt") if not p.stem.startswith("checkpoint_1_")),
                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))

@@ -10,7 +10,7 @@ import torch
 
 from nni_shiftadd.checkpoint import load_checkpoint
 from nni_shiftadd.config import ConfigError, from_dict
-from nni_shiftadd.space import load_space, random_arch, valid_depths, validate_arch
+from nni_shiftadd.space import arch_space, load_space, random_arch, valid_depths, validate_arch
 from nni_shiftadd.space.sampling import SAMPLINGS, paths_per_step, step_paths
 from nni_shiftadd.tasks.supernet import SupernetConfig, train_supernet
 
@@ -43,6 +43,39 @@ def test_sandwich_trains_the_deepest_the_shallowest_and_random_depths() -> None:
     assert len(paths) == 5 and depth[0] == max(map(sum, patterns)) and depth[1] == min(map(sum, patterns))
     with pytest.raises(ValueError, match=r"sampling: got 'greedy'; expected one of \['uniform', 'fair', 'sandwich'\]"):
         step_paths(spec, random.Random(0), "greedy")
+
+
+def test_the_techniques_work_on_a_translation_space_through_its_labels() -> None:
+    spec = load_space("nlp_tiny")
+    paths = step_paths(spec, random.Random(0), "fair")
+    assert len(paths) == 7 == paths_per_step(spec, "fair")  # the encoder offers 7 block types, the decoder 4
+    for label in (k for k in paths[0] if k.endswith(".op")):
+        assert set(a[label] for a in paths) == set(arch_space(spec)[label]), label
+    assert len({a["decoder.depth"] for a in paths}) == 1 and len({a["encoder.embed_dim"] for a in paths}) == 1
+    sandwich = step_paths(spec, random.Random(0), "sandwich", sandwich_random=1)
+    assert [a["decoder.depth"] for a in sandwich[:2]] == [2, 1] and len(sandwich) == 3
+    for arch in paths + sandwich:
+        validate_arch(spec, arch)
+
+
+def test_a_supertransformer_trains_with_a_technique(tiny_translation: dict[str, Path], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from nni_shiftadd.cli import main
+
+    monkeypatch.setenv("NNI_SHIFTADD_CACHE", str(tiny_translation["cache"]))
+    args = ["train-supertransformer", "--space", str(tiny_translation["space"]), "--data",
+            json.dumps({"source": str(tiny_translation["source"]), "bpe_merges": 400, "valid_size": 200,
+                        "test_size": 800}),
+            "--max-updates", "3", "--max-tokens", "512", "--warmup-updates", "1", "--baselines", "[]",
+            "--eval-archs", "0", "--eval-test-sentences", "5", "--beam", "1", "--output", str(tmp_path / "fair"),
+            "--sampling", "fair"]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "fair" / "run.json").read_text())["fixed"]["sampling"] == "fair"
+    assert main([*args, "--sampling", "sandwich"]) == 2  # another technique is another run
+    assert "field 'sampling': 'sandwich' differs from 'fair'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad, message", [

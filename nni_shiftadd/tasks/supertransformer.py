@@ -47,7 +47,7 @@ LAST = "checkpoint_last.pt"
 #: Recipe fields a resumed run must share with its checkpoints: they fix the data order, the sampled subnets, the
 #: dropout seeds and the shapes of the saved state.
 RESUME_FIXED: tuple[str, ...] = ("subnet", "space", "mode", "kl_weight", "hws", "max_tokens", "update_freq", "seed",
-                                 "subnet_seed", "fairseq_args")
+                                 "subnet_seed", "sampling", "sandwich_random", "fairseq_args")
 #: Optimisation fields that may change on resume (from the resumed update on).
 RESUME_REOPTIMISE: tuple[str, ...] = ("lr", "warmup_updates", "warmup_init_lr", "min_lr", "max_updates",
                                       "weight_decay", "clip_norm", "label_smoothing", "adam_betas")
@@ -76,6 +76,9 @@ class SuperTransformerConfig:
     label_smoothing: float = 0.1
     seed: int = 1
     subnet_seed: int = 0
+    # the paths an update trains (nni_shiftadd.space.sampling): uniform (one), fair (FairNAS), sandwich (BigNAS)
+    sampling: str = "uniform"
+    sandwich_random: int = 2
     valid_subnet: str = "largest"
     subnet: str = ""  # train this one subnet from scratch (an architecture: inline JSON or a JSON file)
     save_interval_updates: int = 500
@@ -109,7 +112,11 @@ class SuperTransformerConfig:
         for name in ("max_updates", "max_tokens", "update_freq", "save_interval_updates", "log_interval", "beam"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_updates", "eval_archs", "seed", "subnet_seed"):
+        from ..space.sampling import SAMPLINGS
+
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"field 'sampling': got {self.sampling!r}; expected one of {list(SAMPLINGS)}")
+        for name in ("warmup_updates", "eval_archs", "seed", "subnet_seed", "sandwich_random"):
             if getattr(self, name) < 0:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
         if self.keep_interval_updates < 1:
@@ -176,7 +183,8 @@ def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Pa
             "--hws-max-samples", str(cfg.hws.max_samples), "--hws-add-adaptive-lr", cfg.hws.add_adaptive_lr,
             "--subnet", cfg.subnet, "--source-lang", cfg.data.source_lang,
             "--target-lang", cfg.data.target_lang,
-            "--subnet-seed", str(cfg.subnet_seed), "--valid-subnet", cfg.valid_subnet,
+            "--subnet-seed", str(cfg.subnet_seed), "--valid-subnet", cfg.valid_subnet, "--supernet-sampling", cfg.sampling,
+            "--sandwich-random", str(cfg.sandwich_random),
             "--optimizer", "adam", "--adam-betas", str(tuple(cfg.adam_betas)), "--weight-decay", str(cfg.weight_decay),
             "--clip-norm", str(cfg.clip_norm), "--lr", str(cfg.lr), "--lr-scheduler", "cosine",
             "--warmup-updates", str(cfg.warmup_updates), "--warmup-init-lr", str(cfg.warmup_init_lr),
@@ -444,7 +452,8 @@ def recipe_of(checkpoint: str | os.PathLike[str], **changes: Any) -> SuperTransf
               "adam_betas": list(ast.literal_eval(optimizer["adam_betas"])), "weight_decay": optimizer["weight_decay"],
               "clip_norm": opt["clip_norm"], "label_smoothing": cfg["criterion"]["label_smoothing"],
               "seed": cfg["common"]["seed"], "subnet": model.get("subnet", ""),
-              "subnet_seed": task.get("subnet_seed", 0)}
+              "subnet_seed": task.get("subnet_seed", 0), "sampling": task.get("supernet_sampling", "uniform"),
+              "sandwich_random": task.get("sandwich_random", 2)}
     return from_dict(SuperTransformerConfig, {**fields, **changes}, f"the recipe of {checkpoint}")
 
 

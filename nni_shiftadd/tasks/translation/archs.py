@@ -28,10 +28,15 @@ def parse_arch(text: str, flag: str = "--subnet") -> dict[str, Any] | None:
     return arch_argument(text, flag) if text else None
 
 
+def update_rng(seed: int, update_num: int) -> random.Random:
+    """The generator of update ``update_num``'s subnets: a function of the seed and the update only (the same on
+    every rank, for every micro-batch of the update, and after a resume)."""
+    return random.Random(f"{seed}:{update_num}")
+
+
 def sampled_arch(spec: TranslationSpaceSpec, seed: int, update_num: int) -> dict[str, Any]:
-    """The subnet trained at update ``update_num``: uniform over the space, a function of the seed and the update
-    only (the same on every rank, for every micro-batch of the update, and after a resume)."""
-    return random_arch(spec, random.Random(f"{seed}:{update_num}"))
+    """The subnet trained at update ``update_num`` with uniform sampling (:func:`update_rng`)."""
+    return random_arch(spec, update_rng(seed, update_num))
 
 
 def named_arch(spec: TranslationSpaceSpec, name: str, flag: str = "--valid-subnet") -> dict[str, Any]:

@@ -23,7 +23,8 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from ...checkpoint import DivergenceError
-from .archs import OptionError, named_arch, sampled_arch
+from ...space.sampling import SAMPLINGS, step_paths
+from .archs import OptionError, named_arch, update_rng
 
 
 @dataclass
@@ -34,6 +35,11 @@ class ShiftAddTranslationConfig(TranslationConfig):
     # fairseq builds an iterator's batches once, seeded with the epoch it was created in; a run resumed in epoch 2
     # or later created it there and batched differently from an uninterrupted run. Rebuilt every epoch, seeded
     # with that epoch, the batches are the same either way (an exact resume).
+    # (fairseq's generation options own --sampling)
+    supernet_sampling: str = field(default="uniform", metadata={
+        "help": "the paths an update trains: uniform (one), fair (FairNAS: every block type of every layer), "
+                "sandwich (BigNAS: deepest, shallowest and random decoder depths)"})
+    sandwich_random: int = field(default=2, metadata={"help": "sandwich: random paths beside the extremes"})
     rebuild_batches: bool = field(default=True, metadata={"help": "rebuild the training batches every epoch "
                                                                   "(seeded with the epoch): exact resume"})
 
@@ -48,6 +54,8 @@ class ShiftAddTranslationTask(TranslationTask):
     def build_model(self, cfg: Any, from_checkpoint: bool = False) -> Any:
         """The model, with ``--valid-subnet`` checked against its space now rather than at the first validation."""
         model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.supernet_sampling not in SAMPLINGS:
+            raise OptionError(f"--supernet-sampling: got {self.cfg.supernet_sampling!r}; expected one of {list(SAMPLINGS)}")
         if getattr(model, "space", None) is not None:
             from ...space.nlp_spec import validate_arch
 
@@ -60,11 +68,24 @@ class ShiftAddTranslationTask(TranslationTask):
     def train_step(self, sample: Any, model: Any, criterion: Any, optimizer: Any, update_num: int,
                    ignore_grad: bool = False) -> Any:
         self._update = update_num + 1
-        if getattr(model, "space", None) is not None:
-            model.activate(sampled_arch(model.spec, self.cfg.subnet_seed, update_num))
-        loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
-                                                                ignore_grad)
-        loss_value = loss.detach()
+        if getattr(model, "space", None) is None:  # one subnet trained on its own
+            paths: list[Any] = [None]
+        else:
+            paths = step_paths(model.spec, update_rng(self.cfg.subnet_seed, update_num), self.cfg.supernet_sampling,
+                               self.cfg.sandwich_random)
+        losses, logs = [], []
+        for arch in paths:  # each path's backward adds its gradient: one update with their sum
+            if arch is not None:
+                model.activate(arch)
+            loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
+                                                                    ignore_grad)
+            losses.append(loss.detach())
+            logs.append(logging_output)
+        if len(paths) > 1:  # the losses logged are the paths' mean, so that runs with other techniques compare
+            loss = torch.stack(losses).sum()
+            logging_output = {**logs[0], **{key: sum(log[key] for log in logs) / len(logs)
+                                            for key in ("loss", "nll_loss") if key in logs[0]}}
+        loss_value = torch.stack(losses).sum()
         if not torch.isfinite(loss_value).all():
             raise DivergenceError(f"update {self._update}: the training loss is {float(loss_value):g}")
         grads = [p.grad for p in model.parameters() if p.grad is not None]
