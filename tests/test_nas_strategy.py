@@ -153,6 +153,27 @@ def test_search_in_a_nas_experiment(spec: SpaceSpec, cost: Callable, energy_max:
     assert "ShiftAddEvolution(preset='cv_small', space='tiny'" in repr(strategy)
 
 
+def test_a_pareto_search_in_a_nas_experiment_returns_the_front(spec: SpaceSpec, cost: Callable,
+                                                               tmp_path: Path) -> None:
+    """The preset's ``goal: pareto`` through NNI: the strategy returns the front of accuracy and energy, as the core
+    driven directly does, and writes it into results.json."""
+    pareto = {**SMALL, "goal": "pareto", "objectives": {"accuracy": "max", "energy_mJ": "min"}}
+    strategy = ShiftAddEvolution("cv_small", output=str(tmp_path / "out"), overrides=pareto)
+    run_experiment(spec, strategy, Evaluator(cost), tmp_path / "nni")
+    front = strategy.front()
+    ref = Evolution(spec, load_preset("cv_small", pareto), cost)
+    while not ref.done:
+        for arch in ref.ask():
+            ref.tell(arch, {"accuracy": fake_accuracy(arch), "default": fake_accuracy(arch),
+                            "energy_mJ": cost(arch)["energy_mJ"]})
+    assert [r["arch"] for r in front] == [r["arch"] for r in ref.front()] and len(front) >= 2
+    energy = [r["energy_mJ"] for r in front]
+    assert [r["accuracy"] for r in front] == sorted((r["accuracy"] for r in front), reverse=True)
+    assert energy == sorted(energy, reverse=True)  # more accurate costs more on a front
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["arch"] for r in results["front"]] == [r["arch"] for r in front]
+
+
 def test_resume_from_output_evaluates_nothing_twice(spec: SpaceSpec, cost: Callable, energy_max: float,
                                                     tmp_path: Path) -> None:
     out = str(tmp_path / "out")

@@ -106,7 +106,7 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
     from ..strategy.tuner import OPTIMIZE_MODES
 
     loaded = load_preset(preset, preset_overrides)
-    goal = loaded.goal
+    goal = loaded.objective_goal
     # the trials report costs on the model the tuner constrains them with
     trial_flags = {**trial_flags, "bits": loaded.bits, "eyeriss": loaded.eyeriss}
     flags = "".join(f" --{key.replace('_', '-')} {'null' if value is None else value}"
@@ -353,6 +353,8 @@ def format_summary(results: dict[str, Any]) -> str:
         lines = ["", f"{'':14s}" + "".join(f"{c:>12s}" for c in cols)]
         if results.get("best"):
             lines.append(row("best (search)", results["best"]))
+        for k, r in enumerate(results.get("front") or []):  # a Pareto search: its whole front
+            lines.append(row(f"front {k + 1}", r))
         for name, r in sorted(results.get("baselines", {}).items()):
             lines.append(row(name.replace("_", "-"), r))
         lines.append("")

@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 from ..atomic import atomic_write_json
 from ..config import ConfigError, load_yaml, parse_yaml
-from ..cost.metrics import CONSTRAINT_METRICS, Arch, Bound, CostFn, check_eyeriss_preset
+from ..cost.metrics import CONSTRAINT_METRICS, METRICS, Arch, Bound, CostFn, check_eyeriss_preset
+from .pareto import non_dominated_fronts, survivor_order
 from ..resources import list_resources, resource
 from ..space.spec import SpaceSpec
 from .domain import SearchDomain, as_domain
@@ -56,7 +57,9 @@ class EvolutionConfig:
     mutation_prob: float = 0.2
     seed: int = 0
     objective: str = "accuracy"
-    goal: Literal["max", "min"] = "max"  # larger is better (accuracy, BLEU) or smaller (a validation loss)
+    # larger is better (accuracy, BLEU), smaller (a validation loss), or the Pareto front of ``objectives``
+    goal: Literal["max", "min", "pareto"] = "max"
+    objectives: dict[str, Literal["max", "min"]] = dataclasses.field(default_factory=dict)  # goal pareto: metric -> way
     constraints: dict[str, Bound] = dataclasses.field(default_factory=dict)
     bits: int = 32
     max_rejects: int = 2000
@@ -90,8 +93,22 @@ class EvolutionConfig:
                                  "'attn']")
         if self.bits not in (8, 16, 32):
             raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
-        if self.goal not in ("max", "min"):
-            raise ValueError(f"field 'goal': got {self.goal!r}; expected 'max' (larger objective is better) or 'min'")
+        if self.goal not in ("max", "min", "pareto"):
+            raise ValueError(f"field 'goal': got {self.goal!r}; expected 'max' (larger objective is better), 'min' or "
+                             "'pareto' (the front of 'objectives')")
+        if self.goal == "pareto":
+            if len(self.objectives) < 2 or self.objective not in self.objectives:
+                raise ValueError(f"field 'objectives': goal 'pareto' trades off two or more metrics including the "
+                                 f"objective {self.objective!r}, e.g. {{{self.objective}: max, energy_mJ: min}}; got "
+                                 f"{self.objectives}")
+            for metric, way in self.objectives.items():
+                if metric != self.objective and metric not in METRICS:
+                    raise ValueError(f"field 'objectives': unknown metric {metric!r}; allowed {sorted(METRICS)} or "
+                                     f"the objective {self.objective!r}")
+                if way not in ("max", "min"):
+                    raise ValueError(f"field 'objectives': {metric}: got {way!r}; expected 'max' or 'min'")
+        elif self.objectives:
+            raise ValueError(f"field 'objectives': only with goal 'pareto' (got goal {self.goal!r})")
         if self.blocks is not None:
             if not self.blocks:
                 raise ValueError("field 'blocks': empty; null searches every block type of the space, or name some "
@@ -106,6 +123,12 @@ class EvolutionConfig:
         check_eyeriss_preset(self.eyeriss)
         if self.latency == "predictor" and not self.predictor:
             raise ValueError("field 'predictor': latency 'predictor' needs the path of a trained latency predictor")
+
+    @property
+    def objective_goal(self) -> str:
+        """Which way the objective is better: ``goal``, or under ``pareto`` the objective's entry of
+        ``objectives`` (what NNI's web UI and the plots rank by)."""
+        return self.objectives[self.objective] if self.goal == "pareto" else self.goal
 
     @property
     def generation_size(self) -> int:
@@ -216,17 +239,43 @@ class Evolution:
             self._advance()
 
     def score(self, key: str) -> float:
-        """The objective of ``key`` oriented so that larger is better (``goal: min`` negates it); a failed
-        evaluation scores ``-inf``."""
+        """The objective of ``key`` oriented so that larger is better (``goal: min`` negates it; under ``pareto``
+        the objective's own way); a failed evaluation scores ``-inf``."""
         value = self.results[key].get(self.cfg.objective)
         if value is None:
             return -math.inf
-        return float(value) if self.cfg.goal == "max" else -float(value)
+        way = self.cfg.objectives.get(self.cfg.objective, self.cfg.goal)
+        return float(value) if way == "max" else -float(value)
+
+    def vector(self, key: str) -> tuple[float, ...]:
+        """``goal: pareto``: the objectives of ``key``, each oriented so that larger is better; a cost metric the
+        result does not report comes from the cost function. A failed evaluation is ``-inf`` everywhere."""
+        record = self.results[key]
+        if record["status"] != "ok":
+            return tuple(-math.inf for _ in self.cfg.objectives)
+        out = []
+        for metric, way in self.cfg.objectives.items():
+            value = record.get(metric)
+            if value is None:
+                value = self._costs(key)[metric]
+            out.append(float(value) if way == "max" else -float(value))
+        return tuple(out)
 
     def best(self) -> dict[str, Any] | None:
-        """The best evaluated architecture that meets the constraints (baselines included if they do)."""
+        """The best evaluated architecture that meets the constraints (baselines included if they do); under
+        ``goal: pareto``, the front's best in the objective."""
         ok = [k for k, r in self.results.items() if r["status"] == "ok" and self._feasible(k)]
         return self.results[max(ok, key=self.score)] if ok else None
+
+    def front(self) -> list[dict[str, Any]]:
+        """``goal: pareto``: the evaluated architectures that meet the constraints and that no other dominates in
+        the objectives (baselines included), best objective first; otherwise :meth:`best` alone."""
+        ok = [k for k, r in self.results.items() if r["status"] == "ok" and self._feasible(k)]
+        if self.cfg.goal != "pareto":
+            return [self.results[max(ok, key=self.score)]] if ok else []
+        fronts = non_dominated_fronts([self.vector(k) for k in ok])
+        keys = [ok[i] for i in fronts[0]] if fronts else []
+        return [self.results[k] for k in sorted(keys, key=self.score, reverse=True)]
 
     # -- generations -----------------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -240,11 +289,19 @@ class Evolution:
         self._started = True
 
     def _advance(self) -> None:
-        ranked = sorted(dict.fromkeys(self.members), key=self.score, reverse=True)
+        members = list(dict.fromkeys(self.members))
+        if self.cfg.goal == "pareto":  # NSGA-II: by front, the least crowded first
+            ranked = [members[i] for i in survivor_order([self.vector(k) for k in members])]
+        else:
+            ranked = sorted(members, key=self.score, reverse=True)
         parents = ranked[:self.cfg.parents]
-        self.history.append({"generation": self.generation, "evaluated": len(self.members),
-                             "best": self.results[ranked[0]].get(self.cfg.objective) if ranked else None,
-                             "best_arch": json.loads(ranked[0]) if ranked else None})
+        best = max(members, key=self.score) if members else None
+        entry = {"generation": self.generation, "evaluated": len(self.members),
+                 "best": self.results[best].get(self.cfg.objective) if best else None,
+                 "best_arch": json.loads(best) if best else None}
+        if self.cfg.goal == "pareto":
+            entry["front_size"] = len(self.front())
+        self.history.append(entry)
         self.generation += 1
         if self.done:
             self.members = parents
@@ -360,10 +417,13 @@ class Evolution:
     def records(self) -> list[dict[str, Any]]:
         """Every evaluated architecture with its metrics and, where it is one, its baseline name."""
         names = {k: n for n, k in self.baselines.items()}
+        front = {arch_key(r["arch"]) for r in self.front()} if self.cfg.goal == "pareto" else set()
         out = []
         for key, record in self.results.items():
             row = dict(record)
             row["baseline"] = names.get(key)
             row["feasible"] = self._feasible(key)
+            if self.cfg.goal == "pareto":
+                row["pareto_front"] = key in front
             out.append(row)
         return out

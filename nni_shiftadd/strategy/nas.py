@@ -199,7 +199,7 @@ class ShiftAddEvolution(Strategy):
         if sort:
             records = [r for r in records if r["status"] == "ok" and r["feasible"]
                        and r.get(self.cfg.objective) is not None]
-            records.sort(key=lambda r: float(r[self.cfg.objective]), reverse=self.cfg.goal == "max")
+            records.sort(key=lambda r: float(r[self.cfg.objective]), reverse=self.cfg.objective_goal == "max")
         for record in records[:limit]:
             yield self._model_of(record)
 
@@ -227,6 +227,11 @@ class ShiftAddEvolution(Strategy):
     def best(self) -> dict[str, Any] | None:
         """The best evaluated architecture that meets the constraints (:meth:`Evolution.best`)."""
         return self._core().best()
+
+    def front(self) -> list[dict[str, Any]]:
+        """Under a preset's ``goal: pareto``, the Pareto front of the evaluated architectures that meet the
+        constraints (:meth:`Evolution.front`); otherwise the best alone."""
+        return self._core().front()
 
     def records(self) -> list[dict[str, Any]]:
         """Every evaluated architecture with its metrics (:meth:`Evolution.records`)."""

@@ -30,6 +30,8 @@ def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, erro
                "constraints": {k: {"min": b.min, "max": b.max} for k, b in evolution.cfg.constraints.items()},
                "blocks": evolution.cfg.blocks, "evaluated": len(records), "rejected_samples": evolution.rejected, "best": best,
                "baselines": baselines, "history": evolution.history, "records": records}
+    if evolution.cfg.goal == "pareto":  # every record says whether it is on the front, too
+        summary["front"] = evolution.front()
     paths = {"json": out / "results.json", "csv": out / "results.csv"}
     atomic_write_text(paths["json"], json.dumps(summary, indent=1))
     if best is not None:  # what `nni-shiftadd retrain --arch` and `plot subnet --arch` take
@@ -53,7 +55,7 @@ def write_results(evolution: Evolution, out_dir: str | os.PathLike[str], *, erro
         from ..plots.pareto import plot_pareto_pair
 
         good = {name: r for name, r in baselines.items() if r["status"] == "ok"}
-        for path in plot_pareto_pair(ok, out, good, best, y=objective, maximize=evolution.cfg.goal == "max"):
+        for path in plot_pareto_pair(ok, out, good, best, y=objective, maximize=evolution.cfg.objective_goal == "max"):
             paths[path.stem] = path
         _plotted[str(out)] = mark
     return paths

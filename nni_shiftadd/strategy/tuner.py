@@ -67,7 +67,7 @@ class ShiftAddEvolutionValidator(ClassArgsValidator):
             raise ValueError(f"tuner classArgs: unknown key {unknown[0]!r}; allowed keys are {list(ARGS)}")
         load_space(kwargs.get("space", "cv_small"))
         cfg = load_preset(kwargs.get("preset", "cv_small"), kwargs.get("overrides"))
-        check_optimize_mode(kwargs.get("optimize_mode"), cfg.goal)
+        check_optimize_mode(kwargs.get("optimize_mode"), cfg.objective_goal)
 
 
 def check_optimize_mode(optimize_mode: str | None, goal: str) -> None:
@@ -97,7 +97,7 @@ class ShiftAddEvolutionTuner(Tuner):
                  overrides: dict[str, Any] | None = None, optimize_mode: str | None = None) -> None:
         self.spec = load_space(space)
         self.cfg = load_preset(preset, overrides)
-        check_optimize_mode(optimize_mode, self.cfg.goal)
+        check_optimize_mode(optimize_mode, self.cfg.objective_goal)
         self.output = Path(output) if output else default_output()
         self._output_lock = acquire(self.output, "tuner classArgs 'output'", "ShiftAddEvolution tuner")
         self.state_path = self.output / "state.json"
