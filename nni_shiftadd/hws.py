@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .kernels import cpu as cpu_kernels
 from .ops.quantize import round_power_of_two
+from .vocabulary import CONV_FAMILY, block_type
 
 Mode = Literal["none", "naive", "hws"]
 MODES: tuple[str, ...] = ("none", "naive", "hws")
@@ -455,9 +456,9 @@ class SharedConvWeight(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
-        unknown = [op for op in ops if op not in ("conv", "shift", "add")]
+        unknown = [op for op in ops if op not in CONV_FAMILY]
         if unknown:
-            raise ValueError(f"ops: {unknown[0]!r} cannot share a weight pool; expected conv, shift or add")
+            raise ValueError(f"ops: {unknown[0]!r} cannot share a weight pool; expected one of {list(CONV_FAMILY)}")
         self.hws = hws if hws is not None else HWSConfig()
         self.hws.validate()
         self.shape, self.ops, self.mode = tuple(shape), tuple(ops), mode
@@ -470,24 +471,33 @@ class SharedConvWeight(nn.Module):
             self.own = nn.ParameterDict({op: nn.Parameter(self._init(op, fan_in)) for op in ops})
         else:
             self.pool = nn.Parameter(torch.randn(shape))  # N(0, 1): the target of the Gaussian KL term
-        self.transform = TransformKernel(self.hws.segments, self.hws.binning) \
-            if (mode == "hws" and "add" in ops) else None
+        transformed = any(block_type(op).pool_view == "transform" for op in ops)
+        self.transform = TransformKernel(self.hws.segments, self.hws.binning) if (mode == "hws" and transformed) \
+            else None
 
     def _init(self, op: str, fan_in: int) -> Tensor:
         w = torch.randn(self.shape)
-        return w if op == "add" else w / math.sqrt(fan_in)
+        return w if block_type(op).own_init == "unit" else w / math.sqrt(fan_in)
 
-    def weight(self, op: str) -> Tensor:
+    def stored(self, op: str) -> Tensor:
+        """The tensor a ``none``-mode layer of ``op`` would store for this pool's view (before Shift's rounding):
+        its own tensor in ``none`` mode, else the pool as ``op`` reads it: as it is (Conv), scaled for rounding
+        (Shift), through ``T`` (Add, ``hws``; the pool itself under ``naive``)."""
         if op not in self.ops:
             raise ValueError(f"op: {op!r} is not a candidate of this pool; candidates are {list(self.ops)}")
         if self.mode == "none":
-            w = self.own[op]
-            return round_power_of_two(w, self.weight_bits) if op == "shift" else w
-        if op == "shift":
-            return round_power_of_two(self.pool * self.shift_prescale, self.weight_bits)
-        if op == "add" and self.transform is not None:
+            return self.own[op]
+        view = block_type(op).pool_view
+        if view == "power_of_two":
+            return self.pool * self.shift_prescale
+        if view == "transform" and self.transform is not None:
             return self.transform(self.pool)
         return self.pool
+
+    def weight(self, op: str) -> Tensor:
+        """The tensor the ``op`` candidate convolves with: :meth:`stored`, rounded to powers of two for Shift."""
+        w = self.stored(op)
+        return round_power_of_two(w, self.weight_bits) if block_type(op).pool_view == "power_of_two" else w
 
     def add_eta(self, eta: float | None) -> float | None:
         """The ``eta`` of AdderNet's adaptive learning rate for the Add candidate reading this pool (``None``: off;

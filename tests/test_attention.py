@@ -208,8 +208,8 @@ def test_multi_branch_masks() -> None:
     assert not m[0, 0, 2, 2] and m[1, 0, 2, 2] and not m[1, 0, 0, 1]
 
 
-@pytest.mark.parametrize("branch,op,layer", [(None, None, None), ("conv", "mult", "_SoftmaxConv1d"),
-                                             ("shift", "shift", "ShiftConv2d"), ("add", "add", "AdderConv1d")])
+@pytest.mark.parametrize("branch,op,layer", [(None, None, None), ("conv", "multiply", "_SoftmaxConv1d"),
+                                             ("shift", "bitshift", "ShiftConv2d"), ("add", "absdiff", "AdderConv1d")])
 def test_multi_branch_trace(branch: str | None, op: str | None, layer: str | None) -> None:
     e, t, heads, k = 64, 10, 4, 7
     tr = trace_layers(MultiBranchBlock(e, heads, branch, kernel_size=k), torch.randn(1, t, e))

@@ -209,21 +209,21 @@ def test_hybrid_layers() -> None:
     trace = trace_layers(model, torch.randn(2, 4, 10))
     conv, add_fc, shift_fc = trace.layers
     assert (conv.shape.kind, conv.shape.op, conv.shape.h, conv.shape.w, conv.shape.s, conv.shape.f) == (
-        "conv", "add", 1, 10, 3, 10)
+        "conv", "absdiff", 1, 10, 3, 10)
     assert (conv.shape.c, conv.shape.m, conv.shape.groups) == (2, 4, 2) and conv.shape.macs == 2 * 8 * 2 * 3 * 10
-    assert (add_fc.shape.op, add_fc.shape.n) == ("add", 2)
-    assert shift_fc.shape.op == "shift" and shift_fc.params == 6 * 5 + 5  # a PS weight (shift, sign) is one weight
+    assert (add_fc.shape.op, add_fc.shape.n) == ("absdiff", 2)
+    assert shift_fc.shape.op == "bitshift" and shift_fc.params == 6 * 5 + 5  # a PS weight (shift, sign) is one weight
     total, _ = count_ops(model, torch.randn(2, 4, 10))
     macs = [r.shape.macs for r in trace]
     assert total == OpCounts(params=sum(r.params for r in trace), macs=sum(macs), mult=0,
                              add=2 * macs[0] + 2 * macs[1] + macs[2], shift=macs[2])
     shift_conv = trace_layers(ShiftConv2d(3, 4, 3, stride=2), torch.randn(1, 3, 9, 9)).layers[0].shape
-    assert (shift_conv.op, shift_conv.e, shift_conv.stride) == ("shift", 4, 2)
+    assert (shift_conv.op, shift_conv.e, shift_conv.stride) == ("bitshift", 4, 2)
 
 
 def test_count_layer_convention_and_bits() -> None:
-    shape = LayerShape(kind="fc", op="mult", n=2, c=3, m=4)
-    for op, expected in (("mult", (24, 24, 0)), ("add", (0, 48, 0)), ("shift", (0, 24, 24))):
+    shape = LayerShape(kind="fc", op="multiply", n=2, c=3, m=4)
+    for op, expected in (("multiply", (24, 24, 0)), ("absdiff", (0, 48, 0)), ("bitshift", (0, 24, 24))):
         c = count_layer(LayerRecord("x", "Linear", dataclasses.replace(shape, op=op), 16))
         assert (c.mult, c.add, c.shift, c.macs, c.params) == (*expected, 24, 16)
     assert effective_macs(1600, 8) == 100 and OpCounts(macs=3200).scaled(8) == 200

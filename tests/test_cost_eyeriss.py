@@ -49,7 +49,7 @@ def test_rows_sum_to_totals(transformer_big_report) -> None:
 
 
 def test_eight_bit_is_cheaper_and_effective_macs_scale() -> None:
-    shape = LayerShape("fc", "mult", n=30, c=1024, m=4096)
+    shape = LayerShape("fc", "multiply", n=30, c=1024, m=4096)
     e32, e8 = layer_cost(shape, EyerissConfig(bits=32)), layer_cost(shape, EyerissConfig(bits=8))
     assert e8.total_mj < e32.total_mj / 3
     assert e8.energy_mj["compute"] == pytest.approx(e32.energy_mj["compute"] * 0.2 / 3.7)
@@ -64,7 +64,7 @@ def test_per_op_rules() -> None:
     conv = profile(_conv_net(nn.Conv2d), x).rows[1]
     add = profile(_conv_net(AdderConv2d), x).rows[1]
     shift = profile(_conv_net(ShiftConv2d), x).rows[1]
-    assert add.op == "add" and shift.op == "shift" and conv.op == "mult"
+    assert add.op == "absdiff" and shift.op == "bitshift" and conv.op == "multiply"
     # adder layers are fully on-chip (SPEC): no DRAM, buffer or NoC energy
     assert add.energy_breakdown_mJ["dram"] == add.energy_breakdown_mJ["glb"] == add.energy_breakdown_mJ["noc"] == 0
     assert add.energy_breakdown_mJ["compute"] == pytest.approx(conv.energy_breakdown_mJ["compute"] * 0.9 / 3.7)
@@ -77,15 +77,15 @@ def test_per_op_rules() -> None:
     assert add_off.energy_breakdown_mJ["dram"] == pytest.approx(conv.energy_breakdown_mJ["dram"])
 
 
-@pytest.mark.parametrize("op", ["shift", "add", "mult"])
+@pytest.mark.parametrize("op", ["bitshift", "absdiff", "multiply"])
 def test_lightweight_layers_follow_the_authors_rules(op: str) -> None:
     """SPEC's rules are per layer: lightweight shift layers move 10-bit words in half the cycles, lightweight conv
     and every adder layer stay on chip; the same shape outside a lightweight branch is costed as a multiply."""
     dense = LayerShape("conv", op, n=1, c=64, m=64, h=30, w=30, r=1, s=3, e=1, f=28)
     light = dataclasses.replace(dense, lightweight=True)
-    mult = layer_cost(dataclasses.replace(dense, op="mult"))
+    mult = layer_cost(dataclasses.replace(dense, op="multiply"))
     got = layer_cost(light)
-    if op == "shift":
+    if op == "bitshift":
         assert got.latency_ms == pytest.approx(mult.latency_ms / 2)
         assert got.energy_mj["dram"] == pytest.approx(mult.energy_mj["dram"] * 10 / 32)
         assert layer_cost(dense).latency_ms == pytest.approx(mult.latency_ms)
@@ -96,10 +96,10 @@ def test_lightweight_layers_follow_the_authors_rules(op: str) -> None:
 def test_physical_rule_moves_narrow_shift_weights_in_full_cycles() -> None:
     """The ``physical`` rule: a shift layer's power-of-two weights travel as 5-bit words at every level, its
     activations at full width, in a multiply's cycles; adder layers pay for their data like any layer."""
-    shape = LayerShape("fc", "shift", n=30, c=512, m=2048, lightweight=True)
-    mult = layer_cost(dataclasses.replace(shape, op="mult"), EyerissConfig(op_rules="physical"))
+    shape = LayerShape("fc", "bitshift", n=30, c=512, m=2048, lightweight=True)
+    mult = layer_cost(dataclasses.replace(shape, op="multiply"), EyerissConfig(op_rules="physical"))
     shift = layer_cost(shape, EyerissConfig(op_rules="physical"))
-    add = layer_cost(dataclasses.replace(shape, op="add"), EyerissConfig(op_rules="physical"))
+    add = layer_cost(dataclasses.replace(shape, op="absdiff"), EyerissConfig(op_rules="physical"))
     assert shift.latency_ms == pytest.approx(mult.latency_ms)
     assert shift.accesses == mult.accesses and shift.mapping == mult.mapping
     acc = mult.accesses
@@ -113,9 +113,9 @@ def test_physical_rule_moves_narrow_shift_weights_in_full_cycles() -> None:
 
 def test_mapping_respects_the_spads() -> None:
     cfg = EyerissConfig()
-    for shape in (LayerShape("conv", "mult", n=1, c=64, m=64, h=56, w=56, r=3, s=3, e=56, f=56),
-                  LayerShape("conv", "mult", n=1, c=3, m=64, h=224, w=224, r=7, s=7, e=112, f=112, stride=2),
-                  LayerShape("fc", "mult", n=30, c=512, m=1024)):
+    for shape in (LayerShape("conv", "multiply", n=1, c=64, m=64, h=56, w=56, r=3, s=3, e=56, f=56),
+                  LayerShape("conv", "multiply", n=1, c=3, m=64, h=224, w=224, r=7, s=7, e=112, f=112, stride=2),
+                  LayerShape("fc", "multiply", n=30, c=512, m=1024)):
         mp = layer_cost(shape, cfg).mapping
         assert mp.m0 <= cfg.max_filters_per_pass
         assert mp.c0 * shape.s <= cfg.max_ifmap_spad_use
@@ -124,7 +124,7 @@ def test_mapping_respects_the_spads() -> None:
 
 
 def test_layer_costs_are_memoised() -> None:
-    shape = LayerShape("fc", "mult", n=7, c=333, m=77)
+    shape = LayerShape("fc", "multiply", n=7, c=333, m=77)
     layer_cost.cache_clear()
     layer_cost(shape, EyerissConfig())
     layer_cost(shape, EyerissConfig())

@@ -40,7 +40,7 @@ def test_all_attention_wmt14_subnet_is_transformer_big() -> None:
     assert ours["add"] == ours["macs"] and ours["shift"] == 0  # every MAC's accumulation is an add
 
 
-@pytest.mark.parametrize("op, fn_op", [("add", "add"), ("shift", "shift"), ("conv", "mult")])
+@pytest.mark.parametrize("op, fn_op", [("add", "absdiff"), ("shift", "bitshift"), ("conv", "multiply")])
 def test_lightweight_branch_counts_its_operator(small, op: str, fn_op: str) -> None:
     arch = baseline_arch(small, op)
     arch["encoder.layer1.op"] = f"attn+{op}"
@@ -55,7 +55,7 @@ def test_lightweight_branch_counts_its_operator(small, op: str, fn_op: str) -> N
     assert [r.shape.macs for r in half] == [t * (c // 2) ** 2, t * (c // 2) * small.encoder.kernel_sizes[1],
                                             t * (c // 2) ** 2]
     attn = _by_layer(records, "subnet.encoder_layers.1.candidates.")
-    assert {r.shape.op for r in attn} == {"mult"} and len(attn) == 8  # q k v qk av out fc1 fc2
+    assert {r.shape.op for r in attn} == {"multiply"} and len(attn) == 8  # q k v qk av out fc1 fc2
     assert not _by_layer(records, "subnet.encoder_layers.0.candidates.attn")
 
 
@@ -109,7 +109,7 @@ def test_long_filter_rows_are_folded() -> None:
     cfg = EyerissConfig()
     costs = {}
     for s in (7, 11, 15, 31):
-        shape = LayerShape("conv", "add", n=1, c=1, m=1, w=30 + s - 1, s=s, f=30, groups=64)
+        shape = LayerShape("conv", "absdiff", n=1, c=1, m=1, w=30 + s - 1, s=s, f=30, groups=64)
         folded, k = fold_long_rows(shape, cfg)
         assert k == max(1, -(-s // cfg.max_ifmap_spad_use)) and folded.s * k >= s and folded.s <= 11
         cost = layer_cost(shape, cfg)
@@ -121,7 +121,7 @@ def test_long_filter_rows_are_folded() -> None:
         costs[s] = cost
     assert costs[7].total_mj < costs[11].total_mj < costs[15].total_mj < costs[31].total_mj
     assert costs[7].cycles < costs[31].cycles
-    two_d = LayerShape("conv", "mult", n=1, c=1, m=1, h=20, w=20, r=15, s=15, e=6, f=6)
+    two_d = LayerShape("conv", "multiply", n=1, c=1, m=1, h=20, w=20, r=15, s=15, e=6, f=6)
     assert fold_long_rows(two_d, cfg) == (two_d, 1)  # only 1-D rows are folded
 
 

@@ -106,9 +106,9 @@ def test_parallel_instances_fill_the_array() -> None:
     array idle one at a time; side by side on sub-arrays they fill it."""
     physical = EyerissConfig.preset("physical")
     sequential = dataclasses.replace(physical, parallel_instances=False)
-    heads = LayerShape("matmul", "mult", n=30, c=32, m=30, repeat=16, weights_are_activations=True)
+    heads = LayerShape("matmul", "multiply", n=30, c=32, m=30, repeat=16, weights_are_activations=True)
     assert layer_cost(heads, physical).latency_ms < layer_cost(heads, sequential).latency_ms
-    depthwise = LayerShape("conv", "mult", n=1, c=1, m=1, h=1, w=30, r=1, s=7, e=1, f=30, groups=1024)
+    depthwise = LayerShape("conv", "multiply", n=1, c=1, m=1, h=1, w=30, r=1, s=7, e=1, f=30, groups=1024)
     apart, together = layer_cost(depthwise, sequential), layer_cost(depthwise, physical)
     assert apart.utilization < 0.05 < 0.5 < together.utilization
     assert together.latency_ms < apart.latency_ms / 50

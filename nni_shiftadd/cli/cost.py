@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..config import ConfigError, arch_argument
+from ..vocabulary import MULTIPLICATION_FREE
 from ._command import Command, recipe, yaml_flag
 
 class _ProfileError(ValueError):
@@ -190,7 +191,7 @@ def _profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, metavar="JSON", help="with --space: the subnet, a JSON file or inline JSON")
     p.add_argument("--model-kwargs", default=None, metavar="YAML", help="keyword arguments of the model, e.g. "
                    "'{op: [conv, shift, add]}'")
-    p.add_argument("--convert", choices=["none", "add", "shift"], default="none",
+    p.add_argument("--convert", choices=["none", *MULTIPLICATION_FREE], default="none",
                    help="turn the model's Conv/Linear layers (not the stem and classifier) into Add or Shift layers")
     p.add_argument("--input-size", default=None, metavar="C,H,W",
                    help="input size (default: the model's pretrained_cfg); C also sets in_chans")

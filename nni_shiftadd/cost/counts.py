@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from ..vocabulary import OPERATORS
 from .layers import LayerRecord
 from .trace import trace_layers
 
@@ -53,14 +54,11 @@ class OpCounts:
 def count_layer(record: LayerRecord) -> OpCounts:
     """The Table 4 counts of one traced layer."""
     macs = record.shape.macs
-    op = record.shape.op
-    if op == "mult":
-        return OpCounts(record.params, macs, mult=macs, add=macs)
-    if op == "add":
-        return OpCounts(record.params, macs, add=2 * macs)
-    if op == "shift":
-        return OpCounts(record.params, macs, shift=macs, add=macs)
-    raise ValueError(f"{record.name}: unknown op {op!r}")
+    try:
+        per_mac = OPERATORS[record.shape.op]
+    except KeyError:
+        raise ValueError(f"{record.name}: unknown op {record.shape.op!r}; expected one of {list(OPERATORS)}") from None
+    return OpCounts(record.params, macs, mult=per_mac.mult * macs, add=per_mac.add * macs, shift=per_mac.shift * macs)
 
 
 def count_ops(model: nn.Module, *inputs: Any, **kwargs: Any) -> tuple[OpCounts, list[tuple[LayerRecord, OpCounts]]]:

@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..vocabulary import OPERATORS
 from .layers import LayerShape
 
 LEVELS = ("compute", "dram", "glb", "noc", "rf")
@@ -227,10 +228,10 @@ def op_rule(shape: LayerShape, cfg: EyerissConfig) -> OpRule:
     """
     bits = cfg.bits
     if cfg.op_rules == "physical":
-        return OpRule(bits, min(bits, cfg.shift_weight_bits) if shape.op == "shift" else bits, 1.0, False)
-    narrow = shape.op == "shift" and shape.lightweight
+        return OpRule(bits, min(bits, cfg.shift_weight_bits) if shape.op == "bitshift" else bits, 1.0, False)
+    narrow = shape.op == "bitshift" and shape.lightweight
     word = cfg.shift_word_bits if narrow and cfg.shift_word_bits is not None else bits
-    on_chip = cfg.adder_on_chip and (shape.op == "add" or (shape.lightweight and shape.op == "mult"))
+    on_chip = cfg.adder_on_chip and (shape.op == "absdiff" or (shape.lightweight and shape.op == "multiply"))
     return OpRule(word, word, cfg.shift_cycle_factor if narrow else 1.0, on_chip)
 
 
@@ -402,7 +403,7 @@ def _energies(shape: LayerShape, cfg: EyerissConfig, acc: dict[str, Any], macs: 
     rule, pj = op_rule(shape, cfg), cfg.rf_access_pj
     a, w = rule.activation_bits / 32, rule.weight_bits / 32
     energy = {
-        "compute": macs * OP_ENERGY_PJ[cfg.bits][shape.op],
+        "compute": macs * OP_ENERGY_PJ[cfg.bits][OPERATORS[shape.op].unit],
         "dram": (acc["dram"] * a + acc["dram_w"] * w) * cfg.dram_energy * pj * 32 / cfg.dram_bus_bits,
         "glb": (acc["glb"] * a + acc["glb_w"] * w) * cfg.glb_energy * pj,
         "noc": (acc["noc"] * a + acc["noc_w"] * w) * cfg.noc_energy * pj,

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-Op = Literal["mult", "add", "shift"]
+from ..vocabulary import OPERATORS
+
+Op = Literal["multiply", "absdiff", "bitshift"]  # nni_shiftadd.vocabulary.OPERATORS
 Kind = Literal["conv", "fc", "matmul"]
-OPS: tuple[str, ...] = ("mult", "add", "shift")
+OPS: tuple[str, ...] = tuple(OPERATORS)
 
 
 @dataclasses.dataclass(frozen=True)

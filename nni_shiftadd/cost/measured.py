@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..vocabulary import BLOCKS
+from ..vocabulary import BLOCKS, REFERENCE_BLOCK
 from .predictor import cv_encoder, fit_predictor, measure_latency, measure_latency_ratio, save_predictor
 
 __all__ = ["LatencyPredictorConfig", "MeasureSettings", "build_latency_predictor", "measure_space"]
@@ -127,7 +127,7 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
     reference = None
     if settings.reference is not None:
         try:
-            reference_arch = baseline_arch(spec, settings.reference, fallback="conv")
+            reference_arch = baseline_arch(spec, settings.reference, fallback=REFERENCE_BLOCK)
         except ValueError as err:
             raise ValueError(f"'reference': {err}; or null to time absolutely") from None
         reference = HybridCVSpace(spec, "none").freeze(reference_arch)

@@ -61,11 +61,11 @@ class CostReport:
 
     def table(self, max_rows: int | None = None) -> str:
         """A fixed-width per-layer table followed by the totals and the energy breakdown."""
-        head = f"{'layer':44s} {'type':16s} {'op':5s} {'MACs':>10s} {'energy mJ':>10s} {'lat ms':>8s} {'util':>5s}"
+        head = f"{'layer':44s} {'type':16s} {'op':8s} {'MACs':>10s} {'energy mJ':>10s} {'lat ms':>8s} {'util':>5s}"
         lines = [head, "-" * len(head)]
         rows = self.rows if max_rows is None else self.rows[:max_rows]
         for r in rows:
-            lines.append(f"{r.name[-44:]:44s} {r.type[:16]:16s} {r.op:5s} {_si(r.macs):>10s} {r.energy_mJ:10.4f} "
+            lines.append(f"{r.name[-44:]:44s} {r.type[:16]:16s} {r.op:8s} {_si(r.macs):>10s} {r.energy_mJ:10.4f} "
                          f"{r.latency_ms:8.4f} {r.utilization:5.2f}")
         if max_rows is not None and len(self.rows) > max_rows:
             lines.append(f"... {len(self.rows) - max_rows} more layers")

@@ -76,7 +76,7 @@ def alexnet_conv_layers(batch: int = 4, sparsity: bool = True) -> list[LayerShap
     shapes = []
     for (m, c, size, k, stride, pad, groups), z_in, z_out in zip(_ALEXNET, zeros, out_zeros):
         e = (size + 2 * pad - k) // stride + 1
-        shapes.append(LayerShape("conv", "mult", n=batch, c=c, m=m // groups, h=size, w=size, r=k, s=k, e=e, f=e,
+        shapes.append(LayerShape("conv", "multiply", n=batch, c=c, m=m // groups, h=size, w=size, r=k, s=k, e=e, f=e,
                                  stride=stride, groups=groups, input_zeros=z_in, output_zeros=z_out))
     return shapes
 

@@ -101,10 +101,10 @@ def _prod(xs: Sequence[int]) -> int:
 
 def _op(module: nn.Module) -> Op:
     if isinstance(module, _ADDER):
-        return "add"
+        return "absdiff"
     if isinstance(module, _SHIFT):
-        return "shift"
-    return "mult"
+        return "bitshift"
+    return "multiply"
 
 
 def _module_params(module: nn.Module) -> int:
@@ -152,10 +152,10 @@ def _product(n: int, c: int, m: int, repeat: int, a_param: bool, b_param: bool, 
              b_batched: bool, a_numel: int, b_numel: int) -> tuple[LayerShape, int]:
     """``repeat`` independent ``[n, c] @ [c, m]`` products; a shared parameter operand makes it a Linear layer."""
     if b_param and not a_param and not b_batched:  # x @ W: a Linear over repeat * n rows
-        return LayerShape(kind="fc", op="mult", n=repeat * n, c=c, m=m), b_numel
+        return LayerShape(kind="fc", op="multiply", n=repeat * n, c=c, m=m), b_numel
     if a_param and not b_param and not a_batched:  # W @ x = (x^T W^T)^T: a Linear over repeat * m rows
-        return LayerShape(kind="fc", op="mult", n=repeat * m, c=c, m=n), a_numel
-    shape = LayerShape(kind="matmul", op="mult", n=n, c=c, m=m, repeat=repeat, weights_are_activations=not b_param)
+        return LayerShape(kind="fc", op="multiply", n=repeat * m, c=c, m=n), a_numel
+    shape = LayerShape(kind="matmul", op="multiply", n=n, c=c, m=m, repeat=repeat, weights_are_activations=not b_param)
     return shape, (a_numel if a_param else 0) + (b_numel if b_param else 0)
 
 
@@ -316,13 +316,13 @@ def _sdpa(t: _Tracer, args: tuple, kwargs: dict) -> list[tuple[str, LayerShape, 
     q, k, v = (_arg(args, kwargs, i, name) for i, name in enumerate(("query", "key", "value")))
     length, e, s, ev = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     repeat = _prod(q.shape[:-2])  # batch x heads (with grouped-query attention the query's heads count)
-    return [(".qk", LayerShape(kind="matmul", op="mult", n=length, c=e, m=s, repeat=repeat,
+    return [(".qk", LayerShape(kind="matmul", op="multiply", n=length, c=e, m=s, repeat=repeat,
                                weights_are_activations=True), 0),
-            (".av", LayerShape(kind="matmul", op="mult", n=length, c=s, m=ev, repeat=repeat,
+            (".av", LayerShape(kind="matmul", op="multiply", n=length, c=s, m=ev, repeat=repeat,
                                weights_are_activations=True), 0)]
 
 
-def _linear(op: Op = "mult", weight_operand: bool = False) -> Callable[[_Tracer, tuple, dict],
+def _linear(op: Op = "multiply", weight_operand: bool = False) -> Callable[[_Tracer, tuple, dict],
                                                                       list[tuple[str, LayerShape, int]]]:
     """``F.linear`` and its Add/Shift twins: a Linear layer when the weight is a parameter (or, for the twins, whose
     second operand is a weight by definition: Shift's is rounded on the fly), else an activation product."""
@@ -338,7 +338,7 @@ def _linear(op: Op = "mult", weight_operand: bool = False) -> Callable[[_Tracer,
     return shape
 
 
-def _conv(dims: int, op: Op = "mult", weight_operand: bool = False) -> Callable[[_Tracer, tuple, dict, Tensor],
+def _conv(dims: int, op: Op = "multiply", weight_operand: bool = False) -> Callable[[_Tracer, tuple, dict, Tensor],
                                                                                 list[tuple[str, LayerShape, int]]]:
     def shape(t: _Tracer, args: tuple, kwargs: dict, out: Tensor) -> list[tuple[str, LayerShape, int]]:
         x, w, b = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
@@ -373,10 +373,10 @@ _PRE[F.scaled_dot_product_attention] = ("sdpa", _sdpa)
 _PRE[F.linear] = ("linear", _linear())
 _POST[F.conv1d] = ("conv1d", _conv(1))
 _POST[F.conv2d] = ("conv2d", _conv(2))
-_PRE[adder_linear] = ("adder_linear", _linear("add", weight_operand=True))
-_POST[adder_conv1d] = ("adder_conv1d", _conv(1, "add", weight_operand=True))
-_PRE[shift_linear] = ("shift_linear", _linear("shift", weight_operand=True))
-_POST[shift_conv1d] = ("shift_conv1d", _conv(1, "shift", weight_operand=True))
+_PRE[adder_linear] = ("adder_linear", _linear("absdiff", weight_operand=True))
+_POST[adder_conv1d] = ("adder_conv1d", _conv(1, "absdiff", weight_operand=True))
+_PRE[shift_linear] = ("shift_linear", _linear("bitshift", weight_operand=True))
+_POST[shift_conv1d] = ("shift_conv1d", _conv(1, "bitshift", weight_operand=True))
 
 # Products we cannot shape: issued outside a hooked layer they are unmodelled.
 _UNSHAPED: dict[Any, str] = {}

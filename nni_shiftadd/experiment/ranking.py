@@ -296,13 +296,13 @@ def select_archs(spec: Any, count: int, seed: int, pool: int = 2000) -> list[dic
     architecture nearest the pool's centre, so the list's prefixes are spread too."""
     from ..space.spec import baseline_arch, canonical_arch, random_arch
     from ..strategy.evolution import arch_key
-    from ..vocabulary import BLOCKS
+    from ..vocabulary import BLOCKS, REFERENCE_BLOCK
 
     rng = random.Random(seed)
     candidates: dict[str, dict[str, Any]] = {}
     for op in BLOCKS:
         if any(op in stage.blocks for stage in spec.stages):
-            arch = canonical_arch(spec, baseline_arch(spec, op, fallback="conv"))
+            arch = canonical_arch(spec, baseline_arch(spec, op, fallback=REFERENCE_BLOCK))
             candidates.setdefault(arch_key(arch), arch)
     for _ in range(pool):
         arch = canonical_arch(spec, random_arch(spec, rng))
@@ -509,6 +509,7 @@ class Study:
         pools whose Add view is closer to its Laplace fit than to its Gaussian fit
         (:func:`~nni_shiftadd.plots.weights.shape_stats`). Cached in ``shapes/<variant>/``."""
         from ..plots.weights import pool_weights, shape_stats, weight_pools
+        from ..vocabulary import block_type
         from ..tasks.supernet import load_supernet
 
         path = self.out / "shapes" / variant.name / f"{mode}_seed{seed}.json"
@@ -516,8 +517,8 @@ class Study:
         if cached is not None:
             return cached
         supernet, _ = load_supernet(self.supernet(variant, mode, seed))
-        stats = [shape_stats(pool_weights(pool)["add"]) for pool in weight_pools(supernet).values()
-                 if "add" in pool.ops]
+        stats = [shape_stats(pool_weights(pool)[op]) for pool in weight_pools(supernet).values() for op in pool.ops
+                 if block_type(op).pool_view == "transform"]  # the candidate reading T(W): Add
         shape = {"pools": len(stats),
                  "median_excess_kurtosis": float(np.median([s["excess_kurtosis"] for s in stats])),
                  "laplace_closer_share": float(np.mean([s["kl_laplace"] < s["kl_gaussian"] for s in stats]))}

@@ -14,22 +14,17 @@ import torch
 from timm.models import register_model
 from torch import Tensor, nn
 
-from ..ops import AdderConv2d, ShiftConv2d
-
-OPS = ("conv", "shift", "add")
+from ..ops.factory import create_layer
+from ..vocabulary import CONV_FAMILY as OPS
 
 
 def make_conv(op: str, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
               op_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """A bias-free ``kernel_size`` convolution of the given operator type, padded to keep the size."""
-    args = (in_channels, out_channels, kernel_size, stride, kernel_size // 2)
-    if op == "conv":
-        return nn.Conv2d(*args, bias=False)
-    if op == "shift":
-        return ShiftConv2d(*args, bias=False, **(op_kwargs or {}))
-    if op == "add":
-        return AdderConv2d(*args, bias=False, **(op_kwargs or {}))
-    raise ValueError(f"op: unknown value {op!r}; expected one of {list(OPS)}")
+    if op not in OPS:
+        raise ValueError(f"op: unknown value {op!r}; expected one of {list(OPS)}")
+    return create_layer(op, "conv2d", in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False,
+                        options=op_kwargs)
 
 
 class BasicBlock(nn.Module):

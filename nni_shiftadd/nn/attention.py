@@ -13,20 +13,20 @@ Every product goes through a layer or function that :func:`nni_shiftadd.cost.tra
 """
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
-from ..ops.adder import AdderConv1d
-from ..ops.shift import ShiftConv2d
+from ..ops.factory import create_layer
+from ..vocabulary import CONV_FAMILY, block_type
 
 __all__ = ["AttnBlock", "LightweightConv1d", "MultiBranchBlock", "MultiHeadSelfAttention", "attention_mask"]
 
-Branch = Literal["conv", "shift", "add"]
-BRANCHES: tuple[str, ...] = ("conv", "shift", "add")
+Branch = str  # a convolution-family block type
+BRANCHES: tuple[str, ...] = CONV_FAMILY
 
 
 def _check_heads(dim: int, heads: int, what: str) -> None:
@@ -138,6 +138,16 @@ class _SoftmaxConv1d(nn.Conv1d):
         return self._conv_forward(x, self.weight.softmax(-1), self.bias)
 
 
+#: The lightweight convolution of each operator kind over ``[B * C / heads, heads, T]``: its layer (block type,
+#: heads, kernel size -> module), and whether that layer takes the tokens as a ``1 x T`` image (DeepShift's layer
+#: is 2-D). A multiply is Wu et al.'s softmax-normalised kernel; the others are the block type's own layer.
+_LIGHTWEIGHT: dict[str, tuple[Callable[[str, int, int], nn.Module], bool]] = {
+    "multiply": (lambda op, h, k: _SoftmaxConv1d(h, h, k, groups=h, bias=False), False),
+    "bitshift": (lambda op, h, k: create_layer(op, "conv2d", h, h, (1, k), groups=h, bias=False), True),
+    "absdiff": (lambda op, h, k: create_layer(op, "conv1d", h, h, k, groups=h, bias=False), False),
+}
+
+
 class LightweightConv1d(nn.Module):
     """Depthwise 1-D convolution over the tokens, ``[B, T, C] -> [B, T, C]`` ('same' or causal padding).
 
@@ -162,14 +172,9 @@ class LightweightConv1d(nn.Module):
         heads = channels if heads is None else heads
         _check_heads(channels, heads, "heads")
         self.channels, self.kernel_size, self.op, self.heads = channels, kernel_size, op, heads
-        self.conv: nn.Module
-        if op == "conv":
-            self.conv = _SoftmaxConv1d(heads, heads, kernel_size, groups=heads, bias=False)
-        elif op == "shift":
-            self.conv = ShiftConv2d(heads, heads, (1, kernel_size), groups=heads, bias=False)
-        else:
-            self.conv = AdderConv1d(heads, heads, kernel_size, groups=heads, bias=False)
-        self.norm: nn.Module = nn.LayerNorm(channels) if op == "add" else nn.Identity()
+        build, self._as_image = _LIGHTWEIGHT[block_type(op).operator]
+        self.conv: nn.Module = build(op, heads, kernel_size)
+        self.norm: nn.Module = nn.LayerNorm(channels) if block_type(op).needs_output_norm else nn.Identity()
 
     def forward(self, x: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None) -> Tensor:
         """``causal`` pads ``K - 1`` zeros on the left only; ``key_padding_mask`` ``[B, T]`` (True at padding)
@@ -182,10 +187,7 @@ class LightweightConv1d(nn.Module):
         k = self.kernel_size
         pad = (k - 1, 0) if causal else ((k - 1) // 2, k // 2)  # 'same': as torch's padding='same'
         h = F.pad(x.transpose(1, 2).reshape(b * c // self.heads, self.heads, t), pad)
-        if self.op == "shift":
-            y = self.conv(h.unsqueeze(2)).squeeze(2)
-        else:
-            y = self.conv(h)
+        y = self.conv(h.unsqueeze(2)).squeeze(2) if self._as_image else self.conv(h)
         return self.norm(y.reshape(b, c, t).transpose(1, 2))
 
     def extra_repr(self) -> str:
@@ -222,7 +224,7 @@ class MultiBranchBlock(nn.Module):
                 raise ValueError(f"embed_dim: must be even to split into two branches, got {embed_dim}")
             half = embed_dim // 2
             self.attn = MultiHeadSelfAttention(half, max(1, heads // 2), proj=False, dropout=attn_dropout)
-            if conv_heads is None and branch == "conv":
+            if conv_heads is None and block_type(branch).operator == "multiply":  # Wu et al. tie them
                 conv_heads = heads
             self.conv = LightweightConv1d(half, kernel_size, branch, conv_heads)
             self.proj = nn.Linear(embed_dim, embed_dim)

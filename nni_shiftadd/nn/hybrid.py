@@ -20,7 +20,7 @@ from nni.nas.nn.pytorch import MutableModule
 from torch import Tensor, nn
 
 from ..hws import MODES, Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
-from ..ops import AdderConv2d, ShiftConv2d, adder_conv2d
+from ..ops.factory import block_conv2d, create_layer
 from ..vocabulary import BLOCKS as CANDIDATES
 from ..vocabulary import CONV_FAMILY as _CONV_OPS
 from .attention import AttnBlock
@@ -86,8 +86,8 @@ class HybridBlock(nn.Module):
             raise ValueError(f"stride: expected 1 (keep the resolution) or 2 (halve it), got {stride}")
         self.in_channels, self.out_channels, self.stride, self.mode = in_channels, out_channels, stride, mode
         self.kl_weight, self.eta = kl_weight, eta
-        self.attn = AttnBlock(in_channels, out_channels, stride, **(attn_kwargs or {})) \
-            if "attn" in self.candidates else None
+        attention = [c for c in self.candidates if c not in _CONV_OPS and c not in extra]
+        self.attn = AttnBlock(in_channels, out_channels, stride, **(attn_kwargs or {})) if attention else None
         ops = tuple(c for c in self.candidates if c in _CONV_OPS)
         self.conv_ops = ops
         if ops:
@@ -124,11 +124,7 @@ class HybridBlock(nn.Module):
     def _conv(self, op: str, x: Tensor, key: str) -> Tensor:
         w = self.pools[key].weight(op)
         stride = self.stride if key in ("spatial", "shortcut") else 1
-        padding = w.shape[-1] // 2
-        if op == "add":
-            y = adder_conv2d(x, w, stride=stride, padding=padding, eta=self.pools[key].add_eta(self.eta))
-        else:
-            y = F.conv2d(x, w, stride=stride, padding=padding)
+        y = block_conv2d(op, x, w, stride=stride, padding=w.shape[-1] // 2, eta=self.pools[key].add_eta(self.eta))
         return self.norms[op][key](y)
 
     def forward(self, x: Tensor, op: str) -> Tensor:
@@ -136,7 +132,7 @@ class HybridBlock(nn.Module):
             raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.candidates)}")
         if op in self.extra:
             return self.extra[op](x)
-        if op == "attn":
+        if op not in self.conv_ops:  # the attention candidate
             return self.attn(x)
         with ranks_memoised(list(self.pools.values())):
             return self._bottleneck(x, op)
@@ -163,21 +159,17 @@ class HybridBlock(nn.Module):
             raise ValueError(f"op: {op!r} is not a candidate here; candidates are {list(self.candidates)}")
         if op in self.extra:
             return copy.deepcopy(self.extra[op])
-        if op == "attn":
+        if op not in self.conv_ops:  # the attention candidate
             return copy.deepcopy(self.attn)
         convs = {}
         for key, pool in self.pools.items():
             w = pool.weight(op).detach().clone()
             out_c, in_c, k, _ = w.shape
             stride = self.stride if key in ("spatial", "shortcut") else 1
-            where = {"device": w.device, "dtype": w.dtype}
-            if op == "conv":
-                layer: nn.Module = nn.Conv2d(in_c, out_c, k, stride, k // 2, bias=False, **where)
-            elif op == "shift":
-                layer = ShiftConv2d(in_c, out_c, k, stride, k // 2, bias=False, variant="Q",
-                                    weight_bits=pool.weight_bits, **where)
-            else:
-                layer = AdderConv2d(in_c, out_c, k, stride, k // 2, bias=False, eta=self.eta, **where)
+            # a Shift layer holds the pool's power-of-two weights as DeepShift-Q, an Add layer T(W)
+            layer = create_layer(op, "conv2d", in_c, out_c, k, stride, k // 2, bias=False, device=w.device,
+                                 dtype=w.dtype, options={"variant": "Q", "weight_bits": pool.weight_bits,
+                                                         "eta": self.eta})
             layer.weight.copy_(w)
             convs[key] = nn.Sequential(layer, _copy_bn(self.norms[op][key]))
         return Bottleneck(convs)

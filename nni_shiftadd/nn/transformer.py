@@ -25,16 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..hws import HWSConfig, Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
-from ..ops import adder_conv1d, adder_linear, shift_conv1d, shift_linear
+from ..ops.factory import block_function
 from ..vocabulary import CONV_FAMILY, branches
 from .elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, sinusoidal_positions
-
-#: The functional form of each member of the convolution family: ``(linear, depthwise conv1d)``. Shift runs the
-#: float kernels on its power-of-two weights (``SharedConvWeight.weight("shift")``) under names of its own, which
-#: the cost tracer counts as shifts.
-LIGHTWEIGHT_FUNCTIONS = {"conv": (F.linear, F.conv1d), "shift": (shift_linear, shift_conv1d),
-                         "add": (adder_linear, adder_conv1d)}
-
 
 @dataclasses.dataclass(frozen=True)
 class LayerChoices:
@@ -152,16 +145,15 @@ class LightweightBranch(nn.Module):
 
     def _forward(self, x: Tensor, op: str, padding_mask: Tensor | None) -> Tensor:
         c = x.shape[-1]
-        linear, conv = LIGHTWEIGHT_FUNCTIONS[op]
-        # the branch's pools share one mode and HWSConfig
-        extra = {"eta": self.pools["proj_in"].add_eta(self.eta)} if op == "add" else {}
+        eta = self.pools["proj_in"].add_eta(self.eta)  # the branch's pools share one mode and HWSConfig
+        linear, conv = block_function(op, "linear", eta), block_function(op, "conv1d", eta)
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        y = linear(x, self.pools["proj_in"].weight(op)[:c, :c], **extra).transpose(1, 2)
+        y = linear(x, self.pools["proj_in"].weight(op)[:c, :c]).transpose(1, 2)
         k = self.kernel_size
         y = F.pad(y, (k - 1, 0) if self.causal else (k // 2, k // 2))
-        y = conv(y, self.pools["depthwise"].weight(op)[:c], groups=c, **extra).transpose(1, 2)
-        y = linear(y, self.pools["proj_out"].weight(op)[:c, :c], **extra)
+        y = conv(y, self.pools["depthwise"].weight(op)[:c], groups=c).transpose(1, 2)
+        y = linear(y, self.pools["proj_out"].weight(op)[:c, :c])
         y = self.norms[op](y)
         if self.mode == "hws" and self.training and self.kl_weight != 0 and torch.is_grad_enabled():
             y = add_auxiliary_loss(y, self.kl(), self.kl_weight)
@@ -331,13 +323,5 @@ def pooled_weights(layer: HybridLayer, prefix: str, ops: Any) -> dict[str, Tenso
         return out
     for key, pool in layer.branch.pools.items():
         for op in ops:
-            if pool.mode == "none":
-                w = pool.own[op]
-            elif op == "shift":
-                w = pool.pool * pool.shift_prescale
-            elif op == "add" and pool.transform is not None:
-                w = pool.transform(pool.pool)
-            else:
-                w = pool.pool
-            out[f"{prefix}branch.pools.{key}.own.{op}"] = w.detach()
+            out[f"{prefix}branch.pools.{key}.own.{op}"] = pool.stored(op).detach()
     return out

@@ -8,11 +8,10 @@ from typing import Any
 
 from torch import nn
 
-from .adder import AdderConv1d, AdderConv2d, AdderLinear
-from .shift import ShiftConv2d, ShiftLinear
+from ..vocabulary import MULTIPLICATION_FREE as OP_TYPES
+from .factory import LAYERS, create_layer, layer_class
 
-OP_TYPES = ("add", "shift")
-_HYBRID = (AdderConv1d, AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear)
+_HYBRID = tuple(cls for operator, forms in LAYERS.items() if operator != "multiply" for cls in forms.values())
 
 
 def default_exclusions(model: nn.Module) -> list[str]:
@@ -41,22 +40,20 @@ def _replacement(module: nn.Module, to: str, copy_weights: bool, op_kwargs: dict
     device, dtype = module.weight.device, module.weight.dtype
     common = dict(device=device, dtype=dtype, **op_kwargs)
     if isinstance(module, (nn.Conv2d, nn.Conv1d)):
-        cls = {("add", 2): AdderConv2d, ("add", 1): AdderConv1d, ("shift", 2): ShiftConv2d}.get(
-            (to, module.weight.dim() - 2))
-        if cls is None:
+        form = "conv2d" if module.weight.dim() == 4 else "conv1d"
+        if layer_class(to, form) is None:  # e.g. Shift has no conv1d layer
             return None
         if module.padding_mode != "zeros":
             raise ValueError(f"padding_mode: {module.padding_mode!r} of {type(module).__name__} cannot be converted; "
                              "only 'zeros' is supported")
-        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                  module.dilation, module.groups, module.bias is not None, **common)
+        new = create_layer(to, form, module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                           module.padding, module.dilation, module.groups, module.bias is not None, **common)
     elif isinstance(module, nn.Linear):
-        cls = AdderLinear if to == "add" else ShiftLinear
-        new = cls(module.in_features, module.out_features, module.bias is not None, **common)
+        new = create_layer(to, "linear", module.in_features, module.out_features, module.bias is not None, **common)
     else:
         return None
     if copy_weights:
-        if isinstance(new, (ShiftConv2d, ShiftLinear)):
+        if hasattr(new, "load_float_weight"):  # Shift-PS derives its exponent and sign from the weights
             new.load_float_weight(module.weight.detach())
         else:
             new.weight.data.copy_(module.weight.detach())

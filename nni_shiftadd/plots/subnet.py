@@ -16,11 +16,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
 from ..space.spec import OPS, SpaceSpec, layer_plan
+from ..vocabulary import BLOCK_TYPES
 
 #: Fixed colour per block type (Okabe-Ito, colour-blind safe), used by every plot of this package.
-OP_COLORS: dict[str, str] = {"attn": "#CC79A7", "conv": "#0072B2", "shift": "#E69F00", "add": "#009E73"}
+OP_COLORS: dict[str, str] = {name: block.colour for name, block in BLOCK_TYPES.items()}
 #: Display name per block type.
-OP_NAMES: dict[str, str] = {"attn": "Attn", "conv": "Conv", "shift": "Shift", "add": "Add"}
+OP_NAMES: dict[str, str] = {name: block.display for name, block in BLOCK_TYPES.items()}
 _FIXED = "#BBBBBB"  # stem and head: not searched
 _BOX_W, _BOX_H = 0.78, 0.62
 

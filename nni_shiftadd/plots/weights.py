@@ -20,10 +20,11 @@ from torch import nn
 
 from ..hws import SharedConvWeight, spacing_kl
 from ..nn.hybrid import HybridBlock
+from ..vocabulary import CONV_FAMILY, block_type
 from .subnet import OP_COLORS, OP_NAMES, save_figure
 
 #: The candidates that read a weight pool, in column order.
-POOL_OPS: tuple[str, ...] = ("conv", "shift", "add")
+POOL_OPS: tuple[str, ...] = CONV_FAMILY
 
 Fits = dict[str, dict[str, dict[str, float]]]
 
@@ -91,14 +92,22 @@ def shift_levels(w: np.ndarray) -> dict[str, float]:
             "min_exponent": float(np.min(exps)), "max_exponent": float(np.max(exps))}
 
 
-_FIT = {"conv": fit_gaussian, "shift": shift_levels, "add": fit_laplace}
+def _discrete(op: str) -> bool:
+    """Whether ``op`` computes with a few power-of-two levels (a bar chart of levels) rather than a density."""
+    return block_type(op).pool_view == "power_of_two"
+
+
+def _fit(op: str) -> Any:
+    """How the weights ``op`` computes with are summarised: their power-of-two levels, or a fit of the
+    distribution they should follow (eq. (5): Gaussian for Conv, Laplace for Add)."""
+    return shift_levels if _discrete(op) else {"gaussian": fit_gaussian, "laplace": fit_laplace}[block_type(op).prior]
 
 
 def weight_fits(supernet: nn.Module, layers: Sequence[str] | None = None) -> Fits:
     """``{pool name: {op: fitted parameters}}`` for the pools :func:`plot_weight_histograms` draws: Conv
     ``{mean, std}`` (:func:`fit_gaussian`), Add ``{loc, scale}`` (:func:`fit_laplace`), Shift
     :func:`shift_levels`."""
-    return {name: {op: _FIT[op](w) for op, w in pool_weights(pool).items()}
+    return {name: {op: _fit(op)(w) for op, w in pool_weights(pool).items()}
             for name, pool in _select(weight_pools(supernet), layers).items()}
 
 
@@ -119,7 +128,7 @@ def shape_stats(w: np.ndarray) -> dict[str, float]:
 def weight_shapes(supernet: nn.Module, layers: Sequence[str] | None = None) -> Fits:
     """``{pool name: {op: shape_stats}}`` of the Conv and Add views of the pools :func:`plot_weight_histograms`
     draws (default: the 3x3 pool of each stage's first layer): whether HWS made Add's ``T(W)`` Laplacian (Fig. 3)."""
-    return {name: {op: shape_stats(w) for op, w in pool_weights(pool).items() if op in ("conv", "add")}
+    return {name: {op: shape_stats(w) for op, w in pool_weights(pool).items() if not _discrete(op)}
             for name, pool in _select(weight_pools(supernet), layers).items()}
 
 
@@ -148,18 +157,19 @@ def _draw_continuous(ax: Any, w: np.ndarray, op: str, fit: dict[str, float]) -> 
     pad = 0.05 * (hi - lo or 1.0)
     x = np.linspace(lo - pad, hi + pad, 400)
     gauss, laplace = ("Gaussian", _gaussian_pdf, fit_gaussian), ("Laplace", _laplace_pdf, fit_laplace)
-    (name, pdf, _), (other, other_pdf, other_fit) = (gauss, laplace) if op == "conv" else (laplace, gauss)
+    gaussian = block_type(op).prior == "gaussian"
+    (name, pdf, _), (other, other_pdf, other_fit) = (gauss, laplace) if gaussian else (laplace, gauss)
     ax.plot(x, pdf(x, fit), color="black", lw=1.3, label=f"{name} fit")
     ax.plot(x, other_pdf(x, other_fit(w)), color="#777777", lw=1.0, ls="--", label=f"{other} fit")
-    if op == "conv":
+    if gaussian:
         return f"Gaussian: \u03bc={fit['mean']:#.3g}, \u03c3={fit['std']:#.3g}"
     return f"Laplace: loc={fit['loc']:#.3g}, b={fit['scale']:#.3g}"
 
 
-def _draw_shift(ax: Any, w: np.ndarray, fit: dict[str, float]) -> str:
+def _draw_levels(ax: Any, w: np.ndarray, op: str, fit: dict[str, float]) -> str:
     values, counts = np.unique(w, return_counts=True)
     pos = np.arange(values.size)
-    ax.bar(pos, counts / w.size, width=0.8, color=OP_COLORS["shift"], edgecolor="none")
+    ax.bar(pos, counts / w.size, width=0.8, color=OP_COLORS[op], edgecolor="none")
     step = max(1, math.ceil(values.size / 14))  # keep the tick labels readable
     ax.set_xticks(pos[::step], [_pow2_label(v) for v in values[::step]], fontsize=7, rotation=90)
     ax.set_ylabel("fraction", fontsize=8)
@@ -189,11 +199,11 @@ def plot_weight_histograms(supernet: nn.Module, path: str | os.PathLike[str],
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, f"no {OP_NAMES[op]} candidate", ha="center", va="center", transform=ax.transAxes)
                 continue
-            w, fit = weights[op], _FIT[op](weights[op])
-            what = _draw_shift(ax, w, fit) if op == "shift" else _draw_continuous(ax, w, op, fit)
+            w, fit = weights[op], _fit(op)(weights[op])
+            what = _draw_levels(ax, w, op, fit) if _discrete(op) else _draw_continuous(ax, w, op, fit)
             ax.set_title(f"{name} \u00b7 {OP_NAMES[op]} (n={w.size})\n{what}", fontsize=8.5)
             ax.tick_params(labelsize=7)
-            if op != "shift":
+            if not _discrete(op):
                 ax.legend(fontsize=7, frameon=False, loc="upper right")
                 ax.set_ylabel("density", fontsize=8)
     mode = next(iter(selected.values())).mode

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
 
-from ..vocabulary import DECODER_BLOCKS, ENCODER_BLOCKS, branches
+from ..vocabulary import ATTENTION, DECODER_BLOCKS, ENCODER_BLOCKS, branches
 from .labels import check_labels
 
 
@@ -263,7 +263,7 @@ def random_arch(spec: TranslationSpaceSpec, rng: random.Random | int | None = No
     return {key: rng.choice(choices) for key, choices in arch_space(spec).items()}
 
 
-def baseline_arch(spec: TranslationSpaceSpec, op: str = "attn", *, size: Literal["largest", "smallest"] = "largest",
+def baseline_arch(spec: TranslationSpaceSpec, op: str = ATTENTION, *, size: Literal["largest", "smallest"] = "largest",
                   decoder_depth: int | None = None) -> dict[str, Any]:
     """A homogeneous architecture: every encoder layer ``op`` (decoder layers ``op`` where allowed, else
     ``attn``), at the ``largest`` or ``smallest`` elastic dimensions, attending to the last encoder layer, with
@@ -275,7 +275,7 @@ def baseline_arch(spec: TranslationSpaceSpec, op: str = "attn", *, size: Literal
     for key, choices in arch_space(spec).items():
         what = key.rsplit(".", 1)[1]
         if what == "op":
-            arch[key] = op if op in choices else "attn"
+            arch[key] = op if op in choices else ATTENTION
         elif what == "attend":
             arch[key] = min(choices)
         elif key == "decoder.depth":

@@ -44,12 +44,12 @@ from typing import Any, Literal, NamedTuple
 
 from .. import resources
 from ..config import ConfigError, load_yaml_text, parse_yaml
-from ..vocabulary import BLOCKS
+from ..vocabulary import BLOCKS, REFERENCE_BLOCK, block_type
 from . import nlp_spec
 from .labels import check_labels
 
 OPS: tuple[str, ...] = BLOCKS
-BlockType = Literal["attn", "conv", "shift", "add"]
+BlockType = str  # a name of nni_shiftadd.vocabulary.BLOCK_TYPES
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class StageSpec:
     @property
     def attn_allowed(self) -> bool:
         """Whether layers of this stage may be Attn blocks."""
-        return "attn" in self.blocks
+        return any(block_type(b).family == "attention" for b in self.blocks)
 
     @property
     def max_depth(self) -> int:
@@ -204,6 +204,9 @@ class SpaceSpec:
                     raise _bad(f"{at}.depths[{k}]", d, "an int >= 1 (every resolution keeps at least one layer)")
             if len(set(st.depths)) != len(st.depths):
                 raise _bad(f"{at}.depths", list(st.depths), "distinct ints")
+            for k, b in enumerate(st.blocks):
+                if b not in OPS:
+                    raise _bad(f"{at}.blocks[{k}]", b, "one of " + ", ".join(repr(op) for op in OPS))
             if not st.blocks:
                 raise _bad(f"{at}.blocks", list(st.blocks), f"a non-empty subset of {list(OPS)}")
             if len(set(st.blocks)) != len(st.blocks):
@@ -434,7 +437,7 @@ def structurally_valid(spec: SpaceSpec, arch: Mapping[str, Any]) -> bool:
 @_also_translation(nlp_spec.named_baselines)
 def named_baselines(spec: SpaceSpec, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{"all_<op>": arch}``: the homogeneous references of a search (Conv where a stage lacks ``op``)."""
-    return {f"all_{op}": baseline_arch(spec, op, fallback="conv") for op in ops}
+    return {f"all_{op}": baseline_arch(spec, op, fallback=REFERENCE_BLOCK) for op in ops}
 
 
 @_also_translation(nlp_spec.restrict_blocks)

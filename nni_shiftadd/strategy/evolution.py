@@ -31,7 +31,7 @@ from .pareto import non_dominated_fronts, survivor_order
 from ..resources import list_resources, resource
 from ..space.spec import SpaceSpec
 from .domain import SearchDomain, as_domain
-from ..vocabulary import ENCODER_BLOCKS
+from ..vocabulary import BLOCKS, ENCODER_BLOCKS
 
 
 
@@ -88,9 +88,8 @@ class EvolutionConfig:
             except ValueError as err:
                 raise ValueError(f"field 'constraints.{key}': {err}") from None
         for op in self.baselines:
-            if op not in ("conv", "shift", "add", "attn"):
-                raise ValueError(f"field 'baselines': unknown block type {op!r}; allowed ['conv', 'shift', 'add', "
-                                 "'attn']")
+            if op not in BLOCKS:
+                raise ValueError(f"field 'baselines': unknown block type {op!r}; allowed {list(BLOCKS)}")
         if self.bits not in (8, 16, 32):
             raise ValueError(f"field 'bits': got {self.bits}; expected 8, 16 or 32")
         if self.goal not in ("max", "min", "pareto"):

@@ -25,6 +25,7 @@ from .. import stopping
 from .checkpoint_io import SafeCheckpointIO
 from .graceful_stop import GracefulStop
 from ..config import check_learning_rate
+from ..vocabulary import block_type
 from ..data import check_data_dir, create_dataset, create_loader, dataset_info, resolve_input_size
 from ..data.mixing import BatchMixing, check_mixing
 from ..kernels import select
@@ -98,7 +99,8 @@ def build_model(cfg: TrainConfig, in_chans: int, num_classes: int) -> nn.Module:
     model = timm.create_model(cfg.model, in_chans=in_chans, num_classes=num_classes, **cfg.model_kwargs)
     if cfg.convert != "none":
         kwargs = dict(cfg.convert_kwargs)
-        kwargs.setdefault("copy_weights", cfg.convert != "add")  # AdderNet trains from N(0, 1)
+        # a block type whose own weights start at N(0, 1) (AdderNet's) trains from scratch, not from the float ones
+        kwargs.setdefault("copy_weights", block_type(cfg.convert).own_init != "unit")
         model = convert_model(model, cfg.convert, **kwargs)
     return model
 

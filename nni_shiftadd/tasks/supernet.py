@@ -62,11 +62,12 @@ from ..nn.hybrid import HybridChoice
 from ..nn.recalibration import recalibrate_batchnorm
 from ..space.cv import HybridCVSpace
 from ..space.sampling import SAMPLINGS, step_paths
+from ..vocabulary import ATTENTION, CONV_FAMILY, REFERENCE_BLOCK
 from ..space.spec import SpaceSpec, baseline_arch, load_space, random_arch
 from ..cost.metrics import CONSTRAINT_METRICS, Bound, space_cost_fn
 from .classification import LossHistory, check_optimization, timm_optimization
 
-BASELINES: tuple[str, ...] = ("conv", "shift", "add", "attn")
+BASELINES: tuple[str, ...] = (*CONV_FAMILY, ATTENTION)
 #: Recipe fields a resumed run must share with its checkpoint: they fix the data order, the sampled architectures
 #: and the shapes of the saved state.
 RESUME_FIXED: tuple[str, ...] = ("space", "mode", "hws", "dataset", "input_size", "batch_size", "seed",
@@ -574,7 +575,7 @@ def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any
         rng = random.Random(cfg.seed + 1)
         archs = {f"random{i}": random_arch(spec, rng) for i in range(cfg.eval_archs)}
         # all-Attn where the space allows Attn, Conv elsewhere (cv_imagenet has no Attn at 56^2 and 28^2)
-        archs.update({f"all_{op}": baseline_arch(spec, op, fallback="conv") for op in BASELINES})
+        archs.update({f"all_{op}": baseline_arch(spec, op, fallback=REFERENCE_BLOCK) for op in BASELINES})
         calibration = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                                  generator=torch.Generator().manual_seed(cfg.seed))
         evaluated = {}

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...config import arch_argument
 from ...space.nlp_spec import TranslationSpaceSpec, baseline_arch, random_arch
+from ...vocabulary import ATTENTION
 
 
 class OptionError(SystemExit):
@@ -43,7 +44,7 @@ def named_arch(spec: TranslationSpaceSpec, name: str, flag: str = "--valid-subne
     """``largest``/``smallest`` (all-Attn at the largest or smallest dimensions, the deepest decoder), or an
     architecture as :func:`parse_arch` reads it."""
     if name in ("largest", "smallest"):
-        return baseline_arch(spec, "attn", size=name)
+        return baseline_arch(spec, ATTENTION, size=name)
     arch = parse_arch(name, flag)
     if arch is None:
         raise ValueError(f"{flag}: empty; expected largest, smallest or an architecture")
