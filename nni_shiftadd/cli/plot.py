@@ -26,11 +26,11 @@ def _plot_weights(args: argparse.Namespace) -> list[Any]:
 
 def _plot_subnet(args: argparse.Namespace) -> list[Any]:
     from ..plots import check_figure_path, plot_subnet
-    from ..space.spec import SpaceSpec, load_space
+    from ..space.spec import load_space
 
     check_figure_path(args.out, "--out")
     spec = load_space(args.space)
-    if not isinstance(spec, SpaceSpec):
+    if spec.kind != "image_classification":
         raise ValueError(f"--space: {args.space!r} is a translation space; `plot subnet` draws the layer plan of "
                          "image spaces only (a translation architecture is printed by `search-space --info`)")
     return [plot_subnet(spec, arch_argument(args.arch), args.out, args.title)]

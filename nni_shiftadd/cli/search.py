@@ -70,14 +70,17 @@ def _write_text(path: str, text: str, flag: str) -> None:
 def _space_summary(space: str) -> str:
     """What ``search-space --info`` prints: the stages (or the encoder and decoder), the subnet count and the
     supernet size per sharing mode."""
-    from ..space import count_subnets, load_space
-    from ..space.cv import supernet_parameters
-    from ..space.nlp_spec import TranslationSpaceSpec
-    from ..space.spec import valid_depths
+    from ..space import load_space
 
     spec = load_space(space)
-    if isinstance(spec, TranslationSpaceSpec):
-        return _translation_summary(spec)
+    return {"image_classification": _image_summary, "translation": _translation_summary}[spec.kind](spec)
+
+
+def _image_summary(spec: Any) -> str:
+    from ..space import count_subnets
+    from ..space.cv import supernet_parameters
+    from ..space.spec import valid_depths
+
     lines = [f"space           {spec.name}: {spec.description}",
              f"input           {spec.input.channels} x {spec.input.size} x {spec.input.size}, "
              f"{spec.num_classes} classes"]

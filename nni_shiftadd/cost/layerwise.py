@@ -119,9 +119,13 @@ class TranslationRecords:
         self._layers.update(per_layer)
 
 
+#: The layer-records function of each kind of search space.
+RECORDS: dict[str, type] = {"image_classification": LayerwiseRecords, "translation": TranslationRecords}
+
+
 def space_records(spec: SpaceSpec | TranslationSpaceSpec, mode: Mode = "hws") -> LayerwiseRecords | TranslationRecords:
-    """The layer-records function of ``spec``'s subnets, image or translation."""
-    return TranslationRecords(spec, mode) if isinstance(spec, TranslationSpaceSpec) else LayerwiseRecords(spec, mode)
+    """The layer-records function of ``spec``'s subnets (:data:`RECORDS` of its kind)."""
+    return RECORDS[spec.kind](spec, mode)
 
 
 def space_profiler(spec: SpaceSpec | TranslationSpaceSpec, metric: str = "energy_mJ", *, bits: int = 32,

@@ -103,11 +103,10 @@ def measure_space(settings: MeasureSettings, samples: int, cache: str | os.PathL
     from tqdm.auto import tqdm
 
     from ..space.cv import HybridCVSpace
-    from ..space.spec import (SpaceSpec, baseline_arch, canonical_arch, load_space, random_arch,
-                              structurally_valid)
+    from ..space.spec import baseline_arch, canonical_arch, load_space, random_arch, structurally_valid
     settings.validate()
     spec = load_space(settings.space)
-    if not isinstance(spec, SpaceSpec):
+    if spec.kind != "image_classification":
         raise ValueError(f"space: {settings.space!r} is a translation space; measured latency is built for image "
                          "spaces (translation searches use the Eyeriss latency or a predictor fitted on it)")
     path = Path(cache)

@@ -129,7 +129,6 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
 
 def recipe_is_translation(path: str | Path) -> bool:
     """Whether a supernet recipe trains a translation space (its ``space`` field names one)."""
-    from ..space.nlp_spec import TranslationSpaceSpec
     from ..space.spec import load_space
 
     data = load_yaml_text(Path(path).read_text(encoding="utf-8"))
@@ -137,7 +136,7 @@ def recipe_is_translation(path: str | Path) -> bool:
     if not isinstance(space, str):
         return False
     try:
-        return isinstance(load_space(space), TranslationSpaceSpec)
+        return load_space(space).kind == "translation"
     except (ConfigError, OSError):
         return False  # the recipe's own validation names the bad space
 

@@ -172,7 +172,7 @@ class HybridNLPSpace(ModelSpace):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode: unknown value {mode!r}; expected one of {list(MODES)}")
-        if not isinstance(spec, TranslationSpaceSpec):
+        if getattr(spec, "kind", None) != "translation":
             raise TypeError(f"spec: expected a translation space (kind: translation), got {type(spec).__name__}")
         self.spec, self.mode = spec, mode
         for label, choices in arch_space(spec).items():

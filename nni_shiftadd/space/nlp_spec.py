@@ -31,11 +31,11 @@ from numbers import Integral
 from typing import Any, Literal
 
 from ..vocabulary import ATTENTION, DECODER_BLOCKS, ENCODER_BLOCKS, branches
+from .kinds import bad_field, register_space_kind
 from .labels import check_labels
 
 
-def _bad(path: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"field {path!r}: got {value!r}; expected {expected}")
+_bad = bad_field
 
 
 def _choices(path: str, values: tuple[Any, ...], allowed: tuple[Any, ...] | None = None) -> None:
@@ -159,6 +159,39 @@ class TranslationSpaceSpec:
             raise _bad("decoder.embed_dims", list(self.decoder.embed_dims),
                        f"the same largest width as the encoder's ({self.encoder.max_embed}) with share_embeddings")
 
+    # the SearchSpaceSpec protocol (nni_shiftadd.space.kinds), implemented by this module's functions
+    def arch_space(self) -> dict[str, list[Any]]:
+        return arch_space(self)
+
+    def arch_gates(self) -> dict[str, tuple[str, int]]:
+        return arch_gates(self)
+
+    def validate_arch(self, arch: Mapping[str, Any]) -> None:
+        validate_arch(self, arch)
+
+    def canonical_arch(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        return canonical_arch(self, arch)
+
+    def structurally_valid(self, arch: Mapping[str, Any]) -> bool:
+        return structurally_valid(self, arch)
+
+    def random_arch(self, rng: random.Random | int | None = None) -> dict[str, Any]:
+        return random_arch(self, rng)
+
+    def baseline_arch(self, op: str, **options: Any) -> dict[str, Any]:
+        return baseline_arch(self, op, **options)
+
+    def named_baselines(self, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return named_baselines(self, ops)
+
+    def restrict_blocks(self, blocks: Sequence[str]) -> TranslationSpaceSpec:
+        return restrict_blocks(self, blocks)
+
+    def count_subnets(self) -> int:
+        return count_subnets(self)
+
+
+register_space_kind("translation", TranslationSpaceSpec)
 
 SIDES = ("encoder", "decoder")
 

@@ -31,7 +31,6 @@ Architecture dicts are flat ``{label: value}`` mappings, as an NNI sample:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
 import os
@@ -45,7 +44,7 @@ from typing import Any, Literal, NamedTuple
 from .. import resources
 from ..config import ConfigError, load_yaml_text, parse_yaml
 from ..vocabulary import BLOCKS, REFERENCE_BLOCK, block_type
-from . import nlp_spec
+from .kinds import DEFAULT_KIND, bad_field, register_space_kind, space_class
 from .labels import check_labels
 
 OPS: tuple[str, ...] = BLOCKS
@@ -230,9 +229,40 @@ class SpaceSpec:
                 raise _bad("stages[*].default_depth", defaults,
                            f"baseline depths that add up to total_depth {self.total_depth}")
 
+    # the SearchSpaceSpec protocol (nni_shiftadd.space.kinds), implemented below
+    def arch_space(self) -> dict[str, list[Any]]:
+        return _image_arch_space(self)
 
-def _bad(path: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"field {path!r}: got {value!r}; expected {expected}")
+    def arch_gates(self) -> dict[str, tuple[str, int]]:
+        return _image_arch_gates(self)
+
+    def validate_arch(self, arch: Mapping[str, Any]) -> None:
+        _image_validate_arch(self, arch)
+
+    def canonical_arch(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        return _image_canonical_arch(self, arch)
+
+    def structurally_valid(self, arch: Mapping[str, Any]) -> bool:
+        return _image_structurally_valid(self, arch)
+
+    def random_arch(self, rng: random.Random | int | None = None) -> dict[str, Any]:
+        return _image_random_arch(self, rng)
+
+    def baseline_arch(self, op: str, **options: Any) -> dict[str, Any]:
+        return _image_baseline_arch(self, op, **options)
+
+    def named_baselines(self, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return _image_named_baselines(self, ops)
+
+    def restrict_blocks(self, blocks: Sequence[str]) -> SpaceSpec:
+        return _image_restrict_blocks(self, blocks)
+
+    def count_subnets(self) -> int:
+        return _image_count_subnets(self)
+
+
+register_space_kind("image_classification", SpaceSpec)
+_bad = bad_field
 
 
 def _positive(path: str, value: int) -> None:
@@ -272,32 +302,13 @@ def load_space(name_or_path: str | os.PathLike[str]) -> Any:
 
 
 def _schema(content: str, source: str) -> type:
-    """The spec class a search-space YAML's ``kind`` names."""
-    from .nlp_spec import TranslationSpaceSpec
-
+    """The spec class a search-space YAML's ``kind`` names (:data:`~nni_shiftadd.space.kinds.SPACE_KINDS`)."""
     try:
         data = load_yaml_text(content)
     except Exception:  # noqa: BLE001 - parse_yaml reports the syntax error with the file name
         return SpaceSpec
-    kinds = {"image_classification": SpaceSpec, "translation": TranslationSpaceSpec}
-    kind = data.get("kind", "image_classification") if isinstance(data, dict) else "image_classification"
-    if kind not in kinds:
-        raise ConfigError(f"{source}: field 'kind': got {kind!r}; expected one of {list(kinds)}")
-    return kinds[kind]
-
-
-def _also_translation(nlp_function: Any) -> Any:
-    """Make a function of CV specs serve translation specs too, by handing those to ``nlp_function`` (the same
-    operation in :mod:`nni_shiftadd.space.nlp_spec`): one interface for both halves."""
-    def wrap(cv_function: Any) -> Any:
-        @functools.wraps(cv_function)
-        def dispatch(spec: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(spec, nlp_spec.TranslationSpaceSpec):
-                return nlp_function(spec, *args, **kwargs)
-            return cv_function(spec, *args, **kwargs)
-        return dispatch
-    return wrap
-
+    kind = data.get("kind", DEFAULT_KIND) if isinstance(data, dict) else DEFAULT_KIND
+    return space_class(kind, source)
 
 
 # --- architectures --------------------------------------------------------------------------------------------
@@ -312,8 +323,7 @@ def op_label(stage: int, layer: int) -> str:
     return f"stage{stage}.layer{layer}.op"
 
 
-@_also_translation(nlp_spec.arch_space)
-def arch_space(spec: SpaceSpec) -> dict[str, list[Any]]:
+def _image_arch_space(spec: SpaceSpec) -> dict[str, list[Any]]:
     """Every label of the space and its choices, in network order: what an NNI model space exposes (one
     ``nni.choice`` per label) and what the latency predictor's ``ArchEncoder`` takes as ``space``."""
     space: dict[str, list[Any]] = {}
@@ -324,7 +334,7 @@ def arch_space(spec: SpaceSpec) -> dict[str, list[Any]]:
     return space
 
 
-def arch_gates(spec: SpaceSpec) -> dict[str, tuple[str, int]]:
+def _image_arch_gates(spec: SpaceSpec) -> dict[str, tuple[str, int]]:
     """``{op label: (depth label, layer index)}``: the layer is active when ``arch[depth label] > index``
     (the ``gates`` argument of ``ArchEncoder``)."""
     return {op_label(i, j): (depth_label(i), j) for i, st in enumerate(spec.stages) for j in range(st.max_depth)}
@@ -342,8 +352,7 @@ def _matches(value: Any, choice: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value == choice
 
 
-@_also_translation(nlp_spec.validate_arch)
-def validate_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> None:
+def _image_validate_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for a missing label, an unknown label, a value outside the label's choices, or stage
     depths that do not add up to ``total_depth``; the message names the label, the value and what is allowed."""
     check_labels(arch_space(spec), arch, spec.name, _matches)
@@ -354,8 +363,7 @@ def validate_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> None:
                              f"expects total_depth {spec.total_depth}")
 
 
-@_also_translation(nlp_spec.canonical_arch)
-def canonical_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> dict[str, Any]:
+def _image_canonical_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> dict[str, Any]:
     """A validated copy of ``arch`` in label order with plain Python values and every inactive layer set to its
     stage's first block type, so that architectures building the same network compare equal."""
     validate_arch(spec, arch)
@@ -368,8 +376,7 @@ def canonical_arch(spec: SpaceSpec, arch: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@_also_translation(nlp_spec.count_subnets)
-def count_subnets(spec: SpaceSpec) -> int:
+def _image_count_subnets(spec: SpaceSpec) -> int:
     """The number of distinct networks (canonical architectures): the sum over the allowed depth combinations
     of the product of the block-type choices of their active layers."""
     return sum(math.prod(len(st.blocks) ** d for st, d in zip(spec.stages, depths)) for depths in valid_depths(spec))
@@ -381,8 +388,7 @@ def _choice(rng: Any, seq: Sequence[Any]) -> Any:
     return rng.choice(seq)
 
 
-@_also_translation(nlp_spec.random_arch)
-def random_arch(spec: SpaceSpec, rng: random.Random | int | None = None) -> dict[str, Any]:
+def _image_random_arch(spec: SpaceSpec, rng: random.Random | int | None = None) -> dict[str, Any]:
     """A uniformly random architecture holding every label (inactive layers get random values too, as an NNI
     sample): depths uniform over :func:`valid_depths`, each block type uniform over its stage's choices.
     ``rng``: a ``random.Random``, a ``numpy.random.Generator``, a seed, or ``None`` for a fresh one."""
@@ -397,8 +403,7 @@ def random_arch(spec: SpaceSpec, rng: random.Random | int | None = None) -> dict
     return arch
 
 
-@_also_translation(nlp_spec.baseline_arch)
-def baseline_arch(spec: SpaceSpec, op: str, *, fallback: str | None = None,
+def _image_baseline_arch(spec: SpaceSpec, op: str, *, fallback: str | None = None,
                   depths: Sequence[int] | None = None) -> dict[str, Any]:
     """The homogeneous baseline with every layer of type ``op`` (all-Conv, all-Attn, all-Shift, all-Add), at
     ``depths`` (default: each stage's ``baseline_depth``), in canonical form.
@@ -426,22 +431,19 @@ def baseline_arch(spec: SpaceSpec, op: str, *, fallback: str | None = None,
     return canonical_arch(spec, arch)
 
 
-@_also_translation(nlp_spec.structurally_valid)
-def structurally_valid(spec: SpaceSpec, arch: Mapping[str, Any]) -> bool:
+def _image_structurally_valid(spec: SpaceSpec, arch: Mapping[str, Any]) -> bool:
     """Whether ``arch``'s labels (each within its choices) combine into a network of the space: stage depths that
     add up to ``total_depth``. What evolution's mutation and crossover must respect."""
     depths = tuple(int(arch[depth_label(i)]) for i in range(len(spec.stages)))
     return spec.total_depth is None or sum(depths) == spec.total_depth
 
 
-@_also_translation(nlp_spec.named_baselines)
-def named_baselines(spec: SpaceSpec, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _image_named_baselines(spec: SpaceSpec, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{"all_<op>": arch}``: the homogeneous references of a search (Conv where a stage lacks ``op``)."""
     return {f"all_{op}": baseline_arch(spec, op, fallback=REFERENCE_BLOCK) for op in ops}
 
 
-@_also_translation(nlp_spec.restrict_blocks)
-def restrict_blocks(spec: SpaceSpec, blocks: Sequence[str]) -> SpaceSpec:
+def _image_restrict_blocks(spec: SpaceSpec, blocks: Sequence[str]) -> SpaceSpec:
     """The same space with every layer's block types limited to ``blocks`` (e.g. ``["conv", "shift", "add"]``: a
     multiplication-free search; ``["attn"]``: HAT's Attn-only search in a translation space); every stage must keep
     at least one. Architectures of the result are architectures of ``spec``."""
@@ -455,6 +457,65 @@ def restrict_blocks(spec: SpaceSpec, blocks: Sequence[str]) -> SpaceSpec:
     restricted = dataclasses.replace(spec, stages=tuple(stages))
     restricted.validate()
     return restricted
+
+
+
+# --- the protocol's operations, for any kind of spec ----------------------------------------------------------------
+# (each asks the spec, which implements nni_shiftadd.space.kinds.SearchSpaceSpec)
+
+def arch_space(spec: Any) -> dict[str, list[Any]]:
+    """Every label of the space and its choices, in network order: what an NNI model space exposes (one
+    ``nni.choice`` per label) and what the latency predictor's ``ArchEncoder`` takes as ``space``."""
+    return spec.arch_space()
+
+
+def arch_gates(spec: Any) -> dict[str, tuple[str, int]]:
+    """``{label: (depth label, layer index)}``: the layer is active when ``arch[depth label] > index`` (the
+    ``gates`` argument of ``ArchEncoder``)."""
+    return spec.arch_gates()
+
+
+def validate_arch(spec: Any, arch: Mapping[str, Any]) -> None:
+    """``ValueError`` naming the label unless ``arch`` is an architecture of ``spec``."""
+    spec.validate_arch(arch)
+
+
+def canonical_arch(spec: Any, arch: Mapping[str, Any]) -> dict[str, Any]:
+    """``arch`` with its inactive labels at canonical values (validated)."""
+    return spec.canonical_arch(arch)
+
+
+def count_subnets(spec: Any) -> int:
+    """How many distinct networks ``spec`` holds."""
+    return spec.count_subnets()
+
+
+def random_arch(spec: Any, rng: random.Random | int | None = None) -> dict[str, Any]:
+    """A uniformly random architecture holding every label; ``rng``: a ``random.Random``, a
+    ``numpy.random.Generator``, a seed, or ``None`` for a fresh one."""
+    return spec.random_arch(rng)
+
+
+def baseline_arch(spec: Any, op: str, **options: Any) -> dict[str, Any]:
+    """The homogeneous baseline of block type ``op`` (options of the kind: ``fallback``/``depths`` for image
+    spaces, ``size``/``decoder_depth`` for translation spaces)."""
+    return spec.baseline_arch(op, **options)
+
+
+def structurally_valid(spec: Any, arch: Mapping[str, Any]) -> bool:
+    """Whether ``arch``'s labels (each within its choices) combine into a network of ``spec``: what evolution's
+    mutation and crossover must respect."""
+    return spec.structurally_valid(arch)
+
+
+def named_baselines(spec: Any, ops: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{"all_<op>": baseline}`` for each of ``ops``."""
+    return spec.named_baselines(ops)
+
+
+def restrict_blocks(spec: Any, blocks: Sequence[str]) -> Any:
+    """The same space with every layer's block types limited to ``blocks``."""
+    return spec.restrict_blocks(blocks)
 
 
 class LayerPlan(NamedTuple):

@@ -15,9 +15,8 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from ..space.nlp_spec import TranslationSpaceSpec
-from ..space.spec import (SpaceSpec, arch_space, canonical_arch, named_baselines, random_arch, restrict_blocks,
-                          structurally_valid)
+from ..space.kinds import SearchSpaceSpec
+from ..space.spec import arch_space, canonical_arch, named_baselines, random_arch, restrict_blocks, structurally_valid
 
 Arch = dict[str, Any]
 
@@ -118,7 +117,7 @@ def as_domain(space: Any) -> SpecDomain | ModelSpaceDomain:
     """The domain of a spec, an existing domain, or an NNI model space."""
     if isinstance(space, (SpecDomain, ModelSpaceDomain)):
         return space
-    if isinstance(space, (SpaceSpec, TranslationSpaceSpec)):
+    if isinstance(space, SearchSpaceSpec):
         return SpecDomain(space)
     return ModelSpaceDomain(space)
 

@@ -45,6 +45,7 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
 
 from ..config import from_dict
+from ..space.kinds import SearchSpaceSpec
 from ..space.nlp_spec import TranslationSpaceSpec
 from ..space.spec import SpaceSpec, arch_space, load_space
 from .domain import ModelSpaceDomain, model_space_cost_fn
@@ -55,7 +56,7 @@ from .results import write_results
 _logger = logging.getLogger(__name__)
 
 
-SPECS = (SpaceSpec, TranslationSpaceSpec)
+SPECS = SearchSpaceSpec  # any kind of spec (the protocol of nni_shiftadd.space.kinds)
 
 
 def space_spec_of(model_space: Any) -> SpaceSpec | TranslationSpaceSpec | None:

@@ -157,7 +157,7 @@ class SupernetConfig:
             spec = load_space(self.space)
         except (ConfigError, OSError) as err:
             raise ValueError(f"field 'space': {err}") from None
-        if not isinstance(spec, SpaceSpec):
+        if spec.kind != "image_classification":
             raise ValueError(f"field 'space': {self.space!r} is a translation space; train it with "
                              "`nni-shiftadd train-supertransformer --space ...` (this recipe is for image spaces, "
                              "e.g. cv_small)")

@@ -97,7 +97,6 @@ class SuperTransformerConfig:
 
     def validate(self) -> None:
         """Check every value (the space, the data settings, the numbers) before anything runs."""
-        from ..space.nlp_spec import TranslationSpaceSpec
         from ..space.spec import load_space
 
         if self.mode not in MODES:
@@ -106,7 +105,7 @@ class SuperTransformerConfig:
             spec = load_space(self.space)
         except (ConfigError, OSError) as err:
             raise ValueError(f"field 'space': {err}") from None
-        if not isinstance(spec, TranslationSpaceSpec):
+        if spec.kind != "translation":
             raise ValueError(f"field 'space': {self.space!r} is not a translation space (kind: translation); "
                              "e.g. nlp_small or nlp_wmt14")
         for name in ("max_updates", "max_tokens", "update_freq", "save_interval_updates", "log_interval", "beam"):

@@ -109,7 +109,7 @@ class ShiftAddSuperTransformer(FairseqEncoderDecoderModel):
             spec = load_space(cfg.space)
         except (ValueError, OSError) as err:
             raise ValueError(f"--space: {err}") from None
-        if not isinstance(spec, TranslationSpaceSpec):
+        if spec.kind != "translation":
             raise ValueError(f"--space: {cfg.space!r} is not a translation space (kind: translation); e.g. nlp_small")
         src, tgt = task.source_dictionary, task.target_dictionary
         if spec.share_embeddings and src != tgt:
