@@ -33,7 +33,7 @@ def test_python_snippets_run(path: Path, tmp_path: Path, monkeypatch: pytest.Mon
     namespace = {"__name__": path.stem.replace("-", "_")}
     for block in blocks:
         exec(compile(block, str(path), "exec"), namespace)
-        if "search = ShiftAddEvolution(" in block:  # the search on MySpace filled its generations under 6 uJ
+        if "search = ShiftAddEvolutionStrategy(" in block:  # the search on MySpace filled its generations under 6 uJ
             best = namespace["search"].best()
             assert best is not None and "attn" not in best["arch"].values(), best  # Attn anywhere: 19 uJ or more
 
@@ -41,7 +41,7 @@ def test_python_snippets_run(path: Path, tmp_path: Path, monkeypatch: pytest.Mon
 def test_the_snippets_are_where_the_tests_expect_them() -> None:
     assert len(_python_blocks(README)) >= 2
     assert sum(len(_python_blocks(p)) for p in PAGES) >= 15
-    assert any("search = ShiftAddEvolution(" in block for p in PAGES for block in _python_blocks(p))
+    assert any("search = ShiftAddEvolutionStrategy(" in block for p in PAGES for block in _python_blocks(p))
 
 
 def test_ci_runs_the_readme_test_command() -> None:

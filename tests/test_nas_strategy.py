@@ -1,4 +1,4 @@
-"""The evolution search as an NNI 3.0 strategy (``ShiftAddEvolution``), run by real ``NasExperiment``s in-process
+"""The evolution search as an NNI 3.0 strategy (``ShiftAddEvolutionStrategy``), run by real ``NasExperiment``s in-process
 (sequential execution engine, no NNI manager) on a tiny hybrid space, with a fake evaluator: no training."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from nni.nas.space import ModelStatus, RawFormatModelSpace, SimplifiedModelSpace
 from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.space.spec import SpaceSpec, load_space, random_arch
 from nni_shiftadd.strategy import Evolution, arch_key, load_preset, space_cost_fn
-from nni_shiftadd.strategy.nas import ShiftAddEvolution, space_spec_of
+from nni_shiftadd.strategy.nas import ShiftAddEvolutionStrategy, space_spec_of
 
 TINY = """
 name: tiny
@@ -87,7 +87,7 @@ class Evaluator:
             nni.report_final_result({"default": fake_accuracy(arch), "energy_mJ": self.cost(arch)["energy_mJ"]})
 
 
-def run_experiment(spec: SpaceSpec, strategy: ShiftAddEvolution, evaluate: Evaluator, work: Path, *,
+def run_experiment(spec: SpaceSpec, strategy: ShiftAddEvolutionStrategy, evaluate: Evaluator, work: Path, *,
                    max_models: int | None = None, continue_on_failure: bool = False) -> NasExperiment:
     config = NasExperimentConfig(SequentialEngineConfig(continue_on_failure=continue_on_failure,
                                                         max_model_count=max_models), "simplified")
@@ -112,7 +112,7 @@ def reference(spec: SpaceSpec, cost: Callable, energy_max: float) -> Evolution:
 
 def test_search_in_a_nas_experiment(spec: SpaceSpec, cost: Callable, energy_max: float, tmp_path: Path) -> None:
     evaluate = Evaluator(cost)
-    strategy = ShiftAddEvolution("cv_small", output=str(tmp_path / "out"), overrides=overrides(energy_max))
+    strategy = ShiftAddEvolutionStrategy("cv_small", output=str(tmp_path / "out"), overrides=overrides(energy_max))
     exp = run_experiment(spec, strategy, evaluate, tmp_path / "nni")
 
     evolution = strategy.evolution
@@ -150,7 +150,7 @@ def test_search_in_a_nas_experiment(spec: SpaceSpec, cost: Callable, energy_max:
     assert state == json.loads(json.dumps(strategy.state_dict())) and state["done"]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["done"] and results["evaluated"] == len(records) and results["best"]["arch"] == best["arch"]
-    assert "ShiftAddEvolution(preset='cv_small', space='tiny'" in repr(strategy)
+    assert "ShiftAddEvolutionStrategy(preset='cv_small', space='tiny'" in repr(strategy)
 
 
 def test_a_pareto_search_in_a_nas_experiment_returns_the_front(spec: SpaceSpec, cost: Callable,
@@ -158,7 +158,7 @@ def test_a_pareto_search_in_a_nas_experiment_returns_the_front(spec: SpaceSpec, 
     """The preset's ``goal: pareto`` through NNI: the strategy returns the front of accuracy and energy, as the core
     driven directly does, and writes it into results.json."""
     pareto = {**SMALL, "goal": "pareto", "objectives": {"accuracy": "max", "energy_mJ": "min"}}
-    strategy = ShiftAddEvolution("cv_small", output=str(tmp_path / "out"), overrides=pareto)
+    strategy = ShiftAddEvolutionStrategy("cv_small", output=str(tmp_path / "out"), overrides=pareto)
     run_experiment(spec, strategy, Evaluator(cost), tmp_path / "nni")
     front = strategy.front()
     ref = Evolution(spec, load_preset("cv_small", pareto), cost)
@@ -178,13 +178,13 @@ def test_resume_from_output_evaluates_nothing_twice(spec: SpaceSpec, cost: Calla
                                                     tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     first = Evaluator(cost)
-    stopped = ShiftAddEvolution("cv_small", output=out, overrides=overrides(energy_max))
+    stopped = ShiftAddEvolutionStrategy("cv_small", output=out, overrides=overrides(energy_max))
     run_experiment(spec, stopped, first, tmp_path / "nni1", max_models=6)  # the engine's budget ends the run
     assert len(first.calls) == 6 and not stopped.evolution.done
     assert len(json.loads((tmp_path / "out" / "state.json").read_text())["results"]) == 6
 
     second = Evaluator(cost)
-    resumed = ShiftAddEvolution("cv_small", output=out, overrides=overrides(energy_max))
+    resumed = ShiftAddEvolutionStrategy("cv_small", output=out, overrides=overrides(energy_max))
     with pytest.raises(RuntimeError, match="not known yet"):
         resumed.records()  # the space is not known before the experiment starts ...
     run_experiment(spec, resumed, second, tmp_path / "nni2")
@@ -202,13 +202,13 @@ def test_state_dict_round_trip_without_output(spec: SpaceSpec, cost: Callable, e
                                               tmp_path: Path) -> None:
     """NNI's checkpoint path: state_dict() of one strategy, load_state_dict() into a new one before it starts."""
     first = Evaluator(cost)
-    stopped = ShiftAddEvolution("cv_small", overrides=overrides(energy_max))
+    stopped = ShiftAddEvolutionStrategy("cv_small", overrides=overrides(energy_max))
     run_experiment(spec, stopped, first, tmp_path / "nni1", max_models=5)
     state = json.loads(json.dumps(stopped.state_dict()))  # plain JSON
     assert len(state["results"]) == 5 and not state["done"]
 
     second = Evaluator(cost)
-    resumed = ShiftAddEvolution(load_preset("cv_small", overrides(energy_max)))  # an EvolutionConfig works too
+    resumed = ShiftAddEvolutionStrategy(load_preset("cv_small", overrides(energy_max)))  # an EvolutionConfig works too
     resumed.load_state_dict(state)  # kept until the space is known
     run_experiment(spec, resumed, second, tmp_path / "nni2")
     assert resumed.evolution.done and not set(first.calls) & set(second.calls)
@@ -221,7 +221,7 @@ def test_failed_and_silent_models_rank_last(spec: SpaceSpec, cost: Callable, ene
     crash = lambda a: a["stage0.layer0.op"] == "shift"  # noqa: E731
     silent = lambda a: a["stage0.layer0.op"] == "add"  # noqa: E731
     evaluate = Evaluator(cost, fail=crash, silent=silent)
-    strategy = ShiftAddEvolution("cv_small", output=str(tmp_path / "out"), overrides=overrides(energy_max))
+    strategy = ShiftAddEvolutionStrategy("cv_small", output=str(tmp_path / "out"), overrides=overrides(energy_max))
     run_experiment(spec, strategy, evaluate, tmp_path / "nni", continue_on_failure=True)
     assert strategy.evolution.done and len(evaluate.calls) == len(set(evaluate.calls))
     records = strategy.records()
@@ -235,7 +235,7 @@ def test_failed_and_silent_models_rank_last(spec: SpaceSpec, cost: Callable, ene
 def test_an_impossible_constraint_stops_the_search_with_results(spec: SpaceSpec, cost: Callable,
                                                                  tmp_path: Path) -> None:
     evaluate = Evaluator(cost)
-    strategy = ShiftAddEvolution("cv_small", output=str(tmp_path / "out"),
+    strategy = ShiftAddEvolutionStrategy("cv_small", output=str(tmp_path / "out"),
                                  overrides={**SMALL, "constraints": {"energy_mJ": {"max": 1e-9}}, "max_rejects": 20})
     run_experiment(spec, strategy, evaluate, tmp_path / "nni")
     assert strategy.error is not None and "no architecture met the constraints" in strategy.error
@@ -250,11 +250,11 @@ def test_the_space_must_match(spec: SpaceSpec) -> None:
     other = load_space("cv_small")
     wrong = r"labels differ from those of space 'tiny'.*missing \[\], unknown \['stage2.depth'"
     with pytest.raises(ValueError, match=wrong):
-        ShiftAddEvolution("cv_small", space=spec).initialize(
+        ShiftAddEvolutionStrategy("cv_small", space=spec).initialize(
             SimplifiedModelSpace.from_model(HybridCVSpace(other, "none")), SequentialExecutionEngine())
     with pytest.raises(ValueError, match=r"SimplifiedModelSpace is not one of ours; pass "
-                       r"ShiftAddEvolution\(example_inputs=\(x,\)\)"):
-        ShiftAddEvolution("cv_small").initialize(SimplifiedModelSpace.from_model(Plain()), SequentialExecutionEngine())
+                       r"ShiftAddEvolutionStrategy\(example_inputs=\(x,\)\)"):
+        ShiftAddEvolutionStrategy("cv_small").initialize(SimplifiedModelSpace.from_model(Plain()), SequentialExecutionEngine())
 
 
 class Hybrids(ModelSpace):
@@ -295,7 +295,7 @@ def test_the_evolution_searches_any_model_space_with_traced_costs(tmp_path: Path
         seen.append(model)
         nni.report_final_result(float(sum(p.numel() for p in model.parameters())))
 
-    strategy = ShiftAddEvolution("cv_small", example_inputs=(x,), output=str(tmp_path / "search"),
+    strategy = ShiftAddEvolutionStrategy("cv_small", example_inputs=(x,), output=str(tmp_path / "search"),
                                  overrides={**SMALL, "constraints": {"energy_mJ": {"max": limit}}})
     NasExperiment(space, FunctionalEvaluator(params), strategy, NasExperimentConfig("sequential", "raw")).run()
     records = strategy.records()
@@ -371,7 +371,7 @@ class ThreadedEngine(ExecutionEngine):
 
 def test_results_arriving_from_another_thread(spec: SpaceSpec, cost: Callable, energy_max: float) -> None:
     engine = ThreadedEngine(cost)
-    strategy = ShiftAddEvolution("cv_small", overrides=overrides(energy_max))
+    strategy = ShiftAddEvolutionStrategy("cv_small", overrides=overrides(energy_max))
     strategy(SimplifiedModelSpace.from_model(HybridCVSpace(spec, "none")), engine)
     for thread in engine.threads:
         thread.join()
@@ -429,7 +429,7 @@ def test_translation_search_in_a_nas_experiment(blocks: list[str] | None, tmp_pa
 
     small = {"iterations": 2, "population": 4, "parents": 2, "mutation": 2, "crossover": 2, "seed": 1,
              "constraints": {}, "blocks": blocks, "baselines": ["attn"] if blocks else ["attn", "add"]}
-    strategy = ShiftAddEvolution("nlp_tiny", output=str(tmp_path / "out"), overrides=small)
+    strategy = ShiftAddEvolutionStrategy("nlp_tiny", output=str(tmp_path / "out"), overrides=small)
     config = NasExperimentConfig(SequentialEngineConfig(), "raw")
     config.experiment_working_directory = str(tmp_path / "nni")
     exp = NasExperiment(space, FunctionalEvaluator(evaluate), strategy, config)

@@ -7,9 +7,9 @@ built from our mutables (:class:`~nni_shiftadd.space.cv.HybridCVSpace`,
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
     from nni_shiftadd.space import load_space
     from nni_shiftadd.space.cv import HybridCVSpace
-    from nni_shiftadd.strategy.nas import ShiftAddEvolution
+    from nni_shiftadd.strategy.nas import ShiftAddEvolutionStrategy
 
-    strategy = ShiftAddEvolution("cv_small", output="runs/search")
+    strategy = ShiftAddEvolutionStrategy("cv_small", output="runs/search")
     exp = NasExperiment(HybridCVSpace(load_space("cv_small"), "none"), FunctionalEvaluator(evaluate), strategy,
                         NasExperimentConfig("sequential", "simplified"))
     exp.run()
@@ -26,7 +26,7 @@ Resume: with ``output`` set, the evolution state is ``output/state.json`` (plain
 result) and a new strategy with the same ``output`` goes on from it without evaluating any finished
 architecture again. NNI's own checkpoint (``NasExperiment.resume``) cannot load on torch >= 2.6 (its
 ``TorchSerializer.load`` calls ``torch.load`` without ``weights_only``), so resume goes through
-``output/state.json``; :meth:`ShiftAddEvolution.state_dict` is the same JSON for code that saves it itself.
+``output/state.json``; :meth:`ShiftAddEvolutionStrategy.state_dict` is the same JSON for code that saves it itself.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def space_spec_of(model_space: Any) -> SpaceSpec | TranslationSpaceSpec | None:
     return None
 
 
-class ShiftAddEvolution(Strategy):
+class ShiftAddEvolutionStrategy(Strategy):
     """HAT-style evolution under hardware constraints (:class:`~nni_shiftadd.strategy.evolution.Evolution`) as an
     NNI strategy: every architecture of a generation is frozen from the model space and submitted to the engine;
     its final metric is told to the core when its training ends (no metric: a failed evaluation, ranked last).
@@ -130,7 +130,7 @@ class ShiftAddEvolution(Strategy):
                 self._build(spec)
             elif self.example_inputs is None and self.cfg.constraints:
                 raise ValueError(f"space: the model space {type(model_space).__name__} is not one of ours; pass "
-                                 "ShiftAddEvolution(example_inputs=(x,)) with its input (batch 1) to cost its samples "
+                                 "ShiftAddEvolutionStrategy(example_inputs=(x,)) with its input (batch 1) to cost its samples "
                                  "by tracing, or space=... naming the spec whose labels it uses")
             else:
                 self._build(ModelSpaceDomain(model_space))
@@ -268,7 +268,7 @@ class ShiftAddEvolution(Strategy):
 
     def _core(self) -> Evolution:
         if self.evolution is None:
-            raise RuntimeError("ShiftAddEvolution: the search space is not known yet; pass space= or initialise the "
+            raise RuntimeError("ShiftAddEvolutionStrategy: the search space is not known yet; pass space= or initialise the "
                                "strategy with a model space")
         return self.evolution
 
