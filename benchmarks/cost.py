@@ -372,7 +372,9 @@ def _print_fit(report: dict[str, Any], target: str, met: bool) -> None:
 
 
 def predictor_accuracy(quick: bool) -> dict[str, Any]:
-    from nni_shiftadd.cost.predictor import ArchEncoder, collect_samples, fit_predictor
+    from nni_shiftadd.cost.encoding import ArchEncoder
+    from nni_shiftadd.cost.predictor import fit_predictor
+    from nni_shiftadd.cost.timing import collect_samples
 
     space = {**{f"op{i}": list(OPS) for i in range(STAGES)}, **{f"depth{i}": list(DEPTHS) for i in range(STAGES)},
              **{f"width{i}": list(WIDTHS) for i in range(STAGES)}}
@@ -406,7 +408,7 @@ def predictor_accuracy(quick: bool) -> dict[str, Any]:
 def _repeatability(device: str, n: int, repeats: int) -> dict[str, float]:
     """Mean relative difference between two passes over the same ``n`` cv_small subnets, timed absolutely and as
     a ratio to the all-Conv reference (each pass: every subnet once, in the same order)."""
-    from nni_shiftadd.cost.predictor import measure_latency, measure_latency_ratio
+    from nni_shiftadd.cost.timing import measure_latency, measure_latency_ratio
     from nni_shiftadd.space.cv import HybridCVSpace
     from nni_shiftadd.space.spec import baseline_arch, load_space, random_arch
 

@@ -128,7 +128,7 @@ def test_long_filter_rows_are_folded() -> None:
 def test_latency_predictor_encodes_translation_archs(small) -> None:
     """HAT's features: per-stack block counts, mean heads and FFN dims, mean encoder layers attended, over the
     active decoder layers only; the labels of layers beyond the decoder depth are zeroed."""
-    from nni_shiftadd.cost.predictor import translation_encoder
+    from nni_shiftadd.cost.encoding import translation_encoder
 
     encoder = translation_encoder(small)
     arch = {**random_arch(small, 0), "decoder.depth": 1, "decoder.layer0.attend": 2, "decoder.layer1.attend": 1}
@@ -151,7 +151,8 @@ def test_latency_predictor_encodes_translation_archs(small) -> None:
 def test_a_search_under_the_latency_predictor(small, tmp_path) -> None:
     """``latency: predictor`` end to end on a translation space: Eyeriss latencies of random subnets, a fitted and
     saved predictor (safetensors + JSON, HAT's features), and the evolution constrained by its predictions."""
-    from nni_shiftadd.cost.predictor import fit_predictor, save_predictor, translation_encoder
+    from nni_shiftadd.cost.encoding import translation_encoder
+    from nni_shiftadd.cost.predictor import fit_predictor, save_predictor
     from nni_shiftadd.strategy import Evolution, load_preset, space_cost_fn
 
     records = TranslationRecords(small)

@@ -19,8 +19,9 @@ import pytest
 import torch
 from torch import nn
 
-from nni_shiftadd.cost.predictor import (Aggregate, ArchEncoder, LatencyPredictor, collect_samples, count_features,
-                                         fit_predictor, load_predictor, measure_latency, save_predictor)
+from nni_shiftadd.cost.encoding import Aggregate, ArchEncoder, count_features
+from nni_shiftadd.cost.predictor import LatencyPredictor, fit_predictor, load_predictor, save_predictor
+from nni_shiftadd.cost.timing import collect_samples, measure_latency
 
 OPS = ["attn", "conv", "shift", "add"]
 N_LAYERS = 12

@@ -15,7 +15,8 @@ from torch import nn
 from nni_shiftadd.cli import main
 from nni_shiftadd.cost import measured
 from nni_shiftadd.cost.measured import LatencyPredictorConfig, MeasureSettings, build_latency_predictor, measure_space
-from nni_shiftadd.cost.predictor import load_predictor, measure_latency, measure_latency_ratio
+from nni_shiftadd.cost.predictor import load_predictor
+from nni_shiftadd.cost.timing import measure_latency, measure_latency_ratio
 from nni_shiftadd.space import load_space
 
 FAST = dict(samples=12, repeats=2, warmup=0, epochs=5, threads=1)

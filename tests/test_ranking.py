@@ -10,8 +10,8 @@ import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
 from nni_shiftadd.experiment.rank_statistics import bootstrap_interval, paired_difference, rank_metrics
-from nni_shiftadd.experiment.ranking import (RankingConfig, Study, Variant, arch_features, arch_id, format_table,
-                                             run_study, select_archs)
+from nni_shiftadd.experiment.arch_selection import arch_features, arch_id, select_archs
+from nni_shiftadd.experiment.ranking import RankingConfig, Study, Variant, format_table, run_study
 from nni_shiftadd.space import load_space
 from nni_shiftadd.space.sampling import paths_per_step
 from nni_shiftadd.space.spec import baseline_arch, canonical_arch

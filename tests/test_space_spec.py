@@ -288,7 +288,7 @@ def test_layer_plan_follows_stay_or_halve(imagenet: SpaceSpec) -> None:
 
 
 def test_space_plugs_into_the_latency_encoder(small: SpaceSpec) -> None:
-    from nni_shiftadd.cost.predictor import ArchEncoder
+    from nni_shiftadd.cost.encoding import ArchEncoder
 
     enc = ArchEncoder(arch_space(small), gates=arch_gates(small))
     a = {**baseline_arch(small, "conv"), "stage0.depth": 1, "stage0.layer1.op": "attn"}

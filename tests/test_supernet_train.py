@@ -18,7 +18,8 @@ import torch
 
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import ConfigError, from_dict, load_yaml
-from nni_shiftadd.tasks.supernet import ResumableSampler, SupernetConfig, train_supernet
+from nni_shiftadd.tasks.resumable import ResumableSampler
+from nni_shiftadd.tasks.supernet import SupernetConfig, train_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 

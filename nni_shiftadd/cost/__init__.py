@@ -7,7 +7,7 @@ from .profile import CostReport, LayerRow, eyeriss_config, profile, report_from_
 from .trace import Trace, trace_layers
 
 _LAZY = {"EyerissProfiler": "profilers", "OpCountProfiler": "profilers", "LatencyPredictor": "predictor",
-         "ArchEncoder": "predictor", "CostExpressionProfiler": "expression", "DifferentiableCostPenalty": "expression"}
+         "ArchEncoder": "encoding", "CostExpressionProfiler": "expression", "DifferentiableCostPenalty": "expression"}
 
 
 def __getattr__(name: str):  # NNI and the predictor load only when used (importing nni is slow)

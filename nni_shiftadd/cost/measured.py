@@ -25,7 +25,9 @@ from typing import Any
 import torch
 
 from ..vocabulary import BLOCKS, REFERENCE_BLOCK
-from .predictor import cv_encoder, fit_predictor, measure_latency, measure_latency_ratio, save_predictor
+from .encoding import cv_encoder
+from .predictor import fit_predictor, save_predictor
+from .timing import measure_latency, measure_latency_ratio
 
 __all__ = ["LatencyPredictorConfig", "MeasureSettings", "build_latency_predictor", "measure_space"]
 

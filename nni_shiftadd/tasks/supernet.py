@@ -35,11 +35,9 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
@@ -47,11 +45,12 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from ..checkpoint import LAST, CheckpointError, find_resumable, load_checkpoint
 from .checkpoint_io import SafeCheckpointIO, save_resumable
 from .graceful_stop import GracefulStop
+from .resumable import ResumableLoader, ResumableSampler, numpy_restore, numpy_state, python_restore, python_state
 from .. import stopping
 from ..config import ConfigError, check_learning_rate
 from ..data import check_data_dir, create_dataset, dataset_info
@@ -190,104 +189,6 @@ class SupernetConfig:
         return load_space(self.space)
 
 
-# --- data ------------------------------------------------------------------------------------------------------------
-
-def _dist_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-class ResumableSampler(Sampler[int]):
-    """A seeded sampler that can stop and resume mid-epoch.
-
-    Epoch ``e`` uses ``randperm(n)`` seeded with ``seed + e`` (or ``range(n)`` unshuffled), cut to a multiple of
-    ``num_replicas``; rank ``r`` takes ``perm[r::num_replicas]``, truncated to ``num_batches * batch_size``.
-    :meth:`state_dict` records the epoch and the number of batches already taken; after :meth:`load_state_dict` the
-    next iteration of that epoch skips them. The rank is read from ``torch.distributed`` when iteration starts.
-    """
-
-    def __init__(self, size: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, num_replicas: int = 1,
-                 limit_batches: int | None = None) -> None:
-        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
-        self.num_replicas = num_replicas
-        per_rank = size // num_replicas
-        self.num_batches = per_rank // batch_size
-        if limit_batches is not None:
-            self.num_batches = min(self.num_batches, limit_batches)
-        if self.num_batches < 1:
-            raise ValueError(f"batch_size: {batch_size} x {num_replicas} device(s) is more than the {size} samples")
-        self.epoch = 0
-        self.batches_taken = 0  # in the current epoch
-        self._skip = 0  # batches to skip on the next iteration (set by load_state_dict)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self._skip = epoch, 0
-
-    def __len__(self) -> int:
-        return self.num_batches * self.batch_size
-
-    def _ranked(self, rank: int) -> list[int]:
-        """The indices rank ``rank`` draws in the current epoch, in order."""
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(self.size)
-        return order[:self.size - self.size % self.num_replicas][rank::self.num_replicas][:len(self)].tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        mine = self._ranked(_dist_rank())
-        skip, self._skip = self._skip, 0
-        self.batches_taken = skip
-        for i in range(skip * self.batch_size, len(mine)):
-            if i % self.batch_size == 0:
-                self.batches_taken = i // self.batch_size + 1
-            yield mine[i]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches_taken": self.batches_taken}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch = int(state["epoch"])
-        self._skip = self.batches_taken = int(state["batches_taken"])
-
-
-class ResumableLoader(DataLoader):
-    """A single-process ``DataLoader`` over a :class:`ResumableSampler`; its ``state_dict``/``load_state_dict``
-    make Lightning save and restore the position inside the epoch."""
-
-    def __init__(self, dataset: Dataset, sampler: ResumableSampler, num_workers: int = 0) -> None:
-        super().__init__(dataset, batch_size=sampler.batch_size, sampler=sampler, drop_last=True,
-                         num_workers=num_workers, generator=torch.Generator().manual_seed(sampler.seed))
-        self.resumable_sampler = sampler
-
-    def state_dict(self) -> dict[str, int]:
-        return self.resumable_sampler.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.resumable_sampler.load_state_dict(state)
-
-
-# --- RNG state as plain data ------------------------------------------------------------------------------------------
-
-def _python_state(state: tuple) -> list[Any]:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _python_restore(state: list[Any]) -> tuple:
-    return (int(state[0]), tuple(int(x) for x in state[1]), state[2])
-
-
-def _numpy_state() -> list[Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
-
-
-def _numpy_restore(state: list[Any]) -> None:
-    name, keys, pos, has_gauss, cached = state
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
 # --- the task -----------------------------------------------------------------------------------------------------
 
 class SupernetTask(pl.LightningModule):
@@ -365,17 +266,17 @@ class SupernetTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["supernet_rng"] = {
-            "arch": _python_state(self.arch_rng.getstate()),
+            "arch": python_state(self.arch_rng.getstate()),
             "torch": torch.get_rng_state(),
-            "python": _python_state(random.getstate()),
-            "numpy": _numpy_state(),
+            "python": python_state(random.getstate()),
+            "numpy": numpy_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("supernet_rng")
         if state is None:
             return
-        self.arch_rng.setstate(_python_restore(state["arch"]))
+        self.arch_rng.setstate(python_restore(state["arch"]))
         self._pending_rng = state  # the global RNGs are restored right before the first batch is drawn
 
     def on_train_start(self) -> None:
@@ -395,8 +296,8 @@ class SupernetTask(pl.LightningModule):
         if self._pending_rng is not None:
             state, self._pending_rng = self._pending_rng, None
             torch.set_rng_state(state["torch"])
-            random.setstate(_python_restore(state["python"]))
-            _numpy_restore(state["numpy"])
+            random.setstate(python_restore(state["python"]))
+            numpy_restore(state["numpy"])
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
