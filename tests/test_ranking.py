@@ -2,7 +2,9 @@
 runs every phase and resumes from its cache without training anything again."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -194,14 +196,19 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     assert second["variants"]["steps4"]["modes"]["hws"]["inherited"] == \
         results["variants"]["steps4"]["modes"]["hws"]["inherited"]
 
-    # the JSON ledger alone carries a finished study: without any supernet checkpoint nothing trains again
-    import shutil
+    # the JSON ledger alone carries a finished study to another machine: exported (no checkpoint in it) into a fresh
+    # output folder, the study trains nothing again
+    from nni_shiftadd.experiment.ranking import export_ledger
 
-    shutil.rmtree(tmp_path / "study" / "supernets")
+    written = export_ledger(tmp_path / "study", tmp_path / "carried")
+    assert written and not [p for p in written if p.suffix in (".ckpt", ".pt")]
+    assert sum(p.stat().st_size for p in written) < 2_000_000
+    carried = from_dict(RankingConfig, {**dataclasses.asdict(cfg), "output": str(tmp_path / "carried")})
     ledger_only: list[str] = []
-    third = run_study(cfg, ledger_only.append)
+    third = run_study(carried, ledger_only.append)
     assert not [line for line in ledger_only if line.startswith(("stand-alone", "supernet", "inherited", "search ("))]
     assert json.dumps(third["variants"], sort_keys=True) == json.dumps(second["variants"], sort_keys=True)  # NaN too
+    shutil.rmtree(tmp_path / "study" / "supernets")
 
     # a killed evaluation loses only what was not written: drop one cached inherited accuracy, it alone is redone
     path = tmp_path / "study" / "inherited" / "steps2" / "naive_seed0.json"

@@ -7,14 +7,22 @@ import argparse
 from ._command import Command, recipe
 
 def cmd_ranking(args: argparse.Namespace) -> int:
-    from ..experiment.ranking import RankingConfig, run_and_print
+    from ..experiment.ranking import RankingConfig, export_ledger, run_and_print
 
-    return run_and_print(recipe(args, RankingConfig), args.quick)[0]
+    cfg = recipe(args, RankingConfig)
+    if args.export_ledger:
+        written = export_ledger(cfg.output, args.export_ledger)
+        print(f"exported {len(written)} files of the ledger of {cfg.output} to {args.export_ledger} (copy them back "
+              f"into an output folder to go on from them)")
+        return 0
+    return run_and_print(cfg, args.quick)[0]
 
 
 def _ranking_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a small version in minutes (6 architectures, one supernet "
                    "seed, a few batches each) in <output>_quick: checks the pipeline, ranks nothing")
+    p.add_argument("--export-ledger", default=None, metavar="DIR", help="copy the study's results and cached "
+                   "evaluations (no checkpoints) to DIR and stop: what results/ holds and a later run resumes from")
 
 
 COMMANDS: list[Command] = [

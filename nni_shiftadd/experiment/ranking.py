@@ -633,6 +633,29 @@ def run_study(cfg: RankingConfig, log: Callable[[str], None] | None = None) -> d
         return Study(cfg, log).run()
 
 
+#: The files of a study's ledger: every result it caches, none of the checkpoints or logs.
+LEDGER_FILES: tuple[str, ...] = ("archs.json", "results.json", "*/recipe.json", "*/*/metrics.json", "inherited/*/*.json",
+                                 "shapes/*/*.json", "search/*/*.json", "*.png")
+
+
+def export_ledger(output: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
+    """Copy the ledger of the study in ``output`` (:data:`LEDGER_FILES`: a few hundred kB) to ``dest``, where it is
+    committed or carried to another machine; copied back into an ``output`` folder, the study goes on from it
+    without training anything it has results for. Returns the files written."""
+    src, out = Path(output), Path(dest)
+    if not (src / "archs.json").is_file():
+        raise FileNotFoundError(f"{src}: no study here (no archs.json); run the study first")
+    written = []
+    for pattern in LEDGER_FILES:
+        for path in sorted(src.glob(pattern)):
+            if path.is_file():
+                target = out / path.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+                written.append(target)
+    return written
+
+
 def run_and_print(cfg: RankingConfig, quick: bool = False, prog: str = "nni-shiftadd ranking"
                   ) -> tuple[int, dict[str, Any] | None]:
     """What the command and the benchmark do: run (or resume) the study, ``--quick``'s version if asked, print its
