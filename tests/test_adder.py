@@ -556,6 +556,27 @@ def test_cpu_pos_inf_input_grad_matches_reference():
     torch.testing.assert_close(grads[1], grads[0])
 
 
+@NEEDS_CXX
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_cpu_nonfinite_input_in_full_panels_matches_reference(dtype, value):
+    """Positions enough for every packed panel of the CPU kernel to be full, where its vectorised epilogues run."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 8, 16, 16, dtype=dtype, generator=gen)
+    x[1, 3, 5, 7] = value
+    w = torch.randn(16, 8, 3, 3, dtype=dtype, generator=gen)
+    grad = torch.randn(4, 16, 16, 16, dtype=dtype, generator=gen)
+    results = []
+    for backend in BACKEND_NAMES:
+        xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = adder_conv2d(xr, wr, padding=1, eta=None, backend=backend)
+        y.backward(grad)
+        results.append((y.detach(), xr.grad, wr.grad))
+    assert not torch.isfinite(results[0][0]).all()  # the case is one the epilogues must notice
+    for fast, ref in zip(*results[::-1]):
+        torch.testing.assert_close(fast, ref, equal_nan=True, rtol=1e-4, atol=1e-3)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 8. CPU kernel build, cache and fallback
 # --------------------------------------------------------------------------------------------------------------

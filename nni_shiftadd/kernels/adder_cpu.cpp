@@ -49,15 +49,36 @@ template <typename T> struct Blocking {
 #endif
 };
 
+// A lane-wise copy (0 + s would be a scalar add and a register broadcast: two extra vector-port operations).
+template <typename T> struct Lanes;
+template <> struct Lanes<float> { typedef int32_t i __attribute__((vector_size(NSA_VBYTES))); };
+template <> struct Lanes<double> { typedef int64_t i __attribute__((vector_size(NSA_VBYTES))); };
 template <typename VT, typename T> static inline VT vbroadcast(T s) {
-  VT zero = {};
-  return zero + s;
+  VT first = {s};
+  return __builtin_shuffle(first, typename Lanes<T>::i{});
 }
 
 // Copies columns [p0, p0 + width) of the rows x P matrix src into a rows x PW zero-padded panel, and
 // writes each padded column's sum over the rows to colsum.
 template <typename T, int PW>
 static void pack_panel(const T* src, int64_t rows, int64_t P, int64_t p0, int64_t width, T* panel, T* colsum) {
+  typedef typename Vec<T>::v v;
+  typedef typename Vec<T>::u u;
+  constexpr int V = Blocking<T>::V, NV = PW / V;
+  if (width == PW) {  // a full panel: whole vectors, the column sums in registers
+    v sum[NV];
+    for (int j = 0; j < NV; ++j) sum[j] = vbroadcast<v, T>(T(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* s = src + r * P + p0;
+      for (int j = 0; j < NV; ++j) {
+        v x = *reinterpret_cast<const u*>(s + j * V);
+        *reinterpret_cast<v*>(panel + r * PW + j * V) = x;
+        sum[j] += x;
+      }
+    }
+    for (int j = 0; j < NV; ++j) *reinterpret_cast<u*>(colsum + j * V) = sum[j];
+    return;
+  }
   for (int j = 0; j < PW; ++j) colsum[j] = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const T* s = src + r * P + p0;
@@ -79,6 +100,20 @@ static inline int64_t row_block(int64_t rows, int64_t other_tasks, int nthreads,
 
 template <typename T> static inline T* align64(T* p) {
   return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
+// Whether all PW values of a packed row are finite, in vector operations (x - x is NaN for inf and NaN).
+template <typename T, int PW> static inline bool row_finite(const T* row) {
+  typedef typename Vec<T>::v v;
+  constexpr int V = Blocking<T>::V;
+  v acc = vbroadcast<v, T>(T(0));
+  for (int j = 0; j < PW / V; ++j) {
+    v x = *reinterpret_cast<const v*>(row + j * V);
+    acc += x - x;
+  }
+  for (int l = 0; l < V; ++l)
+    if (acc[l] != T(0)) return false;
+  return true;
 }
 
 // -sum_k |x[k] - w[k]| for one packed column (x strided by PW): the slow, exact form for non-finite inputs.
@@ -123,7 +158,9 @@ static inline void l1_micro(const T* __restrict w, int64_t K, const T* __restric
 
 template <typename T, int NR>
 static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
-  constexpr int MR = Blocking<T>::MR, PW = NR * Blocking<T>::V;
+  typedef typename Vec<T>::v v;
+  typedef typename Vec<T>::u u;
+  constexpr int MR = Blocking<T>::MR, V = Blocking<T>::V, PW = NR * V;
   const int64_t npanel = ceil_div(P, PW);
   const int64_t oblock = row_block(O, G * npanel, nthreads, MR), noblock = ceil_div(O, oblock);
   std::vector<T> wsum(G * O);
@@ -144,6 +181,7 @@ static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t 
       const int64_t p0 = (rest / noblock) * PW, ob = rest % noblock;
       const int64_t width = std::min<int64_t>(PW, P - p0);
       pack_panel<T, PW>(B + g * K * P, K, P, p0, width, panel, colsum);
+      const bool fast_epilogue = width == PW && row_finite<T, PW>(colsum);
       for (int64_t o0 = ob * oblock; o0 < std::min(O, (ob + 1) * oblock); o0 += MR) {
         const int mr = int(std::min<int64_t>(MR, O - o0));
         const T* w = W + (g * O + o0) * K;
@@ -156,6 +194,13 @@ static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t 
         for (int i = 0; i < mr; ++i) {
           T* c = C + (g * O + o0 + i) * P + p0;
           const T ws = wsum[g * O + o0 + i];
+          if (fast_epilogue && std::isfinite(ws)) {
+            const v wsv = vbroadcast<v, T>(ws);
+            for (int j = 0; j < NR; ++j)
+              *reinterpret_cast<u*>(c + j * V) = *reinterpret_cast<const v*>(acc + i * PW + j * V) -
+                                                  *reinterpret_cast<const v*>(colsum + j * V) - wsv;
+            continue;
+          }
           for (int64_t j = 0; j < width; ++j) {
             c[j] = acc[i * PW + j] - colsum[j] - ws;
             // An infinite operand makes the rewritten sum inf - inf: recompute the column directly.
@@ -240,8 +285,10 @@ static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_
         if (kr == KR) ht_micro<T, NR, KR>(w, O, K, xp, gpanel, gsum, out);
         else ht_micro<T, NR, 1>(w, O, K, xp, gpanel, gsum, out);
         for (int i = 0; i < kr; ++i) {
-          for (int64_t j = 0; j < width; ++j)  // x * sum(g) is inf - inf for an infinite x: recompute directly
-            if (!std::isfinite(xp[i * PW + j])) out[i * PW + j] = direct_ht(w + i, gpanel + j, xp[i * PW + j], O, K, PW);
+          if (!row_finite<T, PW>(xp + i * PW))
+            for (int64_t j = 0; j < width; ++j)  // x * sum(g) is inf - inf for an infinite x: recompute directly
+              if (!std::isfinite(xp[i * PW + j]))
+                out[i * PW + j] = direct_ht(w + i, gpanel + j, xp[i * PW + j], O, K, PW);
           std::memcpy(D + (g * K + k0 + i) * P + p0, out + i * PW, width * sizeof(T));
         }
       }
