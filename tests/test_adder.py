@@ -123,6 +123,10 @@ GEOMETRIES = {
     "k5-p1-g2": (2, 4, 7, 6, 2, 5, 1, 1, 1, 2),
     "k3x1-mixed-tuples": (3, 2, 6, 5, 3, (3, 1), (2, 1), (1, 0), (1, 2), 1),
     "k2x3-mixed-tuples": (2, 2, 5, 7, 4, (2, 3), (1, 2), (0, 2), (2, 1), 2),
+    # stride 1 with the output as wide as the input: the im2col's one-copy path (rows cut, padded, or all outside)
+    "k3x1-rows-only": (2, 3, 6, 5, 4, (3, 1), 1, 0, 1, 1),
+    "k1x3-p1-taller": (2, 3, 4, 6, 4, (1, 3), 1, 1, 1, 1),
+    "k3-p3-d3-rows-outside": (1, 2, 3, 5, 3, 3, 1, 3, 3, 1),
 }
 
 

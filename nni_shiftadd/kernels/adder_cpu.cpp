@@ -316,6 +316,31 @@ static void im2col(const T* x, T* cols, int64_t N, int64_t C, int64_t H, int64_t
     for (int64_t kk = 0; kk < kh * kw; ++kk) {
       const int64_t ky = kk / kw, kx = kk % kw;
       T* row = cols + ((c / Cg) * K + (c % Cg) * kh * kw + kk) * NL;
+      if (sh == 1 && sw == 1 && Wo == W) {
+        // Output rows map onto consecutive input rows at one flat offset: the valid rows are one contiguous
+        // copy, after which the |off| columns that wrapped around from a neighbouring row are zeroed.
+        const int64_t dy = ky * dh - ph, off = kx * dw - pw;
+        const int64_t y0 = std::min<int64_t>(Ho, std::max<int64_t>(0, -dy));
+        const int64_t y1 = std::max<int64_t>(y0, std::min<int64_t>(Ho, H - dy));
+        const int64_t lo = std::min<int64_t>(Wo, std::max<int64_t>(0, -off));
+        const int64_t hi = std::max<int64_t>(lo, std::min<int64_t>(Wo, W - off));
+        for (int64_t n = 0; n < N; ++n) {
+          const T* src = x + (n * C + c) * H * W;
+          T* dst = row + n * L;
+          std::memset(dst, 0, y0 * Wo * sizeof(T));
+          std::memset(dst + y1 * Wo, 0, (Ho - y1) * Wo * sizeof(T));
+          if (y1 == y0) continue;
+          const int64_t first = y0 * Wo + lo, last = (y1 - 1) * Wo + hi;  // flat range read inside the image
+          for (int64_t i = y0 * Wo; i < first; ++i) dst[i] = T(0);
+          if (last > first) std::memcpy(dst + first, src + first + dy * W + off, (last - first) * sizeof(T));
+          for (int64_t i = std::max(first, last); i < y1 * Wo; ++i) dst[i] = T(0);
+          for (int64_t oy = y0; oy < y1; ++oy) {
+            for (int64_t ox = 0; ox < lo; ++ox) dst[oy * Wo + ox] = T(0);
+            for (int64_t ox = hi; ox < Wo; ++ox) dst[oy * Wo + ox] = T(0);
+          }
+        }
+        continue;
+      }
       for (int64_t n = 0; n < N; ++n) {
         const T* src = x + (n * C + c) * H * W;
         for (int64_t oy = 0; oy < Ho; ++oy) {
