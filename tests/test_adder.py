@@ -184,6 +184,21 @@ def test_linear_matches_naive_float64(backend, shape):
     _assert_close(gx, ngx, 1e-12, "input grad")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("tokens", [1, 9, 17, 30, 70])
+def test_linear_blocking_edges_match_naive_float64(backend, tokens):
+    """Token counts that pick each panel width of the CPU kernel, with output channels spanning several blocks of
+    the input gradient's reduction and row counts that leave remainders in every register block."""
+    x = torch.randn(tokens, 37, dtype=F64)
+    w = torch.randn(301, 37, dtype=F64)
+    gy = torch.randn(tokens, 301, dtype=F64)
+    y, gx, gw = run_op(adder_linear, x, w, gy, backend=backend)
+    ny, ngx, ngw = naive_adder_linear(x, w, gy)
+    _assert_close(y, ny, 1e-12, "forward")
+    _assert_close(gw, ngw, 1e-12, "weight grad")
+    _assert_close(gx, ngx, 1e-12, "input grad")
+
+
 CONV1D = {  # (N, C, L, O, k, stride, padding, dilation, groups)
     "depthwise-k3-p1": (2, 6, 11, 6, 3, 1, 1, 1, 6),
     "depthwise-k7-p3": (3, 4, 13, 4, 7, 1, 3, 1, 4),

@@ -41,15 +41,19 @@ template <> struct Vec<double> { typedef vd v; typedef vd_u u; };
 template <typename T> struct Blocking {
   static constexpr int V = NSA_VBYTES / sizeof(T);
   // forward: MR output rows x NR vectors of columns; backward: KR rows x NR vectors. NR shrinks for narrow
-  // problems (a Linear layer over 30 tokens) so that little of a panel is padding.
+  // problems (a Linear layer over 30 tokens) so that little of a panel is padding, and MR and KR grow as it
+  // shrinks, keeping enough independent accumulators (and operand reuse) within the vector registers.
 #if NSA_VBYTES == 64
-  static constexpr int MR = 4, KR = 2, NR_MAX = 4;
+  static constexpr int NR_MAX = 4;
+  static constexpr int mr(int nr) { return nr == 4 ? 4 : 8; }
+  static constexpr int kr(int nr) { return nr == 4 ? 2 : (nr == 2 ? 4 : 8); }
 #else
-  static constexpr int MR = 4, KR = 2, NR_MAX = 2;
+  static constexpr int NR_MAX = 2;
+  static constexpr int mr(int nr) { return nr == 2 ? 4 : 8; }
+  static constexpr int kr(int nr) { return nr == 2 ? 2 : 4; }
 #endif
 };
 
-// A lane-wise copy (0 + s would be a scalar add and a register broadcast: two extra vector-port operations).
 template <typename T> struct Lanes;
 template <> struct Lanes<float> { typedef int32_t i __attribute__((vector_size(NSA_VBYTES))); };
 template <> struct Lanes<double> { typedef int64_t i __attribute__((vector_size(NSA_VBYTES))); };
@@ -116,6 +120,24 @@ template <typename T, int PW> static inline bool row_finite(const T* row) {
   return true;
 }
 
+// sum of x[0..n), in vector partial sums: a scalar running sum is one add latency per element, which for a
+// Linear layer's weight (millions of values, each used by only a few tokens) costs as much as the product.
+template <typename T> static T row_sum(const T* x, int64_t n) {
+  typedef typename Vec<T>::v v;
+  typedef typename Vec<T>::u u;
+  constexpr int V = Blocking<T>::V;
+  v acc[4];
+  for (int a = 0; a < 4; ++a) acc[a] = vbroadcast<v, T>(T(0));
+  int64_t i = 0;
+  for (; i + 4 * V <= n; i += 4 * V)
+    for (int a = 0; a < 4; ++a) acc[a] += *reinterpret_cast<const u*>(x + i + a * V);
+  v total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  T s = 0;
+  for (int l = 0; l < V; ++l) s += total[l];
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
 // -sum_k |x[k] - w[k]| for one packed column (x strided by PW): the slow, exact form for non-finite inputs.
 template <typename T> static T direct_l1(const T* w, const T* x, int64_t K, int64_t PW) {
   T s = 0;
@@ -156,19 +178,31 @@ static inline void l1_micro(const T* __restrict w, int64_t K, const T* __restric
     for (int j = 0; j < NR; ++j) *reinterpret_cast<v*>(acc_out + i * PW + j * V) = acc[i][j];
 }
 
+// l1_micro for the first `rows` (< R) of a block of R, with `rows` a compile-time constant.
+template <typename T, int NR, int R>
+static inline void l1_rows(int rows, const T* w, int64_t K, const T* panel, T* acc) {
+  if constexpr (R > 0) {
+    if (rows == R) l1_micro<T, NR, R>(w, K, panel, acc);
+    else l1_rows<T, NR, R - 1>(rows, w, K, panel, acc);
+  }
+}
+
+// Rows of a packed panel that fit in about 32 kB, the L1 cache: the block of the reduction over output channels
+// that one pass of htmm's micro-kernels over the task's rows reads, so that the panel comes from L1, not L2.
+template <typename T, int PW> static constexpr int64_t l1_rows_of_panel() {
+  return std::max<int64_t>(16, 32768 / int64_t(PW * sizeof(T)));
+}
+
 template <typename T, int NR>
 static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
   typedef typename Vec<T>::v v;
   typedef typename Vec<T>::u u;
-  constexpr int MR = Blocking<T>::MR, V = Blocking<T>::V, PW = NR * V;
+  constexpr int MR = Blocking<T>::mr(NR), V = Blocking<T>::V, PW = NR * V;
   const int64_t npanel = ceil_div(P, PW);
   const int64_t oblock = row_block(O, G * npanel, nthreads, MR), noblock = ceil_div(O, oblock);
   std::vector<T> wsum(G * O);
-  for (int64_t r = 0; r < G * O; ++r) {
-    T s = 0;
-    for (int64_t k = 0; k < K; ++k) s += W[r * K + k];
-    wsum[r] = s;
-  }
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t r = 0; r < G * O; ++r) wsum[r] = row_sum(W + r * K, K);
 #pragma omp parallel num_threads(nthreads)
   {
     std::vector<T> buf(K * PW + PW + MR * PW + 64);
@@ -182,15 +216,11 @@ static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t 
       const int64_t width = std::min<int64_t>(PW, P - p0);
       pack_panel<T, PW>(B + g * K * P, K, P, p0, width, panel, colsum);
       const bool fast_epilogue = width == PW && row_finite<T, PW>(colsum);
-      for (int64_t o0 = ob * oblock; o0 < std::min(O, (ob + 1) * oblock); o0 += MR) {
-        const int mr = int(std::min<int64_t>(MR, O - o0));
+      const int64_t ob1 = std::min(O, (ob + 1) * oblock);
+      for (int64_t o0 = ob * oblock; o0 < ob1; o0 += MR) {
+        const int mr = int(std::min<int64_t>(MR, ob1 - o0));
         const T* w = W + (g * O + o0) * K;
-        switch (mr) {
-          case 4: l1_micro<T, NR, 4>(w, K, panel, acc); break;
-          case 3: l1_micro<T, NR, 3>(w, K, panel, acc); break;
-          case 2: l1_micro<T, NR, 2>(w, K, panel, acc); break;
-          default: l1_micro<T, NR, 1>(w, K, panel, acc); break;
-        }
+        l1_rows<T, NR, MR>(mr, w, K, panel, acc);
         for (int i = 0; i < mr; ++i) {
           T* c = C + (g * O + o0 + i) * P + p0;
           const T ws = wsum[g * O + o0 + i];
@@ -220,9 +250,12 @@ static void l1mm(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, 
   else l1mm_nr<T, 4>(W, B, C, G, O, K, P, nthreads);
 }
 
+// Adds (first: stores) sum_o gpanel[o][:] * clamp(W[o][k0 + i] - x_i, -1, 1) over o < oc to out[i][:], w pointing at
+// W[o0][k0] (rows K apart); the last block of o also subtracts x_i * sum_o g (the rewritten HardTanh above).
 template <typename T, int NR, int KR>
-static inline void ht_micro(const T* __restrict w, int64_t O, int64_t K, const T* __restrict xpanel,
-                            const T* __restrict gpanel, const T* __restrict gsum, T* __restrict out) {
+static inline void ht_micro(const T* __restrict w, int64_t K, int64_t oc, const T* __restrict xpanel,
+                            const T* __restrict gpanel, const T* __restrict gsum, T* __restrict out, bool first,
+                            bool last) {
   typedef typename Vec<T>::v v;
   constexpr int V = Blocking<T>::V, PW = NR * V;
   v lo[KR][NR], hi[KR][NR], acc[KR][NR];
@@ -232,9 +265,9 @@ static inline void ht_micro(const T* __restrict w, int64_t O, int64_t K, const T
       v x = *reinterpret_cast<const v*>(xpanel + i * PW + j * V);
       lo[i][j] = x - one;
       hi[i][j] = x + one;
-      acc[i][j] = vbroadcast<v, T>(T(0));
+      acc[i][j] = first ? vbroadcast<v, T>(T(0)) : *reinterpret_cast<const v*>(out + i * PW + j * V);
     }
-  for (int64_t o = 0; o < O; ++o) {
+  for (int64_t o = 0; o < oc; ++o) {
     v gv[NR];
     for (int j = 0; j < NR; ++j) gv[j] = *reinterpret_cast<const v*>(gpanel + o * PW + j * V);
     for (int i = 0; i < KR; ++i) {
@@ -249,27 +282,41 @@ static inline void ht_micro(const T* __restrict w, int64_t O, int64_t K, const T
   }
   for (int i = 0; i < KR; ++i)
     for (int j = 0; j < NR; ++j) {
-      v x = *reinterpret_cast<const v*>(xpanel + i * PW + j * V);
-      v gs = *reinterpret_cast<const v*>(gsum + j * V);
-      *reinterpret_cast<v*>(out + i * PW + j * V) = acc[i][j] - x * gs;
+      if (last) {
+        v x = *reinterpret_cast<const v*>(xpanel + i * PW + j * V);
+        acc[i][j] -= x * *reinterpret_cast<const v*>(gsum + j * V);
+      }
+      *reinterpret_cast<v*>(out + i * PW + j * V) = acc[i][j];
     }
 }
 
-// W [G][O][K], B [G][K][P], Gr [G][O][P] -> D [G][K][P]
+template <typename T, int NR, int R>
+static inline void ht_rows(int rows, const T* w, int64_t K, int64_t oc, const T* xp, const T* gpanel, const T* gsum,
+                           T* out, bool first, bool last) {
+  if constexpr (R > 0) {
+    if (rows == R) ht_micro<T, NR, R>(w, K, oc, xp, gpanel, gsum, out, first, last);
+    else ht_rows<T, NR, R - 1>(rows, w, K, oc, xp, gpanel, gsum, out, first, last);
+  }
+}
+
+// W [G][O][K], B [G][K][P], Gr [G][O][P] -> D [G][K][P]. The reduction over o runs in blocks whose packed
+// gradient rows fit in L1, each swept over all the task's rows of D; a block also touches few enough pages of W
+// (one per o when W's rows are a page or more, as in a Linear layer) for the TLB to hold them.
 template <typename T, int NR>
 static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_t O, int64_t K, int64_t P,
                     int nthreads) {
-  constexpr int KR = Blocking<T>::KR, PW = NR * Blocking<T>::V;
+  constexpr int KR = Blocking<T>::kr(NR), PW = NR * Blocking<T>::V;
+  constexpr int64_t OC = l1_rows_of_panel<T, PW>();
   const int64_t npanel = ceil_div(P, PW);
   const int64_t kblock = row_block(K, G * npanel, nthreads, KR), nkblock = ceil_div(K, kblock);
 #pragma omp parallel num_threads(nthreads)
   {
-    std::vector<T> buf(O * PW + kblock * PW + 3 * PW + KR * PW + 64);
+    std::vector<T> buf(O * PW + 2 * kblock * PW + 2 * PW + 64);
     T* gpanel = align64(buf.data());
     T* xpanel = gpanel + O * PW;
-    T* gsum = xpanel + kblock * PW;
+    T* out = xpanel + kblock * PW;
+    T* gsum = out + kblock * PW;
     T* xsum = gsum + PW;
-    T* out = xsum + PW;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < G * npanel * nkblock; ++t) {
       const int64_t g = t / (npanel * nkblock), rest = t % (npanel * nkblock);
@@ -278,18 +325,21 @@ static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_
       const int64_t width = std::min<int64_t>(PW, P - p0);
       pack_panel<T, PW>(Gr + g * O * P, O, P, p0, width, gpanel, gsum);
       pack_panel<T, PW>(B + (g * K + kb0) * P, kb1 - kb0, P, p0, width, xpanel, xsum);
-      for (int64_t k0 = kb0; k0 < kb1; k0 += KR) {
-        const int kr = int(std::min<int64_t>(KR, kb1 - k0));
-        const T* w = W + g * O * K + k0;
-        const T* xp = xpanel + (k0 - kb0) * PW;
-        if (kr == KR) ht_micro<T, NR, KR>(w, O, K, xp, gpanel, gsum, out);
-        else ht_micro<T, NR, 1>(w, O, K, xp, gpanel, gsum, out);
-        for (int i = 0; i < kr; ++i) {
-          if (!row_finite<T, PW>(xp + i * PW))
-            for (int64_t j = 0; j < width; ++j)  // x * sum(g) is inf - inf for an infinite x: recompute directly
-              if (!std::isfinite(xp[i * PW + j]))
-                out[i * PW + j] = direct_ht(w + i, gpanel + j, xp[i * PW + j], O, K, PW);
-          std::memcpy(D + (g * K + k0 + i) * P + p0, out + i * PW, width * sizeof(T));
+      for (int64_t o0 = 0; o0 < O; o0 += OC) {
+        const bool last = o0 + OC >= O;
+        for (int64_t k0 = kb0; k0 < kb1; k0 += KR) {
+          const int kr = int(std::min<int64_t>(KR, kb1 - k0));
+          const T* xp = xpanel + (k0 - kb0) * PW;
+          T* acc = out + (k0 - kb0) * PW;
+          ht_rows<T, NR, KR>(kr, W + (g * O + o0) * K + k0, K, std::min(OC, O - o0), xp, gpanel + o0 * PW, gsum,
+                             acc, o0 == 0, last);
+          for (int i = 0; last && i < kr; ++i) {  // the rows are done: store them while they are in L1
+            if (!row_finite<T, PW>(xp + i * PW))
+              for (int64_t j = 0; j < width; ++j)  // x * sum(g) is inf - inf for an infinite x: recompute directly
+                if (!std::isfinite(xp[i * PW + j]))
+                  acc[i * PW + j] = direct_ht(W + g * O * K + k0 + i, gpanel + j, xp[i * PW + j], O, K, PW);
+            std::memcpy(D + (g * K + k0 + i) * P + p0, acc + i * PW, width * sizeof(T));
+          }
         }
       }
     }
