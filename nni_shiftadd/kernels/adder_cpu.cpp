@@ -309,13 +309,15 @@ static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_
   constexpr int64_t OC = l1_rows_of_panel<T, PW>();
   const int64_t npanel = ceil_div(P, PW);
   const int64_t kblock = row_block(K, G * npanel, nthreads, KR), nkblock = ceil_div(K, kblock);
+  // With one block of o, each group of KR rows is finished at once and its accumulators reused by the next.
+  const int64_t out_rows = O > OC ? kblock : KR;
 #pragma omp parallel num_threads(nthreads)
   {
-    std::vector<T> buf(O * PW + 2 * kblock * PW + 2 * PW + 64);
+    std::vector<T> buf(O * PW + (kblock + out_rows) * PW + 2 * PW + 64);
     T* gpanel = align64(buf.data());
     T* xpanel = gpanel + O * PW;
     T* out = xpanel + kblock * PW;
-    T* gsum = out + kblock * PW;
+    T* gsum = out + out_rows * PW;
     T* xsum = gsum + PW;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < G * npanel * nkblock; ++t) {
@@ -330,7 +332,7 @@ static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_
         for (int64_t k0 = kb0; k0 < kb1; k0 += KR) {
           const int kr = int(std::min<int64_t>(KR, kb1 - k0));
           const T* xp = xpanel + (k0 - kb0) * PW;
-          T* acc = out + (k0 - kb0) * PW;
+          T* acc = out + (O > OC ? (k0 - kb0) * PW : 0);
           ht_rows<T, NR, KR>(kr, W + (g * O + o0) * K + k0, K, std::min(OC, O - o0), xp, gpanel + o0 * PW, gsum,
                              acc, o0 == 0, last);
           for (int i = 0; last && i < kr; ++i) {  // the rows are done: store them while they are in L1

@@ -137,7 +137,7 @@ class AdderFunction(torch.autograd.Function):
         w = weight.reshape(G, -1, geo.K)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros_like(w) if need_w else None
+        grad_w: Tensor | None = None  # the first chunk's GEMM writes it: no zero-filled weight-sized buffer
         grad_sum = w.new_zeros(G, w.shape[1], 1) if need_w else None
         n = x.shape[0]
         step = _chunk_size(n, geo.K * geo.L * G, x.element_size())
@@ -146,11 +146,16 @@ class AdderFunction(torch.autograd.Function):
             cols = geo.cols(xc)
             rows = geo.rows(grad_y[n0:n0 + step])
             if need_w:
-                grad_w.baddbmm_(rows, cols.transpose(1, 2))
+                if grad_w is None:
+                    grad_w = torch.bmm(rows, cols.transpose(1, 2))
+                else:
+                    grad_w.baddbmm_(rows, cols.transpose(1, 2))
                 grad_sum += rows.sum(2, keepdim=True)
             if need_x:
                 grad_x[n0:n0 + step] = geo.uncols(impl.htmm(w, cols, rows), xc.shape[0])
         if need_w:
+            if grad_w is None:  # an empty batch
+                grad_w = torch.zeros_like(w)
             grad_w.addcmul_(w, grad_sum, value=-1.0)
             if ctx.eta is not None:
                 adaptive_lr_scale(grad_w, ctx.eta, inplace=True)
