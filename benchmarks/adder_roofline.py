@@ -18,9 +18,9 @@ Arm alike). The passes are compute-bound (register-blocked over panels that stay
 convolution does not pay on top is memory traffic: the im2col copies (forward and backward) and the col2im sum
 of the input gradient, each one pass over K x positions values.
 
-This script times each piece on the cases of ``benchmarks/ops.py`` (whole batch, float32, no chunking) and the
-convolution's forward and forward+backward on the same inputs, and prints each piece's rate in multiply-accumulate
-equivalents per second next to the convolution's, so the gap to the floor can be read off per piece.
+This script times each piece on the cases of ``benchmarks/ops.py`` (whole batch, float32, no chunking), the whole
+operator as training runs it, and the convolution's forward and forward+backward on the same inputs, and prints
+each piece's rate in terms per second next to the convolution's, so the gap to the floor can be read per piece.
 
 Usage::
 
@@ -45,6 +45,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from nni_shiftadd.kernels import cpu  # noqa: E402
+from nni_shiftadd.ops import adder_conv2d, adder_linear  # noqa: E402
 
 #: (name, x shape, weight shape): those of benchmarks/ops.py (conv: stride 1, padding k // 2).
 CASES = [
@@ -94,7 +95,13 @@ def measure(x_shape: tuple[int, ...], w_shape: tuple[int, ...], reps: int) -> di
         xr.grad = wr.grad = None
         conv_fwd().backward(grad_y)
 
+    def adder_fwd_bwd() -> None:  # the operator as training runs it (benchmarks/ops.py's "add")
+        xr.grad = wr.grad = None
+        y = adder_conv2d(xr, wr, padding=pad, eta=0.2) if conv else adder_linear(xr, wr, eta=0.2)
+        y.backward(grad_y)
+
     ms = {"conv_fwd": _median_ms(conv_fwd, reps), "conv_fwd_bwd": _median_ms(conv_fwd_bwd, reps),
+          "adder_fwd_bwd": _median_ms(adder_fwd_bwd, reps),
           "l1mm": _median_ms(lambda: cpu.l1mm(weight, cols), reps),
           "htmm": _median_ms(lambda: cpu.htmm(weight, cols, rows), reps),
           "gemm": _median_ms(lambda: torch.bmm(rows, cols.transpose(1, 2)), reps)}
@@ -118,12 +125,15 @@ def report(name: str, ms: dict[str, float]) -> dict[str, float]:
     compute = sum(ms[p] for p in OPS_PER_TERM)
     memory = 2 * ms.get("im2col", 0.0) + ms.get("col2im", 0.0)
     out.update(compute_ms=compute, memory_ms=memory, compute_ratio=compute / ms["conv_fwd_bwd"],
-               total_ratio=(compute + memory) / ms["conv_fwd_bwd"], floor_ratio=sum(OPS_PER_TERM.values()) / 3)
+               total_ratio=(compute + memory) / ms["conv_fwd_bwd"], floor_ratio=sum(OPS_PER_TERM.values()) / 3,
+               operator_ratio=ms["adder_fwd_bwd"] / ms["conv_fwd_bwd"],
+               rest_ms=ms["adder_fwd_bwd"] - compute - memory)
     print(f"{name}: conv f+b {ms['conv_fwd_bwd']:.2f} ms ({conv_rate:.0f} G terms/s per pass) | "
           + " | ".join(f"{p} {ms[p]:.2f} ms ({out[f'{p}_of_floor']:.0%} of its floor)" for p in OPS_PER_TERM)
           + (f" | im2col {ms['im2col']:.2f} ms x2, col2im {ms['col2im']:.2f} ms" if "im2col" in ms else "")
           + f" | adder/conv: compute {out['compute_ratio']:.2f}x + memory passes = {out['total_ratio']:.2f}x "
-          f"(floor {out['floor_ratio']:.1f}x)")
+          f"(floor {out['floor_ratio']:.1f}x); the operator {ms['adder_fwd_bwd']:.2f} ms = "
+          f"{out['operator_ratio']:.2f}x ({out['rest_ms']:.2f} ms outside the kernels)")
     return out
 
 

@@ -70,7 +70,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], str, float]] = {
 }
 _METRIC_LABEL = {"ratio_fwd_bwd": "f+b", "peak_ratio": "mem"}
 _TARGET_TEXT = {
-    "add_fwd_bwd_time": "Add forward+backward time <= 2x baseline (the floor of its passes: benchmarks/adder_roofline.py)",
+    "add_fwd_bwd_time": "Add forward+backward time <= 2x baseline (its passes' floor: benchmarks/adder_roofline.py)",
     "add_peak_memory": "Add forward+backward peak memory <= 1.5x baseline",
     "shift_fwd_bwd_time": "Shift (Q and PS) forward+backward time <= 1.3x baseline",
 }
@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     reps = args.reps or (REPS_QUICK if args.quick else REPS_FULL)
     machine = machine_info()
-    print(f"# {machine['cpu']}, adder kernel vectors of {machine['adder_vector_bits']} bits, {machine['threads']} threads, torch {machine['torch']}, float32; time: median of "
-          f"{reps} run{'s' * (reps > 1)} after {WARMUP} warm-up; peak: median of {MEMORY_REPS}, RSS high-water mark above the "
-          f"level before the call (child process, {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())})")
+    print(f"# {machine['cpu']}, adder kernel vectors of {machine['adder_vector_bits']} bits, {machine['threads']} "
+          f"threads, torch {machine['torch']}, float32; time: median of {reps} run{'s' * (reps > 1)} after {WARMUP} "
+          f"warm-up; peak: median of {MEMORY_REPS}, RSS high-water mark above the level before the call (child process, {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())})")
     if kernels.select(torch.zeros(1)) is kernels.reference:
         print("# note: the fast CPU adder kernel is unavailable; 'add' runs the reference kernels, once")
     t0 = time.perf_counter()

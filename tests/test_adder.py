@@ -185,7 +185,7 @@ def test_linear_matches_naive_float64(backend, shape):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("tokens", [1, 9, 17, 30, 70])
+@pytest.mark.parametrize("tokens", [1, 9, 17, 30, 70, 74, 90])
 def test_linear_blocking_edges_match_naive_float64(backend, tokens):
     """Token counts that pick each panel width of the CPU kernel, with output channels spanning several blocks of
     the input gradient's reduction and row counts that leave remainders in every register block."""
@@ -243,6 +243,19 @@ def test_float32_conv_cpu_vs_reference():
     fast = run_op(adder_conv2d, x, w, gy, padding=1, backend="cpu")
     for a, b, what in zip(fast, ref, ("forward", "input grad", "weight grad")):
         assert a.dtype == torch.float32
+        _assert_close(a, b, F32_TOL, what)
+
+
+@NEEDS_CXX
+@pytest.mark.parametrize("batch", [3, 5])
+def test_float32_conv_7x7_panel_tails_cpu_vs_reference(batch):
+    """147 and 245 positions: whole 64-column panels followed by a tail that takes a narrower panel."""
+    x = torch.randn(batch, 8, 7, 7)
+    w = torch.randn(16, 8, 3, 3)
+    gy = torch.randn(batch, 16, 7, 7)
+    ref = run_op(adder_conv2d, x, w, gy, padding=1, backend="reference")
+    fast = run_op(adder_conv2d, x, w, gy, padding=1, backend="cpu")
+    for a, b, what in zip(fast, ref, ("forward", "input grad", "weight grad")):
         _assert_close(a, b, F32_TOL, what)
 
 

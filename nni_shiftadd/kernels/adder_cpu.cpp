@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -156,6 +157,20 @@ template <typename T> static T direct_ht(const T* w, const T* g, T x, int64_t O,
   return s;
 }
 
+// Splits P columns into a run of the widest panels and a remainder of narrower ones, so that a tail of a few
+// columns (a batch chunk of 7x7 maps ends anywhere) is not a mostly zero-padded full panel: calls
+// f(std::integral_constant<int, NR>, begin, end) for each part.
+template <typename T, typename F> static void for_panel_widths(int64_t P, F f) {
+  constexpr int V = Blocking<T>::V, NR_MAX = Blocking<T>::NR_MAX;
+  const int64_t main = P / (NR_MAX * V) * (NR_MAX * V);
+  if (main > 0) f(std::integral_constant<int, NR_MAX>{}, 0, main);
+  const int64_t vecs = ceil_div(P - main, V);
+  if (vecs == 0) return;
+  if (vecs == 1) f(std::integral_constant<int, 1>{}, main, P);
+  else if (vecs == 2 || NR_MAX == 2) f(std::integral_constant<int, 2>{}, main, P);
+  else f(std::integral_constant<int, NR_MAX>{}, main, P);
+}
+
 template <typename T, int NR, int MR>
 static inline void l1_micro(const T* __restrict w, int64_t K, const T* __restrict panel, T* __restrict acc_out) {
   typedef typename Vec<T>::v v;
@@ -193,16 +208,15 @@ template <typename T, int PW> static constexpr int64_t l1_rows_of_panel() {
   return std::max<int64_t>(16, 32768 / int64_t(PW * sizeof(T)));
 }
 
+// Columns [pb, pe) of C, in panels of NR vectors; wsum: W's row sums.
 template <typename T, int NR>
-static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
+static void l1mm_nr(const T* W, const T* wsum, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P,
+                    int64_t pb, int64_t pe, int nthreads) {
   typedef typename Vec<T>::v v;
   typedef typename Vec<T>::u u;
   constexpr int MR = Blocking<T>::mr(NR), V = Blocking<T>::V, PW = NR * V;
-  const int64_t npanel = ceil_div(P, PW);
+  const int64_t npanel = ceil_div(pe - pb, PW);
   const int64_t oblock = row_block(O, G * npanel, nthreads, MR), noblock = ceil_div(O, oblock);
-  std::vector<T> wsum(G * O);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t r = 0; r < G * O; ++r) wsum[r] = row_sum(W + r * K, K);
 #pragma omp parallel num_threads(nthreads)
   {
     std::vector<T> buf(K * PW + PW + MR * PW + 64);
@@ -212,8 +226,8 @@ static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < G * npanel * noblock; ++t) {
       const int64_t g = t / (npanel * noblock), rest = t % (npanel * noblock);
-      const int64_t p0 = (rest / noblock) * PW, ob = rest % noblock;
-      const int64_t width = std::min<int64_t>(PW, P - p0);
+      const int64_t p0 = pb + (rest / noblock) * PW, ob = rest % noblock;
+      const int64_t width = std::min<int64_t>(PW, pe - p0);
       pack_panel<T, PW>(B + g * K * P, K, P, p0, width, panel, colsum);
       const bool fast_epilogue = width == PW && row_finite<T, PW>(colsum);
       const int64_t ob1 = std::min(O, (ob + 1) * oblock);
@@ -244,10 +258,12 @@ static void l1mm_nr(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t 
 
 template <typename T>
 static void l1mm(const T* W, const T* B, T* C, int64_t G, int64_t O, int64_t K, int64_t P, int nthreads) {
-  const int64_t vecs = ceil_div(P, Blocking<T>::V);
-  if (vecs <= 1) l1mm_nr<T, 1>(W, B, C, G, O, K, P, nthreads);
-  else if (vecs <= 2 || Blocking<T>::NR_MAX == 2) l1mm_nr<T, 2>(W, B, C, G, O, K, P, nthreads);
-  else l1mm_nr<T, 4>(W, B, C, G, O, K, P, nthreads);
+  std::vector<T> wsum(G * O);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t r = 0; r < G * O; ++r) wsum[r] = row_sum(W + r * K, K);
+  for_panel_widths<T>(P, [&](auto nr, int64_t pb, int64_t pe) {
+    l1mm_nr<T, decltype(nr)::value>(W, wsum.data(), B, C, G, O, K, P, pb, pe, nthreads);
+  });
 }
 
 // Adds (first: stores) sum_o gpanel[o][:] * clamp(W[o][k0 + i] - x_i, -1, 1) over o < oc to out[i][:], w pointing at
@@ -304,10 +320,10 @@ static inline void ht_rows(int rows, const T* w, int64_t K, int64_t oc, const T*
 // (one per o when W's rows are a page or more, as in a Linear layer) for the TLB to hold them.
 template <typename T, int NR>
 static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_t O, int64_t K, int64_t P,
-                    int nthreads) {
+                    int64_t pb, int64_t pe, int nthreads) {
   constexpr int KR = Blocking<T>::kr(NR), PW = NR * Blocking<T>::V;
   constexpr int64_t OC = l1_rows_of_panel<T, PW>();
-  const int64_t npanel = ceil_div(P, PW);
+  const int64_t npanel = ceil_div(pe - pb, PW);
   const int64_t kblock = row_block(K, G * npanel, nthreads, KR), nkblock = ceil_div(K, kblock);
   // With one block of o, each group of KR rows is finished at once and its accumulators reused by the next.
   const int64_t out_rows = O > OC ? kblock : KR;
@@ -322,9 +338,9 @@ static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < G * npanel * nkblock; ++t) {
       const int64_t g = t / (npanel * nkblock), rest = t % (npanel * nkblock);
-      const int64_t p0 = (rest / nkblock) * PW, kb0 = (rest % nkblock) * kblock;
+      const int64_t p0 = pb + (rest / nkblock) * PW, kb0 = (rest % nkblock) * kblock;
       const int64_t kb1 = std::min(K, kb0 + kblock);
-      const int64_t width = std::min<int64_t>(PW, P - p0);
+      const int64_t width = std::min<int64_t>(PW, pe - p0);
       pack_panel<T, PW>(Gr + g * O * P, O, P, p0, width, gpanel, gsum);
       pack_panel<T, PW>(B + (g * K + kb0) * P, kb1 - kb0, P, p0, width, xpanel, xsum);
       for (int64_t o0 = 0; o0 < O; o0 += OC) {
@@ -351,10 +367,9 @@ static void htmm_nr(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_
 template <typename T>
 static void htmm(const T* W, const T* B, const T* Gr, T* D, int64_t G, int64_t O, int64_t K, int64_t P,
                  int nthreads) {
-  const int64_t vecs = ceil_div(P, Blocking<T>::V);
-  if (vecs <= 1) htmm_nr<T, 1>(W, B, Gr, D, G, O, K, P, nthreads);
-  else if (vecs <= 2 || Blocking<T>::NR_MAX == 2) htmm_nr<T, 2>(W, B, Gr, D, G, O, K, P, nthreads);
-  else htmm_nr<T, 4>(W, B, Gr, D, G, O, K, P, nthreads);
+  for_panel_widths<T>(P, [&](auto nr, int64_t pb, int64_t pe) {
+    htmm_nr<T, decltype(nr)::value>(W, B, Gr, D, G, O, K, P, pb, pe, nthreads);
+  });
 }
 
 // x [N][C][H][W] -> cols [G][K][N * Ho * Wo], K = C/G * kh * kw, rows ordered like the weight (c, ky, kx).
