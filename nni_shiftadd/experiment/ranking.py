@@ -37,7 +37,6 @@ checkpoints) are enough for every finished evaluation, so a study's ledger can b
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -52,6 +51,7 @@ from ..atomic import atomic_write_json
 from ..config import ConfigError, load_yaml
 from ..lock import check_output_dir, output_lock
 from .arch_selection import arch_id, select_archs
+from .ledger import plain, read_json, recipe_changes
 from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).
@@ -270,21 +270,6 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
 
 # --- the study --------------------------------------------------------------------------------------------------------
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _recipe_changes(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: set[str]) -> str:
-    """``"key: saved -> wanted, ..."`` over the ``keys`` whose values differ (sorted); empty when none do."""
-    return ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in sorted(keys)
-                     if saved.get(k) != wanted.get(k))
-
-
-def _plain(data: Any) -> Any:
-    """``data`` as it reads back from JSON (tuples as lists, dataclasses as mappings)."""
-    return json.loads(json.dumps(data))
-
-
 class Study:
     """One ranking study: each phase reads its cache under ``cfg.output`` and trains or evaluates only what is
     missing. ``log`` receives one line per finished network or phase."""
@@ -303,7 +288,7 @@ class Study:
 
     def _archs(self) -> list[dict[str, Any]]:
         path = self.out / "archs.json"
-        saved = _read_json(path)
+        saved = read_json(path)
         if saved is not None and saved.get("space") == self.cfg.space and saved.get("seed") == self.cfg.arch_seed \
                 and len(saved["archs"]) >= self.cfg.archs:
             return saved["archs"][:self.cfg.archs]
@@ -318,13 +303,13 @@ class Study:
 
         recipe = dataclasses.asdict(load_yaml(RetrainConfig, self.cfg.retrain_recipe,
                                               self.cfg.standalone_overrides(pool)))
-        wanted = _plain({k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")})
+        wanted = plain({k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")})
         path = self.out / pool / "recipe.json"
-        saved = _read_json(path)
+        saved = read_json(path)
         if saved is None:
             atomic_write_json(path, wanted)
             return
-        changes = _recipe_changes(saved, wanted, set(saved) | set(wanted))
+        changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
         if changes:
             raise ValueError(f"{path.parent}: these stand-alone networks were trained with another recipe ({changes}); "
                              f"remove the folder or choose another 'output' (field '{pool_field(pool)}')")
@@ -334,7 +319,7 @@ class Study:
         from ..tasks.retrain import RetrainConfig, retrain
 
         folder = self.out / pool / f"{arch_id(arch)}-s{seed}"
-        cached = _read_json(folder / "metrics.json")
+        cached = read_json(folder / "metrics.json")
         if cached is not None:
             return cached
         overrides = {**self.cfg.standalone_overrides(pool), "arch": dict(arch), "seed": seed, "output": str(folder)}
@@ -393,8 +378,8 @@ class Study:
             self.log(f"supernet {variant.name} {mode} seed {seed}: {result['global_step']} steps "
                      f"({result['fit_seconds']:.0f} s)")
         saved = load_checkpoint(checkpoint, mmap=True)["hyper_parameters"]["config"]
-        wanted = _plain(dataclasses.asdict(recipe))
-        changes = _recipe_changes(saved, wanted, set(wanted) - {"output", "resume"})
+        wanted = plain(dataclasses.asdict(recipe))
+        changes = recipe_changes(saved, wanted, set(wanted) - {"output", "resume"})
         if changes:
             raise ValueError(f"{folder}: this supernet was trained with another recipe ({changes}); remove the folder "
                              "to train it again")
@@ -405,17 +390,17 @@ class Study:
         ``mode``/``seed`` supernet of ``variant`` after BatchNorm recalibration; cached per architecture in a ledger
         that also records the supernet's recipe and training time (it needs no checkpoint once complete)."""
         path = self.out / "inherited" / variant.name / f"{mode}_seed{seed}.json"
-        wanted = _plain(dataclasses.asdict(self._supernet_recipe(variant, mode, seed)))
+        wanted = plain(dataclasses.asdict(self._supernet_recipe(variant, mode, seed)))
         wanted.pop("output"), wanted.pop("resume")
-        ledger = _read_json(path) or {"recipe": wanted, "scores": {}}
-        changes = _recipe_changes(ledger["recipe"], wanted, set(wanted) | set(ledger["recipe"]))
+        ledger = read_json(path) or {"recipe": wanted, "scores": {}}
+        changes = recipe_changes(ledger["recipe"], wanted, set(wanted) | set(ledger["recipe"]))
         if changes:
             raise ValueError(f"{path}: these accuracies are of a supernet trained with another recipe ({changes}); "
                              "remove it and the supernet's folder to train it again")
         todo = [a for a in self.archs if arch_id(a) not in ledger["scores"]]
         if todo:
             checkpoint = self.supernet(variant, mode, seed)
-            metrics = _read_json(checkpoint.parent.parent / "metrics.json") or {}
+            metrics = read_json(checkpoint.parent.parent / "metrics.json") or {}
             ledger["fit_seconds"] = metrics.get("fit_seconds")
             ledger["global_step"] = metrics.get("global_step")
             evaluate = self._evaluator(checkpoint)
@@ -427,27 +412,10 @@ class Study:
         return ledger["scores"]
 
     def _evaluator(self, checkpoint: Path) -> Callable[[Mapping[str, Any]], dict[str, float]]:
-        import torch
-        from torch.utils.data import DataLoader
+        from ..tasks.inherited import inherited_scorer
 
-        from ..data import create_dataset
-        from ..tasks.supernet import evaluate_arch, load_supernet
-
-        supernet, recipe = load_supernet(checkpoint)
-        size = (self.spec.input.channels, self.spec.input.size, self.spec.input.size)
-        val = create_dataset(recipe.dataset, "val", data_dir=recipe.data_dir, input_size=size)
-        train = create_dataset(recipe.dataset, "train", data_dir=recipe.data_dir, input_size=size)
-        bs = self.cfg.eval_batch_size
-        val_loader = DataLoader(val, batch_size=bs, shuffle=False)
-
-        def evaluate(arch: Mapping[str, Any]) -> dict[str, float]:
-            # the same calibration batches for every architecture: differences come from the weights alone
-            calibration = DataLoader(train, batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(0))
-            scores = evaluate_arch(supernet, dict(arch), val_loader, self.cfg.eval_batches, calibration,
-                                   self.cfg.calibration_batches)
-            return {"accuracy": float(scores["accuracy"]), "loss": float(scores["loss"])}
-
-        return evaluate
+        return inherited_scorer(checkpoint, self.cfg.eval_batch_size, self.cfg.eval_batches,
+                                self.cfg.calibration_batches)
 
     def add_weight_shape(self, variant: Variant, mode: str, seed: int) -> dict[str, float]:
         """How Laplacian the Add candidates' weights are in the ``mode``/``seed`` supernet of ``variant`` (paper
@@ -459,7 +427,7 @@ class Study:
         from ..tasks.supernet import load_supernet
 
         path = self.out / "shapes" / variant.name / f"{mode}_seed{seed}.json"
-        cached = _read_json(path)
+        cached = read_json(path)
         if cached is not None:
             return cached
         supernet, _ = load_supernet(self.supernet(variant, mode, seed))
@@ -482,7 +450,7 @@ class Study:
         from ..strategy.evolution import Evolution, load_preset
 
         path = self.out / "search" / variant.name / f"{mode}.json"
-        state = _read_json(path) or {}
+        state = read_json(path) or {}
         if "pick" not in state:
             preset = load_preset(self.cfg.search_preset, self.cfg.search_overrides)
             evaluate = self._evaluator(self.supernet(variant, mode, self.cfg.seeds(mode)[0]))
