@@ -91,3 +91,36 @@ def test_a_third_kind_plugs_in_from_its_own_module(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"field 'kind': got 'toy'; expected one of \['image_classification', "
                                           r"'translation'\]"):
         load_space(str(path))
+
+
+def toy_claims(checkpoint: str | Path) -> bool:
+    import torch
+
+    return torch.load(checkpoint, weights_only=True).get("space_kind") == "toy"
+
+
+def toy_trial(cfg: Any, arch: Mapping[str, Any], start: float) -> dict[str, Any]:
+    return {"default": 1.0, "arch": dict(arch)}
+
+
+def test_a_third_kind_registers_its_tasks_and_claims_its_checkpoints(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from nni_shiftadd.space.kinds import DEFAULT_KIND
+    from nni_shiftadd.tasks import kinds
+    from nni_shiftadd.tasks.trial import TrialConfig, evaluate_subnet
+
+    monkeypatch.setattr(kinds, "TASK_KINDS", dict(kinds.TASK_KINDS))
+    with pytest.raises(ValueError, match="'claims' names how to recognise its checkpoints"):
+        kinds.register_task_kind(kinds.TaskKind("toy", trial=f"{__name__}:toy_trial", retrain=f"{__name__}:toy_trial"))
+    toy = kinds.register_task_kind(kinds.TaskKind("toy", trial=f"{__name__}:toy_trial", retrain=f"{__name__}:toy_trial",
+                                                  claims=f"{__name__}:toy_claims"))
+    mine, other = tmp_path / "toy.ckpt", tmp_path / "other.ckpt"
+    torch.save({"space_kind": "toy"}, mine)
+    torch.save({"state_dict": {}}, other)
+    assert kinds.task_kind_of(mine) is toy
+    # what no kind claims (and no checkpoint at all) goes to the default kind, whose loader names the problem
+    assert kinds.task_kind_of(other).kind == kinds.task_kind_of(None).kind == DEFAULT_KIND
+    # the trial looks its kind up from the checkpoint, never asking what it is
+    assert evaluate_subnet(TrialConfig(supernet=str(mine)), {"w": 8}) == {"default": 1.0, "arch": {"w": 8}}

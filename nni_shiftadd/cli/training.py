@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from typing import Any
 
 from ._command import Command, recipe
@@ -85,8 +87,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     cfg = recipe(args, RetrainConfig)
     r = retrain(cfg)
-    if r.get("kind") == "translation":
-        return _print_translation_retrain(r, cfg.output)
+    return _RETRAIN_REPORTS.get(r["kind"], _print_json)(r, cfg.output)
+
+
+def _print_image_retrain(r: dict[str, Any], output: str) -> int:
     cost = r["cost"]
     print()
     print(f"subnet          {r['arch_source']} on space {r['space']}: blocks {r['blocks']}, {r['params']} params"
@@ -99,7 +103,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"cost @{cost['bits']:<2d} bits   {cost['energy_mJ']:.4f} mJ, {cost['latency_ms']:.4f} ms (Eyeriss); "
           f"#Mult {cost['mult']}, #Add {cost['add']}, #Shift {cost['shift']}")
     print(f"checkpoint      {r['checkpoint']}")
-    print(f"metrics         {cfg.output}/metrics.json")
+    print(f"metrics         {output}/metrics.json")
     return 0
 
 
@@ -118,6 +122,17 @@ def _print_translation_retrain(r: dict[str, Any], output: str) -> int:
     print(f"checkpoint       {r['checkpoint']}")
     print(f"metrics          {output}/metrics.json")
     return 0
+
+
+def _print_json(r: dict[str, Any], output: str) -> int:
+    print(json.dumps(r, indent=2, default=str))
+    print(f"metrics          {output}/metrics.json")
+    return 0
+
+
+#: How ``retrain`` reports its result, by the space kind it names (another kind's as JSON).
+_RETRAIN_REPORTS: dict[str, Callable[[dict[str, Any], str], int]] = {
+    "image_classification": _print_image_retrain, "translation": _print_translation_retrain}
 
 
 COMMANDS: list[Command] = [

@@ -30,6 +30,7 @@ from ..quant import check_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
 from .classification import classification_loaders, fit_and_test
+from .kinds import task_kind_of
 from .supernet import BASELINES, SupernetConfig, load_supernet
 
 #: The fields that make up the training recipe: taken from the supernet checkpoint (``supernet``) when left null,
@@ -202,14 +203,15 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
     subnet: it is trained with fairseq and that supernet's recipe (``max_updates`` and ``lr`` may change it) and
     scored (validation loss, test BLEU) beside the same subnet with the weights it inherits from the supernet
     (:func:`~nni_shiftadd.tasks.supertransformer.retrain_subnet`)."""
-    from .translation.evaluate import supertransformer_data
-
     try:
-        translation = cfg.supernet is not None and supertransformer_data(cfg.supernet) is not None
+        task_kind = task_kind_of(cfg.supernet)
     except CheckpointError as err:
         raise ConfigError(f"retrain config: field 'supernet': {err}") from None
-    if translation:
-        return _retrain_translation(cfg)
+    return task_kind.function("retrain")(cfg)
+
+
+def retrain_image(cfg: RetrainConfig) -> dict[str, Any]:
+    """:func:`retrain` of an image subnet (no supernet, or a ``train-supernet`` checkpoint)."""
     for name in ("max_updates", "test_sentences"):
         if getattr(cfg, name) is not None:
             raise ConfigError(f"retrain config: field {name!r}: applies to translation subnets (a --supernet "
@@ -220,7 +222,8 @@ def retrain(cfg: RetrainConfig) -> dict[str, Any]:
         return _retrain(cfg, source)
 
 
-def _retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
+def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
+    """:func:`retrain` of a translation subnet (a ``train-supertransformer`` checkpoint)."""
     from .supertransformer import recipe_of, retrain_subnet
 
     given = [name for name in IMAGE_ONLY_FIELDS if getattr(cfg, name) is not None]
@@ -238,7 +241,7 @@ def _retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
     changes = {k: v for k, v in (("max_updates", cfg.max_updates), ("lr", cfg.lr)) if v is not None}
     result = retrain_subnet(cfg.supernet, arch, cfg.output, test_sentences=cfg.test_sentences, seed=cfg.seed,
                             **changes)
-    return {**result, "kind": "translation", "arch_source": cfg.arch if isinstance(cfg.arch, str) else "inline"}
+    return {**result, "kind": spec.kind, "arch_source": cfg.arch if isinstance(cfg.arch, str) else "inline"}
 
 
 def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:
@@ -257,7 +260,7 @@ def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:
         fake_quantize(model, cfg.quant_bits)
     fit = fit_and_test(model, cfg, *loaders, cfg.output, spec.num_classes)
     result = {
-        "space": spec.name, "arch_source": source, "arch": cfg.arch, "supernet": cfg.supernet,
+        "kind": spec.kind, "space": spec.name, "arch_source": source, "arch": cfg.arch, "supernet": cfg.supernet,
         "dataset": cfg.dataset, "quant_bits": cfg.quant_bits,
         "blocks": dict(Counter(layer.op for layer in layer_plan(spec, cfg.arch))),
         "recipe": {name: getattr(cfg, name) for name in RECIPE_FIELDS if name not in ("space", "dataset", "data_dir")},

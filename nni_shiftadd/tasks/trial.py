@@ -22,7 +22,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ import torch
 from ..config import ConfigError
 from ..space.spec import canonical_arch, load_space
 from ..cost.metrics import check_eyeriss_preset, space_cost_fn
+from .kinds import task_kind_of
 
 
 @dataclasses.dataclass
@@ -83,12 +83,12 @@ def evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]
         torch.set_num_threads(threads)
 
 
-def _evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], data_bin: str,
-                          start: float) -> dict[str, Any]:
+def evaluate_translation(cfg: TrialConfig, arch: Mapping[str, Any], start: float) -> dict[str, Any]:
+    """The trial of a translation subnet (see the module doc); ``start``: when the trial began."""
     from ..data.translation import references_dir
-    from .translation.evaluate import bleu, load_trained, validation_loss
+    from .translation.evaluate import bleu, load_trained, supertransformer_data, validation_loss
 
-    model, task = load_trained(cfg.supernet, data_bin)
+    model, task = load_trained(cfg.supernet, supertransformer_data(cfg.supernet))
     spec = model.spec
     if cfg.space is not None and load_space(cfg.space) != spec:
         raise ValueError(f"--supernet {cfg.supernet}: trained on space {spec.name!r}, not the requested "
@@ -117,13 +117,12 @@ def _in_space(spec: Any, arch: Mapping[str, Any], supernet: str) -> dict[str, An
 
 
 def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
-    from .translation.evaluate import supertransformer_data
-
     start = time.perf_counter()
-    # a missing file goes on to load_supernet, which names it
-    data_bin = supertransformer_data(cfg.supernet) if Path(cfg.supernet).is_file() else None
-    if data_bin is not None:
-        return _evaluate_translation(cfg, arch, data_bin, start)
+    return task_kind_of(cfg.supernet).function("trial")(cfg, arch, start)
+
+
+def evaluate_image(cfg: TrialConfig, arch: Mapping[str, Any], start: float) -> dict[str, Any]:
+    """The trial of an image subnet (see the module doc); ``start``: when the trial began."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 

@@ -29,6 +29,12 @@ def supertransformer_data(checkpoint: str | Path) -> str | None:
     return str(task_cfg.get("data")) if isinstance(task_cfg, dict) else ""
 
 
+def is_supertransformer(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` is one of the fairseq model ``shiftadd_supertransformer`` (the translation kind's
+    supernets, :mod:`nni_shiftadd.tasks.kinds`)."""
+    return supertransformer_data(checkpoint) is not None
+
+
 def load_trained(checkpoint: str | Path, data_bin: str | Path) -> tuple[Any, Any]:
     """The ``shiftadd_supertransformer`` model of a fairseq checkpoint and its task, reading ``data_bin``.
 
