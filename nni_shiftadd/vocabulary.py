@@ -17,9 +17,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-__all__ = ["ATTENTION", "BLOCKS", "BLOCK_TYPES", "CONV_FAMILY", "DECODER_BLOCKS", "ENCODER_BLOCKS", "MULTI_BRANCH",
+__all__ = ["ADDER", "ATTENTION", "BLOCKS", "BLOCK_TYPES", "CONV_FAMILY", "DECODER_BLOCKS", "ENCODER_BLOCKS", "MULTI_BRANCH",
            "MULTIPLICATION_FREE", "OPERATORS", "REFERENCE_BLOCK",
-           "BlockType", "Operator", "block_type", "branches", "register_block_type"]
+           "BlockType", "Operator", "block_type", "branches", "multi_branch", "register_block_type"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,7 @@ class BlockType:
     prior: Literal["gaussian", "laplace"] = "gaussian"  # the distribution its weights follow (eq. (5)'s target)
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # its layer's keyword defaults
     needs_output_norm: bool = False  # its outputs scale with the fan-in (no BatchNorm follows in a transformer)
+    cnn_family: str = ""  # the expert-designed CNNs built of it (paper Table 4: ResNet, DeepShift, AdderNet)
 
     def __post_init__(self) -> None:
         if self.operator not in OPERATORS:
@@ -88,11 +89,13 @@ def block_type(name: str) -> BlockType:
 
 
 register_block_type(BlockType("attn", "Attn", "#CC79A7", "attention", "multiply"))
-register_block_type(BlockType("conv", "Conv", "#0072B2", "convolution", "multiply", pool_view="as_is"))
+register_block_type(BlockType("conv", "Conv", "#0072B2", "convolution", "multiply", pool_view="as_is",
+                              cnn_family="ResNet"))
 register_block_type(BlockType("shift", "Shift", "#E69F00", "convolution", "bitshift", pool_view="power_of_two",
-                              defaults={"weight_bits": 5}))
+                              defaults={"weight_bits": 5}, cnn_family="DeepShift"))
 register_block_type(BlockType("add", "Add", "#009E73", "convolution", "absdiff", pool_view="transform",
-                              own_init="unit", prior="laplace", defaults={"eta": 0.2}, needs_output_norm=True))
+                              own_init="unit", prior="laplace", defaults={"eta": 0.2}, needs_output_norm=True,
+                              cnn_family="AdderNet"))
 
 BLOCKS: tuple[str, ...] = tuple(BLOCK_TYPES)
 #: The convolution-family block types that multiply no more: what ``convert_model`` turns a network into.
@@ -105,8 +108,17 @@ REFERENCE_BLOCK: str = next(name for name, b in BLOCK_TYPES.items()
 #: The block types that share one weight pool per position (Conv reads it as is, Shift in powers of two, Add via T).
 CONV_FAMILY: tuple[str, ...] = tuple(name for name, b in BLOCK_TYPES.items() if b.family == "convolution")
 ATTENTION: str = next(name for name, b in BLOCK_TYPES.items() if b.family == "attention")
+#: AdderNet's block type, the one whose weights run ``|x - w|``.
+ADDER: str = next(name for name, b in BLOCK_TYPES.items() if b.operator == "absdiff")
 SEPARATOR = "+"
-MULTI_BRANCH: tuple[str, ...] = tuple(f"{ATTENTION}{SEPARATOR}{op}" for op in CONV_FAMILY)
+
+
+def multi_branch(conv: str) -> str:
+    """The multi-branch block of attention beside the convolution-family block ``conv``: ``"attn+<conv>"``."""
+    return f"{ATTENTION}{SEPARATOR}{conv}"
+
+
+MULTI_BRANCH: tuple[str, ...] = tuple(multi_branch(op) for op in CONV_FAMILY)
 #: Paper Table 1: every block type in the encoder, attention (alone or beside a convolution) in the decoder.
 ENCODER_BLOCKS: tuple[str, ...] = (ATTENTION, *MULTI_BRANCH, *CONV_FAMILY)
 DECODER_BLOCKS: tuple[str, ...] = (ATTENTION, *MULTI_BRANCH)

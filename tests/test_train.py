@@ -20,12 +20,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
 def _schema(recipe: Path) -> type:
     """Every example recipe is validated against the schema of the command it is for (by its name)."""
     from nni_shiftadd.experiment.demo import DemoConfig
+    from nni_shiftadd.experiment.image_table import ImageTableConfig
     from nni_shiftadd.experiment.ranking import RankingConfig
     from nni_shiftadd.tasks.retrain import RetrainConfig
     from nni_shiftadd.tasks.supernet import SupernetConfig
 
     for prefix, schema in (("supernet_", SupernetConfig), ("retrain_", RetrainConfig), ("demo", DemoConfig),
-                           ("ranking_", RankingConfig)):
+                           ("ranking_", RankingConfig), ("table4_", ImageTableConfig)):
         if recipe.name.startswith(prefix):
             return schema
     return TrainConfig
@@ -44,7 +45,7 @@ def test_example_recipes_validate(recipe: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("content, message", [
     ({"modle": "x"}, r"unknown field 'modle'; allowed fields are \[.*'model'"),
     ({"epochs": "two"}, r"field 'epochs': got 'two'; expected int"),
-    ({"convert": "mul"}, r"field 'convert': got 'mul'; expected one of 'none', 'add', 'shift'"),
+    ({"convert": "mul"}, r"field 'convert': got 'mul'; expected one of 'none', 'shift', 'add'"),
     ({"model": "no_such_net"}, r"field 'model': unknown model 'no_such_net'"),
     ({"dataset": "cifar10"}, r"cifar10"),
     ({"lr": -1}, r"field 'lr': must be > 0, got -1"),

@@ -30,7 +30,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..config import ConfigError, load_yaml
 from ..lock import check_output_dir, output_lock
-from ..vocabulary import CONV_FAMILY, block_type
+from ..vocabulary import ATTENTION, BLOCK_TYPES, CONV_FAMILY, REFERENCE_BLOCK, block_type
 from .arch_selection import arch_id
 from .ledger import plain, read_json, recipe_changes
 
@@ -50,7 +50,7 @@ class ImageTableConfig:
     supernet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     search_preset: str = "cv_small_pareto"
     search_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    restricted_blocks: list[str] = dataclasses.field(default_factory=lambda: ["attn", "conv"])
+    restricted_blocks: list[str] = dataclasses.field(default_factory=lambda: [ATTENTION, REFERENCE_BLOCK])
     picks: int = 3
     eval_batches: int = 10
     calibration_batches: int = 3
@@ -58,10 +58,10 @@ class ImageTableConfig:
     retrain_recipe: str = "examples/fashion_mnist/retrain_cv_small.yaml"
     retrain_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["conv", "shift", "add", "attn"])
+    baselines: list[str] = dataclasses.field(default_factory=lambda: [*CONV_FAMILY, ATTENTION])
     resnets: list[str] = dataclasses.field(default_factory=lambda: ["shiftadd_resnet8", "shiftadd_resnet20"])
     resnet_families: dict[str, str] = dataclasses.field(
-        default_factory=lambda: {"ResNet": "conv", "AdderNet": "add", "DeepShift": "shift"})
+        default_factory=lambda: {b.cnn_family: name for name, b in BLOCK_TYPES.items() if b.cnn_family})
     output: str = "runs/table4_cv_small"
 
     def validate(self) -> None:

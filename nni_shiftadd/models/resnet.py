@@ -15,7 +15,7 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 from ..ops.factory import create_layer
-from ..vocabulary import CONV_FAMILY as OPS
+from ..vocabulary import CONV_FAMILY as OPS, REFERENCE_BLOCK
 
 
 def make_conv(op: str, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -53,7 +53,7 @@ class SmallResNet(nn.Module):
     """CIFAR ResNet: 3x3 stem, stages of ``depth`` basic blocks at ``widths``, global pooling, linear classifier."""
 
     def __init__(self, depths: Sequence[int] = (3, 3, 3), widths: Sequence[int] = (16, 32, 64),
-                 op: str | Sequence[str] = "conv", in_chans: int = 3, num_classes: int = 10,
+                 op: str | Sequence[str] = REFERENCE_BLOCK, in_chans: int = 3, num_classes: int = 10,
                  op_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         if len(depths) != len(widths):

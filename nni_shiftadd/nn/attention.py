@@ -21,7 +21,7 @@ from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
 from ..ops.factory import create_layer
-from ..vocabulary import CONV_FAMILY, block_type
+from ..vocabulary import CONV_FAMILY, REFERENCE_BLOCK, block_type
 
 __all__ = ["AttnBlock", "LightweightConv1d", "MultiBranchBlock", "MultiHeadSelfAttention", "attention_mask"]
 
@@ -163,7 +163,7 @@ class LightweightConv1d(nn.Module):
     without being copied per channel).
     """
 
-    def __init__(self, channels: int, kernel_size: int, op: Branch = "conv", heads: int | None = None) -> None:
+    def __init__(self, channels: int, kernel_size: int, op: Branch = REFERENCE_BLOCK, heads: int | None = None) -> None:
         super().__init__()
         if op not in BRANCHES:
             raise ValueError(f"op: unknown value {op!r}; expected one of {list(BRANCHES)}")

@@ -31,7 +31,7 @@ from .pareto import non_dominated_fronts, survivor_order
 from ..resources import list_resources, resource
 from ..space.spec import SpaceSpec
 from .domain import SearchDomain, as_domain
-from ..vocabulary import BLOCKS, ENCODER_BLOCKS
+from ..vocabulary import ATTENTION, BLOCKS, CONV_FAMILY, ENCODER_BLOCKS
 
 
 
@@ -63,7 +63,7 @@ class EvolutionConfig:
     constraints: dict[str, Bound] = dataclasses.field(default_factory=dict)
     bits: int = 32
     max_rejects: int = 2000
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["conv", "shift", "add", "attn"])
+    baselines: list[str] = dataclasses.field(default_factory=lambda: [*CONV_FAMILY, ATTENTION])
     latency: Literal["eyeriss", "predictor"] = "eyeriss"
     predictor: str | None = None
     eyeriss: str = "shiftaddnas"  # the Eyeriss model's preset (nni_shiftadd.cost.eyeriss.PRESETS)

@@ -7,7 +7,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import timm
@@ -25,7 +25,7 @@ from .. import stopping
 from .checkpoint_io import SafeCheckpointIO
 from .graceful_stop import GracefulStop
 from ..config import check_learning_rate
-from ..vocabulary import block_type
+from ..vocabulary import MULTIPLICATION_FREE, block_type
 from ..data import check_data_dir, create_dataset, create_loader, dataset_info, resolve_input_size
 from ..data.mixing import BatchMixing, check_mixing
 from ..kernels import select
@@ -39,7 +39,7 @@ class TrainConfig:
 
     model: str = "shiftadd_resnet20"
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    convert: Literal["none", "add", "shift"] = "none"
+    convert: str = "none"  # or a multiplication-free block type (vocabulary.MULTIPLICATION_FREE)
     convert_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
@@ -77,6 +77,9 @@ class TrainConfig:
         check_data_dir(self.dataset, self.data_dir)
         check_optimization(self)
         check_mixing(self)
+        if self.convert != "none" and self.convert not in MULTIPLICATION_FREE:
+            allowed = ", ".join(repr(name) for name in ("none", *MULTIPLICATION_FREE))
+            raise ValueError(f"field 'convert': got {self.convert!r}; expected one of {allowed}")
         check_model_kwargs(self.model, self.model_kwargs)
         check_output_dir(self.output, "field 'output'")
 

@@ -41,7 +41,7 @@ from ..config import ConfigError, check_learning_rate
 from ..data.translation import TranslationDataConfig
 from ..hws import MODES, HWSConfig, Mode
 from ..lock import check_output_dir, output_lock
-from ..vocabulary import ENCODER_BLOCKS
+from ..vocabulary import ADDER, ATTENTION, ENCODER_BLOCKS, multi_branch
 
 LAST = "checkpoint_last.pt"
 #: Recipe fields a resumed run must share with its checkpoints: they fix the data order, the sampled subnets, the
@@ -84,7 +84,7 @@ class SuperTransformerConfig:
     save_interval_updates: int = 500
     keep_interval_updates: int = 2
     log_interval: int = 50
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["attn", "attn+add", "add"])
+    baselines: list[str] = dataclasses.field(default_factory=lambda: [ATTENTION, multi_branch(ADDER), ADDER])
     eval_archs: int = 2
     beam: int = 4
     lenpen: float = 0.6
