@@ -140,14 +140,24 @@ def test_translation_examples_validate(tmp_path: Path, monkeypatch: pytest.Monke
     """The translation demo's recipe, its supernet recipe and its searches are data that validates: the demo sees a
     translation recipe, its two searches (hybrid, and HAT's Attn-only space) have valid presets, and a bad extra
     search is one error naming it."""
-    from nni_shiftadd.experiment.demo import _searches, recipe_is_translation
+    from nni_shiftadd.experiment.demo import TranslationDemo, _searches, demo_kind, recipe_kind
     from nni_shiftadd.strategy.evolution import load_preset
     from nni_shiftadd.tasks.supertransformer import SuperTransformerConfig
 
     monkeypatch.chdir(ROOT)
     translation = ROOT / "examples" / "translation"
     cfg = load_yaml(DemoConfig, translation / "demo.yaml")
-    assert recipe_is_translation(cfg.supernet_recipe) and not recipe_is_translation(EXAMPLES / "supernet_cv_small.yaml")
+    assert recipe_kind(cfg.supernet_recipe) == "translation"
+    assert recipe_kind(EXAMPLES / "supernet_cv_small.yaml") == "image_classification"
+    job = demo_kind(recipe_kind(cfg.supernet_recipe))
+    assert isinstance(job, TranslationDemo) and job.final_steps == 1  # the table after the searches
+    space, checkpoint, what, _ = job.supernet_job(cfg, tmp_path)  # the recipe checked, nothing trained
+    assert space == "nlp_tiny" and checkpoint.parent == tmp_path / "supernet" / "checkpoints"
+    assert "SuperTransformer" in what and not checkpoint.exists()
+    assert set(job.trial_flags(cfg)) == {"bleu_sentences", "beam", "lenpen"}
+    with pytest.raises(ConfigError, match=r"no job for spaces of kind 'toy'; it knows \['image_classification', "
+                       r"'translation'\]"):
+        demo_kind("toy")
     searches = _searches(cfg, tmp_path)
     assert [s.name for s in searches] == ["", "hat"]
     assert searches[1].search_dir == tmp_path / "search_hat" and searches[1].overrides["blocks"] == ["attn"]

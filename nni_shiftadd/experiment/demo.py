@@ -19,12 +19,13 @@ any training starts, and ``output`` is locked while the demo runs.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import yaml
 
 from ..config import ConfigError, load_yaml, load_yaml_text
 from ..lock import check_output_dir, output_lock, read_holder
+from ..space.kinds import DEFAULT_KIND
 from .nnictl import ExperimentError, Rest, check_address, create, free_port, listening_addresses, register, wait
 
 
@@ -127,18 +129,19 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
     }
 
 
-def recipe_is_translation(path: str | Path) -> bool:
-    """Whether a supernet recipe trains a translation space (its ``space`` field names one)."""
+def recipe_kind(path: str | Path) -> str:
+    """The kind of space a supernet recipe trains (its ``space`` field), which picks the demo's :class:`DemoKind`;
+    the default kind when the recipe does not name a loadable space (its own validation then names the problem)."""
     from ..space.spec import load_space
 
     data = load_yaml_text(Path(path).read_text(encoding="utf-8"))
     space = data.get("space") if isinstance(data, dict) else None
     if not isinstance(space, str):
-        return False
+        return DEFAULT_KIND
     try:
-        return load_space(space).kind == "translation"
+        return load_space(space).kind
     except (ConfigError, OSError):
-        return False  # the recipe's own validation names the bad space
+        return DEFAULT_KIND
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -186,38 +189,118 @@ def _searches(cfg: DemoConfig, out: Path) -> list[Search]:
     return searches
 
 
-def _supernet_job(cfg: DemoConfig, out: Path, translation: bool) -> tuple[str, Path, str, Any]:
-    """The supernet of the demo: its space, its checkpoint, a line for the log, and the job that trains (or
-    resumes) it, with the recipe already checked."""
-    if translation:
-        from ..tasks.supertransformer import LAST, SuperTransformerConfig, train_supertransformer
+class DemoKind(abc.ABC):
+    """What the demo does for one kind of space: train its supernet, tell its trials what to measure, and what it
+    adds once the searches are done (a table) and prints at the end."""
 
-        recipe = load_yaml(SuperTransformerConfig, cfg.supernet_recipe,
-                           {**cfg.supernet_overrides, "output": str(out / "supernet")})
-        checkpoint = out / "supernet" / "checkpoints" / LAST
-        what = f"{recipe.space} SuperTransformer ({recipe.mode}), {recipe.max_updates} updates with fairseq"
-        job = train_supertransformer
-    else:
+    per_trial: str = ""
+    final_steps: int = 0  # steps after the searches
+
+    @abc.abstractmethod
+    def supernet_job(self, cfg: DemoConfig, out: Path) -> tuple[str, Path, str, Callable[[], Any]]:
+        """The supernet: its space, its checkpoint, a line for the log, and the job that trains (or resumes) it, with
+        the recipe already checked."""
+
+    @abc.abstractmethod
+    def trial_flags(self, cfg: DemoConfig) -> dict[str, Any]:
+        """The flags of ``nni-shiftadd trial`` for this kind's measurements."""
+
+    def finish(self, cfg: DemoConfig, checkpoint: Path, results: dict[str, Any], out: Path, step: str) -> None:
+        """Work after the searches (into ``results``); nothing by default."""
+
+    @abc.abstractmethod
+    def table_lines(self, results: Mapping[str, Any]) -> list[str]:
+        """The table the summary starts with."""
+
+
+class ImageDemo(DemoKind):
+    """An image space: the supernet with Lightning; trials score accuracy after BN recalibration; the summary
+    prints the best (or the front) beside the homogeneous baselines."""
+
+    per_trial = "inherited weights, BN recalibration, validation, Eyeriss profile"
+
+    def supernet_job(self, cfg: DemoConfig, out: Path) -> tuple[str, Path, str, Callable[[], Any]]:
         from ..tasks.supernet import SupernetConfig, train_supernet
 
         recipe = load_yaml(SupernetConfig, cfg.supernet_recipe,
                            {**cfg.supernet_overrides, "output": str(out / "supernet")})
-        checkpoint = out / "supernet" / "checkpoints" / "last.ckpt"
         what = f"{recipe.space} ({recipe.mode}) on {recipe.dataset}, {recipe.epochs} epoch(s)"
-        job = train_supernet
-    return recipe.space, checkpoint, what, lambda: job(recipe)
+        return recipe.space, out / "supernet" / "checkpoints" / "last.ckpt", what, lambda: train_supernet(recipe)
+
+    def trial_flags(self, cfg: DemoConfig) -> dict[str, Any]:
+        return {"eval_batches": cfg.eval_batches, "calibration_batches": cfg.calibration_batches,
+                "batch_size": cfg.trial_batch_size}
+
+    def table_lines(self, results: Mapping[str, Any]) -> list[str]:
+        cols = ("accuracy", "energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M")
+
+        def row(name: str, r: Mapping[str, Any]) -> str:
+            return f"{name:14s}" + "".join(f"{r[c]:12.4f}" if isinstance(r.get(c), (int, float)) else f"{'-':>12s}"
+                                           for c in cols)
+        lines = ["", f"{'':14s}" + "".join(f"{c:>12s}" for c in cols)]
+        if results.get("best"):
+            lines.append(row("best (search)", results["best"]))
+        for k, r in enumerate(results.get("front") or []):  # a Pareto search: its whole front
+            lines.append(row(f"front {k + 1}", r))
+        for name, r in sorted(results.get("baselines", {}).items()):
+            lines.append(row(name.replace("_", "-"), r))
+        return [*lines, ""]
+
+
+class TranslationDemo(DemoKind):
+    """A translation space: the SuperTransformer with fairseq; trials score validation loss and BLEU; after the
+    searches, the paper's Table 3 (test BLEU of the picks and the baselines, :mod:`.translation_report`)."""
+
+    per_trial = "inherited weights, validation loss, BLEU, Eyeriss profile"
+    final_steps = 1
+
+    def supernet_job(self, cfg: DemoConfig, out: Path) -> tuple[str, Path, str, Callable[[], Any]]:
+        from ..tasks.supertransformer import LAST, SuperTransformerConfig, train_supertransformer
+
+        recipe = load_yaml(SuperTransformerConfig, cfg.supernet_recipe,
+                           {**cfg.supernet_overrides, "output": str(out / "supernet")})
+        what = f"{recipe.space} SuperTransformer ({recipe.mode}), {recipe.max_updates} updates with fairseq"
+        return recipe.space, out / "supernet" / "checkpoints" / LAST, what, lambda: train_supertransformer(recipe)
+
+    def trial_flags(self, cfg: DemoConfig) -> dict[str, Any]:
+        return {"bleu_sentences": cfg.bleu_sentences, "beam": cfg.trial_beam, "lenpen": cfg.lenpen}
+
+    def finish(self, cfg: DemoConfig, checkpoint: Path, results: dict[str, Any], out: Path, step: str) -> None:
+        from .translation_report import translation_table
+
+        print(f"{step} table: test BLEU (beam {cfg.beam}) of the chosen subnets and the baselines", flush=True)
+        results["table"] = translation_table(checkpoint, results, out, beam=cfg.beam, lenpen=cfg.lenpen,
+                                             test_sentences=cfg.test_sentences)
+
+    def table_lines(self, results: Mapping[str, Any]) -> list[str]:
+        from .translation_report import format_table
+
+        return [format_table(results["table"]), ""]
+
+
+#: What the demo does for each kind of space (:func:`recipe_kind` of its supernet recipe).
+DEMO_KINDS: dict[str, DemoKind] = {DEFAULT_KIND: ImageDemo(), "translation": TranslationDemo()}
+
+
+def demo_kind(kind: str) -> DemoKind:
+    """The :class:`DemoKind` of space kind ``kind``; ``ConfigError`` naming the kinds the demo knows otherwise."""
+    if kind not in DEMO_KINDS:
+        raise ConfigError(f"demo recipe: field 'supernet_recipe': the demo has no job for spaces of kind {kind!r}; "
+                          f"it knows {list(DEMO_KINDS)}")
+    return DEMO_KINDS[kind]
 
 
 def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from ..strategy.tuner import search_space_json
 
     started = time.perf_counter()
-    translation = recipe_is_translation(cfg.supernet_recipe)
+    kind = recipe_kind(cfg.supernet_recipe)
+    job = demo_kind(kind)
     searches = _searches(cfg, out)
-    space, checkpoint, what, train = _supernet_job(cfg, out, translation)
+    space, checkpoint, what, train = job.supernet_job(cfg, out)
     # before training: a foreign holder of a search folder fails now
     running = {s.name: _running_experiment(s.exp_dir, s.search_dir) for s in searches}
-    steps = 1 + len(searches) + translation
+    steps = 1 + len(searches) + job.final_steps
     print(f"[1/{steps}] supernet: {what}", flush=True)
     if (out / "supernet" / "metrics.json").is_file() and checkpoint.is_file():
         print(f"      reusing the trained supernet {checkpoint}", flush=True)
@@ -225,15 +308,7 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         train()
     supernet_s = time.perf_counter() - started
 
-    if translation:
-        trial_flags: dict[str, Any] = {"bleu_sentences": cfg.bleu_sentences, "beam": cfg.trial_beam,
-                                       "lenpen": cfg.lenpen}
-        per_trial = "inherited weights, validation loss, BLEU, Eyeriss profile"
-    else:
-        trial_flags = {"eval_batches": cfg.eval_batches, "calibration_batches": cfg.calibration_batches,
-                       "batch_size": cfg.trial_batch_size}
-        per_trial = "inherited weights, BN recalibration, validation, Eyeriss profile"
-    trial_flags["threads"] = cfg.trial_threads
+    trial_flags = {**job.trial_flags(cfg), "threads": cfg.trial_threads}
     done: dict[str, dict[str, Any]] = {}
     for k, search in enumerate(searches, start=2):
         step = f"[{k}/{steps}]"
@@ -266,7 +341,7 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         print(f"      experiment {experiment_id}, web UI {url} (listening on {sorted(listening_addresses(port))})",
               flush=True)
         results_file = search.search_dir / "results.json"
-        print(f"      trials (each: {per_trial})", flush=True)
+        print(f"      trials (each: {job.per_trial})", flush=True)
         wait(Rest(port, host), _finished(results_file), timeout=cfg.timeout_minutes * 60,
              progress=_progress_bar(results_file))
         results = json.loads(results_file.read_text())
@@ -275,16 +350,9 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         done[search.name] = results
 
     results = done[""]
-    results.update({"kind": "translation" if translation else "image_classification",
-                    "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),
+    results.update({"kind": kind, "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),
                     "extra_searches": {name: r for name, r in done.items() if name}})
-    if translation:
-        from .translation_report import translation_table
-
-        print(f"[{steps}/{steps}] table: test BLEU (beam {cfg.beam}) of the chosen subnets and the baselines",
-              flush=True)
-        results["table"] = translation_table(checkpoint, results, out, beam=cfg.beam, lenpen=cfg.lenpen,
-                                             test_sentences=cfg.test_sentences)
+    job.finish(cfg, checkpoint, results, out, f"[{steps}/{steps}]")
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -339,24 +407,7 @@ def _search_lines(results: Mapping[str, Any]) -> list[str]:
 def format_summary(results: dict[str, Any]) -> str:
     """What ``nni-shiftadd demo`` prints at the end: the table (the best arch beside the baselines; for translation
     the paper's Table 3), then per search its choice, its files and its web UI."""
-    if results.get("kind") == "translation":
-        from .translation_report import format_table
-
-        lines = [format_table(results["table"]), ""]
-    else:
-        cols = ("accuracy", "energy_mJ", "latency_ms", "mult_G", "add_G", "shift_G", "params_M")
-
-        def row(name: str, r: dict[str, Any]) -> str:
-            return f"{name:14s}" + "".join(f"{r[c]:12.4f}" if isinstance(r.get(c), (int, float)) else f"{'-':>12s}"
-                                           for c in cols)
-        lines = ["", f"{'':14s}" + "".join(f"{c:>12s}" for c in cols)]
-        if results.get("best"):
-            lines.append(row("best (search)", results["best"]))
-        for k, r in enumerate(results.get("front") or []):  # a Pareto search: its whole front
-            lines.append(row(f"front {k + 1}", r))
-        for name, r in sorted(results.get("baselines", {}).items()):
-            lines.append(row(name.replace("_", "-"), r))
-        lines.append("")
+    lines = demo_kind(results.get("kind", DEFAULT_KIND)).table_lines(results)
     lines.append(f"constraints     {results.get('constraints') or {}}")
     searches = [("", results), *results.get("extra_searches", {}).items()]
     for name, r in searches:
