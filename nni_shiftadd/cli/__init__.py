@@ -1,7 +1,7 @@
 """The ``nni-shiftadd`` command line, one module per command group: :mod:`.training` (``train``,
 ``train-supernet``, ``train-supertransformer``, ``retrain``, ``fairseq-user-dir``), :mod:`.data` (``data``,
 ``kernels``), :mod:`.cost` (``profile``, ``latency-predictor``), :mod:`.search` (``demo``, ``register``, ``create``,
-``trial``, ``search-space``), :mod:`.studies` (``ranking``, ``reproduce``) and :mod:`.plot` (``plot``). Each command is a
+``trial``, ``search-space``), :mod:`.studies` (``ranking``, ``translation-ranking``, ``reproduce``) and :mod:`.plot` (``plot``). Each command is a
 :class:`~._command.Command`: its name, its recipe schema (whose fields become its flags), its other arguments and
 what runs it.
 """
@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "train": "training", "train-supernet": "training", "train-supertransformer": "training",
     "fairseq-user-dir": "training", "retrain": "training", "data": "data", "kernels": "data", "profile": "cost",
     "plot": "plot", "demo": "search", "register": "search", "search-space": "search", "trial": "search",
-    "create": "search", "ranking": "studies", "reproduce": "studies", "latency-predictor": "cost",
+    "create": "search", "ranking": "studies", "reproduce": "studies", "translation-ranking": "studies", "latency-predictor": "cost",
 }
 
 

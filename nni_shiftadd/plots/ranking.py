@@ -1,7 +1,8 @@
 """Figures of the ranking study (paper Table 5): inherited against stand-alone accuracy per weight-sharing mode, and
 Kendall tau against the supernet's training budget with the seed ceiling as a band.
 
-Both read the ``results.json`` mapping that :mod:`nni_shiftadd.experiment.ranking` writes.
+Both read the ``results.json`` mapping that :mod:`nni_shiftadd.experiment.ranking` writes; the translation study's
+scatter (:func:`plot_translation_ranking`) reads that of :mod:`nni_shiftadd.experiment.translation_ranking`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from matplotlib.figure import Figure
 
 from .subnet import save_figure
 
-__all__ = ["plot_rank_scatter", "plot_tau_against_budget"]
+__all__ = ["plot_rank_scatter", "plot_tau_against_budget", "plot_translation_ranking"]
 
 #: Colour of each weight-sharing mode (Okabe-Ito, apart from the block-type colours).
 MODE_COLORS: dict[str, str] = {"none": "#999999", "naive": "#0072B2", "hws": "#D55E00"}
@@ -81,5 +82,27 @@ def plot_tau_against_budget(results: Mapping[str, Any], path: str | os.PathLike[
     ax.set_title(f"{results['space']}: ranking fidelity against supernet budget ({len(results['archs'])} archs)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_translation_ranking(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Inherited against stand-alone validation loss (left) and test BLEU (right) of the translation ranking study
+    (:mod:`nni_shiftadd.experiment.translation_ranking`), one colour per technique, the seed range as error bars."""
+    fig = Figure(figsize=(9.6, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, metric, label in zip(axes, ("valid_loss", "bleu"), ("validation loss (nats/token)", "test BLEU")):
+        target = np.array([a[metric] for a in results["archs"]])
+        for k, (name, report) in enumerate(results["techniques"].items()):
+            runs = np.array(list(report["metrics"][metric]["inherited"].values()))
+            taus = [r["kendall_tau"] for r in report["metrics"][metric]["per_seed"].values()]
+            mean = runs.mean(0)
+            ax.errorbar(target, mean, yerr=[mean - runs.min(0), runs.max(0) - mean], fmt="o", color=f"C{k}",
+                        capsize=2, ms=5, label=f"{name} (tau {np.mean(taus):.2f})")
+        ax.set_xlabel(f"stand-alone {label}")
+        ax.set_ylabel(f"inherited {label}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{results['space']}: inherited vs stand-alone ({len(results['archs'])} architectures)")
     fig.tight_layout()
     return save_figure(fig, path)

@@ -1,0 +1,275 @@
+"""The ranking study for translation (issue 25's third part): does a SuperTransformer's inherited validation loss rank
+subnets as training them alone does, and do its inherited losses spread beyond seed noise?
+
+``nni-shiftadd translation-ranking --config examples/translation/ranking_nlp_tiny.yaml``:
+
+1. **Architectures**: ``archs`` of the space, seeded and spread over block mix, widths and decoder depth
+   (:func:`~nni_shiftadd.experiment.arch_selection.select_archs`).
+2. **Stand-alone**: each trained from scratch with the supernet's recipe (``standalone_overrides`` on top), then its
+   validation loss and test BLEU.
+3. **Supernets**: one per technique (``techniques``: SuperTransformer-recipe overrides such as ``sampling: sandwich``)
+   and seed; the first technique with every seed of ``supernet_seeds`` (the seed-to-seed noise), the others with
+   the first seed.
+4. **Inherited**: every architecture's validation loss and test BLEU with the weights it inherits from each supernet.
+5. **Report**, per technique: Kendall tau, Pearson r, Spearman rho and top-k precision between inherited and
+   stand-alone validation loss (per seed, with bootstrap intervals over architectures), the same for BLEU, the
+   spread of the inherited losses across architectures against the seed-to-seed noise of one architecture's
+   inherited loss; ``results.json`` and ``scatter.png``.
+
+Every trained network and evaluation is cached under ``output`` (``standalone/<arch id>/``,
+``supernets/<technique>_seed<seed>/``, ``inherited/<technique>_seed<seed>.json``); a killed study started again goes
+on where it stopped, and fairseq resumes a killed training run from its last checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_json
+from ..config import ConfigError, load_yaml
+from ..lock import check_output_dir, output_lock
+from ..space import load_space
+from .arch_selection import arch_id, select_archs
+from .ledger import plain, read_json, recipe_changes
+from .rank_statistics import bootstrap_interval, rank_metrics
+
+#: Recipe fields the study sets per network.
+RESERVED: tuple[str, ...] = ("subnet", "seed", "output", "baselines", "eval_archs", "eval_test_sentences", "resume")
+
+
+@dataclasses.dataclass
+class TranslationRankingConfig:
+    """Schema of a translation ranking recipe (``examples/translation/ranking_nlp_tiny.yaml``)."""
+
+    supernet_recipe: str = "examples/translation/supernet_nlp_tiny.yaml"
+    supernet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    techniques: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {"uniform": {}})
+    supernet_seeds: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+    archs: int = 12
+    arch_seed: int = 0
+    standalone_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    test_sentences: int | None = 200
+    top_k: int = 3
+    bootstrap: int = 2000
+    output: str = "runs/ranking_nlp_tiny"
+
+    def validate(self) -> None:
+        """Check every field and every network's recipe (stand-alone and each technique's supernet) before anything
+        trains; errors name the field, the value and what is allowed."""
+        for name in ("top_k", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        if self.archs < 4:
+            raise ValueError(f"field 'archs': a rank correlation needs at least 4 architectures, got {self.archs}")
+        if self.top_k > self.archs:
+            raise ValueError(f"field 'top_k': must be <= archs ({self.archs}), got {self.top_k}")
+        if self.test_sentences is not None and self.test_sentences < 1:
+            raise ValueError(f"field 'test_sentences': must be null (all) or >= 1, got {self.test_sentences}")
+        if not self.supernet_seeds or len(set(self.supernet_seeds)) != len(self.supernet_seeds):
+            raise ValueError(f"field 'supernet_seeds': at least one, all different, got {self.supernet_seeds}")
+        if not self.techniques:
+            raise ValueError("field 'techniques': at least one, e.g. {uniform: {}, sandwich: {sampling: sandwich}}")
+        if not Path(self.supernet_recipe).is_file():
+            raise ValueError(f"field 'supernet_recipe': no such file {self.supernet_recipe!r}")
+        for name in ("supernet_overrides", "standalone_overrides", *(f"techniques.{t}" for t in self.techniques)):
+            overrides = self.techniques[name.split(".", 1)[1]] if name.startswith("techniques.") else getattr(self, name)
+            clash = sorted(set(overrides) & set(RESERVED))
+            if clash:
+                raise ValueError(f"field {name!r}: {clash} are set by the study per network; remove them")
+        for technique in self.techniques:
+            if not re.fullmatch(r"[a-z0-9_]+", technique):
+                raise ValueError(f"field 'techniques': {technique!r}: a name of lower-case letters, digits and _ (it "
+                                 "names cache folders)")
+        check_output_dir(self.output, "field 'output'")
+        self.recipe("standalone", {}, "standalone_overrides")
+        for technique, overrides in self.techniques.items():
+            self.recipe(overrides, {}, f"techniques.{technique}")
+
+    def recipe(self, overrides: Mapping[str, Any] | str, fields: Mapping[str, Any], where: str) -> Any:
+        """The SuperTransformer recipe with ``supernet_overrides``, then ``overrides`` (a technique's, or
+        ``"standalone"`` for ``standalone_overrides``), then the study's ``fields``; ``ValueError`` naming
+        ``where`` otherwise."""
+        from ..tasks.supertransformer import SuperTransformerConfig
+
+        extra = self.standalone_overrides if overrides == "standalone" else dict(overrides)
+        try:
+            return load_yaml(SuperTransformerConfig, self.supernet_recipe,
+                             {**self.supernet_overrides, **extra, "baselines": [], "eval_archs": 0,
+                              "eval_test_sentences": self.test_sentences, **fields})
+        except ConfigError as err:
+            raise ValueError(f"field {where!r}: {err}") from None
+
+    def seeds(self, technique: str) -> list[int]:
+        """The supernet seeds of ``technique``: all for the first technique, the first for the others."""
+        return self.supernet_seeds if technique == next(iter(self.techniques)) else self.supernet_seeds[:1]
+
+    def quick(self) -> TranslationRankingConfig:
+        """The ``--quick`` version: 4 architectures, a few updates per network, BLEU on 20 sentences (minutes)."""
+        tiny = {"max_updates": 8, "warmup_updates": 2, "save_interval_updates": 8}
+        return dataclasses.replace(
+            self, archs=4, top_k=min(self.top_k, 2), bootstrap=200, test_sentences=20,
+            supernet_overrides={**self.supernet_overrides, **tiny},
+            standalone_overrides={**self.standalone_overrides, **tiny},
+            output=str(Path(self.output).with_name(Path(self.output).name + "_quick")))
+
+
+def load_config(path: str, overrides: dict[str, Any] | None = None) -> TranslationRankingConfig:
+    """The recipe at ``path`` with ``overrides`` on top, validated (``ConfigError`` naming the field)."""
+    return load_yaml(TranslationRankingConfig, path, overrides)
+
+
+def _scores(subnet: Mapping[str, Any]) -> dict[str, float]:
+    """Validation loss and test BLEU of one scored subnet (``evaluate_subnet``'s result)."""
+    return {"valid_loss": float(subnet["valid"]["loss_nats"]), "bleu": float(subnet["test"]["bleu"])}
+
+
+class TranslationRanking:
+    """One translation ranking study: each phase reads its cache under ``cfg.output`` and trains or evaluates only
+    what is missing. ``log`` receives one line per finished network or phase."""
+
+    def __init__(self, cfg: TranslationRankingConfig, log: Callable[[str], None] | None = None) -> None:
+        self.cfg, self.out = cfg, Path(cfg.output)
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.spec = load_space(cfg.recipe("standalone", {}, "standalone_overrides").space)
+        self.archs = self._archs()
+
+    def _archs(self) -> list[dict[str, Any]]:
+        path = self.out / "archs.json"
+        saved = read_json(path)
+        if saved is not None and saved.get("space") == self.spec.name and saved.get("seed") == self.cfg.arch_seed \
+                and len(saved["archs"]) >= self.cfg.archs:
+            return saved["archs"][:self.cfg.archs]
+        archs = select_archs(self.spec, self.cfg.archs, self.cfg.arch_seed)
+        atomic_write_json(path, {"space": self.spec.name, "seed": self.cfg.arch_seed, "archs": archs})
+        return archs
+
+    def _trained(self, recipe: Any, what: str) -> dict[str, Any]:
+        """``metrics.json`` of a finished training run of ``recipe`` (trained, or resumed, when missing); a cache of
+        another recipe is refused, naming what changed."""
+        from ..tasks.supertransformer import train_supertransformer
+
+        folder = Path(recipe.output)
+        wanted = plain({k: v for k, v in dataclasses.asdict(recipe).items() if k != "output"})
+        saved = read_json(folder / "recipe.json")
+        if saved is not None:
+            changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
+            if changes:
+                raise ValueError(f"{folder}: {what} was trained with another recipe ({changes}); remove the folder or "
+                                 "choose another 'output'")
+        cached = read_json(folder / "metrics.json")
+        if cached is None:
+            atomic_write_json(folder / "recipe.json", wanted)
+            cached = train_supertransformer(recipe)
+            self.log(f"{what}: {cached['updates']} updates ({cached['fit_seconds']:.0f} s)")
+        return cached
+
+    def standalone(self, arch: Mapping[str, Any]) -> dict[str, float]:
+        """Validation loss and test BLEU of ``arch`` trained from scratch with the stand-alone recipe; cached."""
+        recipe = self.cfg.recipe("standalone", {"subnet": json.dumps(dict(arch)),
+                                                "output": str(self.out / "standalone" / arch_id(arch))},
+                                 "standalone_overrides")
+        return _scores(self._trained(recipe, f"stand-alone {arch_id(arch)}")["subnets"]["subnet"])
+
+    def supernet(self, technique: str, seed: int) -> Path:
+        """The checkpoint of ``technique``'s supernet trained with ``seed``; trained (or resumed) when missing."""
+        folder = self.out / "supernets" / f"{technique}_seed{seed}"
+        recipe = self.cfg.recipe(self.cfg.techniques[technique], {"seed": seed, "output": str(folder)},
+                                 f"techniques.{technique}")
+        return Path(self._trained(recipe, f"supernet {technique} seed {seed}")["checkpoint"])
+
+    def inherited(self, technique: str, seed: int) -> dict[str, dict[str, float]]:
+        """Every architecture's validation loss and test BLEU with the weights it inherits from ``technique``'s
+        ``seed`` supernet; cached per architecture."""
+        path = self.out / "inherited" / f"{technique}_seed{seed}.json"
+        ledger = read_json(path) or {"scores": {}}
+        todo = [a for a in self.archs if arch_id(a) not in ledger["scores"]]
+        if todo:
+            from ..data.translation import references_dir
+            from ..tasks.translation.evaluate import evaluate_subnet, load_trained, supertransformer_data
+
+            checkpoint = self.supernet(technique, seed)
+            data_bin = supertransformer_data(checkpoint)
+            model, task = load_trained(checkpoint, data_bin)
+            recipe = self.cfg.recipe(self.cfg.techniques[technique], {}, f"techniques.{technique}")
+            for arch in todo:
+                scored = evaluate_subnet(model, task, dict(arch), references_dir(data_bin), beam=recipe.beam,
+                                         lenpen=recipe.lenpen, max_tokens=recipe.max_tokens,
+                                         test_limit=self.cfg.test_sentences)
+                ledger["scores"][arch_id(arch)] = _scores(scored)
+                atomic_write_json(path, ledger)
+            self.log(f"inherited scores in the {technique} seed {seed} supernet: {len(todo)} evaluated")
+        return ledger["scores"]
+
+    def technique_report(self, technique: str, standalone: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """Rank metrics of ``technique``'s supernets against the stand-alone networks (loss and BLEU), and the
+        spread of its inherited losses against their seed-to-seed noise."""
+        ids = [arch_id(a) for a in self.archs]
+        k, n = self.cfg.top_k, self.cfg.bootstrap
+        per_seed = {seed: self.inherited(technique, seed) for seed in self.cfg.seeds(technique)}
+        report: dict[str, Any] = {"seeds": list(per_seed), "metrics": {}}
+        for metric, sign in (("valid_loss", -1.0), ("bleu", 1.0)):  # top-k: the lowest losses, the highest BLEU
+            target = [sign * standalone[i][metric] for i in ids]
+            runs = {str(s): [sign * scores[i][metric] for i in ids] for s, scores in per_seed.items()}
+            report["metrics"][metric] = {
+                "per_seed": {s: rank_metrics(v, target, k) for s, v in runs.items()},
+                "interval": bootstrap_interval(list(runs.values()), target, k, n),
+                "inherited": {s: [sign * x for x in v] for s, v in runs.items()}}
+        losses = np.array([[scores[i]["valid_loss"] for i in ids] for scores in per_seed.values()])
+        report["spread"] = {"inherited_loss_std": float(losses[0].std()),
+                            "inherited_loss_range": [float(losses[0].min()), float(losses[0].max())],
+                            "seed_noise_mean_abs": float(np.abs(losses[0] - losses[1]).mean())
+                            if len(losses) > 1 else None}
+        noise = report["spread"]["seed_noise_mean_abs"]
+        report["spread"]["beyond_seed_noise"] = None if noise is None else bool(losses[0].std() > noise)
+        return report
+
+    def run(self) -> dict[str, Any]:
+        """Every phase (each resumes from its cache); ``results.json`` and the plot at the end."""
+        standalone = {arch_id(a): self.standalone(a) for a in self.archs}
+        techniques = {t: self.technique_report(t, standalone) for t in self.cfg.techniques}
+        results = {"space": self.spec.name, "complete": True,
+                   "archs": [{"id": arch_id(a), "arch": a, **standalone[arch_id(a)]} for a in self.archs],
+                   "techniques": techniques, "config": dataclasses.asdict(self.cfg)}
+        return self._write(results)
+
+    def _write(self, results: dict[str, Any]) -> dict[str, Any]:
+        from ..plots.ranking import plot_translation_ranking
+
+        atomic_write_json(self.out / "results.json", results)
+        figure = plot_translation_ranking(results, self.out / "scatter.png")
+        return {**results, "plots": {"scatter": str(figure)}}
+
+
+def run_study(cfg: TranslationRankingConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the study of ``cfg``; ``output`` is locked while it runs."""
+    with output_lock(cfg.output, "field 'output'", "translation-ranking"):
+        return TranslationRanking(cfg, log).run()
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """Per technique and metric: the seed-mean rank metrics with the Kendall tau interval and seed range, and the
+    spread of inherited losses against the seed noise."""
+    lines = [f"{'technique':>12s} {'metric':10s} {'Kendall tau':>28s} {'Pearson r':>10s} {'Spearman':>10s} "
+             f"{'top-k':>6s}"]
+    for name, report in results["techniques"].items():
+        for metric, data in report["metrics"].items():
+            runs = list(data["per_seed"].values())
+            taus = [r["kendall_tau"] for r in runs]
+            lo, hi = data["interval"]["kendall_tau"]
+            lines.append(f"{name:>12s} {metric:10s} {np.mean(taus):6.3f} [{lo:6.3f},{hi:6.3f}] "
+                         f"({min(taus):.2f}..{max(taus):.2f}) {np.mean([r['pearson_r'] for r in runs]):10.3f} "
+                         f"{np.mean([r['spearman_rho'] for r in runs]):10.3f} "
+                         f"{np.mean([r['top_k_precision'] for r in runs]):6.2f}")
+        s = report["spread"]
+        noise = "n/a (one seed)" if s["seed_noise_mean_abs"] is None else f"{s['seed_noise_mean_abs']:.4f}"
+        lines.append(f"{name:>12s} inherited loss: std {s['inherited_loss_std']:.4f} over the architectures "
+                     f"(range {s['inherited_loss_range'][0]:.3f}-{s['inherited_loss_range'][1]:.3f}), seed noise "
+                     f"{noise}; beyond seed noise: {s['beyond_seed_noise']}")
+    return "\n".join(lines)

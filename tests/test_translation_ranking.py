@@ -1,0 +1,97 @@
+"""The translation ranking study (issue 25): subnets spread over block mix, widths and decoder depth, recipe checks,
+and a tiny study on the trans-de-en slice that runs every phase and resumes from its cache without training again."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nni_shiftadd.config import ConfigError, from_dict
+from nni_shiftadd.experiment.arch_selection import arch_features, select_archs
+from nni_shiftadd.experiment.translation_ranking import (TranslationRanking, TranslationRankingConfig, format_table,
+                                                         load_config, run_study)
+from nni_shiftadd.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "examples" / "translation" / "ranking_nlp_tiny.yaml"
+
+
+def test_selection_spreads_over_block_mix_widths_and_depth() -> None:
+    spec = load_space("nlp_tiny")
+    archs = select_archs(spec, 12, 0)
+    assert len({json.dumps(a, sort_keys=True) for a in archs}) == 12
+    assert archs == select_archs(spec, 12, 0)  # seeded
+    feats = np.stack([arch_features(spec, a) for a in archs])
+    # attention share, Conv/Shift/Add shares, both widths, the FFN width and the decoder depth all vary
+    assert (feats.max(0) - feats.min(0) > 0.2).all(), feats
+    assert {a["decoder.depth"] for a in archs} == {1, 2}
+    assert {a["encoder.embed_dim"] for a in archs} == set(spec.encoder.embed_dims)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"archs": 3}, "field 'archs': a rank correlation needs at least 4"),
+    ({"top_k": 20}, "field 'top_k'"),
+    ({"supernet_seeds": [1, 1]}, "field 'supernet_seeds'"),
+    ({"techniques": {}}, "field 'techniques': at least one"),
+    ({"techniques": {"Fair!": {}}}, "field 'techniques': 'Fair!'"),
+    ({"techniques": {"uniform": {"seed": 3}}}, r"field 'techniques.uniform': \['seed'\] are set by the study"),
+    ({"techniques": {"uniform": {"sampling": "greedy"}}}, "field 'techniques.uniform': .*sampling"),
+    ({"standalone_overrides": {"lr": -1}}, "field 'standalone_overrides': .*field 'lr'"),
+    ({"supernet_overrides": {"subnet": "{}"}}, r"field 'supernet_overrides': \['subnet'\]"),
+    ({"test_sentences": 0}, "field 'test_sentences'"),
+])
+def test_recipe_errors_name_the_field(bad: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TranslationRankingConfig, {"supernet_recipe": str(ROOT / "examples" / "translation" /
+                                                                    "supernet_nlp_tiny.yaml"), **bad})
+
+
+def test_shipped_recipe_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(str(RECIPE))
+    assert cfg.archs >= 12 and len(cfg.supernet_seeds) >= 2
+    assert cfg.recipe(cfg.techniques["uniform"], {}, "t").max_updates == 40000  # the paper's supernet budget
+    assert cfg.seeds("uniform") == [1, 2] and cfg.seeds("sandwich") == [1]
+    quick = cfg.quick()
+    quick.validate()
+    assert quick.output.endswith("_quick") and quick.recipe("standalone", {}, "s").max_updates < 100
+
+
+def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation: dict, tmp_path: Path) -> None:
+    recipe = tmp_path / "supernet.yaml"
+    recipe.write_text(f"space: {tiny_translation['space']}\ndata: {{binarized: {tiny_translation['data_bin']}}}\n"
+                      "max_updates: 4\nmax_tokens: 512\nwarmup_updates: 2\nsave_interval_updates: 4\nbeam: 1\n")
+    fields = {"supernet_recipe": str(recipe), "techniques": {"uniform": {}, "sandwich": {"sampling": "sandwich"}},
+              "supernet_seeds": [1, 2], "archs": 4, "top_k": 2, "bootstrap": 50, "test_sentences": 8,
+              "output": str(tmp_path / "study")}
+    cfg = from_dict(TranslationRankingConfig, fields)
+    lines: list[str] = []
+    results = run_study(cfg, lines.append)
+    assert results["complete"] and len(results["archs"]) == 4
+    for arch in results["archs"]:
+        assert arch["valid_loss"] > 0 and 0 <= arch["bleu"] <= 100
+    uniform, sandwich = results["techniques"]["uniform"], results["techniques"]["sandwich"]
+    assert uniform["seeds"] == [1, 2] and sandwich["seeds"] == [1]
+    assert uniform["spread"]["seed_noise_mean_abs"] is not None and sandwich["spread"]["seed_noise_mean_abs"] is None
+    for report in (uniform, sandwich):
+        for metric in ("valid_loss", "bleu"):
+            assert set(report["metrics"][metric]["per_seed"]) == {str(s) for s in report["seeds"]}
+            tau = report["metrics"][metric]["per_seed"]["1"]["kendall_tau"]
+            # after 4 updates every subnet may score BLEU 0: a rank correlation of constants is undefined, not 0
+            assert -1 <= tau <= 1 or (metric == "bleu" and math.isnan(tau)), (metric, tau)
+    out = tmp_path / "study"
+    assert (out / "results.json").is_file() and (out / "scatter.png").is_file()
+    assert "uniform" in format_table(results) and "beyond seed noise" in format_table(results)
+    assert sum(line.startswith(("stand-alone", "supernet")) for line in lines) == 4 + 3
+    # run again: nothing is trained or scored again
+    again: list[str] = []
+    rerun = run_study(cfg, again.append)["techniques"]
+    assert json.dumps(rerun, sort_keys=True) == json.dumps(results["techniques"], sort_keys=True)  # NaN == NaN here
+    assert again == []
+    # a cache trained with another recipe is refused, naming what changed
+    changed = from_dict(TranslationRankingConfig, {**fields, "standalone_overrides": {"max_updates": 5}})
+    with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
+        TranslationRanking(changed).run()
