@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
-from nni_shiftadd.experiment.image_table import (HYBRID, ImageTable, ImageTableConfig, compare, comparisons,
-                                                 load_config, run_table, thin_front)
+from nni_shiftadd.experiment.image_table import ImageKind, ImageTableConfig, load_config, run_image_table
+from nni_shiftadd.experiment.paper_table import HYBRID, PaperTable, compare, comparisons, searches, thin_front
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "fashion_mnist" / "table4_cv_small.yaml"
@@ -18,15 +18,16 @@ RECIPE = ROOT / "examples" / "fashion_mnist" / "table4_cv_small.yaml"
 
 def _row(name: str, family: str, lo: float, hi: float, energy: float) -> dict:
     return {"name": name, "family": family, "energy_mJ": energy,
-            "accuracy": {"mean": (lo + hi) / 2, "min": lo, "max": hi}}
+            "score": {"mean": (lo + hi) / 2, "min": lo, "max": hi}}
 
 
 def test_thin_front_keeps_both_ends_and_spreads_over_energy() -> None:
     front = [{"energy_mJ": e, "accuracy": a} for e, a in [(0.5, 0.8), (0.1, 0.5), (0.3, 0.7), (0.2, 0.6), (0.4, 0.75)]]
-    assert [r["energy_mJ"] for r in thin_front(front, 3)] == [0.1, 0.3, 0.5]
-    assert [r["energy_mJ"] for r in thin_front(front, 2)] == [0.1, 0.5]
-    assert [r["energy_mJ"] for r in thin_front(front, 9)] == [0.1, 0.2, 0.3, 0.4, 0.5]  # a short front: all of it
-    assert thin_front(front, 1) == [{"energy_mJ": 0.5, "accuracy": 0.8}]  # one point: the most accurate
+    assert [r["energy_mJ"] for r in thin_front(front, 3, "accuracy", True)] == [0.1, 0.3, 0.5]
+    assert [r["energy_mJ"] for r in thin_front(front, 2, "accuracy", True)] == [0.1, 0.5]
+    assert [r["energy_mJ"] for r in thin_front(front, 9, "accuracy", True)] == [0.1, 0.2, 0.3, 0.4, 0.5]  # all of it
+    assert thin_front(front, 1, "accuracy", True) == [{"energy_mJ": 0.5, "accuracy": 0.8}]  # one: the most accurate
+    assert thin_front(front, 1, "accuracy", False) == [{"energy_mJ": 0.1, "accuracy": 0.5}]  # a loss: the lowest
 
 
 def test_compare_separates_only_beyond_the_seed_ranges() -> None:
@@ -91,8 +92,8 @@ def test_shipped_recipe_validates() -> None:
     cfg = load_config(str(RECIPE))
     assert cfg.picks >= 3 and len(cfg.seeds) >= 2 and cfg.baselines == ["conv", "shift", "add", "attn"]
     assert set(cfg.resnet_families.values()) == {"conv", "add", "shift"}
-    assert set(cfg.searches()) == {"hybrid", "restricted"}
-    assert cfg.searches()["restricted"]["blocks"] == ["attn", "conv"]
+    assert set(searches(cfg)) == {"hybrid", "restricted"}
+    assert searches(cfg)["restricted"]["blocks"] == ["attn", "conv"]
     quick = cfg.quick()
     quick.validate()
     assert quick.output.endswith("_quick") and quick.retrain_overrides["limit_train_batches"] < 10
@@ -101,13 +102,13 @@ def test_shipped_recipe_validates() -> None:
 def test_a_tiny_table_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path) -> None:
     cfg = from_dict(ImageTableConfig, _tiny(tmp_path / "table"))
     lines: list[str] = []
-    results = run_table(cfg, lines.append)
+    results = run_image_table(cfg, lines.append)
     rows = {r["name"]: r for r in results["rows"]}
     assert set(rows) == {"hybrid-1", "restricted-1", "all_conv", "all_add", "shiftadd_resnet8-add"}
     assert rows["hybrid-1"]["family"] == HYBRID and rows["all_add"]["family"] == "all-Add"
     for row in rows.values():
-        assert set(row["accuracy"]["per_seed"]) == {"0", "1"}
-        assert row["accuracy"]["min"] <= row["accuracy"]["mean"] <= row["accuracy"]["max"]
+        assert set(row["score"]["per_seed"]) == {"0", "1"}
+        assert row["score"]["min"] <= row["score"]["mean"] <= row["score"]["max"]
         assert row["params"] > 0 and row["energy_mJ"] > 0 and row["macs"] > 0
     # the restricted search only ever proposes Attn and Conv blocks
     restricted = rows["restricted-1"]["arch"]
@@ -116,7 +117,7 @@ def test_a_tiny_table_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     assert rows["shiftadd_resnet8-add"]["mult"] < rows["shiftadd_resnet8-add"]["macs"] / 10
     assert set(results["comparisons"]) == {"hybrid-1"}
     out = tmp_path / "table"
-    for name in ("results.json", "table.md", "accuracy_energy.png"):
+    for name in ("results.json", "table.md", "score_energy.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
     assert "| hybrid-1 |" in (out / "table.md").read_text()
@@ -124,13 +125,13 @@ def test_a_tiny_table_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     assert len(trained) == len({r.get("arch_id") or r["name"] for r in rows.values()}) * 2
     # run again: nothing is trained or searched again, and the table is the same
     again: list[str] = []
-    assert run_table(cfg, again.append)["rows"] == results["rows"]
+    assert run_image_table(cfg, again.append)["rows"] == results["rows"]
     assert again == []
     # a cache trained with another recipe is refused, naming what changed
     changed = from_dict(ImageTableConfig, {**_tiny(out), "retrain_overrides": {
         **cfg.retrain_overrides, "limit_train_batches": 3}})
     with pytest.raises(ValueError, match=r"another recipe \(limit_train_batches: 2 -> 3\)"):
-        ImageTable(changed)
+        PaperTable(changed, ImageKind())
 
 
 def test_cli_refuses_a_bad_recipe_before_any_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,13 +1,12 @@
 """Study commands: ``ranking`` (paper Table 5: how faithfully supernets rank subnets, against training budget and
 technique), ``translation-ranking`` (the same question for a SuperTransformer) and ``reproduce`` (the paper's
-result tables: ``table4``, searched hybrids against the baselines after retraining)."""
+result tables, ``table4`` and ``table3``: searched hybrids against the baselines after retraining)."""
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
-from ._command import Command, recipe
+from ._command import Command, add_config_flags, load_schema, recipe
 
 def cmd_ranking(args: argparse.Namespace) -> int:
     from ..experiment.ranking import RankingConfig, export_ledger, run_and_print
@@ -21,16 +20,27 @@ def cmd_ranking(args: argparse.Namespace) -> int:
     return run_and_print(cfg, args.quick)[0]
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..experiment.image_table import ImageTableConfig, run_table
+#: The tables ``reproduce`` makes: recipe schema, the function that runs one, and what it is.
+TABLES: dict[str, tuple[str, str, str]] = {
+    "table4": (".experiment.image_table:ImageTableConfig", ".experiment.image_table:run_image_table",
+               "paper Table 4 and Fig. 6 on an image space, e.g. examples/fashion_mnist/table4_cv_small.yaml"),
+    "table3": (".experiment.translation_table:TranslationTableConfig",
+               ".experiment.translation_table:run_translation_table",
+               "paper Table 3 and Fig. 5 on a translation space, e.g. examples/translation/table3_nlp_tiny.yaml"),
+}
 
-    cfg = recipe(args, ImageTableConfig)
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from ..experiment.paper_table import format_table
+
+    schema, run, _ = TABLES[args.table]
+    cfg = recipe(args, load_schema(schema))
     if args.quick:
         cfg = cfg.quick()
         cfg.validate()
-    results = run_table(cfg)
-    print(Path(results["table"]).read_text())
-    print(f"wrote {cfg.output}/results.json, {results['table']} and {results['plots']['accuracy_energy']}")
+    results = load_schema(run)(cfg)
+    print(format_table(results))
+    print(f"wrote {cfg.output}/results.json, {results['table']} and {results['plots']['score_energy']}")
     return 0
 
 
@@ -55,9 +65,14 @@ def _quick_flag(what: str) -> Callable[[argparse.ArgumentParser], None]:
 
 
 def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("table", choices=["table4"], help="table4: the image table (paper Table 4 and Fig. 6)")
-    p.add_argument("--quick", action="store_true", help="a small version in minutes (a few supernet steps, one "
-                   "generation per search, a few batches per network) in <output>_quick: checks the pipeline")
+    tables = p.add_subparsers(dest="table", required=True, metavar="TABLE")
+    for name, (schema, _, what) in TABLES.items():
+        table = tables.add_parser(name, help=what, description=f"{what}. Fields come from --config (YAML) and are "
+                                  "overridden by the flags below.")
+        table.add_argument("--quick", action="store_true", help="a small version in minutes (a few supernet steps, "
+                           "one generation per search, a few batches per network) in <output>_quick")
+        table.add_argument("--config", default=None, help="table recipe (YAML)")
+        add_config_flags(table, load_schema(schema))
 
 
 def _ranking_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,16 +93,15 @@ COMMANDS: list[Command] = [
             "resume. Fields come from --config (YAML) and are overridden by the flags below.",
             schema=".experiment.ranking:RankingConfig", arguments=_ranking_arguments,
             config="study recipe (YAML), e.g. examples/fashion_mnist/ranking_cv_small.yaml"),
-    Command("reproduce", "the paper's result tables: table4 (searched hybrids against the baselines, retrained)",
+    Command("reproduce", "the paper's result tables after retraining: table4 (image), table3 (translation)",
             cmd_reproduce,
-            description="table4: train a supernet (or take --supernet), run the Pareto search over the whole space "
-            "and the one restricted to Attn and Conv, thin each front to a few picks, retrain them, the homogeneous "
-            "networks of the space and the ResNet/AdderNet/DeepShift families from scratch with one recipe and "
-            "several seeds, and write Table 4 (table.md, results.json) and Fig. 6 (accuracy_energy.png). Every "
-            "trained network is cached in the output folder: run the same command again to resume. Fields come "
-            "from --config (YAML) and are overridden by the flags below.",
-            schema=".experiment.image_table:ImageTableConfig", arguments=_reproduce_arguments,
-            config="table recipe (YAML), e.g. examples/fashion_mnist/table4_cv_small.yaml"),
+            description="Train a supernet (or take --supernet), run the Pareto search over the whole space and the "
+            "restricted one (Attn and Conv for table4, Attn only for table3), thin each front to a few picks, retrain "
+            "them and the baselines (the space's homogeneous networks and the ResNet/AdderNet/DeepShift families; "
+            "Transformer, Lightweight Conv and Lite Transformer) from scratch with one recipe and several seeds, and "
+            "write the table (table.md, results.json) and the score-energy figure (score_energy.png). Every trained "
+            "network is cached in the output folder: run the same command again to resume.",
+            arguments=_reproduce_arguments),
     Command("translation-ranking", "how well a SuperTransformer's inherited losses rank translation subnets",
             cmd_translation_ranking,
             description="Train architectures of a translation space stand-alone with the supernet's recipe, "

@@ -1,0 +1,266 @@
+"""The paper's result tables at laptop scale, whatever the kind of space (``nni-shiftadd reproduce table4|table3``):
+once everything is retrained from scratch, do searched hybrids beat homogeneous and expert-designed networks on the
+score-energy front?
+
+The study is the same for every kind; a :class:`TableKind` (:mod:`.image_table`: Table 4 and Fig. 6;
+:mod:`.translation_table`: Table 3 and Fig. 5) supplies what differs: how its supernet trains, how a subnet scores
+with inherited weights (the searches' objective), how a network trains from scratch and scores (top-1, BLEU), and
+which baselines stand beside the picks.
+
+1. **Supernet**: trained once with the kind's recipe, or a finished checkpoint the recipe names.
+2. **Searches** on it: the Pareto preset over the whole space and the same search restricted to
+   ``restricted_blocks``; each front thinned to ``picks`` architectures spread evenly over its energy.
+3. **Retraining** of the picks and the kind's baselines from scratch with one recipe and every seed of ``seeds``.
+4. **Report**: one row per network (its score's seed mean and range, params, MACs, #Mult/#Add/#Shift, energy,
+   latency); for each hybrid pick, every other network it beats (a higher score beyond the seed ranges at no more
+   energy), loses to, or cannot be told from; ``results.json``, ``table.md`` and ``score_energy.png``.
+
+Everything is cached under ``output``: the supernet (``supernet/``), each search's evaluations (``search/``), each
+trained network (``train/<name>-s<seed>/metrics.json``) with the recipe they share (``train/recipe.json``). Run the
+same command again after a kill and it goes on without training anything twice.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_json
+from ..lock import output_lock
+from .arch_selection import arch_id
+from .ledger import plain, read_json, recipe_changes
+
+#: The family of the hybrid search's picks, and of the restricted search's.
+HYBRID, RESTRICTED = "ShiftAddNAS (hybrid search)", "restricted search"
+#: What every row reports of its network's cost.
+COST_KEYS: tuple[str, ...] = ("params", "macs", "mult", "add", "shift", "energy_mJ", "latency_ms")
+
+
+class TableKind(abc.ABC):
+    """What a table study does for one kind of space. ``cfg`` is the kind's recipe, which has at least ``space``,
+    ``search_preset``, ``search_overrides``, ``restricted_blocks``, ``picks``, ``seeds`` and ``output``."""
+
+    #: The score after retraining (a key of what :meth:`train_arch` returns), how tables and plots name it, and
+    #: the family name of the restricted search.
+    score: str
+    score_label: str
+    restricted_family: str = RESTRICTED
+
+    @abc.abstractmethod
+    def supernet(self, cfg: Any, out: Path, log: Callable[[str], None]) -> Path:
+        """The supernet checkpoint: the recipe's, or the one trained (or resumed) in ``out / "supernet"``."""
+
+    @abc.abstractmethod
+    def scorer(self, cfg: Any, checkpoint: Path) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+        """``arch -> {objective: value, ...}`` with inherited weights (the searches' objective)."""
+
+    @abc.abstractmethod
+    def recipe(self, cfg: Any) -> dict[str, Any]:
+        """The training recipe every network shares, as JSON (what ``train/recipe.json`` records)."""
+
+    @abc.abstractmethod
+    def train_arch(self, cfg: Any, arch: Mapping[str, Any], seed: int, folder: Path) -> dict[str, Any]:
+        """``arch`` of the space trained from scratch with ``seed`` in ``folder``: its :attr:`score`,
+        ``fit_seconds`` and ``cost`` (:data:`COST_KEYS`)."""
+
+    @abc.abstractmethod
+    def baselines(self, cfg: Any, spec: Any) -> list[tuple[str, str, Callable[[int, Path], dict[str, Any]] | None,
+                                                           Mapping[str, Any] | None]]:
+        """The networks beside the picks: ``(name, family, train, arch)``, ``train(seed, folder)`` for a network
+        outside the space (``arch`` ``None``), else ``train`` ``None`` and ``arch`` trained as the picks are."""
+
+
+def searches(cfg: Any) -> dict[str, dict[str, Any]]:
+    """A table recipe's searches and their preset overrides: ``hybrid``, and ``restricted`` (to
+    ``restricted_blocks``) when the recipe names blocks."""
+    found = {"hybrid": dict(cfg.search_overrides)}
+    if cfg.restricted_blocks:
+        found["restricted"] = {**cfg.search_overrides, "blocks": list(cfg.restricted_blocks), "baselines": []}
+    return found
+
+
+def thin_front(front: list[Mapping[str, Any]], count: int, objective: str, maximize: bool) -> list[Mapping[str, Any]]:
+    """At most ``count`` members of a Pareto front spread evenly over it by energy (its two ends included); one
+    member: the best in ``objective``."""
+    ordered = sorted(front, key=lambda r: r["energy_mJ"])
+    if len(ordered) <= count:
+        return ordered
+    if count == 1:
+        return [(max if maximize else min)(ordered, key=lambda r: r[objective])]
+    return [ordered[i] for i in sorted({round(k * (len(ordered) - 1) / (count - 1)) for k in range(count)})]
+
+
+def compare(pick: Mapping[str, Any], other: Mapping[str, Any]) -> str:
+    """How a searched pick stands against another network, by the seed ranges of the score (higher is better) and
+    the energy: ``better`` (a higher score beyond the seed ranges at no more energy), ``worse`` (the other is better
+    in that sense), ``more energy`` (better beyond noise but at more energy), ``less accurate`` (worse beyond noise
+    but at less energy) or ``within seed noise``."""
+    if pick["score"]["min"] > other["score"]["max"]:
+        return "better" if pick["energy_mJ"] <= other["energy_mJ"] else "more energy"
+    if other["score"]["min"] > pick["score"]["max"]:
+        return "worse" if other["energy_mJ"] <= pick["energy_mJ"] else "less accurate"
+    return "within seed noise"
+
+
+def comparisons(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each hybrid pick: :func:`compare` against every network outside its search, and whether it beats every
+    one of them that spends at least its energy (``beats_all_at_no_more_energy``)."""
+    out = {}
+    for pick in (r for r in rows if r["family"] == HYBRID):
+        versus = {r["name"]: compare(pick, r) for r in rows if r["family"] != HYBRID}
+        rivals = [r for r in rows if r["family"] != HYBRID and r["energy_mJ"] >= pick["energy_mJ"]]
+        out[pick["name"]] = {"versus": versus, "rivals_at_no_less_energy": [r["name"] for r in rivals],
+                             "beats_all_at_no_more_energy": bool(rivals) and all(versus[r["name"]] == "better"
+                                                                                 for r in rivals)}
+    return out
+
+
+def row(name: str, family: str, runs: Mapping[int, Mapping[str, Any]], score: str, **extra: Any) -> dict[str, Any]:
+    """One row of a table: the score per seed, its mean and range, and the network's cost."""
+    values = {str(seed): float(run[score]) for seed, run in runs.items()}
+    cost = next(iter(runs.values()))["cost"]
+    return {"name": name, "family": family, **extra,
+            "score": {"mean": sum(values.values()) / len(values), "min": min(values.values()),
+                      "max": max(values.values()), "per_seed": values},
+            **{k: cost[k] for k in COST_KEYS}}
+
+
+class PaperTable:
+    """One table study of ``kind``: each phase reads its cache under ``cfg.output`` and computes only what is
+    missing. ``log`` receives one line per finished network or phase."""
+
+    def __init__(self, cfg: Any, kind: TableKind, log: Callable[[str], None] | None = None) -> None:
+        from ..space import load_space
+
+        self.cfg, self.kind, self.out = cfg, kind, Path(cfg.output)
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.spec = load_space(cfg.space)
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """Refuse a cache of networks trained with another recipe (``train/recipe.json``)."""
+        wanted = plain(self.kind.recipe(self.cfg))
+        path = self.out / "train" / "recipe.json"
+        saved = read_json(path)
+        if saved is None:
+            atomic_write_json(path, wanted)
+            return
+        changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
+        if changes:
+            raise ValueError(f"{path.parent}: these networks were trained with another recipe ({changes}); remove the "
+                             "folder or choose another 'output'")
+
+    def search(self, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The Pareto search ``name`` on the supernet (the kind's inherited score, the preset's costs); its front and
+        the picks thinned from it. Cached in ``search/<name>.json``, evaluation by evaluation."""
+        from ..cost.metrics import space_cost_fn
+        from ..strategy.evolution import Evolution, load_preset
+
+        preset = load_preset(self.cfg.search_preset, dict(overrides))
+        maximize = preset.objective_goal == "max"
+        path = self.out / "search" / f"{name}.json"
+        state = read_json(path) or {}
+        if "front" not in state:
+            score = self.kind.scorer(self.cfg, self.kind.supernet(self.cfg, self.out, self.log))
+            cost = space_cost_fn(self.spec, preset.bits, preset.latency, eyeriss=preset.eyeriss)
+            evolution = Evolution(self.spec, preset, cost)
+            evaluated = state.get("evaluated", {})
+            while not evolution.done:
+                for arch in evolution.ask():
+                    key = arch_id(arch)
+                    if key not in evaluated:
+                        evaluated[key] = score(arch)
+                        atomic_write_json(path, {"evaluated": evaluated})
+                    evolution.tell(arch, {**evaluated[key], **cost(arch)})
+            front = [{"arch": r["arch"], preset.objective: r[preset.objective], "energy_mJ": r["energy_mJ"],
+                      "latency_ms": r["latency_ms"]} for r in evolution.front()]
+            if not front:
+                raise ValueError(f"search {name!r}: no architecture met the constraints of {self.cfg.search_preset!r}")
+            state = {"evaluated": evaluated, "front": front, "objective": preset.objective, "blocks": preset.blocks}
+            atomic_write_json(path, state)
+            self.log(f"search {name}: {len(evaluated)} architectures evaluated, a front of {len(front)}")
+        picks = thin_front(state["front"], self.cfg.picks, preset.objective, maximize)
+        return {"front": state["front"], "objective": preset.objective, "evaluations": len(state["evaluated"]),
+                "picks": picks}
+
+    def _cached(self, folder: Path, train: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
+        cached = read_json(folder / "metrics.json")
+        if cached is None or "cost" not in cached:
+            cached = train()
+            atomic_write_json(folder / "metrics.json", cached)
+            self.log(f"trained {what}: {self.kind.score_label} {cached[self.kind.score]:.4f} "
+                     f"({cached['fit_seconds']:.0f} s)")
+        return cached
+
+    def trained(self, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """``arch`` of the space trained from scratch with the table's recipe and ``seed``; cached."""
+        folder = self.out / "train" / f"{arch_id(arch)}-s{seed}"
+        return self._cached(folder, lambda: self.kind.train_arch(self.cfg, arch, seed, folder),
+                            f"{arch_id(arch)} seed {seed}")
+
+    def run(self) -> dict[str, Any]:
+        """Every phase, each resumed from its cache; ``results.json``, ``table.md`` and the figure at the end."""
+        seeds = self.cfg.seeds
+        found = {name: self.search(name, overrides) for name, overrides in searches(self.cfg).items()}
+        rows = []
+        for name, search in found.items():
+            family = HYBRID if name == "hybrid" else self.kind.restricted_family
+            for k, pick in enumerate(search["picks"], 1):
+                runs = {s: self.trained(pick["arch"], s) for s in seeds}
+                rows.append(row(f"{name}-{k}", family, runs, self.kind.score, arch=pick["arch"],
+                                arch_id=arch_id(pick["arch"]), inherited=pick[search["objective"]]))
+        for name, family, train, arch in self.kind.baselines(self.cfg, self.spec):
+            if train is None:
+                runs = {s: self.trained(arch, s) for s in seeds}
+                rows.append(row(name, family, runs, self.kind.score, arch=dict(arch), arch_id=arch_id(arch)))
+            else:
+                runs = {s: self._cached(self.out / "train" / f"{name}-s{s}",
+                                        lambda s=s: train(s, self.out / "train" / f"{name}-s{s}"), f"{name} seed {s}")
+                        for s in seeds}
+                rows.append(row(name, family, runs, self.kind.score))
+        return self._write({"space": self.cfg.space, "complete": True, "score": self.kind.score,
+                            "score_label": self.kind.score_label, "seeds": seeds, "rows": rows,
+                            "comparisons": comparisons(rows),
+                            "searches": {n: {k: v for k, v in s.items() if k != "picks"} for n, s in found.items()},
+                            "config": dataclasses.asdict(self.cfg)})
+
+    def _write(self, results: dict[str, Any]) -> dict[str, Any]:
+        from ..plots.score_energy import plot_score_energy
+
+        atomic_write_json(self.out / "results.json", results)
+        (self.out / "table.md").write_text(format_table(results) + "\n")
+        figure = plot_score_energy(results["rows"], self.out / "score_energy.png", y_label=self.kind.score_label,
+                                      title=f"{self.cfg.space}: {self.kind.score_label} after retraining against "
+                                            "energy")
+        return {**results, "plots": {"score_energy": str(figure)}, "table": str(self.out / "table.md")}
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """The table in Markdown: the score (mean and seed range), params, MACs, #Mult/#Add/#Shift, energy, latency;
+    then each hybrid pick's standing against the rest."""
+    seeds = len(results["seeds"])
+    lines = [f"| network | family | {results['score_label']} (mean, range over {seeds} seeds) | params | MACs | "
+             "#Mult | #Add | #Shift | energy (mJ) | latency (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results["rows"], key=lambda r: (r["family"], r["energy_mJ"])):
+        s = r["score"]
+        lines.append(f"| {r['name']} | {r['family']} | {s['mean']:.4f} ({s['min']:.4f}-{s['max']:.4f}) | "
+                     f"{r['params'] / 1e3:.1f}K | {r['macs'] / 1e6:.2f}M | {r['mult'] / 1e6:.2f}M | "
+                     f"{r['add'] / 1e6:.2f}M | {r['shift'] / 1e6:.2f}M | {r['energy_mJ']:.4f} | "
+                     f"{r['latency_ms']:.3f} |")
+    for name, c in results["comparisons"].items():
+        groups: dict[str, list[str]] = {}
+        for other, verdict in c["versus"].items():
+            groups.setdefault(verdict, []).append(other)
+        said = "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in sorted(groups.items()))
+        beats = "yes" if c["beats_all_at_no_more_energy"] else "no"
+        lines.append(f"\n{name}: beats every network at no less energy beyond seed noise: {beats}. {said}")
+    return "\n".join(lines)
+
+
+def run_table(cfg: Any, kind: TableKind, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the table study of ``cfg`` and ``kind``; ``output`` is locked while it runs."""
+    with output_lock(cfg.output, "field 'output'", "reproduce"):
+        return PaperTable(cfg, kind, log).run()

@@ -1,0 +1,173 @@
+"""The paper's Table 3 and Fig. 5 at laptop scale on a translation space (``nni-shiftadd reproduce table3``), the
+translation kind of :mod:`.paper_table`: the SuperTransformer with fairseq (the paper's 40K updates), the searches
+scored by inherited validation loss (the hybrid space, and HAT's Attn-only space as the restricted search), the
+picks and the baselines (Transformer: all-Attn; Lightweight Conv: all-Conv encoder; Lite Transformer: Attn+Conv in
+every layer) retrained from scratch with the supernet's recipe and scored by test BLEU. Every row is costed on the
+Eyeriss model for a 30-token sentence at 32 bits; the 8-bit rows of Table 3 are not part of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, load_yaml
+from ..lock import check_output_dir
+from ..vocabulary import ATTENTION, REFERENCE_BLOCK, multi_branch
+from .paper_table import TableKind, run_table, searches
+
+#: Recipe fields the study sets per network.
+RESERVED: tuple[str, ...] = ("space", "subnet", "seed", "output", "baselines", "eval_archs", "eval_test_sentences",
+                             "resume")
+
+
+@dataclasses.dataclass
+class TranslationTableConfig:
+    """Schema of a Table 3 recipe (``examples/translation/table3_nlp_tiny.yaml``)."""
+
+    space: str = "nlp_tiny"
+    supernet: str | None = None
+    supernet_recipe: str = "examples/translation/supernet_nlp_tiny.yaml"
+    supernet_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    search_preset: str = "nlp_tiny_pareto"
+    search_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    restricted_blocks: list[str] = dataclasses.field(default_factory=lambda: [ATTENTION])
+    picks: int = 3
+    retrain_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+    baselines: dict[str, str] = dataclasses.field(default_factory=lambda: {
+        "Transformer": ATTENTION, "Lightweight Conv": REFERENCE_BLOCK,
+        "Lite Transformer": multi_branch(REFERENCE_BLOCK)})
+    test_sentences: int | None = None
+    output: str = "runs/table3_nlp_tiny"
+
+    def validate(self) -> None:
+        """Check every field and every stage's recipe (supernet, both searches, the retraining recipe) before
+        anything trains; errors name the field, the value and what is allowed."""
+        if self.picks < 1:
+            raise ValueError(f"field 'picks': must be >= 1, got {self.picks}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"field 'seeds': one or more distinct seeds >= 0 (two give a seed range), got {self.seeds}")
+        if self.test_sentences is not None and self.test_sentences < 1:
+            raise ValueError(f"field 'test_sentences': must be null (all) or >= 1, got {self.test_sentences}")
+        if not Path(self.supernet_recipe).is_file():
+            raise ValueError(f"field 'supernet_recipe': no such file {self.supernet_recipe!r}")
+        if self.supernet is not None and not Path(self.supernet).is_file():
+            raise ValueError(f"field 'supernet': no such checkpoint {self.supernet!r} (null trains one with "
+                             "supernet_recipe)")
+        for name in ("supernet_overrides", "retrain_overrides"):
+            clash = sorted(set(getattr(self, name)) & set(RESERVED))
+            if clash:
+                raise ValueError(f"field {name!r}: {clash} are set by the study per network; remove them")
+        check_output_dir(self.output, "field 'output'")
+        self.recipe(self.supernet_overrides, {}, "supernet_overrides")  # its space checked too
+        self.recipe(self.retrain_overrides, {}, "retrain_overrides")
+        from ..space import load_space
+
+        spec = load_space(self.space)
+        for name, overrides in searches(self).items():
+            from ..strategy.evolution import load_preset
+
+            try:
+                preset = load_preset(self.search_preset, overrides)
+            except ConfigError as err:
+                raise ValueError(f"fields 'search_preset', 'search_overrides', 'restricted_blocks' (search {name!r}): "
+                                 f"{err}") from None
+            if preset.goal != "pareto" or preset.objective != "valid_loss":
+                raise ValueError(f"field 'search_preset': {self.search_preset!r} must search the validation-loss "
+                                 f"front (goal: pareto, objective: valid_loss), got goal {preset.goal!r}, objective "
+                                 f"{preset.objective!r}")
+        for family, op in self.baselines.items():
+            try:
+                spec.baseline_arch(op)
+            except ValueError as err:
+                raise ValueError(f"field 'baselines': {family}: {err}") from None
+
+    def recipe(self, overrides: Mapping[str, Any], fields: Mapping[str, Any], where: str) -> Any:
+        """The SuperTransformer recipe with ``overrides`` and the study's ``fields`` on top, in this study's space;
+        ``ValueError`` naming ``where`` otherwise."""
+        from ..tasks.supertransformer import SuperTransformerConfig
+
+        try:
+            return load_yaml(SuperTransformerConfig, self.supernet_recipe,
+                             {**overrides, "space": self.space, "baselines": [], "eval_archs": 0,
+                              "eval_test_sentences": self.test_sentences, **fields})
+        except ConfigError as err:
+            raise ValueError(f"field {where!r}: {err}") from None
+
+    def quick(self) -> TranslationTableConfig:
+        """The ``--quick`` version (minutes): a few updates per network, one generation per search, two picks, BLEU
+        on 20 sentences; in ``<output>_quick``. It checks the pipeline, ranks nothing."""
+        tiny = {"max_updates": 8, "warmup_updates": 2, "save_interval_updates": 8}
+        return dataclasses.replace(
+            self, supernet_overrides={**self.supernet_overrides, **tiny}, picks=min(self.picks, 2),
+            search_overrides={**self.search_overrides, "iterations": 1, "population": 6, "parents": 3,
+                              "mutation": 2, "crossover": 2},
+            retrain_overrides={**self.retrain_overrides, **tiny}, test_sentences=20,
+            output=str(Path(self.output).with_name(Path(self.output).name + "_quick")))
+
+
+def load_config(path: str, overrides: dict[str, Any] | None = None) -> TranslationTableConfig:
+    """The recipe at ``path`` with ``overrides`` on top, validated (``ConfigError`` naming the field)."""
+    return load_yaml(TranslationTableConfig, path, overrides)
+
+
+class TranslationKind(TableKind):
+    """Table 3: test BLEU after retraining, the Transformer, Lightweight Conv and Lite Transformer beside."""
+
+    score, score_label, restricted_family = "bleu", "BLEU", "HAT (Attn-only search)"
+
+    def supernet(self, cfg: TranslationTableConfig, out: Path, log: Callable[[str], None]) -> Path:
+        if cfg.supernet is not None:
+            return Path(cfg.supernet)
+        from ..tasks.supertransformer import train_supertransformer
+
+        recipe = cfg.recipe(cfg.supernet_overrides, {"output": str(out / "supernet")}, "supernet_overrides")
+        metrics = json.loads((out / "supernet" / "metrics.json").read_text()) \
+            if (out / "supernet" / "metrics.json").is_file() else None
+        if metrics is None:
+            metrics = train_supertransformer(recipe)  # resumes a killed run; refuses another recipe's checkpoints
+            log(f"supernet: {metrics['updates']} updates ({metrics['fit_seconds']:.0f} s)")
+        return Path(metrics["checkpoint"])
+
+    def scorer(self, cfg: TranslationTableConfig, checkpoint: Path) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+        from ..tasks.translation.evaluate import load_trained, supertransformer_data, validation_loss
+
+        model, task = load_trained(checkpoint, supertransformer_data(checkpoint))
+        max_tokens = cfg.recipe(cfg.supernet_overrides, {}, "supernet_overrides").max_tokens
+
+        def score(arch: Mapping[str, Any]) -> dict[str, float]:
+            model.activate(dict(arch))
+            model.eval()
+            return {"valid_loss": float(validation_loss(model, task, "valid", max_tokens)["loss_nats"])}
+
+        return score
+
+    def recipe(self, cfg: TranslationTableConfig) -> dict[str, Any]:
+        recipe = dataclasses.asdict(cfg.recipe(cfg.retrain_overrides, {}, "retrain_overrides"))
+        return {k: v for k, v in recipe.items() if k not in ("subnet", "seed", "output")}
+
+    def train_arch(self, cfg: TranslationTableConfig, arch: Mapping[str, Any], seed: int, folder: Path
+                   ) -> dict[str, Any]:
+        from ..tasks.supertransformer import train_supertransformer
+
+        recipe = cfg.recipe(cfg.retrain_overrides, {"subnet": json.dumps(dict(arch)), "seed": seed,
+                                                     "output": str(folder)}, "retrain_overrides")
+        result = train_supertransformer(recipe)
+        scored = result["subnets"]["subnet"]
+        cost = {"params": scored["params_M"] * 1e6, "macs": scored["macs_G"] * 1e9, "mult": scored["mult_G"] * 1e9,
+                "add": scored["add_G"] * 1e9, "shift": scored["shift_G"] * 1e9, "energy_mJ": scored["energy_mJ"],
+                "latency_ms": scored["latency_ms"]}
+        return {"bleu": float(scored["test"]["bleu"]), "valid_loss": float(scored["valid"]["loss_nats"]),
+                "updates": result["updates"], "fit_seconds": result["fit_seconds"], "cost": {"bits": 32, **cost}}
+
+    def baselines(self, cfg: TranslationTableConfig, spec: Any) -> list[tuple[str, str, Any, Mapping[str, Any] | None]]:
+        return [(f"all_{op}", family, None, spec.canonical_arch(spec.baseline_arch(op)))
+                for family, op in cfg.baselines.items()]
+
+
+def run_translation_table(cfg: TranslationTableConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) Table 3 of ``cfg``; ``output`` is locked while it runs."""
+    return run_table(cfg, TranslationKind(), log)

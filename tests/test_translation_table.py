@@ -1,0 +1,79 @@
+"""The translation table of the paper (Table 3 / Fig. 5, ``nni-shiftadd reproduce table3``): recipe checks and a
+tiny table on the trans-de-en slice that runs every phase and resumes from its cache without training again."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nni_shiftadd.config import ConfigError, from_dict
+from nni_shiftadd.experiment.paper_table import HYBRID, PaperTable, searches
+from nni_shiftadd.experiment.translation_table import (TranslationKind, TranslationTableConfig, load_config,
+                                                       run_translation_table)
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "examples" / "translation" / "table3_nlp_tiny.yaml"
+SUPERNET = str(ROOT / "examples" / "translation" / "supernet_nlp_tiny.yaml")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"seeds": [1, 1]}, "field 'seeds'"),
+    ({"picks": 0}, "field 'picks'"),
+    ({"test_sentences": 0}, "field 'test_sentences'"),
+    ({"baselines": {"LSTM": "lstm"}}, "field 'baselines': LSTM: "),
+    ({"retrain_overrides": {"subnet": "{}"}}, r"field 'retrain_overrides': \['subnet'\] are set by the study"),
+    ({"retrain_overrides": {"lr": -1}}, "field 'retrain_overrides': .*field 'lr'"),
+    ({"supernet_overrides": {"max_updates": 0}}, "field 'supernet_overrides': .*max_updates"),
+    ({"supernet": "nowhere.pt"}, "field 'supernet': no such checkpoint"),
+    ({"search_preset": "nlp_tiny"}, "field 'search_preset': 'nlp_tiny' must search the validation-loss front"),
+    ({"restricted_blocks": ["lstm"]}, "restricted_blocks.*unknown block type 'lstm'"),
+    ({"space": "cv_small"}, "field 'supernet_overrides': .*space"),
+])
+def test_recipe_errors_name_the_field(bad: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TranslationTableConfig, {"supernet_recipe": SUPERNET, **bad})
+
+
+def test_shipped_recipe_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(str(RECIPE))
+    assert cfg.picks >= 3 and len(cfg.seeds) >= 2
+    assert set(cfg.baselines) == {"Transformer", "Lightweight Conv", "Lite Transformer"}
+    assert searches(cfg)["restricted"]["blocks"] == ["attn"]  # HAT's space
+    assert cfg.recipe(cfg.supernet_overrides, {}, "s").max_updates == 40000  # the paper's supernet budget
+    quick = cfg.quick()
+    quick.validate()
+    assert quick.output.endswith("_quick") and quick.recipe(quick.retrain_overrides, {}, "r").max_updates < 100
+
+
+def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation: dict, tmp_path: Path) -> None:
+    recipe = tmp_path / "supernet.yaml"
+    recipe.write_text(f"data: {{binarized: {tiny_translation['data_bin']}}}\nmax_updates: 4\nmax_tokens: 512\n"
+                      "warmup_updates: 2\nsave_interval_updates: 4\nbeam: 1\n")
+    fields = {"space": str(tiny_translation["space"]), "supernet_recipe": str(recipe), "picks": 1, "seeds": [1, 2],
+              "search_overrides": {"iterations": 1, "population": 3, "parents": 1, "mutation": 1, "crossover": 0},
+              "baselines": {"Transformer": "attn"}, "test_sentences": 8, "output": str(tmp_path / "table")}
+    cfg = from_dict(TranslationTableConfig, fields)
+    lines: list[str] = []
+    results = run_translation_table(cfg, lines.append)
+    rows = {r["name"]: r for r in results["rows"]}
+    assert set(rows) == {"hybrid-1", "restricted-1", "all_attn"}
+    assert rows["hybrid-1"]["family"] == HYBRID and rows["all_attn"]["family"] == "Transformer"
+    assert {v for k, v in rows["restricted-1"]["arch"].items() if k.endswith(".op")} == {"attn"}  # HAT's space
+    for row in rows.values():
+        assert set(row["score"]["per_seed"]) == {"1", "2"} and 0 <= row["score"]["min"] <= row["score"]["max"]
+        assert row["params"] > 0 and row["energy_mJ"] > 0 and row["macs"] > 0
+    assert results["score"] == "bleu" and set(results["comparisons"]) == {"hybrid-1"}
+    out = tmp_path / "table"
+    for name in ("results.json", "table.md", "score_energy.png"):
+        assert (out / name).is_file(), name
+    assert "| BLEU (mean, range over 2 seeds) |" in (out / "table.md").read_text().splitlines()[0].replace(
+        "| network | family ", "")
+    # run again: nothing is trained or searched again, and the table is the same
+    again: list[str] = []
+    assert json.dumps(run_translation_table(cfg, again.append)["rows"]) == json.dumps(results["rows"])
+    assert again == []
+    changed = from_dict(TranslationTableConfig, {**fields, "retrain_overrides": {"max_updates": 5}})
+    with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
+        PaperTable(changed, TranslationKind())
