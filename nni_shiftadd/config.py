@@ -228,6 +228,14 @@ def load_yaml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None =
     return parse_yaml(cls, path.read_text(), str(path), overrides, overrides_from)
 
 
+def check_reserved(overrides: Any, reserved: Any, field: str) -> None:
+    """``ValueError`` naming ``field`` when ``overrides`` (a mapping of recipe fields) sets any of ``reserved``, the
+    fields a study sets per network."""
+    clash = sorted(set(overrides) & set(reserved))
+    if clash:
+        raise ValueError(f"field {field!r}: {clash} are set by the study per network; remove them")
+
+
 def check_learning_rate(value: float, field: str = "lr") -> None:
     """``ValueError`` naming ``field`` unless ``value`` is a learning rate an optimiser stepping in float32 can take:
     above 0 and below float32's largest number (a larger one overflows inside the step, whatever the gradients)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir
 from ..vocabulary import ATTENTION, BLOCK_TYPES, CONV_FAMILY, REFERENCE_BLOCK, block_type
 from .ledger import plain, recipe_changes
@@ -49,7 +49,8 @@ class ImageTableConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"field 'seeds': one or more distinct seeds >= 0 (two give a seed range), got {self.seeds}")
+            raise ValueError(f"field 'seeds': one or more distinct seeds >= 0 (two give a seed range), got "
+                             f"{self.seeds}")
         for name in ("supernet_recipe", "retrain_recipe"):
             if not Path(getattr(self, name)).is_file():
                 raise ValueError(f"field {name!r}: no such file {getattr(self, name)!r}")
@@ -61,9 +62,7 @@ class ImageTableConfig:
                 raise ValueError(f"field 'resnet_families': {family}: unknown op {op!r}; allowed {list(CONV_FAMILY)}")
         for name, reserved in (("retrain_overrides", ("arch", "seed", "output", "space", "supernet")),
                                ("supernet_overrides", ("space", "output", "resume"))):
-            clash = sorted(set(getattr(self, name)) & set(reserved))
-            if clash:
-                raise ValueError(f"field {name!r}: {clash} are set by the study per network; remove them")
+            check_reserved(getattr(self, name), reserved, name)
         check_output_dir(self.output, "field 'output'")
         self._validate_stages()
 

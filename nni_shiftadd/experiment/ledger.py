@@ -4,11 +4,13 @@ mixes results of two recipes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plain", "read_json", "recipe_changes"]
+from ..atomic import atomic_write_json
+
+__all__ = ["evolve", "pin_recipe", "plain", "read_json", "recipe_changes"]
 
 
 def read_json(path: Path) -> Any:
@@ -25,3 +27,39 @@ def recipe_changes(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: se
 def plain(data: Any) -> Any:
     """``data`` as it reads back from JSON (tuples as lists), so that it compares equal to a saved copy."""
     return json.loads(json.dumps(data))
+
+
+def pin_recipe(path: Path, recipe: Mapping[str, Any], what: str, remedy: str) -> None:
+    """Record ``recipe`` at ``path`` beside a cache the first time; later, refuse (``ValueError``) when the cache
+    there was made with another recipe, naming ``what`` (``"these networks were"``), every field that changed and
+    the ``remedy``."""
+    wanted = plain(recipe)
+    saved = read_json(path)
+    if saved is None:
+        atomic_write_json(path, wanted)
+        return
+    changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
+    if changes:
+        raise ValueError(f"{path.parent}: {what} trained with another recipe ({changes}); {remedy}")
+
+
+def evolve(spec: Any, preset: Any, score: Callable[[Mapping[str, Any]], dict[str, float]], path: Path,
+           evaluated: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Run the evolution of ``preset`` on ``spec`` to its end with ``score`` (inherited weights) and the preset's
+    costs, each architecture's score written to ``path`` (``{"evaluated": {arch id: score}}``) as soon as it is
+    known; ``evaluated`` (a killed run's) is not scored again. Returns the evolution and every score."""
+    from ..cost.metrics import space_cost_fn
+    from ..strategy.evolution import Evolution
+    from .arch_selection import arch_id
+
+    cost = space_cost_fn(spec, preset.bits, preset.latency, eyeriss=preset.eyeriss)
+    evolution = Evolution(spec, preset, cost)
+    evaluated = dict(evaluated or {})
+    while not evolution.done:
+        for arch in evolution.ask():
+            key = arch_id(arch)
+            if key not in evaluated:
+                evaluated[key] = score(arch)
+                atomic_write_json(path, {"evaluated": evaluated})
+            evolution.tell(arch, {**evaluated[key], **cost(arch)})
+    return evolution, evaluated

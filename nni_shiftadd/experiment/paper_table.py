@@ -31,7 +31,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..lock import output_lock
 from .arch_selection import arch_id
-from .ledger import plain, read_json, recipe_changes
+from .ledger import evolve, pin_recipe, read_json
 
 #: The family of the hybrid search's picks, and of the restricted search's.
 HYBRID, RESTRICTED = "ShiftAddNAS (hybrid search)", "restricted search"
@@ -142,22 +142,13 @@ class PaperTable:
 
     def _check_recipe(self) -> None:
         """Refuse a cache of networks trained with another recipe (``train/recipe.json``)."""
-        wanted = plain(self.kind.recipe(self.cfg))
-        path = self.out / "train" / "recipe.json"
-        saved = read_json(path)
-        if saved is None:
-            atomic_write_json(path, wanted)
-            return
-        changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
-        if changes:
-            raise ValueError(f"{path.parent}: these networks were trained with another recipe ({changes}); remove the "
-                             "folder or choose another 'output'")
+        pin_recipe(self.out / "train" / "recipe.json", self.kind.recipe(self.cfg), "these networks were",
+                   "remove the folder or choose another 'output'")
 
     def search(self, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The Pareto search ``name`` on the supernet (the kind's inherited score, the preset's costs); its front and
         the picks thinned from it. Cached in ``search/<name>.json``, evaluation by evaluation."""
-        from ..cost.metrics import space_cost_fn
-        from ..strategy.evolution import Evolution, load_preset
+        from ..strategy.evolution import load_preset
 
         preset = load_preset(self.cfg.search_preset, dict(overrides))
         maximize = preset.objective_goal == "max"
@@ -165,16 +156,7 @@ class PaperTable:
         state = read_json(path) or {}
         if "front" not in state:
             score = self.kind.scorer(self.cfg, self.kind.supernet(self.cfg, self.out, self.log))
-            cost = space_cost_fn(self.spec, preset.bits, preset.latency, eyeriss=preset.eyeriss)
-            evolution = Evolution(self.spec, preset, cost)
-            evaluated = state.get("evaluated", {})
-            while not evolution.done:
-                for arch in evolution.ask():
-                    key = arch_id(arch)
-                    if key not in evaluated:
-                        evaluated[key] = score(arch)
-                        atomic_write_json(path, {"evaluated": evaluated})
-                    evolution.tell(arch, {**evaluated[key], **cost(arch)})
+            evolution, evaluated = evolve(self.spec, preset, score, path, state.get("evaluated"))
             front = [{"arch": r["arch"], preset.objective: r[preset.objective], "energy_mJ": r["energy_mJ"],
                       "latency_ms": r["latency_ms"]} for r in evolution.front()]
             if not front:

@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_json
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from .arch_selection import arch_id, select_archs
-from .ledger import plain, read_json, recipe_changes
+from .ledger import evolve, pin_recipe, plain, read_json, recipe_changes
 from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).
@@ -138,9 +138,7 @@ class RankingConfig:
         for name, reserved in (("retrain_overrides", ("arch", "seed", "output", "space", "supernet")),
                                ("reference_overrides", ("arch", "seed", "output", "space", "supernet")),
                                ("supernet_overrides", ("mode", "seed", "output", "space"))):
-            clash = sorted(set(getattr(self, name)) & set(reserved))
-            if clash:
-                raise ValueError(f"field {name!r}: {clash} are set by the study per network; remove them")
+            check_reserved(getattr(self, name), reserved, name)
         check_output_dir(self.output, "field 'output'")
         self._validate_stages()
 
@@ -303,16 +301,9 @@ class Study:
 
         recipe = dataclasses.asdict(load_yaml(RetrainConfig, self.cfg.retrain_recipe,
                                               self.cfg.standalone_overrides(pool)))
-        wanted = plain({k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")})
-        path = self.out / pool / "recipe.json"
-        saved = read_json(path)
-        if saved is None:
-            atomic_write_json(path, wanted)
-            return
-        changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
-        if changes:
-            raise ValueError(f"{path.parent}: these stand-alone networks were trained with another recipe ({changes}); "
-                             f"remove the folder or choose another 'output' (field '{pool_field(pool)}')")
+        pin_recipe(self.out / pool / "recipe.json",
+                   {k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")}, "these stand-alone networks were",
+                   f"remove the folder or choose another 'output' (field '{pool_field(pool)}')")
 
     def standalone(self, arch: Mapping[str, Any], seed: int, pool: str = "standalone") -> dict[str, Any]:
         """Test accuracy (and cost) of ``arch`` trained from scratch with ``pool``'s recipe and ``seed``; cached."""
@@ -446,24 +437,14 @@ class Study:
         study's first). Cached in ``search/<variant>/<mode>.json``."""
         if self.cfg.search_preset is None:
             return None
-        from ..cost.metrics import space_cost_fn
-        from ..strategy.evolution import Evolution, load_preset
+        from ..strategy.evolution import load_preset
 
         path = self.out / "search" / variant.name / f"{mode}.json"
         state = read_json(path) or {}
         if "pick" not in state:
             preset = load_preset(self.cfg.search_preset, self.cfg.search_overrides)
             evaluate = self._evaluator(self.supernet(variant, mode, self.cfg.seeds(mode)[0]))
-            cost = space_cost_fn(self.spec, preset.bits, preset.latency, eyeriss=preset.eyeriss)
-            evolution = Evolution(self.spec, preset, cost)
-            evaluated = state.get("evaluated", {})
-            while not evolution.done:
-                for arch in evolution.ask():
-                    key = arch_id(arch)
-                    if key not in evaluated:
-                        evaluated[key] = evaluate(arch)
-                        atomic_write_json(path, {"evaluated": evaluated})
-                    evolution.tell(arch, {**evaluated[key], **cost(arch)})
+            evolution, evaluated = evolve(self.spec, preset, evaluate, path, state.get("evaluated"))
             best = evolution.best()
             if best is None:
                 raise ValueError(f"search ({mode}): no architecture met the constraints of {self.cfg.search_preset!r}")

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_json
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from ..space import load_space
 from .arch_selection import arch_id, select_archs
-from .ledger import plain, read_json, recipe_changes
+from .ledger import pin_recipe, read_json
 from .rank_statistics import bootstrap_interval, rank_metrics
 
 #: Recipe fields the study sets per network.
@@ -78,11 +78,10 @@ class TranslationRankingConfig:
             raise ValueError("field 'techniques': at least one, e.g. {uniform: {}, sandwich: {sampling: sandwich}}")
         if not Path(self.supernet_recipe).is_file():
             raise ValueError(f"field 'supernet_recipe': no such file {self.supernet_recipe!r}")
-        for name in ("supernet_overrides", "standalone_overrides", *(f"techniques.{t}" for t in self.techniques)):
-            overrides = self.techniques[name.split(".", 1)[1]] if name.startswith("techniques.") else getattr(self, name)
-            clash = sorted(set(overrides) & set(RESERVED))
-            if clash:
-                raise ValueError(f"field {name!r}: {clash} are set by the study per network; remove them")
+        check_reserved(self.supernet_overrides, RESERVED, "supernet_overrides")
+        check_reserved(self.standalone_overrides, RESERVED, "standalone_overrides")
+        for technique, overrides in self.techniques.items():
+            check_reserved(overrides, RESERVED, f"techniques.{technique}")
         for technique in self.techniques:
             if not re.fullmatch(r"[a-z0-9_]+", technique):
                 raise ValueError(f"field 'techniques': {technique!r}: a name of lower-case letters, digits and _ (it "
@@ -156,16 +155,10 @@ class TranslationRanking:
         from ..tasks.supertransformer import train_supertransformer
 
         folder = Path(recipe.output)
-        wanted = plain({k: v for k, v in dataclasses.asdict(recipe).items() if k != "output"})
-        saved = read_json(folder / "recipe.json")
-        if saved is not None:
-            changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
-            if changes:
-                raise ValueError(f"{folder}: {what} was trained with another recipe ({changes}); remove the folder or "
-                                 "choose another 'output'")
+        pin_recipe(folder / "recipe.json", {k: v for k, v in dataclasses.asdict(recipe).items() if k != "output"},
+                   f"{what} was", "remove the folder or choose another 'output'")
         cached = read_json(folder / "metrics.json")
         if cached is None:
-            atomic_write_json(folder / "recipe.json", wanted)
             cached = train_supertransformer(recipe)
             self.log(f"{what}: {cached['updates']} updates ({cached['fit_seconds']:.0f} s)")
         return cached

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir
 from ..vocabulary import ATTENTION, REFERENCE_BLOCK, multi_branch
 from .paper_table import TableKind, run_table, searches
@@ -49,7 +49,8 @@ class TranslationTableConfig:
         if self.picks < 1:
             raise ValueError(f"field 'picks': must be >= 1, got {self.picks}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"field 'seeds': one or more distinct seeds >= 0 (two give a seed range), got {self.seeds}")
+            raise ValueError(f"field 'seeds': one or more distinct seeds >= 0 (two give a seed range), got "
+                             f"{self.seeds}")
         if self.test_sentences is not None and self.test_sentences < 1:
             raise ValueError(f"field 'test_sentences': must be null (all) or >= 1, got {self.test_sentences}")
         if not Path(self.supernet_recipe).is_file():
@@ -58,9 +59,7 @@ class TranslationTableConfig:
             raise ValueError(f"field 'supernet': no such checkpoint {self.supernet!r} (null trains one with "
                              "supernet_recipe)")
         for name in ("supernet_overrides", "retrain_overrides"):
-            clash = sorted(set(getattr(self, name)) & set(RESERVED))
-            if clash:
-                raise ValueError(f"field {name!r}: {clash} are set by the study per network; remove them")
+            check_reserved(getattr(self, name), RESERVED, name)
         check_output_dir(self.output, "field 'output'")
         self.recipe(self.supernet_overrides, {}, "supernet_overrides")  # its space checked too
         self.recipe(self.retrain_overrides, {}, "retrain_overrides")
