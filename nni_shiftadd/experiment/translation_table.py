@@ -66,9 +66,9 @@ class TranslationTableConfig:
         from ..space import load_space
 
         spec = load_space(self.space)
-        for name, overrides in searches(self).items():
-            from ..strategy.evolution import load_preset
+        from ..strategy.evolution import load_preset
 
+        for name, overrides in searches(self).items():
             try:
                 preset = load_preset(self.search_preset, overrides)
             except ConfigError as err:
