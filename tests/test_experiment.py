@@ -197,6 +197,7 @@ def test_demo_summary_of_either_half(tmp_path: Path) -> None:
               "stop_command": "nnictl stop abc", "constraints": {"energy_mJ": {"min": None, "max": 0.3}}}
     cv = format_summary({**search, "kind": "image_classification", "total_seconds": 300.0, "supernet_seconds": 150.0})
     assert "best (search)" in cv and "all-conv" in cv and "0.7000" in cv and "-- search" not in cv
+    assert "ranks architectures coarsely" in cv and "/best.json" in cv  # says what inherited accuracy is worth
     assert "evaluated       7 architectures over 2 generation(s)" in cv and "nnictl stop abc" in cv
     row = {"label": "ShiftAddNAS search (best)", "feasible": True, "params_M": 0.37, "flops_G": 0.0234,
            "valid_loss": 4.065, "bleu": 0.52, "latency_ms": 0.461, "energy_mJ": 0.685, "test_sentences": 1000}
