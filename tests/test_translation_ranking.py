@@ -57,7 +57,7 @@ def test_shipped_recipe_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.seeds("uniform") == [1, 2] and cfg.seeds("sandwich") == [1]
     quick = cfg.quick()
     quick.validate()
-    assert quick.output.endswith("_quick") and quick.recipe("standalone", {}, "s").max_updates < 100
+    assert quick.output.endswith("_quick") and quick.recipe(quick.standalone_overrides, {}, "s").max_updates < 100
 
 
 def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation: dict, tmp_path: Path) -> None:

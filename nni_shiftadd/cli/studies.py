@@ -4,7 +4,6 @@ result tables, ``table4`` and ``table3``: searched hybrids against the baselines
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from ._command import Command, add_config_flags, load_schema, recipe
 
@@ -57,11 +56,9 @@ def cmd_translation_ranking(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quick_flag(what: str) -> Callable[[argparse.ArgumentParser], None]:
-    def add(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--quick", action="store_true", help=f"a small version in minutes ({what}) in "
-                       "<output>_quick: checks the pipeline, ranks nothing")
-    return add
+def _translation_ranking_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="a small version in minutes (4 architectures, a few updates "
+                   "per network, BLEU on 20 sentences) in <output>_quick: checks the pipeline, ranks nothing")
 
 
 def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,6 +108,6 @@ COMMANDS: list[Command] = [
             "against their seed-to-seed noise. Every trained network is cached in the output folder: run the same "
             "command again to resume. Fields come from --config (YAML) and are overridden by the flags below.",
             schema=".experiment.translation_ranking:TranslationRankingConfig",
-            arguments=_quick_flag("4 architectures, a few updates per network, BLEU on 20 sentences"),
+            arguments=_translation_ranking_arguments,
             config="study recipe (YAML), e.g. examples/translation/ranking_nlp_tiny.yaml"),
 ]

@@ -14,7 +14,7 @@ from typing import Any
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir
 from ..vocabulary import ATTENTION, BLOCK_TYPES, CONV_FAMILY, REFERENCE_BLOCK, block_type
-from .ledger import plain, recipe_changes
+from .ledger import trained_supernet
 from .paper_table import COST_KEYS, TableKind, run_table, searches
 
 
@@ -164,21 +164,9 @@ class ImageKind(TableKind):
     def supernet(self, cfg: ImageTableConfig, out: Path, log: Callable[[str], None]) -> Path:
         if cfg.supernet is not None:
             return Path(cfg.supernet)
-        from ..checkpoint import load_checkpoint
-        from ..tasks.supernet import SupernetConfig, train_supernet
+        from ..tasks.supernet import SupernetConfig
 
-        recipe = load_yaml(SupernetConfig, cfg.supernet_recipe, cfg.supernet_fields(out))
-        folder = Path(recipe.output)
-        if not (folder / "metrics.json").is_file():
-            result = train_supernet(recipe)
-            log(f"supernet: {result['global_step']} steps ({result['fit_seconds']:.0f} s)")
-        checkpoint = folder / "checkpoints" / "last.ckpt"
-        saved = load_checkpoint(checkpoint, mmap=True)["hyper_parameters"]["config"]
-        changes = recipe_changes(saved, plain(dataclasses.asdict(recipe)), set(saved) - {"output", "resume"})
-        if changes:
-            raise ValueError(f"{folder}: this supernet was trained with another recipe ({changes}); remove the folder "
-                             "to train it again")
-        return checkpoint
+        return trained_supernet(load_yaml(SupernetConfig, cfg.supernet_recipe, cfg.supernet_fields(out)), log)
 
     def scorer(self, cfg: ImageTableConfig, checkpoint: Path) -> Callable[[Mapping[str, Any]], dict[str, float]]:
         from ..tasks.inherited import inherited_scorer

@@ -3,6 +3,7 @@ what changed between the recipe a cached result was made with and the one asked 
 mixes results of two recipes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json
 
-__all__ = ["evolve", "pin_recipe", "plain", "read_json", "recipe_changes"]
+__all__ = ["evolve", "pin_recipe", "plain", "read_json", "recipe_changes", "trained_supernet"]
 
 
 def read_json(path: Path) -> Any:
@@ -41,6 +42,26 @@ def pin_recipe(path: Path, recipe: Mapping[str, Any], what: str, remedy: str) ->
     changes = recipe_changes(saved, wanted, set(saved) | set(wanted))
     if changes:
         raise ValueError(f"{path.parent}: {what} trained with another recipe ({changes}); {remedy}")
+
+
+def trained_supernet(recipe: Any, log: Callable[[str], None], what: str = "supernet") -> Path:
+    """The checkpoint of the image supernet ``recipe`` describes: trained (or resumed) unless its folder holds a
+    finished run, and refused (``ValueError``) when that run was trained with another recipe, naming what changed."""
+    from ..checkpoint import load_checkpoint
+    from ..tasks.supernet import train_supernet
+
+    folder = Path(recipe.output)
+    if not (folder / "metrics.json").is_file():
+        result = train_supernet(recipe)
+        log(f"{what}: {result['global_step']} steps ({result['fit_seconds']:.0f} s)")
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    saved = load_checkpoint(checkpoint, mmap=True)["hyper_parameters"]["config"]
+    wanted = plain(dataclasses.asdict(recipe))
+    changes = recipe_changes(saved, wanted, set(wanted) - {"output", "resume"})
+    if changes:
+        raise ValueError(f"{folder}: this supernet was trained with another recipe ({changes}); remove the folder "
+                         "to train it again")
+    return checkpoint
 
 
 def evolve(spec: Any, preset: Any, score: Callable[[Mapping[str, Any]], dict[str, float]], path: Path,

@@ -51,7 +51,7 @@ from ..atomic import atomic_write_json
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from .arch_selection import arch_id, select_archs
-from .ledger import evolve, pin_recipe, plain, read_json, recipe_changes
+from .ledger import evolve, pin_recipe, plain, read_json, recipe_changes, trained_supernet
 from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).
@@ -302,7 +302,8 @@ class Study:
         recipe = dataclasses.asdict(load_yaml(RetrainConfig, self.cfg.retrain_recipe,
                                               self.cfg.standalone_overrides(pool)))
         pin_recipe(self.out / pool / "recipe.json",
-                   {k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")}, "these stand-alone networks were",
+                   {k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")},
+                   "these stand-alone networks were",
                    f"remove the folder or choose another 'output' (field '{pool_field(pool)}')")
 
     def standalone(self, arch: Mapping[str, Any], seed: int, pool: str = "standalone") -> dict[str, Any]:
@@ -358,23 +359,8 @@ class Study:
     def supernet(self, variant: Variant, mode: str, seed: int) -> Path:
         """The checkpoint of the ``mode`` supernet of ``variant`` trained with ``seed``; trained (or resumed) when
         not finished."""
-        from ..checkpoint import load_checkpoint
-        from ..tasks.supernet import train_supernet
-
-        recipe = self._supernet_recipe(variant, mode, seed)
-        folder = Path(recipe.output)
-        checkpoint = folder / "checkpoints" / "last.ckpt"
-        if not (folder / "metrics.json").is_file():
-            result = train_supernet(recipe)
-            self.log(f"supernet {variant.name} {mode} seed {seed}: {result['global_step']} steps "
-                     f"({result['fit_seconds']:.0f} s)")
-        saved = load_checkpoint(checkpoint, mmap=True)["hyper_parameters"]["config"]
-        wanted = plain(dataclasses.asdict(recipe))
-        changes = recipe_changes(saved, wanted, set(wanted) - {"output", "resume"})
-        if changes:
-            raise ValueError(f"{folder}: this supernet was trained with another recipe ({changes}); remove the folder "
-                             "to train it again")
-        return checkpoint
+        return trained_supernet(self._supernet_recipe(variant, mode, seed), self.log,
+                                f"supernet {variant.name} {mode} seed {seed}")
 
     def inherited(self, variant: Variant, mode: str, seed: int) -> dict[str, dict[str, float]]:
         """Inherited-weight validation accuracy of every architecture (and the search's pick, once known) in the

@@ -87,20 +87,18 @@ class TranslationRankingConfig:
                 raise ValueError(f"field 'techniques': {technique!r}: a name of lower-case letters, digits and _ (it "
                                  "names cache folders)")
         check_output_dir(self.output, "field 'output'")
-        self.recipe("standalone", {}, "standalone_overrides")
+        self.recipe(self.standalone_overrides, {}, "standalone_overrides")
         for technique, overrides in self.techniques.items():
             self.recipe(overrides, {}, f"techniques.{technique}")
 
-    def recipe(self, overrides: Mapping[str, Any] | str, fields: Mapping[str, Any], where: str) -> Any:
+    def recipe(self, overrides: Mapping[str, Any], fields: Mapping[str, Any], where: str) -> Any:
         """The SuperTransformer recipe with ``supernet_overrides``, then ``overrides`` (a technique's, or
-        ``"standalone"`` for ``standalone_overrides``), then the study's ``fields``; ``ValueError`` naming
-        ``where`` otherwise."""
+        ``standalone_overrides``), then the study's ``fields``; ``ValueError`` naming ``where`` otherwise."""
         from ..tasks.supertransformer import SuperTransformerConfig
 
-        extra = self.standalone_overrides if overrides == "standalone" else dict(overrides)
         try:
             return load_yaml(SuperTransformerConfig, self.supernet_recipe,
-                             {**self.supernet_overrides, **extra, "baselines": [], "eval_archs": 0,
+                             {**self.supernet_overrides, **overrides, "baselines": [], "eval_archs": 0,
                               "eval_test_sentences": self.test_sentences, **fields})
         except ConfigError as err:
             raise ValueError(f"field {where!r}: {err}") from None
@@ -136,7 +134,7 @@ class TranslationRanking:
     def __init__(self, cfg: TranslationRankingConfig, log: Callable[[str], None] | None = None) -> None:
         self.cfg, self.out = cfg, Path(cfg.output)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.spec = load_space(cfg.recipe("standalone", {}, "standalone_overrides").space)
+        self.spec = load_space(cfg.recipe(cfg.standalone_overrides, {}, "standalone_overrides").space)
         self.archs = self._archs()
 
     def _archs(self) -> list[dict[str, Any]]:
@@ -165,9 +163,8 @@ class TranslationRanking:
 
     def standalone(self, arch: Mapping[str, Any]) -> dict[str, float]:
         """Validation loss and test BLEU of ``arch`` trained from scratch with the stand-alone recipe; cached."""
-        recipe = self.cfg.recipe("standalone", {"subnet": json.dumps(dict(arch)),
-                                                "output": str(self.out / "standalone" / arch_id(arch))},
-                                 "standalone_overrides")
+        fields = {"subnet": json.dumps(dict(arch)), "output": str(self.out / "standalone" / arch_id(arch))}
+        recipe = self.cfg.recipe(self.cfg.standalone_overrides, fields, "standalone_overrides")
         return _scores(self._trained(recipe, f"stand-alone {arch_id(arch)}")["subnets"]["subnet"])
 
     def supernet(self, technique: str, seed: int) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir
 from ..vocabulary import ATTENTION, REFERENCE_BLOCK, multi_branch
+from .ledger import read_json
 from .paper_table import TableKind, run_table, searches
 
 #: Recipe fields the study sets per network.
@@ -124,8 +125,7 @@ class TranslationKind(TableKind):
         from ..tasks.supertransformer import train_supertransformer
 
         recipe = cfg.recipe(cfg.supernet_overrides, {"output": str(out / "supernet")}, "supernet_overrides")
-        metrics = json.loads((out / "supernet" / "metrics.json").read_text()) \
-            if (out / "supernet" / "metrics.json").is_file() else None
+        metrics = read_json(out / "supernet" / "metrics.json")
         if metrics is None:
             metrics = train_supertransformer(recipe)  # resumes a killed run; refuses another recipe's checkpoints
             log(f"supernet: {metrics['updates']} updates ({metrics['fit_seconds']:.0f} s)")
