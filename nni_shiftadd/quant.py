@@ -7,19 +7,25 @@ Adder* and Shift* layers subclass these) pass through symmetric per-tensor ``b``
 the clipping range, zero outside it).
 
 - Weights: a :mod:`torch.nn.utils.parametrize` parametrisation of ``weight``; the scale comes from the tensor's own
-  max-abs on every forward, so the float weight stays the trained parameter.
+  max-abs on every forward, so the float weight stays the trained parameter. An ``nn.Embedding``'s table is
+  quantised the same way (its input is token indices).
 - Inputs: a forward pre-hook; the scale comes from a running max-abs of the layer's input (an exponential moving
   average updated in training, frozen in eval), kept in the buffer ``<layer>.input_quant.running_max`` so that it
   is saved in ``state_dict`` and checkpoints.
+- Functional calls: a module that runs Conv/Linear products on tensors it computes (the translation space's
+  lightweight branch reads its weights from shared pools; the tied output projection reads the embedding table)
+  names its call sites in ``quant_sites`` and passes each call's operands through :func:`quantize_operands`;
+  :func:`fake_quantize` gives it one :class:`OperandQuantizer` per site (``<module>.operand_quant.<site>``), whose
+  adder grids keep a zero point (see there).
 
-Operator rules:
+Operator rules (each operator's ``weight_grid`` in :data:`~nni_shiftadd.vocabulary.OPERATORS`):
 
 - Add (AdderNet) layers compute ``X - W``: integer hardware can only subtract codes of one grid, so an adder's
-  input and weight share one scale, from the larger of the two ranges.
-- Shift (DeepShift) weights are left alone: they already are ``weight_bits``-bit sign-and-exponent codes (5 bits
-  by default), i.e. exact powers of two; a uniform grid would turn most of them into values that are not powers of
-  two (or zero), and quantising the latent float weight before the power-of-two rounding would change nothing the
-  hardware sees. Their inputs are quantised like every other layer's.
+  input and weight share one scale, from the larger of the two ranges (``input``).
+- Shift (DeepShift) weights are left alone (``exact``): they already are ``weight_bits``-bit sign-and-exponent
+  codes (5 bits by default), i.e. exact powers of two; a uniform grid would turn most of them into values that are
+  not powers of two (or zero), and quantising the latent float weight before the power-of-two rounding would change
+  nothing the hardware sees. Their inputs are quantised like every other layer's.
 - Layers without a ``weight`` tensor (Shift-PS, which stores exponent and sign) keep their weights, inputs quantised.
 - Products of two activations (attention's ``Q K^T`` and ``A V``) are not layers and stay in floating point.
 
@@ -29,23 +35,30 @@ activation quantiser of the package (DeepShift's fixed-point format with a power
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .ops.adder import AdderConv1d, AdderConv2d, AdderLinear
-from .ops.shift import ShiftConv2d, ShiftLinear
+from .ops.factory import LAYERS
+from .vocabulary import OPERATORS
 
-__all__ = ["MAX_BITS", "MIN_BITS", "InputQuantizer", "WeightQuantizer", "check_bits", "fake_quantize",
-           "fake_quantize_tensor", "quantized_layers"]
+__all__ = ["MAX_BITS", "MIN_BITS", "InputQuantizer", "OperandQuantizer", "WeightQuantizer", "check_bits",
+           "cost_bits", "fake_quantize", "fake_quantize_range", "fake_quantize_tensor", "float_state_to_quantized", "quantize_operands",
+           "quantized_layers"]
 
 MIN_BITS, MAX_BITS = 2, 16
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_ADDER = (AdderConv1d, AdderConv2d, AdderLinear)
-_SHIFT = (ShiftConv2d, ShiftLinear)
+#: The layer classes of the operators with a weight rule of their own (the multiply layers are their bases).
+_SPECIAL = [(cls, name) for name, forms in LAYERS.items() if OPERATORS[name].weight_grid != "own"
+            for cls in forms.values()]
+
+
+def _weight_grid(layer: nn.Module) -> str:
+    """The ``weight_grid`` of the operator ``layer`` runs."""
+    return next((OPERATORS[name].weight_grid for cls, name in _SPECIAL if isinstance(layer, cls)), "own")
 
 
 def check_bits(bits: Any) -> int:
@@ -119,44 +132,142 @@ def _quantize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]
     if module.training:
         quant.observe(x)
     max_abs = quant.running_max
-    if isinstance(module, _ADDER) and parametrize.is_parametrized(module, "weight"):
+    if _weight_grid(module) == "input" and parametrize.is_parametrized(module, "weight"):
         max_abs = module.parametrizations.weight[0].max_abs(module.parametrizations.weight.original)
     return (fake_quantize_tensor(x, max_abs, quant.bits), *rest)
 
 
+def fake_quantize_range(x: Tensor, low: Tensor, step: Tensor, bits: int) -> Tensor:
+    """``x`` on the unsigned ``bits``-bit grid ``low' + k * step`` (``low'`` is ``low`` rounded to the grid through an
+    integer zero point), values beyond it clipped; straight-through gradient to ``x``."""
+    qmax = 2 ** bits - 1
+    step = step.detach().float().clamp_min(1e-12).reshape(()).to(x.device)
+    zero = torch.round(-low.detach().float() / step).clamp(-2 ** 31, 2 ** 31 - 1).to(torch.int32).reshape(())
+    return torch.fake_quantize_per_tensor_affine(x, step, zero.to(x.device), 0, qmax)
+
+
+class OperandQuantizer(nn.Module):
+    """The quantisers of one functional Conv/Linear call site: the input on a grid of its running range (buffers
+    ``running_min``, ``running_max``: an exponential moving average updated in training, frozen in eval, as
+    :class:`InputQuantizer`), the weight by its operator's ``weight_grid``.
+
+    A multiply's operands are on symmetric grids of their own max-abs. An adder's input and weight share one step
+    (integer hardware subtracts codes of one step) but each keeps its own offset, an integer zero point that the
+    hardware folds into one constant: an adder's input is ``-sum |x - w|`` of the layer before, all of one sign and
+    far from zero, on which a symmetric grid spends most of its codes on values that never occur.
+    """
+
+    def __init__(self, bits: int, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.bits = check_bits(bits)
+        if not 0 < momentum <= 1:
+            raise ValueError(f"momentum: got {momentum!r}; expected a float in (0, 1]")
+        self.momentum = momentum
+        self.register_buffer("running_min", torch.zeros(()))
+        self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("observed", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def observe(self, x: Tensor) -> None:
+        """Fold the batch's ``min(x)`` and ``max(x)`` into the running range (training only)."""
+        lo, hi = (v.to(self.running_min) for v in torch.aminmax(x.detach()))
+        first = not bool(self.observed)
+        self.running_min.copy_(lo if first else torch.lerp(self.running_min, lo, self.momentum))
+        self.running_max.copy_(hi if first else torch.lerp(self.running_max, hi, self.momentum))
+        self.observed.fill_(True)
+
+    def forward(self, x: Tensor, w: Tensor, operator: str) -> tuple[Tensor, Tensor]:
+        """``(x, w)`` on their grids for a product of ``operator`` (a key of ``OPERATORS``)."""
+        if self.training:
+            self.observe(x)
+        grid, bits = OPERATORS[operator].weight_grid, self.bits
+        lo, hi = self.running_min.to(w), self.running_max.to(w)
+        if grid == "input":
+            w_lo, w_hi = torch.aminmax(w.detach())
+            step = torch.maximum(hi - lo, w_hi - w_lo) / (2 ** bits - 1)
+            return fake_quantize_range(x, lo, step, bits), fake_quantize_range(w, w_lo, step, bits)
+        wq = w if grid == "exact" else fake_quantize_tensor(w, w.detach().abs().amax(), bits)
+        return fake_quantize_tensor(x, torch.maximum(lo.abs(), hi.abs()), bits), wq
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, momentum={self.momentum}"
+
+
+def quantize_operands(module: nn.Module, site: str, x: Tensor, w: Tensor, operator: str) -> tuple[Tensor, Tensor]:
+    """The operands of ``module``'s call ``site`` on their ``b``-bit grids when :func:`fake_quantize` prepared
+    ``module``, else as they are. ``site`` must be one of ``module.quant_sites``."""
+    sites = module._modules.get("operand_quant")
+    return (x, w) if sites is None else sites[site](x, w, operator)
+
+
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The layers of ``model`` that :func:`fake_quantize` has prepared, by qualified name."""
-    return {name: m for name, m in model.named_modules() if isinstance(getattr(m, "input_quant", None),
-                                                                       InputQuantizer)}
+    """The layers and call sites of ``model`` that :func:`fake_quantize` has prepared, by qualified name (a call
+    site as ``<module>.operand_quant.<site>``)."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(getattr(m, "input_quant", None), InputQuantizer) or isinstance(m, OperandQuantizer)}
 
 
 def fake_quantize(model: nn.Module, bits: int = 8, *, exclude: Iterable[str] = (),
                   momentum: float = 0.1) -> nn.Module:
-    """Make ``model``'s Conv/Linear layers (Adder/Shift included) compute on ``bits``-bit weights and inputs, in
-    place; returns ``model``.
+    """Make ``model``'s Conv/Linear layers (Adder/Shift included), embedding tables and functional call sites
+    (``quant_sites``) compute on ``bits``-bit weights and inputs, in place; returns ``model``.
 
     Args:
         bits: word width, in [2, 16].
-        exclude: ``fnmatch`` patterns of qualified layer names to keep in floating point (e.g. ``"stem.*"``,
+        exclude: ``fnmatch`` patterns of qualified module names to keep in floating point (e.g. ``"stem.*"``,
             ``"head"``).
         momentum: of the running max-abs of the inputs.
 
-    A model is prepared once: a layer that already has quantisers raises ``ValueError``. The prepared model's
+    A model is prepared once: a module that already has quantisers raises ``ValueError``. The prepared model's
     ``state_dict`` names the float weights ``<layer>.parametrizations.weight.original`` and holds
-    ``<layer>.input_quant.running_max``; load it into a model prepared the same way. Shift weights are not
-    re-quantised (they are powers of two already; see the module docstring).
+    ``<layer>.input_quant.running_max`` (``<module>.operand_quant.<site>.running_min`` etc.); load it into a model
+    prepared the same way, or a float model's state through :func:`float_state_to_quantized`. Shift weights are
+    not re-quantised (they are powers of two already; see the module docstring).
     """
     check_bits(bits)
     patterns = [exclude] if isinstance(exclude, str) else list(exclude)
     for name, module in list(model.named_modules()):
-        if not isinstance(module, _LAYERS) or any(fnmatch.fnmatchcase(name, p) for p in patterns):
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
             continue
-        if hasattr(module, "input_quant") or parametrize.is_parametrized(module):
+        sites = getattr(module, "quant_sites", ())
+        if not isinstance(module, (*_LAYERS, nn.Embedding)) and not sites:
+            continue
+        if hasattr(module, "input_quant") or hasattr(module, "operand_quant") or parametrize.is_parametrized(module):
             raise ValueError(f"layer {name!r}: already fake-quantised (or parametrised); prepare a model once")
-        module.input_quant = InputQuantizer(bits, momentum)
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, nn.Parameter) and not isinstance(module, _SHIFT):
-            shared = module.input_quant if isinstance(module, _ADDER) else None
-            parametrize.register_parametrization(module, "weight", WeightQuantizer(bits, shared))
-        module.register_forward_pre_hook(_quantize_input)
+        if sites:
+            module.operand_quant = nn.ModuleDict({site: OperandQuantizer(bits, momentum) for site in sites})
+        if isinstance(module, nn.Embedding):
+            parametrize.register_parametrization(module, "weight", WeightQuantizer(bits))
+        elif isinstance(module, _LAYERS):
+            module.input_quant = InputQuantizer(bits, momentum)
+            weight, grid = getattr(module, "weight", None), _weight_grid(module)
+            if isinstance(weight, nn.Parameter) and grid != "exact":
+                shared = module.input_quant if grid == "input" else None
+                parametrize.register_parametrization(module, "weight", WeightQuantizer(bits, shared))
+            module.register_forward_pre_hook(_quantize_input)
     return model
+
+
+def float_state_to_quantized(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A float network's ``state`` under the names of ``model``, its fake-quantised twin: parametrised weights
+    under ``...parametrizations.weight.original``, and the quantisers' running ranges that ``state`` lacks at 0
+    (not yet observed: the first training batch sets them). Quantisation-aware fine-tuning starts from it; a name
+    ``model`` does not have is left for ``load_state_dict`` to refuse."""
+    out, reference = dict(state), model.state_dict()
+    for name in reference:
+        if name in out:
+            continue
+        float_name = name.replace(".parametrizations.weight.original", ".weight")
+        if float_name != name and float_name in out:
+            out[name] = out.pop(float_name)
+        elif name.rsplit(".", 1)[-1] in ("running_min", "running_max", "observed"):
+            out[name] = torch.zeros_like(reference[name])
+    return out
+
+
+def cost_bits(quant_bits: int | None) -> int:
+    """The accelerator word width that holds ``quant_bits``-bit values: 8, 16, or 32 for floating point (the cost
+    model's widths)."""
+    if quant_bits is None:
+        return 32
+    return 8 if quant_bits <= 8 else 16

@@ -31,6 +31,9 @@ class Operator:
     add: int
     shift: int
     unit: Literal["mult", "add", "shift"]  # the arithmetic unit one of its MACs occupies (its compute energy)
+    # where its weights sit on a b-bit fixed-point datapath (nni_shiftadd.quant): on a grid of their own range;
+    # on the input's grid (integer hardware subtracts codes of one grid only); or as they are (already b-bit codes)
+    weight_grid: Literal["own", "input", "exact"] = "own"
 
 
 #: The operator kinds a layer's weights run, by name: a multiply-accumulate; a power-of-two weight (a shift and an
@@ -38,8 +41,8 @@ class Operator:
 #: ``mult``, ``add`` and ``shift`` are only ever the arithmetic operations they count.
 OPERATORS: dict[str, Operator] = {
     "multiply": Operator(mult=1, add=1, shift=0, unit="mult"),
-    "bitshift": Operator(mult=0, add=1, shift=1, unit="shift"),
-    "absdiff": Operator(mult=0, add=2, shift=0, unit="add"),
+    "bitshift": Operator(mult=0, add=1, shift=1, unit="shift", weight_grid="exact"),
+    "absdiff": Operator(mult=0, add=2, shift=0, unit="add", weight_grid="input"),
 }
 
 

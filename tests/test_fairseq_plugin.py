@@ -203,6 +203,11 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     assert scratch["valid"]["loss_nats"] != inherited["valid"]["loss_nats"] and scratch["test"]["sentences"] == 40
     assert scratch["params_M"] == pytest.approx(random0["params_M"])
     assert "from scratch     valid loss" in printed and "inherited        valid loss" in printed
+    assert main([*retrain[:-1], str(tmp_path / "retrain8"), "--quant-bits", "8"]) == 0  # quantisation-aware
+    capsys.readouterr()
+    result8 = json.loads((tmp_path / "retrain8" / "metrics.json").read_text())
+    assert (result8["bits"], result8["recipe"]["quant_bits"]) == (8, 8)
+    assert result8["scratch"]["energy_mJ"] < scratch["energy_mJ"] and result8["scratch"]["macs_G"] == scratch["macs_G"]
     assert main([*retrain[:-1], str(tmp_path / "retrain2"), "--epochs", "3"]) == 2
     assert "field 'epochs': applies to image spaces" in capsys.readouterr().err
     assert main([*retrain[:-1], str(tmp_path / "retrain2"), "--max-updates", "4"]) == 2  # = the warm-up
@@ -216,3 +221,45 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     assert main(["train-supertransformer", "--baselines", "[winograd]", "--output", str(tmp_path / "x")]) == 2
     assert "field 'baselines': 'winograd' is not an encoder block" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_an_8_bit_subnet_fine_tuned_from_its_float_weights(tiny_translation: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Quantisation-aware fine-tuning (Table 3's 8-bit rows): a float subnet, then its 8-bit twin started from its
+    weights; scored on the quantised model and costed at 8 bits."""
+    monkeypatch.setenv("NNI_SHIFTADD_CACHE", str(tiny_translation["cache"]))
+    spec = load_space(str(tiny_translation["space"]))
+    arch = json.dumps(spec.canonical_arch(spec.baseline_arch("attn+add")))
+    common = {"subnet": arch, "eval_test_sentences": 20, "beam": 1}
+    assert main(["train-supertransformer", *_recipe(tiny_translation, tmp_path / "float", **common)]) == 0
+    start = tmp_path / "float" / "checkpoints" / "checkpoint_last.pt"
+    quant = _recipe(tiny_translation, tmp_path / "q8", **common, max_updates=2, warmup_updates=1, quant_bits=8,
+                    init_from=start)
+    assert main(["train-supertransformer", *quant]) == 0
+    capsys.readouterr()
+    floated = json.loads((tmp_path / "float" / "metrics.json").read_text())
+    result = json.loads((tmp_path / "q8" / "metrics.json").read_text())
+    assert (floated["bits"], result["bits"], result["quant_bits"], result["updates"]) == (32, 8, 8, 2)
+    a, b = floated["subnets"]["subnet"], result["subnets"]["subnet"]
+    assert b["energy_mJ"] < a["energy_mJ"] and b["macs_G"] == a["macs_G"] and b["params_M"] == a["params_M"]
+    assert 0 <= b["test"]["bleu"] <= 100
+    # it went on from the float weights: two updates later its loss is the float network's, not a fresh one's
+    scratch = _recipe(tiny_translation, tmp_path / "scratch", **common, max_updates=2, warmup_updates=1)
+    assert main(["train-supertransformer", *scratch]) == 0
+    fresh = json.loads((tmp_path / "scratch" / "metrics.json").read_text())["subnets"]["subnet"]["valid"]["loss_nats"]
+    assert abs(b["valid"]["loss_nats"] - a["valid"]["loss_nats"]) < 0.25 * (fresh - a["valid"]["loss_nats"])
+    state = load_checkpoint(tmp_path / "q8" / "checkpoints" / "checkpoint_last.pt")["model"]
+    ranges = [k for k in state if k.endswith("operand_quant.depthwise.running_min")]
+    assert ranges and all(float(state[k]) < 0 for k in ranges)  # the adders' inputs, observed: all negative
+    assert any(k.endswith("parametrizations.weight.original") for k in state)
+    # errors name the field before anything trains
+    assert main(["train-supertransformer", *_recipe(tiny_translation, tmp_path / "bad", quant_bits=8)]) == 2
+    assert "field 'quant_bits': 8 needs a 'subnet'" in capsys.readouterr().err
+    assert main(["train-supertransformer", *_recipe(tiny_translation, tmp_path / "bad", **common,
+                                                    quant_bits=1)]) == 2
+    assert "field 'quant_bits': bits: got 1; expected an int in [2, 16]" in capsys.readouterr().err
+    assert main(["train-supertransformer", *_recipe(tiny_translation, tmp_path / "bad", **common,
+                                                    init_from=tmp_path / "none.pt")]) == 2
+    assert "field 'init_from': no such checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -39,7 +39,7 @@ def _codes(values: Tensor, max_abs: Tensor, bits: int) -> Tensor:
 
 
 def test_eight_bits_stay_close_to_float_and_four_bits_do_not() -> None:
-    x = torch.randn(16, 3, 8, 8)
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     errors = {}
     with torch.no_grad():
         ref = _calibrated(_model(), x)(x)
@@ -157,3 +157,77 @@ def test_preparing_twice_is_an_error() -> None:
         fake_quantize(model, 8)
     with pytest.raises(ValueError, match="momentum"):
         InputQuantizer(8, momentum=0.0)
+
+
+# --- functional call sites: the translation subnet (the lightweight branch's pooled weights, the tied embedding) ---
+
+def _translation_subnet(block: str) -> nn.Module:
+    from nni_shiftadd.space import load_space
+    from nni_shiftadd.space.nlp import HybridNLPSpace
+
+    spec = load_space("nlp_tiny")
+    torch.manual_seed(0)
+    return HybridNLPSpace(spec, 64, 1, "none").freeze(spec.canonical_arch(spec.baseline_arch(block)))
+
+
+def _calibrated_twin(block: str, bits: int) -> tuple[nn.Module, nn.Module, tuple[Tensor, Tensor]]:
+    """A float translation subnet, its ``bits``-bit twin holding the same weights (calibrated on a batch), and
+    the batch."""
+    from nni_shiftadd.quant import float_state_to_quantized
+
+    net = _translation_subnet(block).eval()
+    twin = fake_quantize(_translation_subnet(block), bits)
+    twin.load_state_dict(float_state_to_quantized(twin, net.state_dict()))  # strict: every name accounted for
+    batch = (torch.randint(2, 64, (4, 9), generator=torch.Generator().manual_seed(1)),
+             torch.randint(2, 64, (4, 7), generator=torch.Generator().manual_seed(2)))
+    twin.train()
+    with torch.no_grad():
+        for _ in range(3):
+            twin(*batch)
+    return net, twin.eval(), batch
+
+
+def test_every_product_of_a_translation_subnet_is_quantised() -> None:
+    model = fake_quantize(_translation_subnet("attn+add"), 8)
+    sites = [name for name in quantized_layers(model) if ".operand_quant." in name]
+    branches = [n for n, m in model.named_modules() if type(m).__name__ == "LightweightBranch"]
+    assert len(branches) == 5  # three encoder and two decoder layers
+    assert sorted(sites) == sorted(["embed.operand_quant.project"] + [f"{b}.operand_quant.{site}" for b in branches
+                                                                      for site in ("proj_in", "depthwise",
+                                                                                   "proj_out")])
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert linears and set(linears) <= set(quantized_layers(model))  # attention, FFN
+    assert torch.nn.utils.parametrize.is_parametrized(model.embed, "weight")
+
+
+@pytest.mark.parametrize("block", ["attn+conv", "attn+shift", "attn+add"])
+def test_translation_subnet_at_8_bits_stays_close_to_float_and_at_3_does_not(block: str) -> None:
+    errors = {}
+    for bits in (8, 3):
+        net, twin, batch = _calibrated_twin(block, bits)
+        with torch.no_grad():
+            ref, out = net(*batch), twin(*batch)
+        errors[bits] = float((out - ref).norm() / ref.norm())
+    # freshly initialised weights: Add's -sum|x - w| outputs lie far from zero and need the widest grids
+    assert errors[8] < (0.3 if block == "attn+add" else 0.05), errors
+    assert errors[3] > 2 * errors[8], errors
+
+
+def test_operands_of_a_call_site_lie_on_their_grids() -> None:
+    from nni_shiftadd.quant import quantize_operands
+
+    _, twin, batch = _calibrated_twin("attn+add", 8)
+    branch = twin.encoder_layers[0].branch
+    site = branch.operand_quant["depthwise"]
+    x = torch.randn(2, 64, 11) * 5 - 80  # an adder's input: far from zero, all of one sign
+    w = branch.pools["depthwise"].weight("add")[:64]
+    xq, wq = quantize_operands(branch, "depthwise", x, w, "absdiff")
+    step = torch.maximum(site.running_max - site.running_min, w.max() - w.min()) / 255
+    for q in (xq, wq):  # one step for both (integer hardware subtracts their codes), each with its own offset
+        gaps = (q.flatten().unique().diff() / step).detach()
+        assert torch.allclose(gaps, gaps.round(), atol=1e-2) and gaps.min() > 0.5
+    assert len((xq - xq.min()).div(step).round().unique()) <= 256
+    shift_w = torch.tensor([0.5, -0.25, 2.0 ** -9])
+    assert torch.equal(quantize_operands(branch, "proj_in", x[..., :3], shift_w, "bitshift")[1], shift_w)
+    float_branch = _translation_subnet("attn+add").encoder_layers[0].branch
+    assert quantize_operands(float_branch, "depthwise", x, w, "absdiff") == (x, w)  # not prepared: as they are

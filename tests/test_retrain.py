@@ -13,10 +13,10 @@ import yaml
 
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import ConfigError, from_dict, load_yaml
-from nni_shiftadd.quant import quantized_layers
+from nni_shiftadd.quant import cost_bits, quantized_layers
 from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.space.spec import baseline_arch, canonical_arch, load_space
-from nni_shiftadd.tasks.retrain import RetrainConfig, cost_bits, load_retrained
+from nni_shiftadd.tasks.retrain import RetrainConfig, load_retrained
 from nni_shiftadd.tasks.supernet import SupernetConfig
 
 RECIPE = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist" / "retrain_cv_small.yaml"

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..quant import quantize_operands
+
 
 class ElasticLinear(nn.Linear):
     """``nn.Linear`` whose forward uses ``weight[:out_features, :x.shape[-1]]`` (and ``bias[:out_features]``)."""
@@ -31,7 +33,10 @@ class ElasticLayerNorm(nn.LayerNorm):
 
 class ElasticEmbedding(nn.Embedding):
     """A token embedding whose forward returns the first ``dim`` columns, scaled by ``sqrt(dim)`` (fairseq's
-    Transformer); ``project`` is the tied output projection onto the vocabulary."""
+    Transformer); ``project`` is the tied output projection onto the vocabulary (a call site that
+    :func:`~nni_shiftadd.quant.fake_quantize` quantises, ``quant_sites``)."""
+
+    quant_sites = ("project",)
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int) -> None:
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
@@ -45,7 +50,7 @@ class ElasticEmbedding(nn.Embedding):
 
     def project(self, x: Tensor) -> Tensor:
         """Logits of ``x`` (last dimension ``d``) against the first ``d`` columns of the table."""
-        return F.linear(x, self.weight[:, :x.shape[-1]])
+        return F.linear(*quantize_operands(self, "project", x, self.weight[:, :x.shape[-1]], "multiply"))
 
 
 def sinusoidal_positions(tokens: Tensor, dim: int, padding_idx: int) -> Tensor:

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from ..hws import HWSConfig, Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
 from ..ops.factory import block_function
-from ..vocabulary import CONV_FAMILY, branches
+from ..quant import quantize_operands
+from ..vocabulary import CONV_FAMILY, block_type, branches
 from .elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, sinusoidal_positions
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +124,11 @@ class LightweightBranch(nn.Module):
     ``kernel_size`` (``same`` padding, or left padding when ``causal``), output projection, each of the candidate's
     operator, then a LayerNorm of that candidate (Add's outputs, ``-sum |x - w|``, live on another scale). The three
     weights are :class:`~nni_shiftadd.hws.SharedConvWeight` pools of the candidates ``ops``. Its layers are
-    costed as lightweight ones (``cost_role``: the authors' Eyeriss op rules single them out)."""
+    costed as lightweight ones (``cost_role``: the authors' Eyeriss op rules single them out). Its three products
+    are the call sites :func:`~nni_shiftadd.quant.fake_quantize` quantises (``quant_sites``)."""
 
     cost_role = "lightweight"
+    quant_sites = ("proj_in", "depthwise", "proj_out")
 
     def __init__(self, channels: int, kernel_size: int, ops: Sequence[str], mode: Mode, causal: bool = False,
                  kl_weight: float = 1.0, eta: float = 0.2, hws: HWSConfig | None = None) -> None:
@@ -147,13 +150,15 @@ class LightweightBranch(nn.Module):
         c = x.shape[-1]
         eta = self.pools["proj_in"].add_eta(self.eta)  # the branch's pools share one mode and HWSConfig
         linear, conv = block_function(op, "linear", eta), block_function(op, "conv1d", eta)
+        operator = block_type(op).operator
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        y = linear(x, self.pools["proj_in"].weight(op)[:c, :c]).transpose(1, 2)
+        y = linear(*quantize_operands(self, "proj_in", x, self.pools["proj_in"].weight(op)[:c, :c], operator))
         k = self.kernel_size
-        y = F.pad(y, (k - 1, 0) if self.causal else (k // 2, k // 2))
-        y = conv(y, self.pools["depthwise"].weight(op)[:c], groups=c).transpose(1, 2)
-        y = linear(y, self.pools["proj_out"].weight(op)[:c, :c])
+        y = F.pad(y.transpose(1, 2), (k - 1, 0) if self.causal else (k // 2, k // 2))
+        y, w = quantize_operands(self, "depthwise", y, self.pools["depthwise"].weight(op)[:c], operator)
+        y = linear(*quantize_operands(self, "proj_out", conv(y, w, groups=c).transpose(1, 2),
+                                      self.pools["proj_out"].weight(op)[:c, :c], operator))
         y = self.norms[op](y)
         if self.mode == "hws" and self.training and self.kl_weight != 0 and torch.is_grad_enabled():
             y = add_auxiliary_loss(y, self.kl(), self.kl_weight)

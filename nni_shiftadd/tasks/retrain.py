@@ -26,7 +26,7 @@ from ..config import ConfigError
 from ..cost.profile import profile
 from ..data.mixing import check_mixing
 from ..lock import check_output_dir, output_lock
-from ..quant import check_bits, fake_quantize
+from ..quant import check_bits, cost_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
 from .classification import classification_loaders, fit_and_test
@@ -163,13 +163,6 @@ def build_subnet(spec: SpaceSpec, arch: Mapping[str, Any], quant_bits: int | Non
     return model if quant_bits is None else fake_quantize(model, quant_bits)
 
 
-def cost_bits(quant_bits: int | None) -> int:
-    """The accelerator word width that holds ``quant_bits``-bit values: 8, 16, or 32 for floating point."""
-    if quant_bits is None:
-        return 32
-    return 8 if quant_bits <= 8 else 16
-
-
 def load_retrained(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module,
                                                                                            RetrainConfig]:
     """The trained network of a ``retrain`` checkpoint (fake-quantised as it was trained) and its resolved recipe.
@@ -191,7 +184,7 @@ def load_retrained(checkpoint: str | Path, map_location: str | torch.device = "c
 
 #: The fields of an image retrain that a translation retrain (whose recipe is its SuperTransformer's) does not take.
 IMAGE_ONLY_FIELDS: tuple[str, ...] = ("dataset", "data_dir", "epochs", "batch_size", "optimizer", "weight_decay",
-                                      "sched", "warmup_epochs", "quant_bits", "limit_train_batches",
+                                      "sched", "warmup_epochs", "limit_train_batches",
                                       "limit_eval_batches")
 
 
@@ -238,7 +231,8 @@ def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
         arch = load_arch(spec, cfg.arch)
     except ValueError as err:
         raise ConfigError(f"retrain config: field 'arch': {err}") from None
-    changes = {k: v for k, v in (("max_updates", cfg.max_updates), ("lr", cfg.lr)) if v is not None}
+    changes = {k: v for k, v in (("max_updates", cfg.max_updates), ("lr", cfg.lr), ("quant_bits", cfg.quant_bits))
+               if v is not None}
     result = retrain_subnet(cfg.supernet, arch, cfg.output, test_sentences=cfg.test_sentences, seed=cfg.seed,
                             **changes)
     return {**result, "kind": spec.kind, "arch_source": cfg.arch if isinstance(cfg.arch, str) else "inline"}

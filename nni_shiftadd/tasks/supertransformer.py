@@ -1,6 +1,9 @@
 """One-shot training of the hybrid SuperTransformer with fairseq (``nni-shiftadd train-supertransformer``), then the
 homogeneous and random subnets scored with inherited weights (validation loss, test BLEU); with ``subnet``, one
-subnet trained from scratch with the same recipe and scored the same way.
+subnet trained from scratch with the same recipe and scored the same way; with ``quant_bits`` too, trained
+quantisation-aware at that many bits (:func:`nni_shiftadd.quant.fake_quantize`), from scratch or from the float
+weights of ``init_from`` (fairseq's ``--finetune-from-model``), scored on the quantised model and costed at the word
+width that holds its values.
 
 The recipe (:class:`SuperTransformerConfig`, YAML) becomes a ``fairseq-train`` command line with the plugin of
 :mod:`nni_shiftadd.tasks.translation` (``--user-dir``, task ``shiftadd_translation``, model
@@ -47,7 +50,8 @@ LAST = "checkpoint_last.pt"
 #: Recipe fields a resumed run must share with its checkpoints: they fix the data order, the sampled subnets, the
 #: dropout seeds and the shapes of the saved state.
 RESUME_FIXED: tuple[str, ...] = ("subnet", "space", "mode", "kl_weight", "hws", "max_tokens", "update_freq", "seed",
-                                 "subnet_seed", "sampling", "sandwich_random", "fairseq_args")
+                                 "subnet_seed", "sampling", "sandwich_random", "quant_bits", "init_from",
+                                 "fairseq_args")
 #: Optimisation fields that may change on resume (from the resumed update on).
 RESUME_REOPTIMISE: tuple[str, ...] = ("lr", "warmup_updates", "warmup_init_lr", "min_lr", "max_updates",
                                       "weight_decay", "clip_norm", "label_smoothing", "adam_betas")
@@ -81,6 +85,8 @@ class SuperTransformerConfig:
     sandwich_random: int = 2
     valid_subnet: str = "largest"
     subnet: str = ""  # train this one subnet from scratch (an architecture: inline JSON or a JSON file)
+    quant_bits: int | None = None  # with subnet: quantisation-aware training at this many bits (null: float)
+    init_from: str | None = None  # with subnet: start from this checkpoint's weights (fairseq --finetune-from-model)
     save_interval_updates: int = 500
     keep_interval_updates: int = 2
     log_interval: int = 50
@@ -156,6 +162,22 @@ class SuperTransformerConfig:
                 validate_arch(spec, arch)
             except ValueError as err:
                 raise ValueError(f"{flag}: {err}") from None
+        if self.quant_bits is not None:
+            from ..quant import check_bits
+
+            if not self.subnet:
+                raise ValueError(f"field 'quant_bits': {self.quant_bits} needs a 'subnet' (quantisation-aware "
+                                 "training is for one subnet, not the supernet); or null for floating point")
+            try:
+                check_bits(self.quant_bits)
+            except ValueError as err:
+                raise ValueError(f"field 'quant_bits': {err}; or null for floating point") from None
+        if self.init_from is not None:
+            if not self.subnet:
+                raise ValueError(f"field 'init_from': {self.init_from!r} needs a 'subnet' (it starts one subnet "
+                                 "from a trained checkpoint of it)")
+            if not Path(self.init_from).is_file():
+                raise ValueError(f"field 'init_from': no such checkpoint {self.init_from!r}")
         binarized = Path(self.data.binarized) if self.data.binarized else None
         if spec.share_embeddings and binarized is not None:
             dicts = [binarized / f"dict.{lang}.txt" for lang in (self.data.source_lang, self.data.target_lang)]
@@ -193,7 +215,9 @@ def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Pa
             "--save-interval-updates", str(cfg.save_interval_updates),
             "--keep-interval-updates", str(cfg.keep_interval_updates), "--validate-interval-updates",
             str(cfg.save_interval_updates), "--no-epoch-checkpoints", "--log-interval", str(cfg.log_interval),
-            "--num-workers", "0"]
+            "--num-workers", "0", "--quant-bits", str(cfg.quant_bits or 0)]
+    if cfg.init_from:
+        args += ["--finetune-from-model", str(cfg.init_from)]
     import torch
 
     if not torch.cuda.is_available():
@@ -400,7 +424,10 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
     references = Path(manifest["raw"]) if manifest.get("raw") else references_dir(data_bin)
     from ..cost.layerwise import space_profiler
 
-    profiler = space_profiler(model.spec)
+    from ..quant import cost_bits
+
+    bits = cost_bits(cfg.quant_bits)  # the structure costed at the word width that holds the quantised values
+    profiler = space_profiler(model.spec, bits=bits)
     scored = {}
     archs = {"subnet": None} if cfg.subnet else evaluation_archs(model.spec, cfg)
     for name, arch in archs.items():
@@ -409,7 +436,7 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
                                  max_tokens=cfg.max_tokens, test_limit=cfg.eval_test_sentences)
         arch = arch or parse_arch(cfg.subnet)
         scored[name] = {"arch": arch, **scores, **subnet_cost(profiler.report(arch).totals)}
-    result = {"space": model.spec.name, "mode": cfg.mode, "data": str(data_bin), "sizes": manifest.get("sizes"),
+    result = {"space": model.spec.name, "mode": cfg.mode, "quant_bits": cfg.quant_bits, "bits": bits, "data": str(data_bin), "sizes": manifest.get("sizes"),
               "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
               "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
               "checkpoint": str(save_dir / LAST)}
@@ -451,7 +478,7 @@ def recipe_of(checkpoint: str | os.PathLike[str], **changes: Any) -> SuperTransf
               "adam_betas": list(ast.literal_eval(optimizer["adam_betas"])), "weight_decay": optimizer["weight_decay"],
               "clip_norm": opt["clip_norm"], "label_smoothing": cfg["criterion"]["label_smoothing"],
               "seed": cfg["common"]["seed"], "subnet": model.get("subnet", ""),
-              "subnet_seed": task.get("subnet_seed", 0), "sampling": task.get("supernet_sampling", "uniform"),
+              "quant_bits": model.get("quant_bits") or None, "subnet_seed": task.get("subnet_seed", 0), "sampling": task.get("supernet_sampling", "uniform"),
               "sandwich_random": task.get("sandwich_random", 2)}
     return from_dict(SuperTransformerConfig, {**fields, **changes}, f"the recipe of {checkpoint}")
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ...hws import MODES, HWSConfig
 from ...nn.transformer import EncoderOut, SuperTransformer
+from ...quant import check_bits, fake_quantize, float_state_to_quantized, quantized_layers
 from ...space.nlp import HybridNLPSpace
 from ...space.nlp_spec import TranslationSpaceSpec
 from ...space.spec import load_space
@@ -41,6 +42,9 @@ class ShiftAddSuperTransformerConfig(FairseqDataclass):
                                                                       "never"})
     subnet: str = field(default="", metadata={"help": "train one subnet from scratch instead of the supernet: an "
                                                       "architecture as inline JSON or a JSON file"})
+    quant_bits: int = field(default=0, metadata={"help": "with --subnet: fake-quantise its weights and inputs to this "
+                                                         "many bits (quantisation-aware training; 0: floating "
+                                                         "point); --finetune-from-model starts it from a float one"})
 
 
 class ShiftAddEncoder(FairseqEncoder):
@@ -127,8 +131,28 @@ class ShiftAddSuperTransformer(FairseqEncoderDecoderModel):
             net = space.transformer
         else:
             space, net = None, HybridNLPSpace(spec, len(tgt), tgt.pad(), "none").freeze(arch)
+        if cfg.quant_bits:
+            if arch is None:
+                raise ValueError(f"--quant-bits {cfg.quant_bits}: quantisation-aware training is for one subnet "
+                                 "(--subnet), not the supernet")
+            try:
+                fake_quantize(net, check_bits(cfg.quant_bits))
+            except ValueError as err:
+                raise ValueError(f"--quant-bits: {err}; or 0 for floating point") from None
         return cls(ShiftAddEncoder(src, net, spec.max_positions), ShiftAddDecoder(tgt, net, spec.max_positions),
                    net, space, spec)
+
+    def upgrade_state_dict_named(self, state_dict: dict[str, Tensor], name: str) -> None:
+        """fairseq's hook before every load: a float subnet's weights loaded into its fake-quantised twin
+        (``--quant-bits`` with ``--finetune-from-model``) take the quantised model's names."""
+        super().upgrade_state_dict_named(state_dict, name)
+        if self.space is None and quantized_layers(self.supernet):
+            prefix = f"{name}." if name else ""
+            ours = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            converted = float_state_to_quantized(self, ours)
+            for key in ours:
+                del state_dict[prefix + key]
+            state_dict.update({prefix + k: v for k, v in converted.items()})
 
     def activate(self, arch: dict[str, Any]) -> None:
         """Run ``arch`` from the next forward pass on (the supernet only)."""
