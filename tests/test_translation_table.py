@@ -29,6 +29,10 @@ SUPERNET = str(ROOT / "examples" / "translation" / "supernet_nlp_tiny.yaml")
     ({"search_preset": "nlp_tiny"}, "field 'search_preset': 'nlp_tiny' must search the validation-loss front"),
     ({"restricted_blocks": ["lstm"]}, "restricted_blocks.*unknown block type 'lstm'"),
     ({"space": "cv_small"}, "field 'supernet_overrides': .*space"),
+    ({"quant_bits": 1}, "field 'quant_bits': bits: got 1"),
+    ({"quantized": ["LSTM"]}, "field 'quantized': 'LSTM' is neither a search nor a baseline family"),
+    ({"quant_overrides": {"init_from": "x.pt"}}, r"field 'quant_overrides': \['init_from'\] are set by the study"),
+    ({"quant_overrides": {"max_updates": 0}}, "field 'quant_overrides': .*max_updates"),
 ])
 def test_recipe_errors_name_the_field(bad: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -45,6 +49,8 @@ def test_shipped_recipe_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     quick = cfg.quick()
     quick.validate()
     assert quick.output.endswith("_quick") and quick.recipe(quick.retrain_overrides, {}, "r").max_updates < 100
+    assert cfg.quant_bits == 8 and cfg.quantized == ["hybrid", "Lite Transformer"]  # Table 3's 8-bit rows
+    assert quick.quant_recipe({}).max_updates < 100 and quick.quant_recipe({}).quant_bits == 8
 
 
 def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation: dict, tmp_path: Path) -> None:
@@ -53,22 +59,36 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
                       "warmup_updates: 2\nsave_interval_updates: 4\nbeam: 1\n")
     fields = {"space": str(tiny_translation["space"]), "supernet_recipe": str(recipe), "picks": 1, "seeds": [1, 2],
               "search_overrides": {"iterations": 1, "population": 3, "parents": 1, "mutation": 1, "crossover": 0},
-              "baselines": {"Transformer": "attn"}, "test_sentences": 8, "output": str(tmp_path / "table")}
+              "baselines": {"Transformer": "attn"}, "test_sentences": 8, "output": str(tmp_path / "table"),
+              "quantized": ["hybrid", "Transformer"],
+              "quant_overrides": {"max_updates": 2, "warmup_updates": 1, "save_interval_updates": 2}}
     cfg = from_dict(TranslationTableConfig, fields)
     lines: list[str] = []
     results = run_translation_table(cfg, lines.append)
     rows = {r["name"]: r for r in results["rows"]}
-    assert set(rows) == {"hybrid-1", "restricted-1", "all_attn"}
+    assert set(rows) == {"hybrid-1", "restricted-1", "all_attn", "hybrid-1-8bit", "all_attn-8bit"}
     assert rows["hybrid-1"]["family"] == HYBRID and rows["all_attn"]["family"] == "Transformer"
     assert {v for k, v in rows["restricted-1"]["arch"].items() if k.endswith(".op")} == {"attn"}  # HAT's space
     for row in rows.values():
         assert set(row["score"]["per_seed"]) == {"1", "2"} and 0 <= row["score"]["min"] <= row["score"]["max"]
         assert row["params"] > 0 and row["energy_mJ"] > 0 and row["macs"] > 0
-    assert results["score"] == "bleu" and set(results["comparisons"]) == {"hybrid-1"}
+    for name in ("hybrid-1", "all_attn"):  # the 8-bit rows: the same networks, fine-tuned and costed at 8 bits
+        float_row, quant_row = rows[name], rows[f"{name}-8bit"]
+        assert (float_row["bits"], quant_row["bits"]) == (32, 8) and quant_row["arch"] == float_row["arch"]
+        assert quant_row["family"] == f"{float_row['family']} (8-bit)" and quant_row["macs"] == float_row["macs"]
+        assert quant_row["effective_macs"] == pytest.approx(float_row["macs"] / 16)  # x (8/32)^2
+        assert quant_row["energy_mJ"] < float_row["energy_mJ"]
+    for seed in (1, 2):
+        quantized = json.loads((tmp_path / "table" / "train-q8" / f"{rows['hybrid-1']['arch_id']}-s{seed}" /
+                                "metrics.json").read_text())
+        assert quantized["updates"] == 2 and quantized["cost"]["bits"] == 8
+    assert results["score"] == "bleu" and set(results["comparisons"]) == {"hybrid-1", "hybrid-1-8bit"}
+    assert set(results["comparisons"]["hybrid-1"]["versus"]) == {"restricted-1", "all_attn"}  # of its word width
+    assert set(results["comparisons"]["hybrid-1-8bit"]["versus"]) == {"all_attn-8bit"}
     out = tmp_path / "table"
     for name in ("results.json", "table.md", "score_energy.png"):
         assert (out / name).is_file(), name
-    assert "| BLEU (mean, range over 2 seeds) |" in (out / "table.md").read_text().splitlines()[0].replace(
+    assert "| BLEU (mean, range over 2 seeds) | bits |" in (out / "table.md").read_text().splitlines()[0].replace(
         "| network | family ", "")
     # run again: nothing is trained or searched again, and the table is the same
     again: list[str] = []

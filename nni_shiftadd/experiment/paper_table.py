@@ -11,12 +11,17 @@ which baselines stand beside the picks.
 2. **Searches** on it: the Pareto preset over the whole space and the same search restricted to
    ``restricted_blocks``; each front thinned to ``picks`` architectures spread evenly over its energy.
 3. **Retraining** of the picks and the kind's baselines from scratch with one recipe and every seed of ``seeds``.
-4. **Report**: one row per network (its score's seed mean and range, params, MACs, #Mult/#Add/#Shift, energy,
-   latency); for each hybrid pick, every other network it beats (a higher score beyond the seed ranges at no more
-   energy), loses to, or cannot be told from; ``results.json``, ``table.md`` and ``score_energy.png``.
+4. **Quantised rows** (a kind whose recipe sets ``quant_bits``): the networks of ``quantized`` (search names and
+   baseline families) fine-tuned from their float weights, seed by seed, with quantisation-aware training at
+   ``quant_bits`` bits, scored on the quantised model and costed at that word width (paper Table 3's 8-bit rows).
+5. **Report**: one row per network (its score's seed mean and range, bits, params, MACs and effective MACs
+   ``MACs x (bits/32)^2``, #Mult/#Add/#Shift, energy, latency); for each hybrid pick, every other network of its word
+   width it beats (a higher score beyond the seed ranges at no more energy), loses to, or cannot be told from;
+   ``results.json``, ``table.md`` and ``score_energy.png``.
 
 Everything is cached under ``output``: the supernet (``supernet/``), each search's evaluations (``search/``), each
-trained network (``train/<name>-s<seed>/metrics.json``) with the recipe they share (``train/recipe.json``). Run the
+trained network (``train/<name>-s<seed>/metrics.json``) with the recipe they share (``train/recipe.json``), each
+quantised one (``train-q<bits>/<name>-s<seed>/``, recipe ``train-q<bits>/recipe.json``). Run the
 same command again after a kill and it goes on without training anything twice.
 """
 from __future__ import annotations
@@ -66,6 +71,16 @@ class TableKind(abc.ABC):
         """``arch`` of the space trained from scratch with ``seed`` in ``folder``: its :attr:`score`,
         ``fit_seconds`` and ``cost`` (:data:`COST_KEYS`)."""
 
+    def quant_recipe(self, cfg: Any) -> dict[str, Any] | None:
+        """The quantisation-aware fine-tuning recipe as JSON, or ``None`` for a kind without quantised rows."""
+        return None
+
+    def train_quantized(self, cfg: Any, arch: Mapping[str, Any], seed: int, start: Path, folder: Path
+                        ) -> dict[str, Any]:
+        """``arch`` fine-tuned at ``cfg.quant_bits`` bits in ``folder`` from its float training in ``start``; what
+        :meth:`train_arch` returns, costed at that word width."""
+        raise NotImplementedError(f"{type(self).__name__} has no quantised rows")
+
     @abc.abstractmethod
     def baselines(self, cfg: Any, spec: Any) -> list[tuple[str, str, Callable[[int, Path], dict[str, Any]] | None,
                                                            Mapping[str, Any] | None]]:
@@ -105,13 +120,18 @@ def compare(pick: Mapping[str, Any], other: Mapping[str, Any]) -> str:
     return "within seed noise"
 
 
+def _hybrid(r: Mapping[str, Any]) -> bool:
+    return r.get("float_family", r["family"]) == HYBRID
+
+
 def comparisons(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """For each hybrid pick: :func:`compare` against every network outside its search, and whether it beats every
-    one of them that spends at least its energy (``beats_all_at_no_more_energy``)."""
+    """For each hybrid pick: :func:`compare` against every network of its word width outside its search, and
+    whether it beats every one of them that spends at least its energy (``beats_all_at_no_more_energy``)."""
     out = {}
-    for pick in (r for r in rows if r["family"] == HYBRID):
-        versus = {r["name"]: compare(pick, r) for r in rows if r["family"] != HYBRID}
-        rivals = [r for r in rows if r["family"] != HYBRID and r["energy_mJ"] >= pick["energy_mJ"]]
+    for pick in filter(_hybrid, rows):
+        others = [r for r in rows if not _hybrid(r) and r.get("bits", 32) == pick.get("bits", 32)]
+        versus = {r["name"]: compare(pick, r) for r in others}
+        rivals = [r for r in others if r["energy_mJ"] >= pick["energy_mJ"]]
         out[pick["name"]] = {"versus": versus, "rivals_at_no_less_energy": [r["name"] for r in rivals],
                              "beats_all_at_no_more_energy": bool(rivals) and all(versus[r["name"]] == "better"
                                                                                  for r in rivals)}
@@ -120,12 +140,15 @@ def comparisons(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def row(name: str, family: str, runs: Mapping[int, Mapping[str, Any]], score: str, **extra: Any) -> dict[str, Any]:
     """One row of a table: the score per seed, its mean and range, and the network's cost."""
+    from ..cost.counts import effective_macs
+
     values = {str(seed): float(run[score]) for seed, run in runs.items()}
     cost = next(iter(runs.values()))["cost"]
+    bits = int(cost.get("bits", 32))
     return {"name": name, "family": family, **extra,
             "score": {"mean": sum(values.values()) / len(values), "min": min(values.values()),
                       "max": max(values.values()), "per_seed": values},
-            **{k: cost[k] for k in COST_KEYS}}
+            "bits": bits, **{k: cost[k] for k in COST_KEYS}, "effective_macs": effective_macs(cost["macs"], bits)}
 
 
 class PaperTable:
@@ -144,6 +167,14 @@ class PaperTable:
         """Refuse a cache of networks trained with another recipe (``train/recipe.json``)."""
         pin_recipe(self.out / "train" / "recipe.json", self.kind.recipe(self.cfg), "these networks were",
                    "remove the folder or choose another 'output'")
+        quant = self.kind.quant_recipe(self.cfg)
+        if quant is not None:
+            pin_recipe(self.quant_dir / "recipe.json", quant, "these quantised networks were",
+                       "remove the folder or choose another 'output'")
+
+    @property
+    def quant_dir(self) -> Path:
+        return self.out / f"train-q{getattr(self.cfg, 'quant_bits', None)}"
 
     def search(self, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The Pareto search ``name`` on the supernet (the kind's inherited score, the preset's costs); its front and
@@ -192,7 +223,7 @@ class PaperTable:
             family = HYBRID if name == "hybrid" else self.kind.restricted_family
             for k, pick in enumerate(search["picks"], 1):
                 runs = {s: self.trained(pick["arch"], s) for s in seeds}
-                rows.append(row(f"{name}-{k}", family, runs, self.kind.score, arch=pick["arch"],
+                rows.append(row(f"{name}-{k}", family, runs, self.kind.score, search=name, arch=pick["arch"],
                                 arch_id=arch_id(pick["arch"]), inherited=pick[search["objective"]]))
         for name, family, train, arch in self.kind.baselines(self.cfg, self.spec):
             if train is None:
@@ -203,11 +234,33 @@ class PaperTable:
                                         lambda s=s: train(s, self.out / "train" / f"{name}-s{s}"), f"{name} seed {s}")
                         for s in seeds}
                 rows.append(row(name, family, runs, self.kind.score))
+        rows += self.quantized_rows(rows)
         return self._write({"space": self.cfg.space, "complete": True, "score": self.kind.score,
                             "score_label": self.kind.score_label, "seeds": seeds, "rows": rows,
                             "comparisons": comparisons(rows),
                             "searches": {n: {k: v for k, v in s.items() if k != "picks"} for n, s in found.items()},
                             "config": dataclasses.asdict(self.cfg)})
+
+    def quantized_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of ``cfg.quantized`` (search names, baseline families) again at ``cfg.quant_bits`` bits, each
+        seed fine-tuned from that seed's float network; none for a kind or recipe without quantised rows."""
+        bits = getattr(self.cfg, "quant_bits", None)
+        if bits is None or self.kind.quant_recipe(self.cfg) is None:
+            return []
+        chosen = set(self.cfg.quantized)
+        out = []
+        for r in rows:
+            if "arch" not in r or not (r.get("search") in chosen or r["family"] in chosen):
+                continue
+            runs = {}
+            for seed in self.cfg.seeds:
+                start, folder = (root / f"{r['arch_id']}-s{seed}" for root in (self.out / "train", self.quant_dir))
+                runs[seed] = self._cached(
+                    folder, lambda a=r["arch"], s=seed, b=start, f=folder: self.kind.train_quantized(self.cfg, a, s, b, f),
+                    f"{r['arch_id']} seed {seed} at {bits} bits")
+            out.append(row(f"{r['name']}-{bits}bit", f"{r['family']} ({bits}-bit)", runs, self.kind.score,
+                           float_family=r["family"], arch=r["arch"], arch_id=r["arch_id"]))
+        return out
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
         from ..plots.score_energy import plot_score_energy
@@ -221,15 +274,18 @@ class PaperTable:
 
 
 def format_table(results: Mapping[str, Any]) -> str:
-    """The table in Markdown: the score (mean and seed range), params, MACs, #Mult/#Add/#Shift, energy, latency;
-    then each hybrid pick's standing against the rest."""
+    """The table in Markdown: the score (mean and seed range), bits, params, MACs and effective MACs,
+    #Mult/#Add/#Shift, energy, latency; then each hybrid pick's standing against the rest of its word width."""
     seeds = len(results["seeds"])
-    lines = [f"| network | family | {results['score_label']} (mean, range over {seeds} seeds) | params | MACs | "
-             "#Mult | #Add | #Shift | energy (mJ) | latency (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| network | family | {results['score_label']} (mean, range over {seeds} seeds) | bits | params | "
+             "MACs | eff. MACs | #Mult | #Add | #Shift | energy (mJ) | latency (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(results["rows"], key=lambda r: (r["family"], r["energy_mJ"])):
         s = r["score"]
+        effective = r.get("effective_macs", r["macs"])
         lines.append(f"| {r['name']} | {r['family']} | {s['mean']:.4f} ({s['min']:.4f}-{s['max']:.4f}) | "
-                     f"{r['params'] / 1e3:.1f}K | {r['macs'] / 1e6:.2f}M | {r['mult'] / 1e6:.2f}M | "
+                     f"{r.get('bits', 32)} | {r['params'] / 1e3:.1f}K | {r['macs'] / 1e6:.2f}M | "
+                     f"{effective / 1e6:.2f}M | {r['mult'] / 1e6:.2f}M | "
                      f"{r['add'] / 1e6:.2f}M | {r['shift'] / 1e6:.2f}M | {r['energy_mJ']:.4f} | "
                      f"{r['latency_ms']:.3f} |")
     for name, c in results["comparisons"].items():

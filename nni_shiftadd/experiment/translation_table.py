@@ -2,8 +2,11 @@
 translation kind of :mod:`.paper_table`: the SuperTransformer with fairseq (the paper's 40K updates), the searches
 scored by inherited validation loss (the hybrid space, and HAT's Attn-only space as the restricted search), the
 picks and the baselines (Transformer: all-Attn; Lightweight Conv: all-Conv encoder; Lite Transformer: Attn+Conv in
-every layer) retrained from scratch with the supernet's recipe and scored by test BLEU. Every row is costed on the
-Eyeriss model for a 30-token sentence at 32 bits; the 8-bit rows of Table 3 are not part of it.
+every layer) retrained from scratch with the supernet's recipe and scored by test BLEU; then Table 3's 8-bit rows:
+the networks of ``quantized`` (the hybrid picks and Lite Transformer) fine-tuned from their float weights with
+quantisation-aware training at ``quant_bits`` bits (every weight and input of every product, the lightweight
+branch's pooled weights and the tied embedding included: :func:`nni_shiftadd.quant.fake_quantize`), BLEU measured
+on the quantised model. Every row is costed on the Eyeriss model for a 30-token sentence at its word width.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from .paper_table import TableKind, run_table, searches
 
 #: Recipe fields the study sets per network.
 RESERVED: tuple[str, ...] = ("space", "subnet", "seed", "output", "baselines", "eval_archs", "eval_test_sentences",
-                             "resume")
+                             "resume", "quant_bits", "init_from")
 
 
 @dataclasses.dataclass
@@ -42,6 +45,10 @@ class TranslationTableConfig:
         "Transformer": ATTENTION, "Lightweight Conv": REFERENCE_BLOCK,
         "Lite Transformer": multi_branch(REFERENCE_BLOCK)})
     test_sentences: int | None = None
+    quant_bits: int | None = 8
+    quantized: list[str] = dataclasses.field(default_factory=lambda: ["hybrid", "Lite Transformer"])
+    quant_overrides: dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "max_updates": 4000, "warmup_updates": 400, "save_interval_updates": 1000})
     output: str = "runs/table3_nlp_tiny"
 
     def validate(self) -> None:
@@ -59,7 +66,7 @@ class TranslationTableConfig:
         if self.supernet is not None and not Path(self.supernet).is_file():
             raise ValueError(f"field 'supernet': no such checkpoint {self.supernet!r} (null trains one with "
                              "supernet_recipe)")
-        for name in ("supernet_overrides", "retrain_overrides"):
+        for name in ("supernet_overrides", "retrain_overrides", "quant_overrides"):
             check_reserved(getattr(self, name), RESERVED, name)
         check_output_dir(self.output, "field 'output'")
         self.recipe(self.supernet_overrides, {}, "supernet_overrides")  # its space checked too
@@ -84,6 +91,19 @@ class TranslationTableConfig:
                 spec.baseline_arch(op)
             except ValueError as err:
                 raise ValueError(f"field 'baselines': {family}: {err}") from None
+        if self.quant_bits is not None:
+            from ..quant import check_bits
+
+            try:
+                check_bits(self.quant_bits)
+            except ValueError as err:
+                raise ValueError(f"field 'quant_bits': {err}; or null for no quantised rows") from None
+            self.quant_recipe({}, "quant_overrides")
+            allowed = [*searches(self), *self.baselines]
+            unknown = [name for name in self.quantized if name not in allowed]
+            if unknown:
+                raise ValueError(f"field 'quantized': {unknown[0]!r} is neither a search nor a baseline family; "
+                                 f"allowed: {allowed}")
 
     def recipe(self, overrides: Mapping[str, Any], fields: Mapping[str, Any], where: str) -> Any:
         """The SuperTransformer recipe with ``overrides`` and the study's ``fields`` on top, in this study's space;
@@ -97,6 +117,16 @@ class TranslationTableConfig:
         except ConfigError as err:
             raise ValueError(f"field {where!r}: {err}") from None
 
+    def quant_recipe(self, fields: Mapping[str, Any], where: str = "quant_overrides") -> Any:
+        """The quantisation-aware fine-tuning recipe: the retraining recipe with ``quant_overrides`` on top, at
+        ``quant_bits`` bits, and the study's ``fields`` (without a ``subnet``: the space's largest, which stands
+        for every network in what they share)."""
+        from ..space import load_space
+
+        largest = {"subnet": json.dumps(load_space(self.space).baseline_arch(ATTENTION, size="largest"))}
+        return self.recipe({**self.retrain_overrides, **self.quant_overrides},
+                           {**largest, "quant_bits": self.quant_bits, **fields}, where)
+
     def quick(self) -> TranslationTableConfig:
         """The ``--quick`` version (minutes): a few updates per network, one generation per search, two picks, BLEU
         on 20 sentences; in ``<output>_quick``. It checks the pipeline, ranks nothing."""
@@ -105,7 +135,8 @@ class TranslationTableConfig:
             self, supernet_overrides={**self.supernet_overrides, **tiny}, picks=min(self.picks, 2),
             search_overrides={**self.search_overrides, "iterations": 1, "population": 6, "parents": 3,
                               "mutation": 2, "crossover": 2},
-            retrain_overrides={**self.retrain_overrides, **tiny}, test_sentences=20,
+            retrain_overrides={**self.retrain_overrides, **tiny}, quant_overrides={**self.quant_overrides, **tiny},
+            test_sentences=20,
             output=str(Path(self.output).with_name(Path(self.output).name + "_quick")))
 
 
@@ -145,26 +176,47 @@ class TranslationKind(TableKind):
         return score
 
     def recipe(self, cfg: TranslationTableConfig) -> dict[str, Any]:
-        recipe = dataclasses.asdict(cfg.recipe(cfg.retrain_overrides, {}, "retrain_overrides"))
-        return {k: v for k, v in recipe.items() if k not in ("subnet", "seed", "output")}
+        return _shared(cfg.recipe(cfg.retrain_overrides, {}, "retrain_overrides"))
+
+    def quant_recipe(self, cfg: TranslationTableConfig) -> dict[str, Any] | None:
+        return None if cfg.quant_bits is None else _shared(cfg.quant_recipe({}))
 
     def train_arch(self, cfg: TranslationTableConfig, arch: Mapping[str, Any], seed: int, folder: Path
                    ) -> dict[str, Any]:
-        from ..tasks.supertransformer import train_supertransformer
+        return _trained(cfg.recipe(cfg.retrain_overrides, _network(arch, seed, folder), "retrain_overrides"))
 
-        recipe = cfg.recipe(cfg.retrain_overrides, {"subnet": json.dumps(dict(arch)), "seed": seed,
-                                                     "output": str(folder)}, "retrain_overrides")
-        result = train_supertransformer(recipe)
-        scored = result["subnets"]["subnet"]
-        cost = {"params": scored["params_M"] * 1e6, "macs": scored["macs_G"] * 1e9, "mult": scored["mult_G"] * 1e9,
-                "add": scored["add_G"] * 1e9, "shift": scored["shift_G"] * 1e9, "energy_mJ": scored["energy_mJ"],
-                "latency_ms": scored["latency_ms"]}
-        return {"bleu": float(scored["test"]["bleu"]), "valid_loss": float(scored["valid"]["loss_nats"]),
-                "updates": result["updates"], "fit_seconds": result["fit_seconds"], "cost": {"bits": 32, **cost}}
+    def train_quantized(self, cfg: TranslationTableConfig, arch: Mapping[str, Any], seed: int, start: Path,
+                        folder: Path) -> dict[str, Any]:
+        start_from = {"init_from": str(start / "checkpoints" / "checkpoint_last.pt")}
+        return _trained(cfg.quant_recipe({**_network(arch, seed, folder), **start_from}))
 
     def baselines(self, cfg: TranslationTableConfig, spec: Any) -> list[tuple[str, str, Any, Mapping[str, Any] | None]]:
         return [(f"all_{op}", family, None, spec.canonical_arch(spec.baseline_arch(op)))
                 for family, op in cfg.baselines.items()]
+
+
+def _shared(recipe: Any) -> dict[str, Any]:
+    """What every network of a recipe shares, as JSON (not its subnet, seed, output or starting weights)."""
+    return {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("subnet", "seed", "output", "init_from")}
+
+
+def _network(arch: Mapping[str, Any], seed: int, folder: Path) -> dict[str, Any]:
+    """The recipe fields of one network of the table."""
+    return {"subnet": json.dumps(dict(arch)), "seed": seed, "output": str(folder)}
+
+
+def _trained(recipe: Any) -> dict[str, Any]:
+    """Train (or resume) the subnet of ``recipe``; its test BLEU, validation loss and cost at its word width."""
+    from ..tasks.supertransformer import train_supertransformer
+
+    result = train_supertransformer(recipe)
+    scored = result["subnets"]["subnet"]
+    cost = {"params": scored["params_M"] * 1e6, "macs": scored["macs_G"] * 1e9, "mult": scored["mult_G"] * 1e9,
+            "add": scored["add_G"] * 1e9, "shift": scored["shift_G"] * 1e9, "energy_mJ": scored["energy_mJ"],
+            "latency_ms": scored["latency_ms"]}
+    return {"bleu": float(scored["test"]["bleu"]), "valid_loss": float(scored["valid"]["loss_nats"]),
+            "updates": result["updates"], "fit_seconds": result["fit_seconds"],
+            "cost": {"bits": result["bits"], **cost}}
 
 
 def run_translation_table(cfg: TranslationTableConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
