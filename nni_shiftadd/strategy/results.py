@@ -7,7 +7,6 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from ..atomic import atomic_write_text
 from .evolution import Evolution
