@@ -1,8 +1,8 @@
-"""Fake quantisation: train and evaluate a model as if its Conv/Linear layers computed on ``b``-bit integers.
+"""Fake quantisation: train and evaluate a model as if its products computed on ``b``-bit integers.
 
 :func:`fake_quantize` makes the weights and the inputs of every ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` (our
-Adder* and Shift* layers subclass these) pass through symmetric per-tensor ``b``-bit quantisation:
-``q = clamp(round(x / s), -(2^(b-1) - 1), 2^(b-1) - 1) * s`` (zero point 0), computed by
+Adder* and Shift* layers subclass these) pass through per-tensor ``b``-bit quantisation, symmetric unless said
+otherwise below: ``q = clamp(round(x / s), -(2^(b-1) - 1), 2^(b-1) - 1) * s`` (zero point 0), computed by
 :func:`torch.fake_quantize_per_tensor_affine`, whose gradient is the straight-through estimator (identity inside
 the clipping range, zero outside it).
 
@@ -16,7 +16,8 @@ the clipping range, zero outside it).
   lightweight branch reads its weights from shared pools; the tied output projection reads the embedding table)
   names its call sites in ``quant_sites`` and passes each call's operands through :func:`quantize_operands`;
   :func:`fake_quantize` gives it one :class:`OperandQuantizer` per site (``<module>.operand_quant.<site>``), whose
-  adder grids keep a zero point (see there).
+  adder grids keep a zero point (see there). The translation space's attention names its two products of
+  activations (``Q K^T``, ``A V``) so, and runs them unfused when they are quantised.
 
 Operator rules (each operator's ``weight_grid`` in :data:`~nni_shiftadd.vocabulary.OPERATORS`):
 
@@ -27,7 +28,8 @@ Operator rules (each operator's ``weight_grid`` in :data:`~nni_shiftadd.vocabula
   not powers of two (or zero), and quantising the latent float weight before the power-of-two rounding would change
   nothing the hardware sees. Their inputs are quantised like every other layer's.
 - Layers without a ``weight`` tensor (Shift-PS, which stores exponent and sign) keep their weights, inputs quantised.
-- Products of two activations (attention's ``Q K^T`` and ``A V``) are not layers and stay in floating point.
+- Products of two activations are quantised only where a module names them as call sites (the translation
+  space's attention does; :class:`~nni_shiftadd.nn.attention.AttnBlock` of the image spaces does not).
 
 This is per-tensor max-abs scaling with round-to-nearest; :func:`nni_shiftadd.ops.round_fixed_point` is the other
 activation quantiser of the package (DeepShift's fixed-point format with a power-of-two step, floor rounding).
@@ -35,6 +37,7 @@ activation quantiser of the package (DeepShift's fixed-point format with a power
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,8 +49,8 @@ from .ops.factory import LAYERS
 from .vocabulary import OPERATORS
 
 __all__ = ["MAX_BITS", "MIN_BITS", "InputQuantizer", "OperandQuantizer", "WeightQuantizer", "check_bits",
-           "cost_bits", "fake_quantize", "fake_quantize_range", "fake_quantize_tensor", "float_state_to_quantized", "quantize_operands",
-           "quantized_layers"]
+           "cost_bits", "fake_quantize", "fake_quantize_range", "fake_quantize_tensor", "float_state_to_quantized",
+           "operands_quantized", "quantize_operands", "quantized_layers"]
 
 MIN_BITS, MAX_BITS = 2, 16
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -142,14 +145,16 @@ def fake_quantize_range(x: Tensor, low: Tensor, step: Tensor, bits: int) -> Tens
     integer zero point), values beyond it clipped; straight-through gradient to ``x``."""
     qmax = 2 ** bits - 1
     step = step.detach().float().clamp_min(1e-12).reshape(()).to(x.device)
-    zero = torch.round(-low.detach().float() / step).clamp(-2 ** 31, 2 ** 31 - 1).to(torch.int32).reshape(())
+    # in float64, clamped inside int32: a collapsed range (step at its floor) must not wrap round to the other sign
+    zero = torch.round(-low.detach().double() / step.double()).clamp(-2 ** 30, 2 ** 30).to(torch.int32).reshape(())
     return torch.fake_quantize_per_tensor_affine(x, step, zero.to(x.device), 0, qmax)
 
 
 class OperandQuantizer(nn.Module):
-    """The quantisers of one functional Conv/Linear call site: the input on a grid of its running range (buffers
+    """The quantisers of one functional call site ``x (*) w``: ``x`` on a grid of its running range (buffers
     ``running_min``, ``running_max``: an exponential moving average updated in training, frozen in eval, as
-    :class:`InputQuantizer`), the weight by its operator's ``weight_grid``.
+    :class:`InputQuantizer`), ``w`` by its operator's ``weight_grid`` (a weight, or the second activation of a
+    product of two, whose range is taken afresh every call).
 
     A multiply's operands are on symmetric grids of their own max-abs. An adder's input and weight share one step
     (integer hardware subtracts codes of one step) but each keeps its own offset, an integer zero point that the
@@ -165,23 +170,27 @@ class OperandQuantizer(nn.Module):
         self.momentum = momentum
         self.register_buffer("running_min", torch.zeros(()))
         self.register_buffer("running_max", torch.zeros(()))
-        self.register_buffer("observed", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("observed", torch.zeros(()))  # 1 once a batch was seen (a float: checkpoint averaging)
 
     @torch.no_grad()
     def observe(self, x: Tensor) -> None:
-        """Fold the batch's ``min(x)`` and ``max(x)`` into the running range (training only)."""
+        """Fold the batch's ``min(x)`` and ``max(x)`` into the running range (training only; no host sync)."""
         lo, hi = (v.to(self.running_min) for v in torch.aminmax(x.detach()))
-        first = not bool(self.observed)
-        self.running_min.copy_(lo if first else torch.lerp(self.running_min, lo, self.momentum))
-        self.running_max.copy_(hi if first else torch.lerp(self.running_max, hi, self.momentum))
-        self.observed.fill_(True)
+        seen = self.observed > 0
+        self.running_min.copy_(torch.where(seen, torch.lerp(self.running_min, lo, self.momentum), lo))
+        self.running_max.copy_(torch.where(seen, torch.lerp(self.running_max, hi, self.momentum), hi))
+        self.observed.fill_(1.0)
 
-    def forward(self, x: Tensor, w: Tensor, operator: str) -> tuple[Tensor, Tensor]:
-        """``(x, w)`` on their grids for a product of ``operator`` (a key of ``OPERATORS``)."""
+    def forward(self, x: Tensor, w: Tensor | None = None, operator: str = "multiply"
+                ) -> tuple[Tensor, Tensor | None]:
+        """``(x, w)`` on their grids for a product of ``operator`` (a key of ``OPERATORS``); ``w`` ``None``: only
+        ``x`` (the other operand is on a grid already)."""
         if self.training:
             self.observe(x)
         grid, bits = OPERATORS[operator].weight_grid, self.bits
-        lo, hi = self.running_min.to(w), self.running_max.to(w)
+        lo, hi = self.running_min.to(x), self.running_max.to(x)
+        if w is None:
+            return fake_quantize_tensor(x, torch.maximum(lo.abs(), hi.abs()), bits), None
         if grid == "input":
             w_lo, w_hi = torch.aminmax(w.detach())
             step = torch.maximum(hi - lo, w_hi - w_lo) / (2 ** bits - 1)
@@ -193,18 +202,25 @@ class OperandQuantizer(nn.Module):
         return f"bits={self.bits}, momentum={self.momentum}"
 
 
-def quantize_operands(module: nn.Module, site: str, x: Tensor, w: Tensor, operator: str) -> tuple[Tensor, Tensor]:
+def quantize_operands(module: nn.Module, site: str, x: Tensor, w: Tensor | None = None, operator: str = "multiply"
+                      ) -> tuple[Tensor, Tensor | None]:
     """The operands of ``module``'s call ``site`` on their ``b``-bit grids when :func:`fake_quantize` prepared
-    ``module``, else as they are. ``site`` must be one of ``module.quant_sites``."""
+    ``module``, else as they are (see :class:`OperandQuantizer`). ``site`` must be one of ``module.quant_sites``."""
     sites = module._modules.get("operand_quant")
     return (x, w) if sites is None else sites[site](x, w, operator)
 
 
+def operands_quantized(module: nn.Module) -> bool:
+    """Whether :func:`fake_quantize` prepared ``module``'s call sites."""
+    return "operand_quant" in module._modules
+
+
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The layers and call sites of ``model`` that :func:`fake_quantize` has prepared, by qualified name (a call
-    site as ``<module>.operand_quant.<site>``)."""
+    """The layers, embedding tables and call sites of ``model`` that :func:`fake_quantize` has prepared, by
+    qualified name (a call site as ``<module>.operand_quant.<site>``)."""
     return {name: m for name, m in model.named_modules()
-            if isinstance(getattr(m, "input_quant", None), InputQuantizer) or isinstance(m, OperandQuantizer)}
+            if isinstance(getattr(m, "input_quant", None), InputQuantizer) or isinstance(m, OperandQuantizer)
+            or (isinstance(m, nn.Embedding) and parametrize.is_parametrized(m, "weight"))}
 
 
 def fake_quantize(model: nn.Module, bits: int = 8, *, exclude: Iterable[str] = (),
@@ -216,7 +232,7 @@ def fake_quantize(model: nn.Module, bits: int = 8, *, exclude: Iterable[str] = (
         bits: word width, in [2, 16].
         exclude: ``fnmatch`` patterns of qualified module names to keep in floating point (e.g. ``"stem.*"``,
             ``"head"``).
-        momentum: of the running max-abs of the inputs.
+        momentum: of the running ranges of the inputs (max-abs; min and max at call sites).
 
     A model is prepared once: a module that already has quantisers raises ``ValueError``. The prepared model's
     ``state_dict`` names the float weights ``<layer>.parametrizations.weight.original`` and holds
@@ -254,13 +270,16 @@ def float_state_to_quantized(model: nn.Module, state: Mapping[str, Tensor]) -> d
     (not yet observed: the first training batch sets them). Quantisation-aware fine-tuning starts from it; a name
     ``model`` does not have is left for ``load_state_dict`` to refuse."""
     out, reference = dict(state), model.state_dict()
+    ranges = ("running_min", "running_max", "observed")
+    is_float = not any("parametrizations." in name or (name.rsplit(".", 1)[-1] in ranges and "quant" in name)
+                       for name in state)
     for name in reference:
         if name in out:
             continue
-        float_name = name.replace(".parametrizations.weight.original", ".weight")
+        float_name = re.sub(r"(^|\.)parametrizations\.weight\.original$", r"\1weight", name)
         if float_name != name and float_name in out:
             out[name] = out.pop(float_name)
-        elif name.rsplit(".", 1)[-1] in ("running_min", "running_max", "observed"):
+        elif is_float and name.rsplit(".", 1)[-1] in ranges:  # a quantised state lacking one is refused on load
             out[name] = torch.zeros_like(reference[name])
     return out
 

@@ -262,4 +262,11 @@ def test_an_8_bit_subnet_fine_tuned_from_its_float_weights(tiny_translation: dic
     assert main(["train-supertransformer", *_recipe(tiny_translation, tmp_path / "bad", **common,
                                                     init_from=tmp_path / "none.pt")]) == 2
     assert "field 'init_from': no such checkpoint" in capsys.readouterr().err
+    other = json.dumps(spec.canonical_arch(spec.baseline_arch("attn")))
+    assert main(["train-supertransformer", *_recipe(tiny_translation, tmp_path / "bad", **{**common, "subnet": other},
+                                                    quant_bits=8, init_from=start)]) == 2
+    assert re.search(r"field 'init_from': .* holds subnet .*attn\+add.*; the run trains subnet", capsys.readouterr().err)
+    assert main(["train-supertransformer", *_recipe(tiny_translation, tmp_path / "bad", **common,
+                                                    init_from=tmp_path / "q8" / "checkpoints" / "checkpoint_last.pt")]) == 2
+    assert "holds a network quantised to 8 bits; a float run cannot start from it" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from nni_shiftadd.ops import AdderConv2d, ShiftConv2d
-from nni_shiftadd.quant import InputQuantizer, fake_quantize, quantized_layers
+from nni_shiftadd.quant import InputQuantizer, fake_quantize, float_state_to_quantized, quantized_layers
 
 
 def _model() -> nn.Sequential:
@@ -173,8 +173,6 @@ def _translation_subnet(block: str) -> nn.Module:
 def _calibrated_twin(block: str, bits: int) -> tuple[nn.Module, nn.Module, tuple[Tensor, Tensor]]:
     """A float translation subnet, its ``bits``-bit twin holding the same weights (calibrated on a batch), and
     the batch."""
-    from nni_shiftadd.quant import float_state_to_quantized
-
     net = _translation_subnet(block).eval()
     twin = fake_quantize(_translation_subnet(block), bits)
     twin.load_state_dict(float_state_to_quantized(twin, net.state_dict()))  # strict: every name accounted for
@@ -192,12 +190,15 @@ def test_every_product_of_a_translation_subnet_is_quantised() -> None:
     sites = [name for name in quantized_layers(model) if ".operand_quant." in name]
     branches = [n for n, m in model.named_modules() if type(m).__name__ == "LightweightBranch"]
     assert len(branches) == 5  # three encoder and two decoder layers
-    assert sorted(sites) == sorted(["embed.operand_quant.project"] + [f"{b}.operand_quant.{site}" for b in branches
-                                                                      for site in ("proj_in", "depthwise",
-                                                                                   "proj_out")])
+    attentions = [n for n, m in model.named_modules() if type(m).__name__ == "ElasticAttention"]
+    assert len(attentions) == 3 + 2 * 2  # self-attention everywhere, cross-attention in the decoder
+    assert sorted(sites) == sorted(["embed.operand_quant.project"]
+                                   + [f"{b}.operand_quant.{site}" for b in branches
+                                      for site in ("proj_in", "depthwise", "proj_out")]
+                                   + [f"{a}.operand_quant.{site}" for a in attentions for site in ("scores", "mix")])
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     assert linears and set(linears) <= set(quantized_layers(model))  # attention, FFN
-    assert torch.nn.utils.parametrize.is_parametrized(model.embed, "weight")
+    assert torch.nn.utils.parametrize.is_parametrized(model.embed, "weight") and "embed" in quantized_layers(model)
 
 
 @pytest.mark.parametrize("block", ["attn+conv", "attn+shift", "attn+add"])
@@ -231,3 +232,53 @@ def test_operands_of_a_call_site_lie_on_their_grids() -> None:
     assert torch.equal(quantize_operands(branch, "proj_in", x[..., :3], shift_w, "bitshift")[1], shift_w)
     float_branch = _translation_subnet("attn+add").encoder_layers[0].branch
     assert quantize_operands(float_branch, "depthwise", x, w, "absdiff") == (x, w)  # not prepared: as they are
+
+
+def test_the_depthwise_grid_spans_the_input_not_its_padding() -> None:
+    _, twin, _ = _calibrated_twin("attn+add", 8)
+    for layer in twin.encoder_layers:
+        site = layer.branch.operand_quant["depthwise"]
+        # the Add input projection's outputs, -sum |x - w|, all negative: zero (the padding) lies outside the grid
+        assert float(site.running_max) < 0 and float(site.running_min) < float(site.running_max)
+
+
+def test_the_output_projection_reads_the_embedding_table_on_its_one_grid() -> None:
+    _, twin, _ = _calibrated_twin("attn", 8)
+    x = torch.randn(2, 3, 64)
+    xq, _ = twin.embed.operand_quant["project"](x)
+    expected = torch.nn.functional.linear(xq, twin.embed.weight[:, :64])  # the parametrised (8-bit) table as it is
+    assert torch.equal(twin.embed.project(x), expected)
+
+
+def test_quantised_attention_computes_what_the_fused_kernel_does() -> None:
+    from nni_shiftadd.nn.transformer import ElasticAttention
+
+    torch.manual_seed(0)
+    plain = ElasticAttention(32, 32, 32).eval()
+    wide = fake_quantize(ElasticAttention(32, 32, 32), 16)
+    wide.load_state_dict(float_state_to_quantized(wide, plain.state_dict()))
+    x, pad = torch.randn(3, 6, 32), torch.zeros(3, 6, dtype=torch.bool)
+    pad[0, 4:] = True
+    wide.train()
+    wide(x, x, 4, pad, causal=True)
+    wide.eval()
+    for causal in (False, True):
+        ref, out = plain(x, x, 4, pad, causal=causal), wide(x, x, 4, pad, causal=causal)
+        assert torch.allclose(out, ref, atol=2e-3), (out - ref).abs().max()
+
+
+def test_float_state_renames_a_top_level_weight_and_keeps_a_quantised_states_gaps() -> None:
+    plain, twin = nn.Linear(4, 3), fake_quantize(nn.Linear(4, 3), 8)
+    twin.load_state_dict(float_state_to_quantized(twin, plain.state_dict()))  # "weight" -> the parametrised name
+    assert torch.equal(twin.parametrizations.weight.original, plain.weight)
+    quantised = dict(twin.state_dict())
+    del quantised["input_quant.running_max"]
+    with pytest.raises(RuntimeError, match="input_quant.running_max"):  # not silently reset to "never observed"
+        twin.load_state_dict(float_state_to_quantized(twin, quantised))
+
+
+def test_a_collapsed_range_does_not_wrap_the_zero_point_round() -> None:
+    from nni_shiftadd.quant import fake_quantize_range
+
+    out = fake_quantize_range(torch.tensor([-5.0, -5.0]), torch.tensor(-5.0), torch.tensor(0.0), 8)
+    assert bool((out <= 0).all())  # int32 wrap-around would flip it positive

@@ -30,9 +30,11 @@ SUPERNET = str(ROOT / "examples" / "translation" / "supernet_nlp_tiny.yaml")
     ({"restricted_blocks": ["lstm"]}, "restricted_blocks.*unknown block type 'lstm'"),
     ({"space": "cv_small"}, "field 'supernet_overrides': .*space"),
     ({"quant_bits": 1}, "field 'quant_bits': bits: got 1"),
-    ({"quantized": ["LSTM"]}, "field 'quantized': 'LSTM' is neither a search nor a baseline family"),
+    ({"quant_bits": 8, "quantized": ["LSTM"]}, "field 'quantized': 'LSTM' is neither a search nor a baseline family"),
+    ({"quant_bits": 8, "baselines": {"Transformer": "attn"}},  # the default names a family this recipe lacks
+     r"field 'quantized': 'Lite Transformer' .*\(its default is .*quant_bits: null turns the quantised rows off"),
     ({"quant_overrides": {"init_from": "x.pt"}}, r"field 'quant_overrides': \['init_from'\] are set by the study"),
-    ({"quant_overrides": {"max_updates": 0}}, "field 'quant_overrides': .*max_updates"),
+    ({"quant_bits": 8, "quant_overrides": {"max_updates": 0}}, "field 'quant_overrides': .*max_updates"),
 ])
 def test_recipe_errors_name_the_field(bad: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -51,6 +53,8 @@ def test_shipped_recipe_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert quick.output.endswith("_quick") and quick.recipe(quick.retrain_overrides, {}, "r").max_updates < 100
     assert cfg.quant_bits == 8 and cfg.quantized == ["hybrid", "Lite Transformer"]  # Table 3's 8-bit rows
     assert quick.quant_recipe({}).max_updates < 100 and quick.quant_recipe({}).quant_bits == 8
+    assert cfg.quant_recipe({}).lr == cfg.recipe(cfg.retrain_overrides, {}, "r").lr / 10  # fine-tuning
+    assert TranslationTableConfig().quant_bits is None  # a recipe asks for quantised rows
 
 
 def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation: dict, tmp_path: Path) -> None:
@@ -60,7 +64,7 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
     fields = {"space": str(tiny_translation["space"]), "supernet_recipe": str(recipe), "picks": 1, "seeds": [1, 2],
               "search_overrides": {"iterations": 1, "population": 3, "parents": 1, "mutation": 1, "crossover": 0},
               "baselines": {"Transformer": "attn"}, "test_sentences": 8, "output": str(tmp_path / "table"),
-              "quantized": ["hybrid", "Transformer"],
+              "quant_bits": 8, "quantized": ["hybrid", "Transformer"],
               "quant_overrides": {"max_updates": 2, "warmup_updates": 1, "save_interval_updates": 2}}
     cfg = from_dict(TranslationTableConfig, fields)
     lines: list[str] = []

@@ -111,14 +111,15 @@ def _print_translation_retrain(r: dict[str, Any], output: str) -> int:
     s, inherited = r["scratch"], r["inherited"]
     print()
     print(f"subnet           {r['arch_source']} on space {r['space']}: {s['params_M']:.2f}M params, "
-          f"{s['macs_G'] * 1e3:.1f}M MACs, Eyeriss {s['energy_mJ']:.3f} mJ, {s['latency_ms']:.3f} ms at {r['bits']} bits"
-          + (f", {r['quant_bits']}-bit fake quantisation" if r["quant_bits"] else ", float"))
+          f"{s['macs_G'] * 1e3:.1f}M MACs, Eyeriss {s['energy_mJ']:.3f} mJ, {s['latency_ms']:.3f} ms at "
+          f"{r['bits']} bits" + (f", {r['quant_bits']}-bit fake quantisation" if r["quant_bits"] else ", float"))
     print(f"recipe           that of {r['supernet']}: {r['updates']} updates" + (" (resumed)" if r["resumed"] else "")
           + f", lr {r['recipe']['lr']}, {r['fit_seconds']} s")
     print(f"from scratch     valid loss {s['valid']['loss_nats']:.3f} nats/token, test BLEU {s['test']['bleu']:.2f} "
           f"({s['test']['sentences']} sentences)")
     print(f"inherited        valid loss {inherited['valid']['loss_nats']:.3f} nats/token, test BLEU "
-          f"{inherited['test']['bleu']:.2f} (the supernet's weights after {inherited['supernet_updates']} updates)")
+          f"{inherited['test']['bleu']:.2f} (the supernet's float weights after {inherited['supernet_updates']} "
+          "updates)")
     print(f"BLEU signature   {s['test']['signature']} (beam {s['test']['beam']}, length penalty {s['test']['lenpen']})")
     print(f"checkpoint       {r['checkpoint']}")
     print(f"metrics          {output}/metrics.json")

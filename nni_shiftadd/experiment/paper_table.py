@@ -21,7 +21,7 @@ which baselines stand beside the picks.
 
 Everything is cached under ``output``: the supernet (``supernet/``), each search's evaluations (``search/``), each
 trained network (``train/<name>-s<seed>/metrics.json``) with the recipe they share (``train/recipe.json``), each
-quantised one (``train-q<bits>/<name>-s<seed>/``, recipe ``train-q<bits>/recipe.json``). Run the
+quantised one (``train-q<bits>/<arch id>-s<seed>/``, recipe ``train-q<bits>/recipe.json``). Run the
 same command again after a kill and it goes on without training anything twice.
 """
 from __future__ import annotations
@@ -121,6 +121,7 @@ def compare(pick: Mapping[str, Any], other: Mapping[str, Any]) -> str:
 
 
 def _hybrid(r: Mapping[str, Any]) -> bool:
+    """Whether row ``r`` is a pick of the hybrid search (at any word width)."""
     return r.get("float_family", r["family"]) == HYBRID
 
 
@@ -174,6 +175,7 @@ class PaperTable:
 
     @property
     def quant_dir(self) -> Path:
+        """Where the quantised networks are cached: ``train-q<quant_bits>``."""
         return self.out / f"train-q{getattr(self.cfg, 'quant_bits', None)}"
 
     def search(self, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,15 +254,16 @@ class PaperTable:
         for r in rows:
             if "arch" not in r or not (r.get("search") in chosen or r["family"] in chosen):
                 continue
-            runs = {}
-            for seed in self.cfg.seeds:
-                start, folder = (root / f"{r['arch_id']}-s{seed}" for root in (self.out / "train", self.quant_dir))
-                runs[seed] = self._cached(
-                    folder, lambda a=r["arch"], s=seed, b=start, f=folder: self.kind.train_quantized(self.cfg, a, s, b, f),
-                    f"{r['arch_id']} seed {seed} at {bits} bits")
+            runs = {seed: self._quantized(r["arch"], r["arch_id"], seed, bits) for seed in self.cfg.seeds}
             out.append(row(f"{r['name']}-{bits}bit", f"{r['family']} ({bits}-bit)", runs, self.kind.score,
                            float_family=r["family"], arch=r["arch"], arch_id=r["arch_id"]))
         return out
+
+    def _quantized(self, arch: Mapping[str, Any], name: str, seed: int, bits: int) -> dict[str, Any]:
+        """``arch`` fine-tuned at ``bits`` bits from its float network of ``seed``; cached."""
+        start, folder = (root / f"{name}-s{seed}" for root in (self.out / "train", self.quant_dir))
+        return self._cached(folder, lambda: self.kind.train_quantized(self.cfg, arch, seed, start, folder),
+                            f"{name} seed {seed} at {bits} bits")
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
         from ..plots.score_energy import plot_score_energy

@@ -45,10 +45,10 @@ class TranslationTableConfig:
         "Transformer": ATTENTION, "Lightweight Conv": REFERENCE_BLOCK,
         "Lite Transformer": multi_branch(REFERENCE_BLOCK)})
     test_sentences: int | None = None
-    quant_bits: int | None = 8
+    quant_bits: int | None = None
     quantized: list[str] = dataclasses.field(default_factory=lambda: ["hybrid", "Lite Transformer"])
     quant_overrides: dict[str, Any] = dataclasses.field(default_factory=lambda: {
-        "max_updates": 4000, "warmup_updates": 400, "save_interval_updates": 1000})
+        "max_updates": 4000, "warmup_updates": 400, "lr": 2e-4, "save_interval_updates": 1000})
     output: str = "runs/table3_nlp_tiny"
 
     def validate(self) -> None:
@@ -103,7 +103,8 @@ class TranslationTableConfig:
             unknown = [name for name in self.quantized if name not in allowed]
             if unknown:
                 raise ValueError(f"field 'quantized': {unknown[0]!r} is neither a search nor a baseline family; "
-                                 f"allowed: {allowed}")
+                                 f"allowed: {allowed} (its default is {TranslationTableConfig().quantized}; "
+                                 "quant_bits: null turns the quantised rows off)")
 
     def recipe(self, overrides: Mapping[str, Any], fields: Mapping[str, Any], where: str) -> Any:
         """The SuperTransformer recipe with ``overrides`` and the study's ``fields`` on top, in this study's space;

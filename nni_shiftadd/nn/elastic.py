@@ -50,7 +50,8 @@ class ElasticEmbedding(nn.Embedding):
 
     def project(self, x: Tensor) -> Tensor:
         """Logits of ``x`` (last dimension ``d``) against the first ``d`` columns of the table."""
-        return F.linear(*quantize_operands(self, "project", x, self.weight[:, :x.shape[-1]], "multiply"))
+        x, _ = quantize_operands(self, "project", x)  # the table is on its grid already (one table in hardware)
+        return F.linear(x, self.weight[:, :x.shape[-1]])
 
 
 def sinusoidal_positions(tokens: Tensor, dim: int, padding_idx: int) -> Tensor:

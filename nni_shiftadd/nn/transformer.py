@@ -17,6 +17,7 @@ one). Tensors are batch-first: tokens ``(B, T)``, activations ``(B, T, C)``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from ..hws import HWSConfig, Mode, SharedConvWeight, add_auxiliary_loss, position_kl, ranks_memoised
 from ..ops.factory import block_function
-from ..quant import quantize_operands
+from ..quant import operands_quantized, quantize_operands
 from ..vocabulary import CONV_FAMILY, block_type, branches
 from .elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, sinusoidal_positions
 
@@ -89,7 +90,11 @@ class EncoderOut(NamedTuple):
 
 class ElasticAttention(nn.Module):
     """Multi-head attention with elastic input widths and head count: queries, keys and values are projected to
-    ``qkv_dim`` (fixed, HAT) and split into ``heads`` heads; the output projection returns the query's width."""
+    ``qkv_dim`` (fixed, HAT) and split into ``heads`` heads; the output projection returns the query's width. Its
+    two products of activations, ``Q K^T`` and ``A V``, are call sites :func:`~nni_shiftadd.quant.fake_quantize`
+    quantises (``quant_sites``); quantised, they run unfused."""
+
+    quant_sites = ("scores", "mix")
 
     def __init__(self, embed_dim: int, kv_dim: int, qkv_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -114,9 +119,21 @@ class ElasticAttention(nn.Module):
         if causal:
             allowed = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
             mask = allowed if mask is None else mask & allowed
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        if operands_quantized(self):
+            y = self._quantized_attention(q, k, v, mask, dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(b, t, self.qkv_dim), width)
+
+    def _quantized_attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
+        """``softmax(Q K^T / sqrt(d)) V`` with both products on quantised operands (what the fused kernel computes)."""
+        q, k = quantize_operands(self, "scores", q, k)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        attn, v = quantize_operands(self, "mix", F.dropout(scores.softmax(-1), dropout, self.training), v)
+        return attn @ v
 
 
 class LightweightBranch(nn.Module):
@@ -154,11 +171,11 @@ class LightweightBranch(nn.Module):
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         y = linear(*quantize_operands(self, "proj_in", x, self.pools["proj_in"].weight(op)[:c, :c], operator))
-        k = self.kernel_size
-        y = F.pad(y.transpose(1, 2), (k - 1, 0) if self.causal else (k // 2, k // 2))
-        y, w = quantize_operands(self, "depthwise", y, self.pools["depthwise"].weight(op)[:c], operator)
-        y = linear(*quantize_operands(self, "proj_out", conv(y, w, groups=c).transpose(1, 2),
-                                      self.pools["proj_out"].weight(op)[:c, :c], operator))
+        y, w = quantize_operands(self, "depthwise", y.transpose(1, 2), self.pools["depthwise"].weight(op)[:c],
+                                 operator)
+        k = self.kernel_size  # padded after quantising: the padding is a constant zero, not a code of the input
+        y = conv(F.pad(y, (k - 1, 0) if self.causal else (k // 2, k // 2)), w, groups=c).transpose(1, 2)
+        y = linear(*quantize_operands(self, "proj_out", y, self.pools["proj_out"].weight(op)[:c, :c], operator))
         y = self.norms[op](y)
         if self.mode == "hws" and self.training and self.kl_weight != 0 and torch.is_grad_enabled():
             y = add_auxiliary_loss(y, self.kl(), self.kl_weight)

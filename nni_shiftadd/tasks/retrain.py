@@ -222,7 +222,7 @@ def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
     given = [name for name in IMAGE_ONLY_FIELDS if getattr(cfg, name) is not None]
     if given:
         raise ConfigError(f"retrain config: field {given[0]!r}: applies to image spaces; a translation subnet is "
-                          f"retrained with the recipe of its SuperTransformer {cfg.supernet} (change max_updates or lr)")
+                          f"retrained with the recipe of its SuperTransformer {cfg.supernet} (change max_updates, lr or quant_bits)")
     spec = load_space(recipe_of(cfg.supernet).space)
     if cfg.space is not None and load_space(cfg.space) != spec:
         raise ConfigError(f"retrain config: field 'space': {cfg.space!r} is not the space {spec.name!r} the "

@@ -44,6 +44,7 @@ from ..config import ConfigError, check_learning_rate
 from ..data.translation import TranslationDataConfig
 from ..hws import MODES, HWSConfig, Mode
 from ..lock import check_output_dir, output_lock
+from ..quant import check_bits, cost_bits
 from ..vocabulary import ADDER, ATTENTION, ENCODER_BLOCKS, multi_branch
 
 LAST = "checkpoint_last.pt"
@@ -163,8 +164,6 @@ class SuperTransformerConfig:
             except ValueError as err:
                 raise ValueError(f"{flag}: {err}") from None
         if self.quant_bits is not None:
-            from ..quant import check_bits
-
             if not self.subnet:
                 raise ValueError(f"field 'quant_bits': {self.quant_bits} needs a 'subnet' (quantisation-aware "
                                  "training is for one subnet, not the supernet); or null for floating point")
@@ -176,8 +175,7 @@ class SuperTransformerConfig:
             if not self.subnet:
                 raise ValueError(f"field 'init_from': {self.init_from!r} needs a 'subnet' (it starts one subnet "
                                  "from a trained checkpoint of it)")
-            if not Path(self.init_from).is_file():
-                raise ValueError(f"field 'init_from': no such checkpoint {self.init_from!r}")
+            self._check_init_from(spec)
         binarized = Path(self.data.binarized) if self.data.binarized else None
         if spec.share_embeddings and binarized is not None:
             dicts = [binarized / f"dict.{lang}.txt" for lang in (self.data.source_lang, self.data.target_lang)]
@@ -191,6 +189,27 @@ class SuperTransformerConfig:
         if self.overwrite and self.resume != "never":
             raise ValueError("field 'overwrite': only with resume: never (it deletes the output's checkpoints to "
                              "start afresh); resume: auto goes on from them")
+
+
+    def _check_init_from(self, spec: Any) -> None:
+        """``init_from`` must be a checkpoint of this subnet of this space (float, or quantised for a quantised
+        run): fairseq would otherwise fail deep in loading, after the data is prepared."""
+        from ..space.spec import load_space
+        from .translation.archs import parse_arch
+
+        if not Path(self.init_from).is_file():
+            raise ValueError(f"field 'init_from': no such checkpoint {self.init_from!r}")
+        try:
+            theirs = recipe_of(self.init_from)
+        except (CheckpointError, ConfigError) as err:
+            raise ValueError(f"field 'init_from': {err}") from None
+        if load_space(theirs.space) != spec or parse_arch(theirs.subnet) != parse_arch(self.subnet):
+            raise ValueError(f"field 'init_from': {self.init_from} holds "
+                             + (f"subnet {theirs.subnet}" if theirs.subnet else "a supernet")
+                             + f" of space {theirs.space!r}; the run trains subnet {self.subnet} of {self.space!r}")
+        if theirs.quant_bits is not None and self.quant_bits is None:
+            raise ValueError(f"field 'init_from': {self.init_from} holds a network quantised to {theirs.quant_bits} "
+                             "bits; a float run cannot start from it (set quant_bits)")
 
 
 def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Path) -> list[str]:
@@ -424,8 +443,6 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
     references = Path(manifest["raw"]) if manifest.get("raw") else references_dir(data_bin)
     from ..cost.layerwise import space_profiler
 
-    from ..quant import cost_bits
-
     bits = cost_bits(cfg.quant_bits)  # the structure costed at the word width that holds the quantised values
     profiler = space_profiler(model.spec, bits=bits)
     scored = {}
@@ -436,7 +453,8 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
                                  max_tokens=cfg.max_tokens, test_limit=cfg.eval_test_sentences)
         arch = arch or parse_arch(cfg.subnet)
         scored[name] = {"arch": arch, **scores, **subnet_cost(profiler.report(arch).totals)}
-    result = {"space": model.spec.name, "mode": cfg.mode, "quant_bits": cfg.quant_bits, "bits": bits, "data": str(data_bin), "sizes": manifest.get("sizes"),
+    result = {"space": model.spec.name, "mode": cfg.mode, "quant_bits": cfg.quant_bits, "bits": bits,
+              "data": str(data_bin), "sizes": manifest.get("sizes"),
               "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
               "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
               "checkpoint": str(save_dir / LAST)}
@@ -478,7 +496,8 @@ def recipe_of(checkpoint: str | os.PathLike[str], **changes: Any) -> SuperTransf
               "adam_betas": list(ast.literal_eval(optimizer["adam_betas"])), "weight_decay": optimizer["weight_decay"],
               "clip_norm": opt["clip_norm"], "label_smoothing": cfg["criterion"]["label_smoothing"],
               "seed": cfg["common"]["seed"], "subnet": model.get("subnet", ""),
-              "quant_bits": model.get("quant_bits") or None, "subnet_seed": task.get("subnet_seed", 0), "sampling": task.get("supernet_sampling", "uniform"),
+              "quant_bits": model.get("quant_bits") or None, "subnet_seed": task.get("subnet_seed", 0),
+              "sampling": task.get("supernet_sampling", "uniform"),
               "sandwich_random": task.get("sandwich_random", 2)}
     return from_dict(SuperTransformerConfig, {**fields, **changes}, f"the recipe of {checkpoint}")
 
