@@ -80,6 +80,13 @@ def fake_quantize_tensor(x: Tensor, max_abs: Tensor, bits: int) -> Tensor:
     return torch.fake_quantize_per_tensor_affine(x, scale.to(x.device), zero, -qmax, qmax)
 
 
+def _check_momentum(momentum: Any) -> float:
+    """``momentum`` if it is in (0, 1]; else ``ValueError`` naming the value."""
+    if not 0 < momentum <= 1:
+        raise ValueError(f"momentum: got {momentum!r}; expected a float in (0, 1]")
+    return momentum
+
+
 class InputQuantizer(nn.Module):
     """The state of a layer's input quantiser: ``bits`` and the running max-abs of the inputs (a buffer).
 
@@ -89,10 +96,7 @@ class InputQuantizer(nn.Module):
 
     def __init__(self, bits: int, momentum: float = 0.1) -> None:
         super().__init__()
-        self.bits = check_bits(bits)
-        if not 0 < momentum <= 1:
-            raise ValueError(f"momentum: got {momentum!r}; expected a float in (0, 1]")
-        self.momentum = momentum
+        self.bits, self.momentum = check_bits(bits), _check_momentum(momentum)
         self.register_buffer("running_max", torch.zeros(()))
 
     @torch.no_grad()
@@ -164,10 +168,7 @@ class OperandQuantizer(nn.Module):
 
     def __init__(self, bits: int, momentum: float = 0.1) -> None:
         super().__init__()
-        self.bits = check_bits(bits)
-        if not 0 < momentum <= 1:
-            raise ValueError(f"momentum: got {momentum!r}; expected a float in (0, 1]")
-        self.momentum = momentum
+        self.bits, self.momentum = check_bits(bits), _check_momentum(momentum)
         self.register_buffer("running_min", torch.zeros(()))
         self.register_buffer("running_max", torch.zeros(()))
         self.register_buffer("observed", torch.zeros(()))  # 1 once a batch was seen (a float: checkpoint averaging)
