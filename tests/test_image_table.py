@@ -117,6 +117,7 @@ def test_a_tiny_table_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     assert rows["shiftadd_resnet8-add"]["mult"] < rows["shiftadd_resnet8-add"]["macs"] / 10
     assert set(results["comparisons"]) == {"hybrid-1"}
     out = tmp_path / "table"
+    assert not (out / "score_flops.png").exists()  # Fig. 6: accuracy against energy only
     for name in ("results.json", "table.md", "score_energy.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]

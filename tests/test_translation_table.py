@@ -90,7 +90,9 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
     assert set(results["comparisons"]["hybrid-1"]["versus"]) == {"restricted-1", "all_attn"}  # of its word width
     assert set(results["comparisons"]["hybrid-1-8bit"]["versus"]) == {"all_attn-8bit"}
     out = tmp_path / "table"
-    for name in ("results.json", "table.md", "score_energy.png"):
+    assert rows["hybrid-1-8bit"]["flops_G"] == pytest.approx(rows["hybrid-1"]["flops_G"] / 16)  # Fig. 5's axis
+    assert rows["all_attn"]["flops_G"] == pytest.approx(2 * rows["all_attn"]["macs"] / 1e9)
+    for name in ("results.json", "table.md", "score_energy.png", "score_flops.png"):
         assert (out / name).is_file(), name
     assert "| BLEU (mean, range over 2 seeds) | bits |" in (out / "table.md").read_text().splitlines()[0].replace(
         "| network | family ", "")

@@ -39,7 +39,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         cfg.validate()
     results = load_schema(run)(cfg)
     print(format_table(results))
-    print(f"wrote {cfg.output}/results.json, {results['table']} and {results['plots']['score_energy']}")
+    print(f"wrote {cfg.output}/results.json, {results['table']} and {', '.join(results['plots'].values())}")
     return 0
 
 
@@ -96,7 +96,8 @@ COMMANDS: list[Command] = [
             "restricted one (Attn and Conv for table4, Attn only for table3), thin each front to a few picks, retrain "
             "them and the baselines (the space's homogeneous networks and the ResNet/AdderNet/DeepShift families; "
             "Transformer, Lightweight Conv and Lite Transformer) from scratch with one recipe and several seeds, and "
-            "write the table (table.md, results.json) and the score-energy figure (score_energy.png). Every trained "
+            "write the table (table.md, results.json) and the figures (score against energy, score_energy.png; table3 "
+            "also against effective FLOPs, score_flops.png, as the paper's Fig. 5). Every trained "
             "network is cached in the output folder: run the same command again to resume.",
             arguments=_reproduce_arguments),
     Command("translation-ranking", "how well a SuperTransformer's inherited losses rank translation subnets",

@@ -17,7 +17,8 @@ which baselines stand beside the picks.
 5. **Report**: one row per network (its score's seed mean and range, bits, params, MACs and effective MACs
    ``MACs x (bits/32)^2``, #Mult/#Add/#Shift, energy, latency); for each hybrid pick, every other network of its word
    width it beats (a higher score beyond the seed ranges at no more energy), loses to, or cannot be told from;
-   ``results.json``, ``table.md`` and ``score_energy.png``.
+   ``results.json``, ``table.md`` and the kind's figures (``score_energy.png``: Fig. 6's axes; translation also
+   ``score_flops.png``: Fig. 5's, against effective FLOPs).
 
 Everything is cached under ``output``: the supernet (``supernet/``), each search's evaluations (``search/``), each
 trained network (``train/<name>-s<seed>/metrics.json``) with the recipe they share (``train/recipe.json``), each
@@ -53,6 +54,8 @@ class TableKind(abc.ABC):
     score: str
     score_label: str
     restricted_family: str = RESTRICTED
+    #: The costs the score is plotted against, one figure each (metrics of ``cost.metrics.METRICS``).
+    figures: tuple[str, ...] = ("energy_mJ",)
 
     @abc.abstractmethod
     def supernet(self, cfg: Any, out: Path, log: Callable[[str], None]) -> Path:
@@ -149,7 +152,8 @@ def row(name: str, family: str, runs: Mapping[int, Mapping[str, Any]], score: st
     return {"name": name, "family": family, **extra,
             "score": {"mean": sum(values.values()) / len(values), "min": min(values.values()),
                       "max": max(values.values()), "per_seed": values},
-            "bits": bits, **{k: cost[k] for k in COST_KEYS}, "effective_macs": effective_macs(cost["macs"], bits)}
+            "bits": bits, **{k: cost[k] for k in COST_KEYS}, "effective_macs": effective_macs(cost["macs"], bits),
+            "flops_G": 2 * effective_macs(cost["macs"], bits) / 1e9}
 
 
 class PaperTable:
@@ -266,14 +270,17 @@ class PaperTable:
                             f"{name} seed {seed} at {bits} bits")
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
-        from ..plots.score_energy import plot_score_energy
+        from ..plots.score_cost import plot_score_cost
 
         atomic_write_json(self.out / "results.json", results)
         (self.out / "table.md").write_text(format_table(results) + "\n")
-        figure = plot_score_energy(results["rows"], self.out / "score_energy.png", y_label=self.kind.score_label,
-                                      title=f"{self.cfg.space}: {self.kind.score_label} after retraining against "
-                                            "energy")
-        return {**results, "plots": {"score_energy": str(figure)}, "table": str(self.out / "table.md")}
+        plots = {}
+        for cost in self.kind.figures:
+            name = f"score_{cost.split('_')[0]}"
+            plots[name] = str(plot_score_cost(results["rows"], self.out / f"{name}.png", y_label=self.kind.score_label,
+                                              title=f"{self.cfg.space}: {self.kind.score_label} after retraining",
+                                              cost=cost))
+        return {**results, "plots": plots, "table": str(self.out / "table.md")}
 
 
 def format_table(results: Mapping[str, Any]) -> str:

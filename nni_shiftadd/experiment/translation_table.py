@@ -150,6 +150,7 @@ class TranslationKind(TableKind):
     """Table 3: test BLEU after retraining, the Transformer, Lightweight Conv and Lite Transformer beside."""
 
     score, score_label, restricted_family = "bleu", "BLEU", "HAT (Attn-only search)"
+    figures = ("energy_mJ", "flops_G")  # Fig. 5 plots BLEU against (effective) FLOPs
 
     def supernet(self, cfg: TranslationTableConfig, out: Path, log: Callable[[str], None]) -> Path:
         if cfg.supernet is not None:
