@@ -188,6 +188,7 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
                                                     eval_test_sentences=40, beam=2)]) == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["updates"] == metrics["updates"] == 6 and again["resumed"] and set(again["subnets"]) == {"random0"}
+    assert again["fit_seconds"] == metrics["fit_seconds"] > 0  # the time its training took, not the scoring's 0
     assert "has all 6 updates; scoring only" in capsys.readouterr().out
     # `retrain` of a subnet on the SuperTransformer: from scratch with its recipe, beside its inherited weights
     retrain = ["retrain", "--supernet", checkpoint, "--arch", json.dumps(random0["arch"]), "--max-updates", "5",
