@@ -1,5 +1,6 @@
 """Files written whole or not at all: the text goes to a temporary file beside its destination, which then replaces
-it in one rename, so a kill mid-write keeps the previous version (caches, ledgers, results, recipes of a run)."""
+it in one rename, so a kill mid-write keeps the previous version (caches, ledgers, results, recipes of a run); and
+such a JSON document read back."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write_json", "atomic_write_text", "read_json"]
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -27,3 +28,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int = 1) -> Path:
     """Write ``data`` as JSON to ``path`` atomically; return the path."""
     return atomic_write_text(path, json.dumps(data, indent=indent))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON document at ``path``, or ``None`` when there is none (not yet computed)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -120,6 +120,11 @@ class WeightQuantizer(nn.Module):
         # held in a tuple, not as a submodule: the buffer is saved once, under the layer's ``input_quant``
         self._shared = (shared,) if shared is not None else ()
 
+    @property
+    def shares_input(self) -> bool:
+        """Whether the weight's grid is the input's (an adder's)."""
+        return bool(self._shared)
+
     def max_abs(self, w: Tensor) -> Tensor:
         """The clipping range of ``w``'s grid."""
         amax = w.detach().abs().amax()
@@ -139,8 +144,9 @@ def _quantize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]
     if module.training:
         quant.observe(x)
     max_abs = quant.running_max
-    if _weight_grid(module) == "input" and parametrize.is_parametrized(module, "weight"):
-        max_abs = module.parametrizations.weight[0].max_abs(module.parametrizations.weight.original)
+    weights = module.parametrizations.weight if parametrize.is_parametrized(module, "weight") else None
+    if weights is not None and weights[0].shares_input:  # decided once, when fake_quantize prepared the layer
+        max_abs = weights[0].max_abs(weights.original)
     return (fake_quantize_tensor(x, max_abs, quant.bits), *rest)
 
 
@@ -190,14 +196,13 @@ class OperandQuantizer(nn.Module):
             self.observe(x)
         grid, bits = OPERATORS[operator].weight_grid, self.bits
         lo, hi = self.running_min.to(x), self.running_max.to(x)
-        if w is None:
-            return fake_quantize_tensor(x, torch.maximum(lo.abs(), hi.abs()), bits), None
-        if grid == "input":
+        if w is not None and grid == "input":
             w_lo, w_hi = torch.aminmax(w.detach())
             step = torch.maximum(hi - lo, w_hi - w_lo) / (2 ** bits - 1)
             return fake_quantize_range(x, lo, step, bits), fake_quantize_range(w, w_lo, step, bits)
-        wq = w if grid == "exact" else fake_quantize_tensor(w, w.detach().abs().amax(), bits)
-        return fake_quantize_tensor(x, torch.maximum(lo.abs(), hi.abs()), bits), wq
+        if w is not None and grid == "own":
+            w = fake_quantize_tensor(w, w.detach().abs().amax(), bits)
+        return fake_quantize_tensor(x, torch.maximum(lo.abs(), hi.abs()), bits), w
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, momentum={self.momentum}"

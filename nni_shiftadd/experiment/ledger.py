@@ -1,6 +1,5 @@
-"""The JSON ledger of a cached study (the ranking study, the paper's tables): reading a cached result, and naming
-what changed between the recipe a cached result was made with and the one asked for now, so that a study never
-mixes results of two recipes."""
+"""The JSON ledger of a cached study (the ranking study, the paper's tables): naming what changed between the recipe
+a cached result was made with and the one asked for now, so that a study never mixes results of two recipes."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,14 +8,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, read_json
 
-__all__ = ["evolve", "pin_recipe", "plain", "read_json", "recipe_changes", "trained_supernet"]
-
-
-def read_json(path: Path) -> Any:
-    """The JSON document at ``path``, or ``None`` when there is none (not yet computed)."""
-    return json.loads(path.read_text()) if path.is_file() else None
+__all__ = ["evolve", "pin_recipe", "plain", "recipe_changes", "trained_supernet"]
 
 
 def recipe_changes(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: set[str]) -> str:

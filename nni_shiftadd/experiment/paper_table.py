@@ -34,10 +34,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, read_json
 from ..lock import output_lock
 from .arch_selection import arch_id
-from .ledger import evolve, pin_recipe, read_json
+from .ledger import evolve, pin_recipe
 
 #: The family of the hybrid search's picks, and of the restricted search's.
 HYBRID, RESTRICTED = "ShiftAddNAS (hybrid search)", "restricted search"
@@ -149,11 +149,11 @@ def row(name: str, family: str, runs: Mapping[int, Mapping[str, Any]], score: st
     values = {str(seed): float(run[score]) for seed, run in runs.items()}
     cost = next(iter(runs.values()))["cost"]
     bits = int(cost.get("bits", 32))
+    effective = effective_macs(cost["macs"], bits)
     return {"name": name, "family": family, **extra,
             "score": {"mean": sum(values.values()) / len(values), "min": min(values.values()),
                       "max": max(values.values()), "per_seed": values},
-            "bits": bits, **{k: cost[k] for k in COST_KEYS}, "effective_macs": effective_macs(cost["macs"], bits),
-            "flops_G": 2 * effective_macs(cost["macs"], bits) / 1e9}
+            "bits": bits, **{k: cost[k] for k in COST_KEYS}, "effective_macs": effective, "flops_G": 2 * effective / 1e9}
 
 
 class PaperTable:

@@ -47,11 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, read_json
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from .arch_selection import arch_id, select_archs
-from .ledger import evolve, pin_recipe, plain, read_json, recipe_changes, trained_supernet
+from .ledger import evolve, pin_recipe, plain, recipe_changes, trained_supernet
 from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).

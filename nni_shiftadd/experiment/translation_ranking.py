@@ -37,7 +37,8 @@ from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from ..space import load_space
 from .arch_selection import arch_id, select_archs
-from .ledger import pin_recipe, read_json
+from ..atomic import read_json
+from .ledger import pin_recipe
 from .rank_statistics import bootstrap_interval, rank_metrics
 
 #: Recipe fields the study sets per network.

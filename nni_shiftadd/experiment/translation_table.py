@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir
 from ..vocabulary import ATTENTION, REFERENCE_BLOCK, multi_branch
-from .ledger import read_json
 from .paper_table import TableKind, run_table, searches
 
 #: Recipe fields the study sets per network.

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, read_json
 from ..checkpoint import CheckpointError, DivergenceError, describe_non_finite, load_checkpoint, non_finite_tensors
 from ..config import ConfigError, check_learning_rate
 from ..data.translation import TranslationDataConfig
@@ -427,7 +427,7 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
         # fairseq-train would run one more update before it checks --max-update
         print(f"nni-shiftadd train-supertransformer: {save_dir / LAST} has all {cfg.max_updates} updates; scoring "
               "only", flush=True)
-        scored_before = _read_metrics(out)  # a finished run scored again keeps the time its training took
+        scored_before = read_json(out / "metrics.json") or {}  # a finished run scored again keeps its training time
         fit_s = scored_before.get("fit_seconds", 0.0) if scored_before.get("updates") == cfg.max_updates else 0.0
     else:
         try:
@@ -462,14 +462,6 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
               "checkpoint": str(save_dir / LAST)}
     atomic_write_json(out / "metrics.json", result)
     return result
-
-
-def _read_metrics(out: Path) -> dict[str, Any]:
-    """The ``metrics.json`` a finished run left in ``out`` (empty when there is none or it cannot be read)."""
-    try:
-        return json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _last_good(save_dir: Path) -> str:
