@@ -56,7 +56,7 @@ def _tiny(output: Path) -> dict:
         "space": "cv_small", "picks": 1, "eval_batches": 1, "calibration_batches": 1, "eval_batch_size": 64,
         "supernet_recipe": str(ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml"),
         "supernet_overrides": {"epochs": 1, "warmup_epochs": 0, "batch_size": 32, "limit_train_batches": 2,
-                               "limit_eval_batches": 1, "eval_archs": 0},
+                               "limit_eval_batches": 1, "bn_calibration_batches": 1, "eval_archs": 0},
         "search_preset": "cv_small_pareto",
         "search_overrides": {"iterations": 1, "population": 3, "parents": 1, "mutation": 1, "crossover": 0},
         "retrain_recipe": str(ROOT / "examples" / "fashion_mnist" / "retrain_cv_small.yaml"),

@@ -108,7 +108,7 @@ def _tiny(output: Path) -> dict:
                               "limit_train_batches": 2, "limit_eval_batches": 1},
         "supernet_recipe": str(ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml"),
         "supernet_overrides": {"epochs": 1, "warmup_epochs": 0, "batch_size": 32, "limit_train_batches": 2,
-                               "eval_archs": 0},
+                               "eval_archs": 0, "limit_eval_batches": 1, "bn_calibration_batches": 1},
         "budgets": [2],
         "search_preset": "cv_small",
         "search_overrides": {"iterations": 1, "population": 2, "parents": 1, "mutation": 1, "crossover": 0},

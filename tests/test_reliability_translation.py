@@ -351,6 +351,18 @@ def test_sigterm_stops_translation_training_with_143(cache: dict[str, Path], tmp
     assert not (out / "metrics.json").exists()
 
 
+def test_translation_training_leaves_no_thread_behind(cache: dict[str, Path], tmp_path: Path) -> None:
+    """A thread still inside torch when the interpreter exits aborts the process (status 134, "terminate called
+    without an active exception") instead of exiting 143 after a stop: fairseq's batch-prefetching thread was one,
+    left running by every run that ends or stops inside an epoch."""
+    import threading
+
+    before = set(threading.enumerate())
+    assert main(["train-supertransformer", *_recipe(cache, tmp_path / "run")]) == 0
+    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"threads still running after training: {left}"
+
+
 # --- exact resume ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sampling", ["uniform", "sandwich"])

@@ -234,7 +234,10 @@ def fairseq_train_args(cfg: SuperTransformerConfig, data_bin: Path, save_dir: Pa
             "--save-interval-updates", str(cfg.save_interval_updates),
             "--keep-interval-updates", str(cfg.keep_interval_updates), "--validate-interval-updates",
             str(cfg.save_interval_updates), "--no-epoch-checkpoints", "--log-interval", str(cfg.log_interval),
-            "--num-workers", "0", "--quant-bits", str(cfg.quant_bits or 0)]
+            "--num-workers", "0", "--quant-bits", str(cfg.quant_bits or 0),
+            # no prefetching thread: one left inside torch at interpreter exit (a run stopped or ended mid-epoch)
+            # aborts the process; with --num-workers 0 batches cost the same made in the main thread
+            "--data-buffer-size", "0"]
     if cfg.init_from:
         args += ["--finetune-from-model", str(cfg.init_from)]
     import torch
