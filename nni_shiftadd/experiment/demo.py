@@ -47,7 +47,7 @@ class DemoConfig:
     preset_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra_searches: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     eval_batches: int = 8
-    calibration_batches: int = 8
+    calibration_batches: int = 3
     trial_batch_size: int = 256
     bleu_sentences: int | None = 200
     trial_beam: int = 1
