@@ -32,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, read_json
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from ..space import load_space
 from .arch_selection import arch_id, select_archs
-from ..atomic import read_json
 from .ledger import pin_recipe
 from .rank_statistics import bootstrap_interval, rank_metrics
 

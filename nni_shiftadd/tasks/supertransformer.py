@@ -528,7 +528,7 @@ def retrain_subnet(supernet: str | os.PathLike[str], arch: dict[str, Any], outpu
                        "inherited": {"valid": inherited["valid"], "test": inherited["test"],
                                      "supernet_updates": _updates(Path(supernet))},
                        "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("subnet", "data")}})
-        (Path(output) / "metrics.json").write_text(json.dumps(result, indent=1))
+        atomic_write_json(Path(output) / "metrics.json", result)
     return result
 
 
