@@ -30,6 +30,28 @@ def test_transform_kernel_is_identity_at_init_and_scales_rank_segments() -> None
         assert out[idx].item() == pytest.approx(w.flatten()[idx].item() * [10, 20, 30, 40][rank // 6])
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, segments", [(1, 200), (7, 3), (1000, 200), (16384, 200), (70001, 64)])
+def test_rank_segments_of_the_kernel_match_the_sort(dtype: torch.dtype, n: int, segments: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """hws_cpu.cpp's radix sort against the comparison sort of the fallback: the same run for every element (the
+    values distinct; among equal values, runs follow the index order), signs, zeros and infinities included."""
+    gen = torch.Generator().manual_seed(n)
+    w = torch.randn(n, generator=gen, dtype=dtype) * torch.logspace(-30, 30, n, dtype=dtype)
+    if n > 10:
+        w[:4] = torch.tensor([float("inf"), -float("inf"), 0.0, -1e-300 if dtype == torch.float64 else -1e-38])
+    t = TransformKernel(segments)
+    _kl_backend("cpu", monkeypatch)
+    fast = t.segment_index(w)
+    _kl_backend("torch", monkeypatch)
+    assert torch.equal(fast, t.segment_index(w))
+    ties = torch.tensor([2.0, -0.0, 2.0, 1.0, 0.0, 2.0], dtype=dtype)
+    monkeypatch.undo()
+    assert TransformKernel(6).segment_index(ties).tolist() == [0, 5, 1, 3, 4, 2]
+    with torch.device("meta"):  # the cost model builds subnets so; a CPU pool's runs are still computed on the CPU
+        assert torch.equal(t.segment_index(w), fast)
+
 def test_transform_kernel_gradients_reach_weights_and_alphas() -> None:
     t = TransformKernel(segments=200)
     w = torch.randn(64, 32, 3, 3, requires_grad=True)

@@ -101,7 +101,8 @@ def _declare(lib: ctypes.CDLL, name: str) -> None:
                   "ps_backward": [ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int, c_int]},
         "hws": {"kl_forward": [ptr, i64, ptr, ptr, ptr, i64, f64, ptr, ptr],
                 "kl_backward": [ptr, i64, ptr, ptr, ptr, i64, f64, ptr, f64, ptr, ptr],
-                "spacing_kl": [ptr, i64, ptr, ptr, ptr, i64, f64, c_int, c_int, c_int, ptr, ptr, ptr]},
+                "spacing_kl": [ptr, i64, ptr, ptr, ptr, i64, f64, c_int, c_int, c_int, ptr, ptr, ptr],
+                "rank_segments": [ptr, i64, i64, ptr]},
     }[name]
     for fn, args in signatures.items():
         for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
@@ -237,7 +238,7 @@ def pools_kl_forward(flat: Tensor, lengths: Tensor, alpha: Tensor | None, index:
     """The eq. (5) KL terms of the pools concatenated in ``flat`` (run lengths ``lengths``), the Laplace ones of
     ``flat * alpha[p * segments + index]`` when ``alpha`` (``[P, segments]``) is given; returns the summed KL and the
     per-pool statistics :func:`pools_kl_backward` needs. See ``hws_cpu.cpp``."""
-    stats = torch.zeros(lengths.numel(), 6, dtype=torch.float64)
+    stats = torch.zeros(lengths.numel(), 6, dtype=torch.float64, device="cpu")
     out = ctypes.c_double()
     getattr(load("hws"), "nsa_kl_forward_" + _SUFFIX[flat.dtype])(
         *_pools_args(flat, lengths, alpha, index, scale), stats.data_ptr(), ctypes.byref(out))
@@ -262,10 +263,19 @@ def spacing_kl(x: Tensor, lengths: Tensor, alpha: Tensor | None, index: Tensor |
     ``alpha``, ``[P, segments]``) when ``laplace``. Returns the summed KL, its gradient with respect to ``x`` and to
     ``alpha``."""
     x = x.contiguous()
-    kl = torch.zeros(lengths.numel(), dtype=torch.float64)
+    kl = torch.zeros(lengths.numel(), dtype=torch.float64, device="cpu")
     gx = torch.empty_like(x)
     galpha = None if alpha is None else torch.zeros_like(alpha)
     getattr(load("hws"), "nsa_spacing_kl_" + _SUFFIX[x.dtype])(
         *_pools_args(x, lengths, alpha, index, scale), int(gaussian), int(laplace), torch.get_num_threads(),
         kl.data_ptr(), gx.data_ptr(), 0 if galpha is None else galpha.data_ptr())
     return float(kl.sum()), gx, galpha
+
+
+def rank_segments(w: Tensor, segments: int) -> Tensor:
+    """The run of ``T`` (eq. (6)) each element of the flat ``w`` falls in: ``r * segments // n`` for the element of
+    rank ``r`` in descending order (a radix sort, see ``hws_cpu.cpp``)."""
+    w = w.contiguous()
+    out = torch.empty(w.numel(), dtype=torch.int64, device="cpu")  # even under torch.device("meta")
+    getattr(load("hws"), "nsa_rank_segments_" + _SUFFIX[w.dtype])(w.data_ptr(), w.numel(), segments, out.data_ptr())
+    return out

@@ -17,9 +17,14 @@
 // m-spacing entropy with Ebrahimi's boundary correction), q = N(0, 1) for x = w and Laplace(0, scale) for
 // x = w * alpha[p * segments + idx] (x = w without alpha). It writes the value and its gradient (gx per sample, galpha added into the
 // caller-zeroed [P, segments]) in one call, pools in parallel: each sorts its sample once per term.
+//
+// rank_segments is the run of T each weight falls in (eq. (6)): with the n weights sorted in descending order, the
+// element of rank r is in run r * segments / n.
+// Both sort at every forward pass of a layer, so they sort by radix (O(n)) rather than by comparison.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -104,6 +109,60 @@ static void kl_backward(const T* w, int64_t P, const int64_t* len, const T* alph
   }
 }
 
+// The unsigned key of a float whose unsigned order is the float's order (-0.0 before +0.0), and its complement for
+// the descending order.
+static inline uint32_t order_key(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+static inline uint64_t order_key(double v) {
+  uint64_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// order[0..n) := the indices of x sorted by value (descending when asked), ties in index order: a least-significant-
+// digit radix sort of the keys, 11 bits a pass, passes whose digit every key shares skipped.
+template <typename T>
+static void radix_order(const T* x, int64_t n, bool descending, int32_t* order) {
+  using Key = decltype(order_key(T()));
+  constexpr int kBits = 11, kPasses = (int(sizeof(Key)) * 8 + kBits - 1) / kBits;
+  constexpr Key kMask = (Key(1) << kBits) - 1;
+  std::vector<Key> key(n), key_tmp(n);
+  std::vector<int32_t> idx(n), idx_tmp(n);
+  for (int64_t i = 0; i < n; ++i) key[i] = descending ? Key(~order_key(x[i])) : order_key(x[i]);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::vector<int64_t> count(std::size_t(1) << kBits);
+  for (int pass = 0; pass < kPasses && n > 0; ++pass) {
+    const int shift = pass * kBits;
+    std::fill(count.begin(), count.end(), 0);
+    for (int64_t i = 0; i < n; ++i) ++count[(key[i] >> shift) & kMask];
+    if (count[(key[0] >> shift) & kMask] == n) continue;
+    int64_t sum = 0;
+    for (auto& c : count) {
+      const int64_t c0 = c;
+      c = sum;
+      sum += c0;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t dst = count[(key[i] >> shift) & kMask]++;
+      key_tmp[dst] = key[i];
+      idx_tmp[dst] = idx[i];
+    }
+    key.swap(key_tmp);
+    idx.swap(idx_tmp);
+  }
+  std::copy(idx.begin(), idx.end(), order);
+}
+
+template <typename T>
+static void rank_segments(const T* w, int64_t n, int64_t segments, int64_t* out) {
+  std::vector<int32_t> order(n);
+  radix_order(w, n, true, order.data());
+  for (int64_t r = 0; r < n; ++r) out[order[r]] = r * segments / n;
+}
+
 // KL of the sample x[0..n) against q and d KL / d x[i] into g (overwritten); order is scratch of size n.
 static double spacing_term(const double* x, int64_t n, bool laplace, double scale, std::vector<int32_t>& order,
                            double* g) {
@@ -112,7 +171,7 @@ static double spacing_term(const double* x, int64_t n, bool laplace, double scal
     return 0.0;
   }
   const int64_t m = std::max<int64_t>(1, std::min<int64_t>(n / 2, std::llround(std::sqrt(double(n)))));
-  std::sort(order.begin(), order.begin() + n, [x](int32_t a, int32_t b) { return x[a] < x[b]; });
+  radix_order(x, n, false, order.data());
   double cross = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     if (laplace) {
@@ -156,7 +215,6 @@ static void spacing_kl(const T* x, int64_t P, const int64_t* len, const T* alpha
     double total = 0.0;
     if (gaussian) {
       for (int64_t i = 0; i < n; ++i) v[i] = double(x[o + i]);
-      std::iota(order.begin(), order.end(), 0);
       total += spacing_term(v.data(), n, false, scale, order, g.data());
       for (int64_t i = 0; i < n; ++i) acc[i] = g[i];
     }
@@ -164,7 +222,6 @@ static void spacing_kl(const T* x, int64_t P, const int64_t* len, const T* alpha
       const T* a = alpha != nullptr ? alpha + p * segments : nullptr;
       const int64_t* k = idx != nullptr ? idx + o : nullptr;
       for (int64_t i = 0; i < n; ++i) v[i] = double(x[o + i]) * (a != nullptr ? double(a[k[i]]) : 1.0);
-      if (!gaussian) std::iota(order.begin(), order.end(), 0);  // else start from x's order: often nearly sorted
       total += spacing_term(v.data(), n, true, scale, order, g.data());
       T* ga = a != nullptr ? galpha + p * segments : nullptr;
       for (int64_t i = 0; i < n; ++i) {
@@ -192,6 +249,9 @@ static void spacing_kl(const T* x, int64_t P, const int64_t* len, const T* alpha
                                      const int64_t* idx, int64_t segments, double scale, int gaussian,       \
                                      int laplace, int threads, double* kl, T* gx, T* galpha) {               \
     spacing_kl<T>(x, P, len, alpha, idx, segments, scale, gaussian, laplace, threads, kl, gx, galpha);       \
+  }                                                                                                           \
+  extern "C" void nsa_rank_segments_##S(const T* w, int64_t n, int64_t segments, int64_t* out) {             \
+    rank_segments<T>(w, n, segments, out);                                                                    \
   }
 
 NSA_HWS(float, f32)
