@@ -10,7 +10,8 @@ import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
 from nni_shiftadd.experiment.image_table import ImageKind, ImageTableConfig, load_config, run_image_table
-from nni_shiftadd.experiment.paper_table import HYBRID, PaperTable, compare, comparisons, searches, thin_front
+from nni_shiftadd.experiment.paper_table import (HYBRID, PaperTable, compare, comparisons, export_ledger, searches,
+                                                thin_front)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "fashion_mnist" / "table4_cv_small.yaml"
@@ -128,6 +129,14 @@ def test_a_tiny_table_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     again: list[str] = []
     assert run_image_table(cfg, again.append)["rows"] == results["rows"]
     assert again == []
+    # the ledger alone (no checkpoint, no supernet) carries the study: nothing is searched or trained again
+    written = export_ledger(out, tmp_path / "carried")
+    assert written and not [p for p in written if p.suffix in (".ckpt", ".pt")]
+    carried: list[str] = []
+    carried_cfg = from_dict(ImageTableConfig, _tiny(tmp_path / "carried"))
+    assert run_image_table(carried_cfg, carried.append)["rows"] == results["rows"] and carried == []
+    with pytest.raises(FileNotFoundError, match="no study here"):
+        export_ledger(tmp_path / "nothing", tmp_path / "elsewhere")
     # a cache trained with another recipe is refused, naming what changed
     changed = from_dict(ImageTableConfig, {**_tiny(out), "retrain_overrides": {
         **cfg.retrain_overrides, "limit_train_batches": 3}})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
-from nni_shiftadd.experiment.paper_table import HYBRID, PaperTable, searches
+from nni_shiftadd.experiment.paper_table import HYBRID, PaperTable, export_ledger, searches
 from nni_shiftadd.experiment.translation_table import (TranslationKind, TranslationTableConfig, load_config,
                                                        run_translation_table)
 
@@ -100,6 +100,18 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
     again: list[str] = []
     assert json.dumps(run_translation_table(cfg, again.append)["rows"]) == json.dumps(results["rows"])
     assert again == []
+    # carried as a ledger (no checkpoints) with one quantised network still to train: its float network's weights
+    # are trained again as its start, and nothing else is
+    export_ledger(out, tmp_path / "carried")
+    assert not list((tmp_path / "carried").rglob("*.pt"))
+    arch_id = rows["hybrid-1"]["arch_id"]
+    (tmp_path / "carried" / "train-q8" / f"{arch_id}-s2" / "metrics.json").unlink()
+    carried: list[str] = []
+    resumed = run_translation_table(from_dict(TranslationTableConfig, {**fields, "output": str(tmp_path / "carried")}),
+                                    carried.append)
+    assert [line.split(":")[0] for line in carried] == [f"trained {arch_id} seed 2 at 8 bits"]
+    assert (tmp_path / "carried" / "train" / f"{arch_id}-s2" / "checkpoints" / "checkpoint_last.pt").is_file()
+    assert [r["name"] for r in resumed["rows"]] == [r["name"] for r in results["rows"]]
     changed = from_dict(TranslationTableConfig, {**fields, "retrain_overrides": {"max_updates": 5}})
     with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
         PaperTable(changed, TranslationKind())

@@ -4,18 +4,24 @@ result tables, ``table4`` and ``table3``: searched hybrids against the baselines
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from ._command import Command, add_config_flags, load_schema, recipe
+
+def _export(export: Callable[[str, str], list[Any]], output: str, dest: str) -> int:
+    written = export(output, dest)
+    print(f"exported {len(written)} files of the ledger of {output} to {dest} (copy them back into an output folder "
+          "to go on from them)")
+    return 0
+
 
 def cmd_ranking(args: argparse.Namespace) -> int:
     from ..experiment.ranking import RankingConfig, export_ledger, run_and_print
 
     cfg = recipe(args, RankingConfig)
     if args.export_ledger:
-        written = export_ledger(cfg.output, args.export_ledger)
-        print(f"exported {len(written)} files of the ledger of {cfg.output} to {args.export_ledger} (copy them back "
-              f"into an output folder to go on from them)")
-        return 0
+        return _export(export_ledger, cfg.output, args.export_ledger)
     return run_and_print(cfg, args.quick)[0]
 
 
@@ -30,13 +36,15 @@ TABLES: dict[str, tuple[str, str, str]] = {
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..experiment.paper_table import format_table
+    from ..experiment.paper_table import export_ledger, format_table
 
     schema, run, _ = TABLES[args.table]
     cfg = recipe(args, load_schema(schema))
     if args.quick:
         cfg = cfg.quick()
         cfg.validate()
+    if args.export_ledger:
+        return _export(export_ledger, cfg.output, args.export_ledger)
     results = load_schema(run)(cfg)
     print(format_table(results))
     print(f"wrote {cfg.output}/results.json, {results['table']} and {', '.join(results['plots'].values())}")
@@ -44,21 +52,29 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_translation_ranking(args: argparse.Namespace) -> int:
-    from ..experiment.translation_ranking import TranslationRankingConfig, format_table, run_study
+    from ..experiment.translation_ranking import TranslationRankingConfig, export_ledger, format_table, run_study
 
     cfg = recipe(args, TranslationRankingConfig)
     if args.quick:
         cfg = cfg.quick()
         cfg.validate()
+    if args.export_ledger:
+        return _export(export_ledger, cfg.output, args.export_ledger)
     results = run_study(cfg)
     print(format_table(results))
     print(f"wrote {cfg.output}/results.json and {results['plots']['scatter']}")
     return 0
 
 
+def _export_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--export-ledger", default=None, metavar="DIR", help="copy the study's results and cached "
+                   "evaluations (no checkpoints) to DIR and stop: what results/ holds and a later run resumes from")
+
+
 def _translation_ranking_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a small version in minutes (4 architectures, a few updates "
                    "per network, BLEU on 20 sentences) in <output>_quick: checks the pipeline, ranks nothing")
+    _export_argument(p)
 
 
 def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,14 +85,14 @@ def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
         table.add_argument("--quick", action="store_true", help="a small version in minutes (a few supernet steps, "
                            "one generation per search, a few batches per network) in <output>_quick")
         table.add_argument("--config", default=None, help="table recipe (YAML)")
+        _export_argument(table)
         add_config_flags(table, load_schema(schema))
 
 
 def _ranking_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a small version in minutes (6 architectures, one supernet "
                    "seed, a few batches each) in <output>_quick: checks the pipeline, ranks nothing")
-    p.add_argument("--export-ledger", default=None, metavar="DIR", help="copy the study's results and cached "
-                   "evaluations (no checkpoints) to DIR and stop: what results/ holds and a later run resumes from")
+    _export_argument(p)
 
 
 COMMANDS: list[Command] = [

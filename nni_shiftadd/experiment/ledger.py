@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json, read_json
 
-__all__ = ["evolve", "pin_recipe", "plain", "recipe_changes", "trained_supernet"]
+__all__ = ["copy_ledger", "evolve", "pin_recipe", "plain", "recipe_changes", "trained_supernet"]
 
 
 def recipe_changes(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: set[str]) -> str:
@@ -78,3 +79,24 @@ def evolve(spec: Any, preset: Any, score: Callable[[Mapping[str, Any]], dict[str
                 atomic_write_json(path, {"evaluated": evaluated})
             evolution.tell(arch, {**evaluated[key], **cost(arch)})
     return evolution, evaluated
+
+
+def copy_ledger(output: str | os.PathLike[str], dest: str | os.PathLike[str], patterns: Sequence[str],
+                marker: str) -> list[Path]:
+    """Copy the files of a study's ledger (``patterns``, globs under ``output``: its results and cached evaluations,
+    no checkpoints; a few hundred kB) to ``dest``, where they are committed or carried to another machine; copied
+    back into an output folder, the study goes on from them without training anything it has results for.
+    ``marker``: a file every started study of the kind has (``FileNotFoundError`` without it). Returns the files
+    written."""
+    src, out = Path(output), Path(dest)
+    if not (src / marker).is_file():
+        raise FileNotFoundError(f"{src}: no study here (no {marker}); run the study first")
+    written = []
+    for pattern in patterns:
+        for path in sorted(src.glob(pattern)):
+            if path.is_file():
+                target = out / path.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+                written.append(target)
+    return written

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 from ..atomic import atomic_write_json, read_json
 from ..lock import output_lock
 from .arch_selection import arch_id
-from .ledger import evolve, pin_recipe
+from .ledger import copy_ledger, evolve, pin_recipe
 
 #: The family of the hybrid search's picks, and of the restricted search's.
 HYBRID, RESTRICTED = "ShiftAddNAS (hybrid search)", "restricted search"
@@ -306,6 +307,20 @@ def format_table(results: Mapping[str, Any]) -> str:
         beats = "yes" if c["beats_all_at_no_more_energy"] else "no"
         lines.append(f"\n{name}: beats every network at no less energy beyond seed noise: {beats}. {said}")
     return "\n".join(lines)
+
+
+#: The files of a table study's ledger: its results, the searches' evaluations and fronts, each trained network's
+#: metrics and the recipes they share; none of the checkpoints. Carried back, the searches need no supernet and
+#: nothing finished trains again (a quantised network still to train needs its float network's weights, which are
+#: trained again where they are missing).
+LEDGER_FILES: tuple[str, ...] = ("results.json", "table.md", "*.png", "search/*.json", "train*/recipe.json",
+                                 "train*/*/metrics.json")
+
+
+def export_ledger(output: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
+    """Copy the table study's ledger (:data:`LEDGER_FILES`) from ``output`` to ``dest``
+    (:func:`.ledger.copy_ledger`)."""
+    return copy_ledger(output, dest, LEDGER_FILES, "train/recipe.json")
 
 
 def run_table(cfg: Any, kind: TableKind, log: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from ..atomic import atomic_write_json, read_json
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from .arch_selection import arch_id, select_archs
-from .ledger import evolve, pin_recipe, plain, recipe_changes, trained_supernet
+from .ledger import copy_ledger, evolve, pin_recipe, plain, recipe_changes, trained_supernet
 from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).
@@ -574,21 +574,8 @@ LEDGER_FILES: tuple[str, ...] = ("archs.json", "results.json", "*/recipe.json", 
 
 
 def export_ledger(output: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
-    """Copy the ledger of the study in ``output`` (:data:`LEDGER_FILES`: a few hundred kB) to ``dest``, where it is
-    committed or carried to another machine; copied back into an ``output`` folder, the study goes on from it
-    without training anything it has results for. Returns the files written."""
-    src, out = Path(output), Path(dest)
-    if not (src / "archs.json").is_file():
-        raise FileNotFoundError(f"{src}: no study here (no archs.json); run the study first")
-    written = []
-    for pattern in LEDGER_FILES:
-        for path in sorted(src.glob(pattern)):
-            if path.is_file():
-                target = out / path.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
-                written.append(target)
-    return written
+    """Copy the study's ledger (:data:`LEDGER_FILES`) from ``output`` to ``dest`` (:func:`.ledger.copy_ledger`)."""
+    return copy_ledger(output, dest, LEDGER_FILES, "archs.json")
 
 
 def run_and_print(cfg: RankingConfig, quick: bool = False, prog: str = "nni-shiftadd ranking"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -37,7 +38,7 @@ from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from ..space import load_space
 from .arch_selection import arch_id, select_archs
-from .ledger import pin_recipe
+from .ledger import copy_ledger, pin_recipe
 from .rank_statistics import bootstrap_interval, rank_metrics
 
 #: Recipe fields the study sets per network.
@@ -235,6 +236,18 @@ class TranslationRanking:
         atomic_write_json(self.out / "results.json", results)
         figure = plot_translation_ranking(results, self.out / "scatter.png")
         return {**results, "plots": {"scatter": str(figure)}}
+
+
+#: The files of the study's ledger: the architectures, the stand-alone networks' metrics and recipes, every inherited
+#: score, the results and the plot; none of the checkpoints (a supernet whose scores are all in ``inherited/`` is
+#: not needed again).
+LEDGER_FILES: tuple[str, ...] = ("archs.json", "results.json", "*.png", "standalone/*/recipe.json",
+                                 "standalone/*/metrics.json", "inherited/*.json")
+
+
+def export_ledger(output: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
+    """Copy the study's ledger (:data:`LEDGER_FILES`) from ``output`` to ``dest`` (:func:`.ledger.copy_ledger`)."""
+    return copy_ledger(output, dest, LEDGER_FILES, "archs.json")
 
 
 def run_study(cfg: TranslationRankingConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:

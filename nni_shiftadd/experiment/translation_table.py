@@ -189,8 +189,10 @@ class TranslationKind(TableKind):
 
     def train_quantized(self, cfg: TranslationTableConfig, arch: Mapping[str, Any], seed: int, start: Path,
                         folder: Path) -> dict[str, Any]:
-        start_from = {"init_from": str(start / "checkpoints" / "checkpoint_last.pt")}
-        return _trained(cfg.quant_recipe({**_network(arch, seed, folder), **start_from}))
+        weights = start / "checkpoints" / "checkpoint_last.pt"
+        if not weights.is_file():  # a carried ledger holds the float network's metrics, not its weights
+            self.train_arch(cfg, arch, seed, start)
+        return _trained(cfg.quant_recipe({**_network(arch, seed, folder), "init_from": str(weights)}))
 
     def baselines(self, cfg: TranslationTableConfig, spec: Any) -> list[tuple[str, str, Any, Mapping[str, Any] | None]]:
         return [(f"all_{op}", family, None, spec.canonical_arch(spec.baseline_arch(op)))
