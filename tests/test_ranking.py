@@ -208,6 +208,14 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     third = run_study(carried, ledger_only.append)
     assert not [line for line in ledger_only if line.startswith(("stand-alone", "supernet", "inherited", "search ("))]
     assert json.dumps(third["variants"], sort_keys=True) == json.dumps(second["variants"], sort_keys=True)  # NaN too
+    # every supernet's weight shape was cached with its scores; a ledger without one (made before they were)
+    # reports it as unknown rather than training that supernet again for it
+    (tmp_path / "carried" / "shapes" / "steps4" / "naive_seed0.json").unlink()
+    unknown: list[str] = []
+    fourth = run_study(carried, unknown.append)
+    assert not [line for line in unknown if line.startswith(("stand-alone", "supernet", "inherited", "search ("))]
+    assert fourth["variants"]["steps4"]["modes"]["naive"]["add_weight_shape"] == {"0": None}
+    assert "paired hws - naive" in format_table(fourth)
     shutil.rmtree(tmp_path / "study" / "supernets")
 
     # a killed evaluation loses only what was not written: drop one cached inherited accuracy, it alone is redone

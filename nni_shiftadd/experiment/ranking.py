@@ -385,6 +385,7 @@ class Study:
                 ledger["scores"][arch_id(arch)] = evaluate(arch)
                 atomic_write_json(path, ledger)
             self.log(f"inherited accuracies in the {variant.name} {mode} seed {seed} supernet: {len(todo)} evaluated")
+            self.add_weight_shape(variant, mode, seed)  # while the checkpoint is here: the ledger carries no weights
         self._ledgers[(variant.name, mode, seed)] = ledger
         return ledger["scores"]
 
@@ -394,11 +395,13 @@ class Study:
         return inherited_scorer(checkpoint, self.cfg.eval_batch_size, self.cfg.eval_batches,
                                 self.cfg.calibration_batches)
 
-    def add_weight_shape(self, variant: Variant, mode: str, seed: int) -> dict[str, float]:
+    def add_weight_shape(self, variant: Variant, mode: str, seed: int) -> dict[str, float] | None:
         """How Laplacian the Add candidates' weights are in the ``mode``/``seed`` supernet of ``variant`` (paper
         Fig. 3): over its pools, the median excess kurtosis of Add's view (``T(W)`` in ``hws``) and the share of
         pools whose Add view is closer to its Laplace fit than to its Gaussian fit
-        (:func:`~nni_shiftadd.plots.weights.shape_stats`). Cached in ``shapes/<variant>/``."""
+        (:func:`~nni_shiftadd.plots.weights.shape_stats`). Cached in ``shapes/<variant>/``; ``None`` when neither
+        that cache nor the finished supernet is here (a carried ledger made before the shapes were cached with the
+        scores): a supernet is not trained again for its weights' shape alone."""
         from ..plots.weights import pool_weights, shape_stats, weight_pools
         from ..vocabulary import block_type
         from ..tasks.supernet import load_supernet
@@ -407,6 +410,8 @@ class Study:
         cached = read_json(path)
         if cached is not None:
             return cached
+        if not (Path(self._supernet_recipe(variant, mode, seed).output) / "metrics.json").is_file():
+            return None
         supernet, _ = load_supernet(self.supernet(variant, mode, seed))
         stats = [shape_stats(pool_weights(pool)[op]) for pool in weight_pools(supernet).values() for op in pool.ops
                  if block_type(op).pool_view == "transform"]  # the candidate reading T(W): Add
@@ -623,7 +628,7 @@ def format_table(results: Mapping[str, Any]) -> str:
             top = data["summary"]["top_k_precision"]["mean"]
             seconds = [s for s in data.get("fit_seconds", {}).values() if s is not None]
             train = f"{np.mean(seconds):8.0f}" if seconds else f"{'-':>8s}"
-            shapes = list(data.get("add_weight_shape", {}).values())
+            shapes = [x for x in data.get("add_weight_shape", {}).values() if x is not None]
             kurt = f"{np.mean([x['median_excess_kurtosis'] for x in shapes]):12.2f}" if shapes else f"{'-':>12s}"
             closer = f"{np.mean([x['laplace_closer_share'] for x in shapes]):14.2f}" if shapes else f"{'-':>14s}"
             lines.append(f"{name:>12s} {mode:6s} {data['params']:8d}  {'  '.join(cells)}  {top:11.2f}  {train}  "
