@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The long studies, one after another, each resumed from the ledger committed beside this script and exported back
+# into it as it goes, so that a machine that lives shorter than a study (a session, a preempted VM) loses at most the
+# network it was training. Run from the repository root, in the background; one torch thread, so that a core stays
+# free:
+#
+#   setsid nohup results/studies.sh >> runs/studies.log 2>&1 &
+#
+# then commit results/ whenever a stage has finished (`git status results/` shows what changed). The studies, in
+# order (issues 25 and 27; each command is the one its results/<name>/README.md names):
+#   ranking_cv_small      nni-shiftadd ranking            (image ranking: budgets, ground-truth check, techniques)
+#   table4_cv_small       nni-shiftadd reproduce table4   (paper Table 4 and Fig. 6 after retraining)
+#   ranking_nlp_tiny      nni-shiftadd translation-ranking
+#   table3_nlp_tiny       nni-shiftadd reproduce table3   (paper Table 3 and Fig. 5, 8-bit rows included)
+# EXPORT_EVERY (seconds, default 600): how often the running study's ledger is copied into results/.
+set -u
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+CLI=${CLI:-.venv/bin/nni-shiftadd}
+EVERY=${EXPORT_EVERY:-600}
+
+study() {  # study NAME COMMAND... : resume NAME from results/NAME, run it, export its ledger while and after it runs
+  local name=$1; shift
+  local out=runs/$name
+  mkdir -p "$out"
+  [ -d "results/$name" ] && cp -rn "results/$name/." "$out/"
+  echo "$(date -u +%FT%TZ) $name: start"
+  nice -n 10 "$CLI" "$@" --output "$out" &
+  local pid=$! waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 10; waited=$((waited + 10))
+    if [ "$waited" -ge "$EVERY" ]; then
+      waited=0
+      "$CLI" "$@" --output "$out" --export-ledger "results/$name" >/dev/null 2>&1
+    fi
+  done
+  wait "$pid"; local rc=$?
+  "$CLI" "$@" --output "$out" --export-ledger "results/$name" >/dev/null 2>&1
+  echo "$(date -u +%FT%TZ) $name: exit $rc"
+  return "$rc"
+}
+
+study ranking_cv_small ranking --config examples/fashion_mnist/ranking_cv_small.yaml &&
+study table4_cv_small reproduce table4 --config examples/fashion_mnist/table4_cv_small.yaml &&
+study ranking_nlp_tiny translation-ranking --config examples/translation/ranking_nlp_tiny.yaml &&
+study table3_nlp_tiny reproduce table3 --config examples/translation/table3_nlp_tiny.yaml
