@@ -112,6 +112,11 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
     assert [line.split(":")[0] for line in carried] == [f"trained {arch_id} seed 2 at 8 bits"]
     assert (tmp_path / "carried" / "train" / f"{arch_id}-s2" / "checkpoints" / "checkpoint_last.pt").is_file()
     assert [r["name"] for r in resumed["rows"]] == [r["name"] for r in results["rows"]]
+    assert json.dumps(resumed["rows"][:3]) == json.dumps(results["rows"][:3])  # the float rows as carried
+    settled: list[str] = []
+    run_translation_table(from_dict(TranslationTableConfig, {**fields, "output": str(tmp_path / "carried")}),
+                          settled.append)
+    assert settled == []
     changed = from_dict(TranslationTableConfig, {**fields, "retrain_overrides": {"max_updates": 5}})
     with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
         PaperTable(changed, TranslationKind())

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..atomic import read_json
+from ..atomic import atomic_write_json, read_json
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir
 from ..vocabulary import ATTENTION, REFERENCE_BLOCK, multi_branch
@@ -191,7 +191,10 @@ class TranslationKind(TableKind):
                         folder: Path) -> dict[str, Any]:
         weights = start / "checkpoints" / "checkpoint_last.pt"
         if not weights.is_file():  # a carried ledger holds the float network's metrics, not its weights
+            carried = read_json(start / "metrics.json")
             self.train_arch(cfg, arch, seed, start)
+            if carried is not None:  # its row keeps the scores it was reported with (fairseq's file replaced them)
+                atomic_write_json(start / "metrics.json", carried)
         return _trained(cfg.quant_recipe({**_network(arch, seed, folder), "init_from": str(weights)}))
 
     def baselines(self, cfg: TranslationTableConfig, spec: Any) -> list[tuple[str, str, Any, Mapping[str, Any] | None]]:
