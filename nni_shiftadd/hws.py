@@ -143,8 +143,8 @@ class TransformKernel(nn.Module):
             lo, hi = flat.min(), flat.max()
             scaled = (hi - flat) / (hi - lo).clamp_min(torch.finfo(flat.dtype).tiny)  # descending, like the sort
             return (scaled * self.segments).long().clamp_(0, self.segments - 1)
-        if cpu_kernels.supports(flat) and cpu_kernels.load("hws") is not None:  # a radix sort: O(n)
-            return cpu_kernels.rank_segments(flat, self.segments)
+        if cpu_kernels.supports(flat) and n < 2 ** 31 and cpu_kernels.load("hws") is not None:  # int32 ranks
+            return cpu_kernels.rank_segments(flat, self.segments)  # a radix sort: O(n)
         if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
             # in NumPy: torch's CPU sort is 6-7x slower from ~8K elements on, and its scatter 3x slower
             # (benchmarks/supernet.py)

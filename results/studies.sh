@@ -6,7 +6,8 @@
 #
 #   setsid nohup results/studies.sh >> runs/studies.log 2>&1 &
 #
-# then commit results/ whenever a stage has finished (`git status results/` shows what changed). The studies, in
+# then commit results/ whenever a stage has finished (`git status results/` shows what changed). A run folder already
+# in runs/ keeps its files (`cp -n`): the ledger only fills in what it lacks. The studies, in
 # order (issues 25 and 27; each command is the one its results/<name>/README.md names):
 #   ranking_cv_small      nni-shiftadd ranking            (image ranking: budgets, ground-truth check, techniques)
 #   table4_cv_small       nni-shiftadd reproduce table4   (paper Table 4 and Fig. 6 after retraining)
@@ -18,6 +19,13 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 CLI=${CLI:-.venv/bin/nni-shiftadd}
 EVERY=${EXPORT_EVERY:-600}
+command -v "$CLI" >/dev/null || { echo "results/studies.sh: no command $CLI (install with ./install.sh, or set CLI)" >&2; exit 2; }
+
+export_ledger() {  # export_ledger NAME COMMAND...: the running or finished study's ledger into results/NAME
+  local name=$1; shift
+  "$CLI" "$@" --output "runs/$name" --export-ledger "results/$name" >/dev/null 2>"runs/$name.export.err" ||
+    echo "$(date -u +%FT%TZ) $name: export failed: $(tail -1 "runs/$name.export.err")"
+}
 
 study() {  # study NAME COMMAND... : resume NAME from results/NAME, run it, export its ledger while and after it runs
   local name=$1; shift
@@ -31,11 +39,11 @@ study() {  # study NAME COMMAND... : resume NAME from results/NAME, run it, expo
     sleep 10; waited=$((waited + 10))
     if [ "$waited" -ge "$EVERY" ]; then
       waited=0
-      "$CLI" "$@" --output "$out" --export-ledger "results/$name" >/dev/null 2>&1
+      export_ledger "$name" "$@"
     fi
   done
   wait "$pid"; local rc=$?
-  "$CLI" "$@" --output "$out" --export-ledger "results/$name" >/dev/null 2>&1
+  export_ledger "$name" "$@"
   echo "$(date -u +%FT%TZ) $name: exit $rc"
   return "$rc"
 }

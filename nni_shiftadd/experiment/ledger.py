@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json, read_json
+from ..atomic import atomic_write_bytes, atomic_write_json, read_json
 
 __all__ = ["copy_ledger", "evolve", "pin_recipe", "plain", "recipe_changes", "trained_supernet"]
 
@@ -95,8 +95,5 @@ def copy_ledger(output: str | os.PathLike[str], dest: str | os.PathLike[str], pa
     for pattern in patterns:
         for path in sorted(src.glob(pattern)):
             if path.is_file():
-                target = out / path.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
-                written.append(target)
+                written.append(atomic_write_bytes(out / path.relative_to(src), path.read_bytes()))
     return written

@@ -122,8 +122,11 @@ static inline uint64_t order_key(double v) {
   return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
 }
 
-// order[0..n) := the indices of x sorted by value (descending when asked), ties in index order: a least-significant-
-// digit radix sort of the keys, 11 bits a pass, passes whose digit every key shares skipped.
+// order[0..n) := the indices of x sorted by value (descending when asked), equal keys in index order (+0.0 and -0.0
+// are different keys): a least-significant-digit radix sort of the keys, 11 bits a pass, passes whose digit every
+// key shares skipped; below kRadixMin elements a comparison sort of the same keys (the histograms would dominate).
+constexpr int64_t kRadixMin = 1024;
+
 template <typename T>
 static void radix_order(const T* x, int64_t n, bool descending, int32_t* order) {
   using Key = decltype(order_key(T()));
@@ -133,6 +136,11 @@ static void radix_order(const T* x, int64_t n, bool descending, int32_t* order) 
   std::vector<int32_t> idx(n), idx_tmp(n);
   for (int64_t i = 0; i < n; ++i) key[i] = descending ? Key(~order_key(x[i])) : order_key(x[i]);
   std::iota(idx.begin(), idx.end(), 0);
+  if (n < kRadixMin) {
+    std::stable_sort(idx.begin(), idx.end(), [&key](int32_t a, int32_t b) { return key[a] < key[b]; });
+    std::copy(idx.begin(), idx.end(), order);
+    return;
+  }
   std::vector<int64_t> count(std::size_t(1) << kBits);
   for (int pass = 0; pass < kPasses && n > 0; ++pass) {
     const int shift = pass * kBits;
