@@ -189,8 +189,12 @@ class TranslationKind(TableKind):
 
     def train_quantized(self, cfg: TranslationTableConfig, arch: Mapping[str, Any], seed: int, start: Path,
                         folder: Path) -> dict[str, Any]:
+        from ..tasks.supertransformer import checkpoint_updates
+
         weights = start / "checkpoints" / "checkpoint_last.pt"
-        if not weights.is_file():  # a carried ledger holds the float network's metrics, not its weights
+        float_updates = cfg.recipe(cfg.retrain_overrides, {}, "retrain_overrides").max_updates
+        if not weights.is_file() or checkpoint_updates(weights) < float_updates:
+            # a carried ledger holds the float network's metrics, not its weights (or a retrain of them was killed)
             carried = read_json(start / "metrics.json")
             self.train_arch(cfg, arch, seed, start)
             if carried is not None:  # its row keeps the scores it was reported with (fairseq's file replaced them)

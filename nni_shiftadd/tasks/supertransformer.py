@@ -282,7 +282,7 @@ def _check_last(save_dir: Path) -> str | None:
         tmp = last.with_name(f".{LAST}.tmp{os.getpid()}")
         shutil.copyfile(path, tmp)
         os.replace(tmp, last)
-        return f"{problem}; resuming from {path} ({_updates(path)} updates) instead"
+        return f"{problem}; resuming from {path} ({checkpoint_updates(path)} updates) instead"
     raise ConfigError(f"field 'resume': {problem}, and no update checkpoint beside it is usable; start afresh with "
                       "--resume never --overwrite true")
 
@@ -338,8 +338,8 @@ def check_same_run(cfg: SuperTransformerConfig, identity: dict[str, Any], names:
         return {}
     if cfg.resume == "never":
         if not cfg.overwrite:
-            held = f" (the last at {_updates(save_dir / LAST)} updates)" if _checkpoint_problem(save_dir / LAST) is None \
-                else ""
+            last = save_dir / LAST
+            held = f" (the last at {checkpoint_updates(last)} updates)" if _checkpoint_problem(last) is None else ""
             raise ConfigError(f"field 'resume': never would delete the {len(existing)} checkpoint(s) in {save_dir}{held}; "
                               "add --overwrite true to delete them and start afresh, or choose another --output")
         return {}
@@ -416,7 +416,7 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
         print(f"nni-shiftadd: {note}", file=sys.stderr, flush=True)
     resumed = (save_dir / LAST).is_file()
     if resumed:
-        text = f"resuming from {save_dir / LAST} ({_updates(save_dir / LAST)} updates)"
+        text = f"resuming from {save_dir / LAST} ({checkpoint_updates(save_dir / LAST)} updates)"
         if changes:
             text += "; recipe changes applied from there on: " + ", ".join(
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
@@ -426,7 +426,7 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
     args = fairseq_train_args(cfg, data_bin, save_dir)
     atomic_write_json(out / "fairseq_args.json", args)
     start = time.perf_counter()
-    if resumed and _updates(save_dir / LAST) >= cfg.max_updates:
+    if resumed and checkpoint_updates(save_dir / LAST) >= cfg.max_updates:
         # fairseq-train would run one more update before it checks --max-update
         print(f"nni-shiftadd train-supertransformer: {save_dir / LAST} has all {cfg.max_updates} updates; scoring "
               "only", flush=True)
@@ -444,7 +444,7 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
     from .translation.evaluate import evaluate_subnet, load_trained
 
     model, task = load_trained(save_dir / LAST, data_bin)
-    updates = _updates(save_dir / LAST)
+    updates = checkpoint_updates(save_dir / LAST)
     references = Path(manifest["raw"]) if manifest.get("raw") else references_dir(data_bin)
     from ..cost.layerwise import space_profiler
 
@@ -471,7 +471,7 @@ def _last_good(save_dir: Path) -> str:
     """What a diverged run leaves to go on from, for its error message."""
     if _checkpoint_problem(save_dir / LAST) is None:
         return (f"nothing non-finite was saved; the last good checkpoint is {save_dir / LAST} "
-                f"({_updates(save_dir / LAST)} updates): the same command with a lower --lr goes on from it")
+                f"({checkpoint_updates(save_dir / LAST)} updates): the same command with a lower --lr goes on from it")
     return "no checkpoint was written before it diverged: run it again with a lower --lr"
 
 
@@ -526,13 +526,13 @@ def retrain_subnet(supernet: str | os.PathLike[str], arch: dict[str, Any], outpu
         scratch = result.pop("subnets")["subnet"]
         result.update({"supernet": str(supernet), "arch": arch, "scratch": scratch,
                        "inherited": {"valid": inherited["valid"], "test": inherited["test"],
-                                     "supernet_updates": _updates(Path(supernet))},
+                                     "supernet_updates": checkpoint_updates(Path(supernet))},
                        "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("subnet", "data")}})
         atomic_write_json(Path(output) / "metrics.json", result)
     return result
 
 
-def _updates(checkpoint: Path) -> int:
+def checkpoint_updates(checkpoint: Path) -> int:
     """The number of updates a fairseq checkpoint holds."""
     return int(load_checkpoint(checkpoint, mmap=True)["optimizer_history"][-1]["num_updates"])
 
