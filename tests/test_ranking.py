@@ -230,6 +230,17 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     # (the supernet's checkpoint was removed above, so it is trained again: the same seed gives the same weights)
     assert [line.split(" (")[0] for line in fourth] == [
         "supernet steps2 naive seed 0: 2 steps", "inherited accuracies in the steps2 naive seed 0 supernet: 1 evaluated"]
+    # scores made with another training of that supernet (a carried ledger whose supernet was trained again, not
+    # bit-identically, elsewhere) are not mixed with this one's: they are all scored again
+    ledger = json.loads(path.read_text())
+    assert len(ledger["supernet"]) == 16
+    path.write_text(json.dumps({**ledger, "supernet": "0" * 16,
+                                "scores": {k: v for k, v in ledger["scores"].items() if k != dropped}}))
+    fifth: list[str] = []
+    Study(cfg, fifth.append).inherited(Variant("steps2", 2, {"epochs": 1}), "naive", 0)
+    assert "3 scores made with another training of this supernet dropped" in fifth[0]
+    assert fifth[1].startswith("inherited accuracies in the steps2 naive seed 0 supernet: 4 evaluated")
+    assert json.loads(path.read_text())["supernet"] == ledger["supernet"]
 
     # a ledger of another supernet recipe is refused, naming what changed
     changed = from_dict(RankingConfig, {**_tiny(tmp_path / "study"), "budgets": [2, 4],

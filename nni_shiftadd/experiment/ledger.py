@@ -3,6 +3,7 @@ a cached result was made with and the one asked for now, so that a study never m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -11,7 +12,8 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes, atomic_write_json, read_json
 
-__all__ = ["copy_ledger", "evolve", "pin_recipe", "plain", "recipe_changes", "trained_supernet"]
+__all__ = ["copy_ledger", "evolve", "fingerprint", "pin_recipe", "plain", "recipe_changes", "same_supernet",
+           "trained_supernet"]
 
 
 def recipe_changes(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: set[str]) -> str:
@@ -59,11 +61,37 @@ def trained_supernet(recipe: Any, log: Callable[[str], None], what: str = "super
     return checkpoint
 
 
+def fingerprint(checkpoint: Path) -> str:
+    """The identity of one trained supernet: the SHA-256 of its checkpoint file (16 hex digits)."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def same_supernet(state: Mapping[str, Any], key: str, checkpoint: Path, log: Callable[[str], None],
+                  what: str) -> dict[str, Any]:
+    """A partial evaluation ledger ``state`` ready to go on with the supernet ``checkpoint``: its scores (under
+    ``key``) kept when they were made with this checkpoint (or before ledgers recorded one), dropped with a log line
+    when with another training of the same recipe (a ledger carried without its checkpoint, whose supernet was then
+    trained again: not bit-identical across machines, so its scores are of another supernet); ``"supernet"`` set to
+    the checkpoint's :func:`fingerprint`."""
+    mark = fingerprint(checkpoint)
+    kept = dict(state)
+    if kept.get("supernet") not in (None, mark) and kept.get(key):
+        log(f"{what}: {len(kept[key])} scores made with another training of this supernet dropped")
+        kept[key] = {}
+    kept["supernet"] = mark
+    return kept
+
+
 def evolve(spec: Any, preset: Any, score: Callable[[Mapping[str, Any]], dict[str, float]], path: Path,
-           evaluated: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+           evaluated: dict[str, Any] | None = None, supernet: str | None = None) -> tuple[Any, dict[str, Any]]:
     """Run the evolution of ``preset`` on ``spec`` to its end with ``score`` (inherited weights) and the preset's
-    costs, each architecture's score written to ``path`` (``{"evaluated": {arch id: score}}``) as soon as it is
-    known; ``evaluated`` (a killed run's) is not scored again. Returns the evolution and every score."""
+    costs, each architecture's score written to ``path`` (``{"evaluated": {arch id: score}, "supernet":
+    supernet}``: the scoring supernet's :func:`fingerprint`) as soon as it is known; ``evaluated`` (a killed run's)
+    is not scored again. Returns the evolution and every score."""
     from ..cost.metrics import space_cost_fn
     from ..strategy.evolution import Evolution
     from .arch_selection import arch_id
@@ -76,7 +104,7 @@ def evolve(spec: Any, preset: Any, score: Callable[[Mapping[str, Any]], dict[str
             key = arch_id(arch)
             if key not in evaluated:
                 evaluated[key] = score(arch)
-                atomic_write_json(path, {"evaluated": evaluated})
+                atomic_write_json(path, {"evaluated": evaluated, "supernet": supernet})
             evolution.tell(arch, {**evaluated[key], **cost(arch)})
     return evolution, evaluated
 

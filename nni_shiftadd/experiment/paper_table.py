@@ -38,7 +38,7 @@ from typing import Any
 from ..atomic import atomic_write_json, read_json
 from ..lock import output_lock
 from .arch_selection import arch_id
-from .ledger import copy_ledger, evolve, pin_recipe
+from .ledger import copy_ledger, evolve, pin_recipe, same_supernet
 
 #: The family of the hybrid search's picks, and of the restricted search's.
 HYBRID, RESTRICTED = "ShiftAddNAS (hybrid search)", "restricted search"
@@ -193,13 +193,16 @@ class PaperTable:
         path = self.out / "search" / f"{name}.json"
         state = read_json(path) or {}
         if "front" not in state:
-            score = self.kind.scorer(self.cfg, self.kind.supernet(self.cfg, self.out, self.log))
-            evolution, evaluated = evolve(self.spec, preset, score, path, state.get("evaluated"))
+            checkpoint = self.kind.supernet(self.cfg, self.out, self.log)
+            state = same_supernet(state, "evaluated", checkpoint, self.log, f"search {name}")
+            evolution, evaluated = evolve(self.spec, preset, self.kind.scorer(self.cfg, checkpoint), path,
+                                          state.get("evaluated"), state["supernet"])
             front = [{"arch": r["arch"], preset.objective: r[preset.objective], "energy_mJ": r["energy_mJ"],
                       "latency_ms": r["latency_ms"]} for r in evolution.front()]
             if not front:
                 raise ValueError(f"search {name!r}: no architecture met the constraints of {self.cfg.search_preset!r}")
-            state = {"evaluated": evaluated, "front": front, "objective": preset.objective, "blocks": preset.blocks}
+            state = {"evaluated": evaluated, "supernet": state["supernet"], "front": front,
+                     "objective": preset.objective, "blocks": preset.blocks}
             atomic_write_json(path, state)
             self.log(f"search {name}: {len(evaluated)} architectures evaluated, a front of {len(front)}")
         picks = thin_front(state["front"], self.cfg.picks, preset.objective, maximize)

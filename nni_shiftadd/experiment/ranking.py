@@ -51,7 +51,7 @@ from ..atomic import atomic_write_json, read_json
 from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from .arch_selection import arch_id, select_archs
-from .ledger import copy_ledger, evolve, pin_recipe, plain, recipe_changes, trained_supernet
+from .ledger import copy_ledger, evolve, pin_recipe, plain, recipe_changes, same_supernet, trained_supernet
 from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).
@@ -377,6 +377,8 @@ class Study:
         todo = [a for a in self.archs if arch_id(a) not in ledger["scores"]]
         if todo:
             checkpoint = self.supernet(variant, mode, seed)
+            ledger = same_supernet(ledger, "scores", checkpoint, self.log, str(path))
+            todo = [a for a in self.archs if arch_id(a) not in ledger["scores"]]
             metrics = read_json(checkpoint.parent.parent / "metrics.json") or {}
             ledger["fit_seconds"] = metrics.get("fit_seconds")
             ledger["global_step"] = metrics.get("global_step")
@@ -434,12 +436,15 @@ class Study:
         state = read_json(path) or {}
         if "pick" not in state:
             preset = load_preset(self.cfg.search_preset, self.cfg.search_overrides)
-            evaluate = self._evaluator(self.supernet(variant, mode, self.cfg.seeds(mode)[0]))
-            evolution, evaluated = evolve(self.spec, preset, evaluate, path, state.get("evaluated"))
+            checkpoint = self.supernet(variant, mode, self.cfg.seeds(mode)[0])
+            state = same_supernet(state, "evaluated", checkpoint, self.log, str(path))
+            evolution, evaluated = evolve(self.spec, preset, self._evaluator(checkpoint), path, state.get("evaluated"),
+                                          state["supernet"])
             best = evolution.best()
             if best is None:
                 raise ValueError(f"search ({mode}): no architecture met the constraints of {self.cfg.search_preset!r}")
-            state = {"evaluated": evaluated, "pick": best["arch"], "inherited_accuracy": best["accuracy"],
+            state = {"evaluated": evaluated, "supernet": state["supernet"], "pick": best["arch"],
+                     "inherited_accuracy": best["accuracy"],
                      "constraints": {k: dataclasses.asdict(v) for k, v in preset.constraints.items()},
                      "cost": {k: best[k] for k in ("energy_mJ", "latency_ms") if k in best}}
             atomic_write_json(path, state)

@@ -38,7 +38,7 @@ from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from ..space import load_space
 from .arch_selection import arch_id, select_archs
-from .ledger import copy_ledger, pin_recipe
+from .ledger import copy_ledger, pin_recipe, same_supernet
 from .rank_statistics import bootstrap_interval, rank_metrics
 
 #: Recipe fields the study sets per network.
@@ -186,6 +186,8 @@ class TranslationRanking:
             from ..tasks.translation.evaluate import evaluate_subnet, load_trained, supertransformer_data
 
             checkpoint = self.supernet(technique, seed)
+            ledger = same_supernet(ledger, "scores", checkpoint, self.log, str(path))
+            todo = [a for a in self.archs if arch_id(a) not in ledger["scores"]]
             data_bin = supertransformer_data(checkpoint)
             model, task = load_trained(checkpoint, data_bin)
             recipe = self.cfg.recipe(self.cfg.techniques[technique], {}, f"techniques.{technique}")
