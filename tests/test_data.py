@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import Subset
+from torchvision.datasets import FashionMNIST
 
 from nni_shiftadd import data
 from nni_shiftadd.data import datasets as ds_mod
@@ -161,7 +162,29 @@ def test_fashion_splits(fashion: dict[str, Path]) -> None:
     assert (len(train), len(val), len(test)) == (55_000, 5_000, 10_000)
     assert isinstance(train, Subset) and train.indices == range(55_000)
     assert isinstance(val, Subset) and val.indices == range(55_000, 60_000)
-    assert val.dataset.train and not test.train
+    raw_train = FashionMNIST(str(fashion["root"]), train=True)
+    raw_test = FashionMNIST(str(fashion["root"]), train=False)
+    assert torch.equal(val.dataset.images[55_000:, 0], raw_train.data[55_000:])  # val: the train file's last 5,000
+    assert torch.equal(test.images[:, 0], raw_test.data) and torch.equal(test.targets, raw_test.targets)
+
+
+def test_fashion_batches_are_fetched_whole(fashion: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader fetches a batch with one ``__getitems__`` call: the augmentation runs once per batch."""
+    train = data.create_dataset("fashion_mnist", "train", data_dir=fashion["root"], is_training=True)
+    calls: list[int] = []
+    augment = train.dataset.batch_transform
+    monkeypatch.setattr(train.dataset, "batch_transform", lambda images: calls.append(len(images)) or augment(images))
+    loader = iter(data.create_loader(train, 64, is_training=True, seed=0))
+    next(loader), next(loader)
+    assert calls == [64, 64]
+
+
+def test_fashion_own_transform_gets_pil_images(fashion: dict[str, Path]) -> None:
+    seen: list[type] = []
+    own = data.create_dataset("fashion_mnist", "test", data_dir=fashion["root"],
+                              transform=lambda image: seen.append(type(image)) or torch.zeros(1, 4, 4))
+    image, label = own[3]
+    assert seen == [Image.Image] and image.shape == (1, 4, 4) and isinstance(label, int)
 
 
 def test_fashion_train_batch(fashion: dict[str, Path]) -> None:

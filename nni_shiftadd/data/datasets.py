@@ -3,7 +3,8 @@
 ``fashion_mnist`` reads the Debian package ``dataset-fashion-mnist`` (nothing is downloaded); its
 ``.gz`` files are decompressed once into ``$NNI_SHIFTADD_CACHE/data`` (default
 ``~/.cache/nni_shiftadd/data``), a root that ``torchvision.datasets.FashionMNIST`` reads with
-``download=False``. ``digits`` is scikit-learn's bundled 8x8 digits set, small enough for fast tests.
+``download=False`` into memory; its training augmentation (timm's random resized crop and flip) runs a batch at
+a time (:mod:`.augment`), and a ``transform`` of one's own gets torchvision's PIL images instead. ``digits`` is scikit-learn's bundled 8x8 digits set, small enough for fast tests.
 ``image_folder`` reads a user's ImageNet-style folder (``DIR/train/<class>/*.jpg``, ``DIR/val/<class>/...``, an
 optional ``DIR/test``) through timm's dataset factory, RGB, with the DeiT augmentation recipe for training; its
 class count comes from the folder (``dataset_info("image_folder", data_dir)``).
@@ -30,6 +31,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..cache import cache_root
+from .augment import BatchAugment
 
 InputSize = Union[int, tuple[int, int], tuple[int, int, int]]
 Transform = Callable[[Any], Any]
@@ -48,6 +50,9 @@ FASHION_MNIST_FILES = {
     "t10k-labels-idx1-ubyte": 8 + 10_000,
 }
 FASHION_MNIST_NUM_TRAIN = 55_000  # the rest of the official 60k train set is "val"
+#: The light training augmentation of the small image datasets: random resized crops of 80-100% of the area, flips.
+TRAIN_CROP_SCALE = (0.8, 1.0)
+TRAIN_HFLIP = 0.5
 DIGITS_SPLIT_SEED = 0
 DIGITS_FRACTIONS = (0.70, 0.15)  # train, val; test is the rest
 
@@ -176,8 +181,8 @@ def create_image_transform(
     return create_transform(
         input_size=resolve_input_size(name, input_size),
         is_training=is_training,
-        scale=(0.8, 1.0),
-        hflip=0.5,
+        scale=TRAIN_CROP_SCALE,
+        hflip=TRAIN_HFLIP,
         color_jitter=None,  # type: ignore[arg-type]  # timm's own way to turn it off
         auto_augment=None,
         interpolation=interpolation,
@@ -339,10 +344,19 @@ def _fashion_mnist(
 ) -> Dataset:
     from torchvision.datasets import FashionMNIST
 
-    if transform is None:
-        transform = create_image_transform("fashion_mnist", is_training=is_training, input_size=input_size)
     root = prepare_fashion_mnist(data_dir)
-    dataset = FashionMNIST(str(root), train=split != "test", transform=transform, download=False)
+    if transform is None:  # in memory, augmented a batch at a time (timm's transform, batched)
+        raw = FashionMNIST(str(root), train=split != "test", download=False)
+        info = dataset_info("fashion_mnist")
+        images = raw.data.unsqueeze(1)  # [N,1,28,28] uint8
+        if tuple(input_size[1:]) != tuple(images.shape[-2:]):
+            images = F.interpolate(images.float(), size=input_size[1:], mode="bilinear", align_corners=False,
+                                   antialias=True).round_().clamp_(0, 255).to(torch.uint8)
+        augment = BatchAugment(info.mean, info.std, is_training=is_training, scale=TRAIN_CROP_SCALE,
+                               hflip=TRAIN_HFLIP)
+        dataset: Dataset = TensorImageDataset(images, raw.targets, batch_transform=augment)
+    else:
+        dataset = FashionMNIST(str(root), train=split != "test", transform=transform, download=False)
     if split == "train":
         return Subset(dataset, range(FASHION_MNIST_NUM_TRAIN))
     if split == "val":
@@ -354,23 +368,34 @@ def _fashion_mnist(
 # scikit-learn digits
 
 class TensorImageDataset(Dataset):
-    """In-memory images ``[N,C,H,W]`` and labels ``[N]``, yielding ``(image, int label)``."""
+    """In-memory images ``[N,C,H,W]`` and labels ``[N]``, yielding ``(image, int label)``.
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Transform | None = None) -> None:
+    ``batch_transform`` maps a stack of images at once (:class:`~.augment.BatchAugment`): the ``DataLoader``
+    fetches a whole batch through ``__getitems__``, so it runs once per batch; ``transform`` then maps each image.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Transform | None = None,
+                 batch_transform: Transform | None = None) -> None:
         if len(images) != len(targets):
             raise ValueError(f"images and targets differ in length: {len(images)} vs {len(targets)}")
         self.images = images
         self.targets = targets
         self.transform = transform
+        self.batch_transform = batch_transform
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index])
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        if self.batch_transform is not None:
+            images = self.batch_transform(images)
+        samples = [self.transform(image) for image in images] if self.transform is not None else images.unbind(0)
+        return list(zip(samples, self.targets[index].tolist()))
 
 
 @lru_cache(maxsize=1)
