@@ -44,7 +44,8 @@ from torch import nn
 from nni_shiftadd.config import load_yaml
 from nni_shiftadd.space import layer_plan, load_space, random_arch
 from nni_shiftadd.space.cv import HybridCVSpace
-from nni_shiftadd.space.nlp import HybridNLPSpace, transformer_config
+from nni_shiftadd.space.nlp import HybridNLPSpace
+from nni_shiftadd.space.nlp_transformer import transformer_config
 from nni_shiftadd.tasks.classification import timm_optimization
 from nni_shiftadd.tasks.retrain import build_subnet
 from nni_shiftadd.tasks.supernet import SupernetConfig

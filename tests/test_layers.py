@@ -29,3 +29,27 @@ def test_no_module_imports_in_a_circle() -> None:
             if back:
                 circles.append(" -> ".join((module, *back)))
     assert not circles, "\n".join(circles[:10])
+
+
+def test_a_trials_imports_leave_nnis_oneshot_package_unloaded() -> None:
+    """A search's trial (build the space, freeze a subnet, cost it for either space kind) never needs a one-shot twin,
+    and NNI's one-shot package (with tianshou and numba behind it) costs every trial about a second to import."""
+    code = """
+import sys
+import nni_shiftadd.tasks.trial, nni_shiftadd.tasks.supernet, nni_shiftadd.cli
+from nni_shiftadd.cost.metrics import space_cost_fn
+from nni_shiftadd.space import baseline_arch, load_space
+from nni_shiftadd.space.cv import HybridCVSpace
+from nni_shiftadd.space.nlp import HybridNLPSpace
+spec = load_space("cv_small")
+arch = baseline_arch(spec, "conv")
+HybridCVSpace(spec, "hws").freeze(arch)
+space_cost_fn(spec)(arch)
+nlp = load_space("nlp_tiny")
+HybridNLPSpace(nlp, 100).freeze(nlp.random_arch(0))
+print(sorted(m for m in sys.modules if m.startswith(("nni.nas.oneshot", "tianshou"))))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout[-2000:]

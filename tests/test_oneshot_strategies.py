@@ -332,7 +332,8 @@ def test_darts_on_a_yaml_space_mixes_depths_too() -> None:
     """HybridCVSpace under DARTS: every layer a mixed layer, every stage depth a softmax-weighted sum of the stage's
     outputs at each depth, both with architecture weights that learn; export and freeze give a valid subnet."""
     from nni_shiftadd.space import load_space
-    from nni_shiftadd.space.cv import HybridCVSpace, HybridStageMixed
+    from nni_shiftadd.space.cv import HybridCVSpace
+    from nni_shiftadd.space.stage_oneshot import HybridStageMixed
     from nni_shiftadd.space.spec import validate_arch
 
     spec = load_space("cv_small")

@@ -9,7 +9,9 @@ import torch
 
 from nni_shiftadd.nn import HybridChoice, oneshot_hooks
 from nni_shiftadd.space import baseline_arch, count_subnets, load_space, random_arch
-from nni_shiftadd.space.cv import HybridCVSpace, HybridStage, HybridStageSuperNet, stage_hooks, supernet_parameters
+from nni_shiftadd.space.cv import HybridCVSpace, supernet_parameters
+from nni_shiftadd.space.stage import HybridStage
+from nni_shiftadd.space.stage_oneshot import HybridStageSuperNet, stage_hooks
 from nni_shiftadd.ops import AdderConv2d, ShiftConv2d
 
 

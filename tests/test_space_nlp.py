@@ -200,7 +200,8 @@ def test_nni_random_and_oneshot_hooks(tmp_path: Path) -> None:
     from nni.nas.strategy import DARTS, RandomOneShot
 
     from nni_shiftadd.nn import oneshot_hooks
-    from nni_shiftadd.space.nlp import SpaceTransformer, TranslationSuperNet, transformer_config, translation_hooks
+    from nni_shiftadd.space.nlp_oneshot import TranslationSuperNet, translation_hooks
+    from nni_shiftadd.space.nlp_transformer import SpaceTransformer, transformer_config
     from nni_shiftadd.space.nlp_spec import arch_space as nlp_arch_space
     from nni_shiftadd.space.nlp_spec import validate_arch as nlp_validate_arch
 

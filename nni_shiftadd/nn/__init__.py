@@ -1,12 +1,27 @@
 """Blocks and NNI mutables of the hybrid search space: the Attn block, the hybrid layer choice whose
 Conv/Shift/Add candidates share weights (``HybridChoice``), with its one-shot forms for NNI's one-shot strategies
 (``oneshot_hooks``), and the BatchNorm recalibration of subnets taken from a supernet. The translation space's
-blocks are the SuperTransformer's (:mod:`.transformer`)."""
+blocks are the SuperTransformer's (:mod:`.transformer`).
+
+The one-shot forms load on first use: NNI's one-shot package takes about a second to import, which every trial of
+a search (it only evaluates subnets) would otherwise pay."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .attention import AttnBlock
 from .hybrid import CANDIDATES, Bottleneck, HybridBlock, HybridChoice
-from .oneshot import HybridCandidate, HybridSuperNet, oneshot_hooks
 from .recalibration import BatchNormRecalibration, recalibrate_batchnorm
+
+_ONESHOT = ("HybridCandidate", "HybridSuperNet", "oneshot_hooks")
 
 __all__ = ["CANDIDATES", "AttnBlock", "BatchNormRecalibration", "Bottleneck", "HybridBlock", "HybridCandidate",
            "HybridChoice", "HybridSuperNet", "oneshot_hooks",
            "recalibrate_batchnorm"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ONESHOT:
+        return getattr(importlib.import_module(f"{__name__}.oneshot"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

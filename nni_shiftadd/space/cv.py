@@ -1,11 +1,13 @@
 """The CV hybrid search space of a :class:`~nni_shiftadd.space.spec.SpaceSpec` as an NNI ``ModelSpace``.
 
-A stem, then per stage a depth choice (``stage{i}.depth``) over a chain of :class:`~nni_shiftadd.nn.HybridChoice`
-layers (``stage{i}.layer{j}.op``; the first layer of every stage after the first halves the resolution), then
-pooling and a linear classifier. It is at once
+A stem, then per stage a depth choice (``stage{i}.depth``, :class:`~nni_shiftadd.space.stage.HybridStage`) over a
+chain of :class:`~nni_shiftadd.nn.HybridChoice` layers (``stage{i}.layer{j}.op``; the first layer of every stage
+after the first halves the resolution), then pooling and a linear classifier. It is at once
 
 - an NNI model space: ``freeze(arch)`` gives the subnet with the supernet's weights, and NNI's one-shot strategies
-  train it through :func:`~nni_shiftadd.nn.oneshot_hooks`;
+  train it through :func:`~nni_shiftadd.nn.oneshot_hooks` (the stages' one-shot twins, in
+  :mod:`~nni_shiftadd.space.stage_oneshot`, load only then: NNI's one-shot package takes a second to import, which a
+  search's every trial would pay);
 - a single-path supernet for our own training loop: ``activate(arch)`` selects the path the next forward runs.
 """
 from __future__ import annotations
@@ -14,128 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from nni.mutable import Categorical, ExpressionConstraint, ensure_frozen
-from nni.nas.nn.pytorch import ModelSpace, MutableModule
-from nni.nas.nn.pytorch.base import recursive_freeze
-from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.mutable import ExpressionConstraint
+from nni.nas.nn.pytorch import ModelSpace
 from torch import Tensor, nn
 
 from ..hws import HWSConfig, Mode
-from ..nn.hybrid import HybridChoice, build_then_freeze
-from ..nn.oneshot import UniformSuperNet, differentiable
-from .spec import SpaceSpec, StageSpec, depth_label, op_label, validate_arch
-
-
-class HybridStage(MutableModule):
-    """One stage: ``depth`` (an ``nni.choice``) of its :class:`HybridChoice` layers run in order."""
-
-    def __init__(self, index: int, stage: StageSpec, in_width: int, mode: Mode, kl_weight: float,
-                 hws: HWSConfig | None = None) -> None:
-        super().__init__()
-        # the dry-run default is the stage's default depth, so that spaces with a total depth have a valid default
-        default = stage.default_depth if stage.default_depth is not None else stage.depths[0]
-        self.depth = Categorical(list(stage.depths), default=default, label=depth_label(index))
-        self.add_mutable(self.depth)
-        self._dry_run_depth = ensure_frozen(self.depth)
-        self.active_depth: int | None = None
-        layers = []
-        for j in range(max(stage.depths)):
-            layers.append(HybridChoice(
-                in_width if j == 0 else stage.width, stage.width, 2 if (index > 0 and j == 0) else 1,
-                stage.blocks, label=op_label(index, j), mode=mode, expansion=stage.bottleneck, kl_weight=kl_weight,
-                attn_kwargs={"heads": stage.heads, "mlp_ratio": stage.mlp_ratio}, hws=hws))
-        self.layers = nn.ModuleList(layers)
-
-    @property
-    def label(self) -> str:
-        return self.depth.label
-
-    def check_contains(self, sample: Mapping[str, Any]) -> Any:
-        return self.depth.check_contains(dict(sample))
-
-    def freeze(self, sample: Mapping[str, Any]) -> nn.Module:
-        depth = self.depth.freeze(dict(sample))
-        # under a model_context the layers were built frozen already (HybridChoice.create_fixed_module)
-        return nn.Sequential(*[layer.freeze(dict(sample)) if isinstance(layer, HybridChoice) else layer
-                               for layer in self.layers[:depth]])
-
-    @classmethod
-    def create_fixed_module(cls, sample: dict, *args: Any, **kwargs: Any) -> nn.Module:
-        return build_then_freeze(cls, sample, *args, **kwargs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers[:self.active_depth or self._dry_run_depth]:
-            x = layer(x)
-        return x
-
-
-class HybridStageSuperNet(UniformSuperNet):
-    """One-shot form of :class:`HybridStage` for NNI's strategies: samples the depth uniformly."""
-
-    def __init__(self, stage: HybridStage) -> None:
-        super().__init__(stage.depth)
-        self.layers = stage.layers
-
-    @property
-    def depth(self) -> Categorical:
-        return self.choice
-
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers[:self.sampled()]:
-            x = layer(x)
-        return x
-
-    @classmethod
-    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
-        return cls(module) if isinstance(module, HybridStage) else None
-
-
-class HybridStageMixed(BaseSuperNetModule):
-    """Differentiable one-shot form of :class:`HybridStage` (DARTS, GumbelDARTS, Proxyless): the stage returns the
-    ``softmax(alpha)``-weighted sum of its outputs at each allowed depth, ``alpha`` being the strategy's architecture
-    logits of the depth label; ``export`` takes the most likely depth."""
-
-    _arch_parameter_names = ["_arch_alpha"]
-
-    def __init__(self, stage: HybridStage, alpha: torch.Tensor, softmax: nn.Module) -> None:
-        super().__init__()
-        self.choice = stage.depth
-        self.add_mutable(self.choice)
-        self.layers = stage.layers
-        self.names = list(stage.depth.values)
-        if len(alpha) != len(self.names):
-            raise ValueError(f"{self.label}: {len(alpha)} architecture logits for {len(self.names)} depths")
-        self._arch_alpha, self._softmax = alpha, softmax
-
-    @property
-    def label(self) -> str:
-        return self.choice.label
-
-    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
-        return {} if self.label in memo else {self.label: self.names[int(torch.argmax(self._arch_alpha))]}
-
-    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
-        if self.label in memo:
-            return {}
-        return {self.label: dict(zip(self.names, self._softmax(self._arch_alpha).tolist()))}
-
-    def arch_parameters(self) -> Any:
-        yield self._arch_alpha
-
-    def freeze(self, sample: dict[str, Any]) -> nn.Module:
-        depth = self.choice.freeze(dict(sample))
-        return nn.Sequential(*[recursive_freeze(layer, dict(sample))[0] for layer in self.layers[:depth]])
-
-    def forward(self, x: Tensor) -> Tensor:
-        at_depth = {}
-        for i, layer in enumerate(self.layers[:max(self.names)]):
-            x = layer(x)
-            at_depth[i + 1] = x
-        weights = self._softmax(self._arch_alpha)
-        return sum(w * at_depth[d] for w, d in zip(weights, self.names))
+from .spec import SpaceSpec, depth_label, op_label, validate_arch
+from .stage import HybridStage
 
 
 class HybridCVSpace(ModelSpace):
@@ -143,8 +30,10 @@ class HybridCVSpace(ModelSpace):
     configures the last: its estimator, ``T``'s segments and binning, the Laplace scale)."""
 
     def extra_oneshot_hooks(self, strategy: Any) -> list[Any]:
-        """The hooks NNI's ``OneShotStrategy.mutate_model`` asks a space for: :func:`stage_hooks`, the one-shot
+        """The hooks NNI's ``OneShotStrategy.mutate_model`` asks a space for: :func:`~nni_shiftadd.space.stage_oneshot.stage_hooks`, the one-shot
         form of each stage's depth (the layers' come from :func:`~nni_shiftadd.nn.oneshot_hooks`)."""
+        from .stage_oneshot import stage_hooks  # on demand: NNI's one-shot package is slow to import
+
         return stage_hooks()
 
     def __init__(self, spec: SpaceSpec, mode: Mode = "hws", kl_weight: float = 1.0,
@@ -188,16 +77,6 @@ class HybridCVSpace(ModelSpace):
         for stage in self.stages:
             x = stage(x)
         return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
-
-
-def stage_hooks() -> list[Any]:
-    """The mutation hook of :class:`HybridStage` (with :func:`~nni_shiftadd.nn.oneshot_hooks` for the layers):
-    :class:`HybridStageMixed` under a differentiable strategy, :class:`HybridStageSuperNet` under a sampling one."""
-    def hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
-        if isinstance(module, HybridStage) and differentiable(mutate_kwargs):
-            return HybridStageMixed(module, memo[module.label], mutate_kwargs.get("softmax", nn.Softmax(-1)))
-        return HybridStageSuperNet.mutate(module, name, memo, mutate_kwargs)
-    return [hook]
 
 
 def supernet_parameters(spec: SpaceSpec, mode: Mode) -> int:
