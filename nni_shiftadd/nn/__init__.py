@@ -3,8 +3,8 @@ Conv/Shift/Add candidates share weights (``HybridChoice``), with its one-shot fo
 (``oneshot_hooks``), and the BatchNorm recalibration of subnets taken from a supernet. The translation space's
 blocks are the SuperTransformer's (:mod:`.transformer`).
 
-The one-shot forms load on first use: NNI's one-shot package takes about a second to import, which every trial of
-a search (it only evaluates subnets) would otherwise pay."""
+The one-shot forms load on first use: NNI's one-shot package (tianshou and numba behind it) is slow to import and a
+search's trial, which only evaluates subnets, needs none of it."""
 from __future__ import annotations
 
 import importlib

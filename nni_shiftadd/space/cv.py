@@ -6,8 +6,8 @@ after the first halves the resolution), then pooling and a linear classifier. It
 
 - an NNI model space: ``freeze(arch)`` gives the subnet with the supernet's weights, and NNI's one-shot strategies
   train it through :func:`~nni_shiftadd.nn.oneshot_hooks` (the stages' one-shot twins, in
-  :mod:`~nni_shiftadd.space.stage_oneshot`, load only then: NNI's one-shot package takes a second to import, which a
-  search's every trial would pay);
+  :mod:`~nni_shiftadd.space.stage_oneshot`, load only then: NNI's one-shot package is slow to import, and a search's
+  trials, which only evaluate subnets, need none of it);
 - a single-path supernet for our own training loop: ``activate(arch)`` selects the path the next forward runs.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ class HybridCVSpace(ModelSpace):
     configures the last: its estimator, ``T``'s segments and binning, the Laplace scale)."""
 
     def extra_oneshot_hooks(self, strategy: Any) -> list[Any]:
-        """The hooks NNI's ``OneShotStrategy.mutate_model`` asks a space for: :func:`~nni_shiftadd.space.stage_oneshot.stage_hooks`, the one-shot
+        """The hooks NNI's ``OneShotStrategy.mutate_model`` asks a space for:
+        :func:`~nni_shiftadd.space.stage_oneshot.stage_hooks`, the one-shot
         form of each stage's depth (the layers' come from :func:`~nni_shiftadd.nn.oneshot_hooks`)."""
         from .stage_oneshot import stage_hooks  # on demand: NNI's one-shot package is slow to import
 

@@ -13,7 +13,7 @@ It is at once
   :func:`~nni_shiftadd.space.nlp_oneshot.translation_hooks` (also in :func:`~nni_shiftadd.nn.oneshot_hooks`, and
   asked for by NNI itself through :meth:`HybridNLPSpace.extra_oneshot_hooks`) turns the
   :class:`~nni_shiftadd.space.nlp_transformer.SpaceTransformer` child, which knows the spec, into its one-shot twin.
-  The twin's module loads only then: NNI's one-shot package takes a second to import.
+  The twin's module loads only then: NNI's one-shot package is slow to import, and evaluating a subnet needs none of it.
 """
 from __future__ import annotations
 
