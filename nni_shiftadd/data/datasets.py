@@ -4,7 +4,8 @@
 ``.gz`` files are decompressed once into ``$NNI_SHIFTADD_CACHE/data`` (default
 ``~/.cache/nni_shiftadd/data``), a root that ``torchvision.datasets.FashionMNIST`` reads with
 ``download=False`` into memory; its training augmentation (timm's random resized crop and flip) runs a batch at
-a time (:mod:`.augment`), and a ``transform`` of one's own gets torchvision's PIL images instead. ``digits`` is scikit-learn's bundled 8x8 digits set, small enough for fast tests.
+a time (:mod:`.augment`), and a ``transform`` of one's own gets torchvision's PIL images instead. ``digits`` is
+scikit-learn's bundled 8x8 digits set, small enough for fast tests.
 ``image_folder`` reads a user's ImageNet-style folder (``DIR/train/<class>/*.jpg``, ``DIR/val/<class>/...``, an
 optional ``DIR/test``) through timm's dataset factory, RGB, with the DeiT augmentation recipe for training; its
 class count comes from the folder (``dataset_info("image_folder", data_dir)``).
@@ -332,6 +333,16 @@ def _materialise(src: Path, name: str, dst: Path) -> None:
         raise
 
 
+@lru_cache(maxsize=2)
+def _fashion_mnist_arrays(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One file's images ``[N,1,28,28]`` (uint8) and labels, read once per process: the train and val splits (and
+    a trial's evaluation and calibration sets) come from the same file."""
+    from torchvision.datasets import FashionMNIST
+
+    raw = FashionMNIST(root, train=train, download=False)
+    return raw.data.unsqueeze(1), raw.targets
+
+
 @register_dataset(DatasetInfo("fashion_mnist", num_classes=10, in_chans=1, input_size=(1, 28, 28),
                               mean=(0.2860,), std=(0.3530,)))
 def _fashion_mnist(
@@ -346,15 +357,14 @@ def _fashion_mnist(
 
     root = prepare_fashion_mnist(data_dir)
     if transform is None:  # in memory, augmented a batch at a time (timm's transform, batched)
-        raw = FashionMNIST(str(root), train=split != "test", download=False)
+        images, targets = _fashion_mnist_arrays(str(root), split != "test")
         info = dataset_info("fashion_mnist")
-        images = raw.data.unsqueeze(1)  # [N,1,28,28] uint8
         if tuple(input_size[1:]) != tuple(images.shape[-2:]):
             images = F.interpolate(images.float(), size=input_size[1:], mode="bilinear", align_corners=False,
                                    antialias=True).round_().clamp_(0, 255).to(torch.uint8)
         augment = BatchAugment(info.mean, info.std, is_training=is_training, scale=TRAIN_CROP_SCALE,
                                hflip=TRAIN_HFLIP)
-        dataset: Dataset = TensorImageDataset(images, raw.targets, batch_transform=augment)
+        dataset: Dataset = TensorImageDataset(images, targets, batch_transform=augment)
     else:
         dataset = FashionMNIST(str(root), train=split != "test", transform=transform, download=False)
     if split == "train":
