@@ -65,3 +65,24 @@ def test_the_callers_thread_count_is_restored(supernet: Path) -> None:
     evaluate_subnet(TrialConfig(supernet=str(supernet), batch_size=16, eval_batches=1, calibration_batches=0,
                                 threads=before + 1), random_arch(load_space("cv_small"), 0))
     assert torch.get_num_threads() == before
+
+
+def test_a_named_space_reads_the_checkpoint_once_and_a_foreign_one_is_refused(
+        supernet: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``--space`` the trial takes its kind from the space instead of opening the checkpoint to recognise it
+    (what the demo's trials do); a space of the other kind is refused by that kind's loader, naming the file."""
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    arch = random_arch(load_space("cv_small"), 1)
+    named = evaluate_subnet(TrialConfig(supernet=str(supernet), space="cv_small", batch_size=16, eval_batches=1,
+                                        calibration_batches=0), arch)
+    assert len(loads) == 1
+    recognised = evaluate_subnet(TrialConfig(supernet=str(supernet), batch_size=16, eval_batches=1,
+                                             calibration_batches=0), arch)
+    assert len(loads) == 3  # recognised first (memory-mapped), then loaded
+    assert named["accuracy"] == recognised["accuracy"]
+    nlp_arch = random_arch(load_space("nlp_tiny"), 0)
+    assert main(["trial", "--supernet", str(supernet), "--space", "nlp_tiny", "--arch", json.dumps(nlp_arch)]) == 2
+    err = capsys.readouterr().err
+    assert str(supernet) in err and "not a checkpoint of the fairseq model shiftadd_supertransformer" in err

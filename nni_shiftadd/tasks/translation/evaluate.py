@@ -42,15 +42,15 @@ def load_trained(checkpoint: str | Path, data_bin: str | Path) -> tuple[Any, Any
     checkpoint of this model); the model is built with the dictionary of ``data_bin``."""
     from ...data.translation import import_fairseq
 
+    if supertransformer_data(checkpoint) is None:
+        raise CheckpointError(f"{checkpoint}: not a checkpoint of the fairseq model shiftadd_supertransformer "
+                              "(`nni-shiftadd train-supertransformer` or fairseq-train --arch shiftadd_nlp_small)")
     import_fairseq()
     from fairseq import checkpoint_utils
 
     from . import model as _model  # noqa: F401  (registers the model and the task)
     from . import task as _task  # noqa: F401
 
-    if supertransformer_data(checkpoint) is None:
-        raise CheckpointError(f"{checkpoint}: not a checkpoint of the fairseq model shiftadd_supertransformer "
-                              "(`nni-shiftadd train-supertransformer` or fairseq-train --arch shiftadd_nlp_small)")
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)],
                                                                     arg_overrides={"data": str(data_bin)})
     return models[0].eval(), task
