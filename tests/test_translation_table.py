@@ -120,3 +120,24 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
     changed = from_dict(TranslationTableConfig, {**fields, "retrain_overrides": {"max_updates": 5}})
     with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
         PaperTable(changed, TranslationKind())
+
+
+def test_the_shipped_table3_may_search_the_translation_rankings_first_supernet() -> None:
+    """``results/studies.sh`` hands table3 the translation ranking's first supernet (first technique, first seed)
+    instead of training the same recipe a second time: the two shipped studies must train it identically."""
+    import dataclasses
+
+    from nni_shiftadd.experiment import translation_ranking
+    from nni_shiftadd.tasks.supertransformer import LAST
+
+    root = Path(__file__).resolve().parents[1]
+    ranking = translation_ranking.load_config(str(root / "examples/translation/ranking_nlp_tiny.yaml"))
+    table = load_config(str(root / "examples/translation/table3_nlp_tiny.yaml"))
+    technique, seed = next(iter(ranking.techniques)), ranking.supernet_seeds[0]
+    shared = dataclasses.asdict(ranking.recipe(ranking.techniques[technique], {"seed": seed, "output": "o"}, "t"))
+    own = dataclasses.asdict(table.recipe(table.supernet_overrides, {"output": "o"}, "supernet_overrides"))
+    # only what the end of training scores differs, and it scores no subnet in either study
+    assert {k for k in own if own[k] != shared[k]} <= {"eval_test_sentences"}
+    assert own["eval_archs"] == shared["eval_archs"] == 0 and own["baselines"] == shared["baselines"] == []
+    studies = (root / "results" / "studies.sh").read_text()
+    assert f"runs/ranking_nlp_tiny/supernets/{technique}_seed{seed}/checkpoints/{LAST}" in studies
