@@ -123,8 +123,8 @@ def test_shipped_recipe_validates() -> None:
     assert (cfg.archs, cfg.ceiling_archs, cfg.modes, len(cfg.supernet_seeds)) == (30, 10, ["none", "naive", "hws"],
                                                                                    3)
     budgets = [v for v in cfg.variants() if v.technique is None]
-    assert [v.steps for v in budgets] == [400, 2000, 4000] and max(cfg.budgets) >= 10 * 400
-    assert [v.overrides["epochs"] for v in budgets] == [2, 10, 20]
+    assert [v.steps for v in budgets] == [400, 800, 2000, 4000] and max(cfg.budgets) >= 10 * 400
+    assert [v.overrides["epochs"] for v in budgets] == [2, 4, 10, 20]
     # the techniques at the largest budget's time: four paths a step, a quarter of its steps
     techniques = {v.technique: v for v in cfg.variants() if v.technique is not None}
     spec = load_space(cfg.space)
