@@ -5,9 +5,10 @@ architectures and the same batches.
 
 A step is: activate the sampled path, forward, cross-entropy, backward (in ``hws`` mode this includes the eq. (5) KL
 terms and the eq. (6) transform), and the optimiser update of the supernet recipe (timm's AdamW with foreach
-updates, as ``train-supernet`` builds it). The modes run round-robin (one step each, in turn) so that noise from
-other processes hits them alike; the median step time is reported. Peak memory is the extra resident memory of one
-step (``benchmarks/ops.py``'s VmHWM probe). Target: ``hws`` step time <= 1.10 x ``naive``.
+updates, as ``train-supernet`` builds it), in the channels-last layout training uses. The modes run round-robin (one
+step each, in turn) so that noise from other processes hits them alike; the median step time is reported. Peak
+memory is the extra resident memory of one step (``benchmarks/ops.py``'s VmHWM probe). Target: ``hws`` step time <=
+1.10 x ``naive``.
 
 Usage::
 
@@ -34,6 +35,7 @@ from ops import RssProbe  # noqa: E402  (the same memory probe as the operator b
 
 from nni_shiftadd.config import load_yaml  # noqa: E402
 from nni_shiftadd.space import load_space, random_arch  # noqa: E402
+from nni_shiftadd.nn import channels_last, channels_last_batch  # noqa: E402
 from nni_shiftadd.space.cv import HybridCVSpace, supernet_parameters  # noqa: E402
 from nni_shiftadd.tasks.classification import timm_optimization  # noqa: E402
 from nni_shiftadd.tasks.supernet import SupernetConfig  # noqa: E402
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = [random_arch(spec, rng) for _ in range(warmup + steps)]
     gen = torch.Generator().manual_seed(0)
     size = (spec.input.channels, spec.input.size, spec.input.size)
-    batches = [(torch.randn(args.batch_size, *size, generator=gen),
+    batches = [(channels_last_batch(torch.randn(args.batch_size, *size, generator=gen)),
                 torch.randint(0, spec.num_classes, (args.batch_size,), generator=gen)) for _ in range(4)]
 
     recipe = load_yaml(SupernetConfig, args.recipe, {"space": args.space, "batch_size": args.batch_size})
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     models, optims = {}, {}
     for name, (mode, hws) in variants.items():
         torch.manual_seed(0)
-        models[name] = HybridCVSpace(spec, mode=mode, kl_weight=recipe.kl_weight, hws=hws).train()
+        models[name] = channels_last(HybridCVSpace(spec, mode=mode, kl_weight=recipe.kl_weight,
+                                                   hws=hws).train())
         # the optimiser train-supernet builds from the recipe (timm's factory: AdamW, foreach updates)
         optims[name] = timm_optimization(models[name], recipe, steps_per_epoch=100)["optimizer"]
 

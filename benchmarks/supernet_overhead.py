@@ -4,14 +4,14 @@ stand-alone subnet of that architecture; and where the time goes. Image spaces (
 (the nlp_tiny SuperTransformer) alike.
 
 A step is forward, the loss (cross-entropy; label-smoothed 0.1 over target tokens for translation; in ``hws`` mode
-the eq. (5) terms join it inside the forward pass), backward and the recipe's optimiser step (image: timm's AdamW
-as ``train-supernet`` builds it; translation: Adam with betas (0.9, 0.98) as ``train-supertransformer`` runs it),
-for the supernet over all its parameters, for the subnet over its own. The three run round-robin, one architecture
-at a time, so machine noise hits them alike. Reported: the **mean** step time over the sampled paths (the mean is
-what a study pays; the median hides the expensive paths) with the median beside it, their ratio to the stand-alone
-step (target: at most 1.15x, HWS included), the phases of a step (forward, backward, optimiser), and the forward
-time of each layer by block type and where it sits (image: resolution; translation: encoder or decoder), supernet
-against stand-alone, summed over the sampled paths.
+the eq. (5) terms join it inside the forward pass), backward and the recipe's optimiser step (image: timm's AdamW as
+``train-supernet`` builds it, in its channels-last layout; translation: Adam with betas (0.9, 0.98) as
+``train-supertransformer`` runs it), for the supernet over all its parameters, for the subnet over its own. The
+three run round-robin, one architecture at a time, so machine noise hits them alike. Reported: the **mean** step
+time over the sampled paths (the mean is what a study pays; the median hides the expensive paths) with the median
+beside it, their ratio to the stand-alone step (target: at most 1.15x, HWS included), the phases of a step (forward,
+backward, optimiser), and the forward time of each layer by block type and where it sits (image: resolution;
+translation: encoder or decoder), supernet against stand-alone, summed over the sampled paths.
 
 Usage::
 
@@ -43,6 +43,7 @@ from torch import nn
 
 from nni_shiftadd.config import load_yaml
 from nni_shiftadd.space import layer_plan, load_space, random_arch
+from nni_shiftadd.nn import channels_last, channels_last_batch
 from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.space.nlp import HybridNLPSpace
 from nni_shiftadd.space.nlp_transformer import transformer_config
@@ -113,12 +114,14 @@ def image_bench(space: str, recipe_path: str, batch: int) -> Bench:
     spec = load_space(space)
     recipe = load_yaml(SupernetConfig, recipe_path, {"space": space, "batch_size": batch})
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, spec.input.channels, spec.input.size, spec.input.size, generator=gen)
+    size = (batch, spec.input.channels, spec.input.size, spec.input.size)
+    x = channels_last_batch(torch.randn(size, generator=gen))
     y = torch.randint(0, spec.num_classes, (batch,), generator=gen)
     supernets = {}
     for mode in MODES:
         torch.manual_seed(0)
-        supernets[mode] = HybridCVSpace(spec, mode=mode, kl_weight=recipe.kl_weight, hws=recipe.hws).train()
+        supernets[mode] = channels_last(HybridCVSpace(spec, mode=mode, kl_weight=recipe.kl_weight,
+                                                      hws=recipe.hws).train())
     return Bench(
         spec.name, f"{batch} images", supernets,
         optimizer=lambda net: timm_optimization(net, recipe, steps_per_epoch=100)["optimizer"],
@@ -127,7 +130,7 @@ def image_bench(space: str, recipe_path: str, batch: int) -> Bench:
         plan=lambda arch: {(p.stage, p.index): (p.op, str(p.resolution)) for p in layer_plan(spec, arch)},
         layers=lambda net: {(i, j): layer for i, stage in enumerate(net.stages)  # supernet stages hold .layers
                             for j, layer in enumerate(getattr(stage, "layers", stage))},
-        standalone=lambda arch: build_subnet(spec, arch).train())
+        standalone=lambda arch: channels_last(build_subnet(spec, arch).train()))
 
 
 def translation_bench(space: str, batch: int, tokens: int, vocab: int, lr: float) -> Bench:

@@ -12,12 +12,13 @@ from typing import Any
 
 from .attention import AttnBlock
 from .hybrid import CANDIDATES, Bottleneck, HybridBlock, HybridChoice
+from .memory_format import channels_last, channels_last_batch
 from .recalibration import BatchNormRecalibration, recalibrate_batchnorm
 
 _ONESHOT = ("HybridCandidate", "HybridSuperNet", "oneshot_hooks")
 
 __all__ = ["CANDIDATES", "AttnBlock", "BatchNormRecalibration", "Bottleneck", "HybridBlock", "HybridCandidate",
-           "HybridChoice", "HybridSuperNet", "oneshot_hooks",
+           "HybridChoice", "HybridSuperNet", "channels_last", "channels_last_batch", "oneshot_hooks",
            "recalibrate_batchnorm"]
 
 

@@ -30,6 +30,7 @@ from ..data import check_data_dir, create_dataset, create_loader, dataset_info, 
 from ..data.mixing import BatchMixing, check_mixing
 from ..kernels import select
 from ..lock import check_output_dir, output_lock
+from ..nn.memory_format import channels_last, channels_last_batch
 from ..ops import convert_model
 
 
@@ -136,7 +137,7 @@ class ClassificationTask(pl.LightningModule):
 
     def __init__(self, model: nn.Module, cfg: Any, steps_per_epoch: int, num_classes: int) -> None:
         super().__init__()
-        self.model, self.cfg, self.steps_per_epoch = model, cfg, steps_per_epoch
+        self.model, self.cfg, self.steps_per_epoch = channels_last(model), cfg, steps_per_epoch
         self.mixing = BatchMixing(cfg, num_classes)
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
 
@@ -145,6 +146,7 @@ class ClassificationTask(pl.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
+        x = channels_last_batch(x)
         if stage == "train":
             x, y, soft = self.mixing.mix(x, y)
             logits = self.model(x)

@@ -58,6 +58,7 @@ from ..data.mixing import BatchMixing, check_mixing
 from ..lock import check_output_dir, is_rank_zero, output_lock
 from ..hws import MODES, HWSConfig, Mode
 from ..nn.hybrid import HybridChoice
+from ..nn.memory_format import channels_last, channels_last_batch
 from ..nn.recalibration import recalibrate_batchnorm
 from ..space.cv import HybridCVSpace
 from ..space.sampling import SAMPLINGS, step_paths
@@ -198,7 +199,7 @@ class SupernetTask(pl.LightningModule):
         super().__init__()
         self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
         self.spec = cfg.load_spec()
-        self.supernet = HybridCVSpace(self.spec, cfg.mode, cfg.kl_weight, cfg.hws)
+        self.supernet = channels_last(HybridCVSpace(self.spec, cfg.mode, cfg.kl_weight, cfg.hws))
         self.mixing = BatchMixing(cfg, self.spec.num_classes)
         # Same seed on every rank: all ranks sample the same architecture at every step.
         self.arch_rng = random.Random(cfg.seed)
@@ -213,6 +214,7 @@ class SupernetTask(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y, soft = self.mixing.mix(*batch)
+        x = channels_last_batch(x)
         if self.cfg.sampling == "uniform":
             paths = [self.sample_arch()]
         else:  # several paths on the same batch, their losses summed: one update with their gradients added
@@ -324,7 +326,7 @@ def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoa
         for i, (x, y) in enumerate(loader):
             if limit_batches is not None and i >= limit_batches:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = channels_last_batch(x.to(device)), y.to(device)
             logits = supernet(x)
             correct += int((logits.argmax(1) == y).sum())
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -539,5 +541,5 @@ def load_supernet(checkpoint: str | os.PathLike[str], space: str | SpaceSpec | N
     if missing or unexpected:
         raise CheckpointError(f"{path}: its weights do not fit space {spec.name!r} in mode {cfg.mode!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    supernet.to(map_location).eval()
+    channels_last(supernet.to(map_location)).eval()
     return supernet, cfg
