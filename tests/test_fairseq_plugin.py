@@ -111,7 +111,12 @@ def _train(tiny: dict[str, Path], output: Path, **fields: Any) -> subprocess.Pop
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_kill9_resume_goes_on_like_an_uninterrupted_run(tiny_translation: dict[str, Path], tmp_path: Path) -> None:
+    """End to end (``-m slow``): ``kill -9`` of fairseq-train, its last checkpoint truncated as a kill mid-copy
+    leaves it, and the resumed run ends with an uninterrupted run's weights. The default suite covers the parts:
+    exact resume (``test_a_resume_in_a_later_epoch_ends_as_an_uninterrupted_run``) and passing over a bad last
+    checkpoint (``test_a_non_finite_last_checkpoint_is_passed_over``) in ``tests/test_reliability_translation.py``."""
     killed = tmp_path / "killed"
     proc = _train(tiny_translation, killed)
     deadline = time.monotonic() + 300

@@ -254,23 +254,33 @@ def test_a_folder_left_by_a_killed_preparation_is_removed(trans_de_en_slice: Pat
 
 # --- the fairseq plugin's options -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("option, message", [
+BAD_PLUGIN_OPTIONS = [
     (["--space", "no_such_space"], r"--space: no_such_space: no such search-space file"),
     (["--mode", "full"], r"--mode: got 'full'; expected one of \['none', 'naive', 'hws'\]"),
     (["--valid-subnet", '{"encoder.embed_dim": 7}'], r"--valid-subnet: arch: missing key"),
-])
-def test_fairseq_train_refuses_a_bad_plugin_option_before_training(option: list[str], message: str,
-                                                                   cache: dict[str, Path], tmp_path: Path) -> None:
+]
+
+
+def test_fairseq_train_refuses_a_bad_plugin_option_before_training(cache: dict[str, Path], tmp_path: Path) -> None:
+    """Each bad option of the plugin, given to fairseq-train: exit 2, one line naming it, no traceback, nothing
+    saved. The runs go side by side (each is mostly fairseq's start-up)."""
     from nni_shiftadd.tasks.translation import USER_DIR
 
-    run = subprocess.run([str(Path(sys.executable).parent / "fairseq-train"), str(cache["data_bin"]), "--user-dir",
-                          str(USER_DIR), "--task", "shiftadd_translation", "--arch", "shiftadd_supertransformer",
-                          "--space", str(cache["space"]), *option, "--max-tokens", "512", "--max-update", "2",
-                          "--optimizer", "adam", "--lr", "1e-3", "--cpu", "--save-dir", str(tmp_path / "ck")],
-                         env=_env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
-    assert re.search(r"^fairseq-train: error: " + message, run.stderr, re.M), run.stderr[-3000:]
-    assert not list((tmp_path / "ck").glob("*.pt"))
+    runs = []
+    for k, (option, message) in enumerate(BAD_PLUGIN_OPTIONS):
+        save_dir = tmp_path / f"ck{k}"
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "fairseq-train"), str(cache["data_bin"]),
+                                 "--user-dir", str(USER_DIR), "--task", "shiftadd_translation", "--arch",
+                                 "shiftadd_supertransformer", "--space", str(cache["space"]), *option, "--max-tokens",
+                                 "512", "--max-update", "2", "--optimizer", "adam", "--lr", "1e-3", "--cpu",
+                                 "--save-dir", str(save_dir)],
+                                env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        runs.append((option, message, save_dir, proc))
+    for option, message, save_dir, proc in runs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in err, (option, err[-3000:])
+        assert re.search(r"^fairseq-train: error: " + message, err, re.M), (option, err[-3000:])
+        assert not list(save_dir.glob("*.pt")), option
 
 
 # --- signals: a stopped job never looks like a success ------------------------------------------------------------

@@ -3,9 +3,9 @@
 One small experiment per half: a cv_small supernet trained for 3 batches, then 4 trials (the all-Conv and all-Add
 baselines and a first generation of 2); and a tiny SuperTransformer trained for 4 updates, then 3 translation trials.
 The default suite checks that the web UI and REST API listen on 127.0.0.1 only and that the REST API returns the
-hardware metrics; the ``browser`` tests (``.venv/bin/pytest -m browser``, also part of the default run) open the
-trials tables in headless Chromium (the translation one with its validation loss, BLEU and FLOPs columns) and save
-``runs/webui/trials.png`` and ``runs/webui/trials_translation.png``.
+hardware metrics; the ``browser`` tests (``.venv/bin/pytest -m browser``) open the trials tables in headless Chromium
+and save ``runs/webui/trials.png`` and ``runs/webui/trials_translation.png``: the image one is part of the default
+run, the translation one (its validation loss, BLEU and FLOPs columns; a minute of its own) is also ``slow``.
 
 The experiment runs with its own ``HOME`` (NNI keeps its experiments under ``~/nni-experiments``) and
 ``NNI_CONFIG_DIR`` (the tuner registration), and is always stopped at teardown. Nothing here connects to an
@@ -305,6 +305,7 @@ def translation_experiment(tiny_translation: dict[str, Path],
             nnictl("stop", "--all", check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_webui_shows_translation_trials_with_their_columns(translation_experiment: dict[str, Any]) -> None:
     """The translation search behind nnictl: every trial reports the validation loss (the objective), BLEU and the
