@@ -29,7 +29,7 @@ import torch
 from ..config import ConfigError
 from ..space.spec import canonical_arch, load_space
 from ..cost.metrics import check_eyeriss_preset, space_cost_fn
-from .kinds import TASK_KINDS, TaskKind, task_kind_of
+from .kinds import task_kind_of
 
 
 @dataclasses.dataclass
@@ -118,16 +118,7 @@ def _in_space(spec: Any, arch: Mapping[str, Any], supernet: str) -> dict[str, An
 
 def _evaluate_subnet(cfg: TrialConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
-    return trial_kind(cfg).function("trial")(cfg, arch, start)
-
-
-def trial_kind(cfg: TrialConfig) -> TaskKind:
-    """The task kind of the trial: the kind of ``cfg.space`` when it is named (the kind's loader then refuses a
-    supernet of another space), else the kind that claims ``cfg.supernet``. Naming the space spares every trial
-    a second read of the checkpoint just to recognise it (0.6-0.8 s of unpickling for the demo's supernet)."""
-    if cfg.space is not None:
-        return TASK_KINDS[load_space(cfg.space).kind]
-    return task_kind_of(cfg.supernet)
+    return task_kind_of(cfg.supernet, cfg.space).function("trial")(cfg, arch, start)
 
 
 def evaluate_image(cfg: TrialConfig, arch: Mapping[str, Any], start: float) -> dict[str, Any]:
