@@ -189,7 +189,6 @@ def test_fit_accuracy_on_hybrid_space(fitted) -> None:
     assert (report["n_train"], report["n_val"], report["n_test"]) == (1600, 200, 200)
     assert report["test"]["mean_rel_err"] < 0.03
     assert report["val"]["mean_rel_err"] < 0.03
-    assert report["fit_seconds"] < 60  # ~10 s on 2 idle cores; generous for a busy machine
     preds = predictor.predict(archs[:5])
     assert len(preds) == 5 and all(isinstance(p, float) and p > 0 for p in preds)
     assert predictor.predict(archs[0]) == preds[:1]  # a single dict is a batch of one
