@@ -40,6 +40,25 @@ def test_extract_pairs_keeps_aligned_sentence_like_pairs() -> None:
                                     ("Er kommt morgen früh an.", "He arrives early tomorrow.")]
 
 
+def test_entries_passed_over_unread_could_not_have_been_sentences() -> None:
+    """extract_pairs cleans only sub-entries holding a sentence end: on the real dictionary, every sub-entry whose
+    cleaned text ends like a sentence holds one (cleaning only removes characters), so the pairs are the same."""
+    from nni_shiftadd.data.translation import _SENTENCE_END, _may_end_sentence
+
+    checked = 0
+    with open(locate_trans_de_en(), encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f):
+            if n >= 40_000:
+                break
+            if "::" not in line or line.startswith("#"):
+                continue
+            for entry in line.rstrip("\n").replace("::", "|").split("|"):
+                if clean_entry(entry).endswith(_SENTENCE_END):
+                    assert _may_end_sentence(entry), entry
+                    checked += 1
+    assert checked > 1000
+
+
 def test_split_keeps_every_sentence_in_one_split() -> None:
     rng = random.Random(0)
     pairs = [(f"Satz {i} ist hier.", f"Sentence {i} is here.") for i in range(3000)]
