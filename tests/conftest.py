@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core (pytest.ini): one torch thread each, inherited by the processes the tests
+    # start, so that the workers do not oversubscribe the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+# NNI experiments (nnictl, NasExperiment) bind the web UI's port and share NNI's state under the user's home: the
+# modules that start them run on one xdist worker, one after another (--dist loadgroup)
+NNI_EXPERIMENTS = pytest.mark.xdist_group("nni-experiments")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_nni_at_exit() -> Iterator[None]:

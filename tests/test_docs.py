@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import NNI_EXPERIMENTS
+
+pytestmark = NNI_EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

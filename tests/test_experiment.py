@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import NNI_EXPERIMENTS
 
 from nni_shiftadd.config import ConfigError, load_yaml
 from nni_shiftadd.experiment.demo import DemoConfig, experiment_config
 from nni_shiftadd.experiment.nnictl import free_port, listening_addresses, loopback_env
 from nni_shiftadd.strategy.tuner import search_space_json
+
+pytestmark = NNI_EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "fashion_mnist"

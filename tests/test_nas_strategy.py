@@ -12,6 +12,7 @@ from typing import Any
 
 import nni
 import pytest
+from conftest import NNI_EXPERIMENTS
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.execution import ExecutionEngine, SequentialExecutionEngine
 from nni.nas.execution.event import FinalMetricEvent, TrainingEndEvent
@@ -25,6 +26,8 @@ from nni_shiftadd.space.cv import HybridCVSpace
 from nni_shiftadd.space.spec import SpaceSpec, load_space, random_arch
 from nni_shiftadd.strategy import Evolution, arch_key, load_preset, space_cost_fn
 from nni_shiftadd.strategy.nas import ShiftAddEvolutionStrategy, space_spec_of
+
+pytestmark = NNI_EXPERIMENTS
 
 TINY = """
 name: tiny

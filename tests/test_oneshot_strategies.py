@@ -11,6 +11,7 @@ import nni
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import NNI_EXPERIMENTS
 from nni.nas.evaluator.pytorch import Classification, DataLoader
 from nni.nas.experiment import NasExperiment
 from nni.nas.nn.pytorch import ModelSpace
@@ -24,6 +25,8 @@ from nni_shiftadd.hws import SharedConvWeight
 from nni_shiftadd.nn import (BatchNormRecalibration, HybridBlock, HybridCandidate, HybridChoice, HybridSuperNet,
                              oneshot_hooks, recalibrate_batchnorm)
 from nni_shiftadd.strategy.enas import ENAS, ModeBatch
+
+pytestmark = NNI_EXPERIMENTS
 
 STRATEGIES = {"darts": DARTS, "gumbel": GumbelDARTS, "proxyless": Proxyless}
 

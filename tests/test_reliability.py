@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import NNI_EXPERIMENTS, isolate_nni
 
 from nni_shiftadd.checkpoint import CheckpointError, NonFiniteCheckpointError, load_checkpoint
 from nni_shiftadd.tasks.checkpoint_io import SafeCheckpointIO
@@ -437,8 +438,6 @@ def test_checkpoint_writer_refuses_non_finite_tensors(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def nni_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from conftest import isolate_nni
-
     isolate_nni(monkeypatch, tmp_path)
     yield tmp_path
     from nni_shiftadd.experiment.nnictl import nnictl
@@ -447,6 +446,7 @@ def nni_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.slow
+@NNI_EXPERIMENTS
 def test_kill9_of_a_running_search_resumes_without_reevaluating(nni_home: Path, files: dict[str, str],
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import yaml

@@ -24,10 +24,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import isolate_nni
+from conftest import NNI_EXPERIMENTS, isolate_nni
 
 from nni_shiftadd.experiment.demo import experiment_config
 from nni_shiftadd.experiment.nnictl import Rest, create, free_port, listening_addresses, nnictl, register, stop, wait
+
+pytestmark = NNI_EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "runs" / "webui"
