@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
-from nni_shiftadd.experiment.rank_statistics import bootstrap_interval, paired_difference, rank_metrics
+from nni_shiftadd.experiment.rank_statistics import (bootstrap_interval, paired_difference, pooled_sign_test,
+                                                     rank_metrics)
 from nni_shiftadd.experiment.arch_selection import arch_features, arch_id, select_archs
 from nni_shiftadd.experiment.ranking import RankingConfig, Study, Variant, format_table, run_study
 from nni_shiftadd.space import load_space
@@ -74,6 +75,15 @@ def test_paired_difference_tells_a_better_mode_from_seed_noise() -> None:
     assert same["mean"] == 0 and same["interval"] == [0, 0] and not same["beyond_noise"]
     with pytest.raises(ValueError, match="same seeds and architectures"):
         paired_difference(good, bad[:2], truth, 5, samples=10)
+
+
+def test_pooled_sign_test_counts_the_signs_and_drops_ties() -> None:
+    pooled = pooled_sign_test([-0.2, -0.1, 0.1, -0.05, 0.0, float("nan")] + [-0.01] * 8)
+    assert (pooled["pairs"], pooled["negative"], pooled["positive"]) == (13, 11, 1)
+    assert pooled["mean"] == pytest.approx((-0.35 - 0.08 + 0.1) / 13)
+    assert pooled["sign_test_p"] == pytest.approx(2 * 13 / 2 ** 12)  # P(at most 1 positive of 12), both tails
+    assert pooled_sign_test([0.1, -0.1])["sign_test_p"] == 1.0
+    assert np.isnan(pooled_sign_test([0.0])["sign_test_p"])
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -179,6 +189,12 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
         assert paired["seeds"] == [0] and len(paired["per_seed"]) == 1
         metrics = json.loads((tmp_path / "study" / "supernets" / name / "hws_seed0" / "metrics.json").read_text())
         assert metrics["global_step"] == steps
+    pooled = results["paired_over_budgets"]["hws - naive"]  # both budgets' seed-0 pairs, not the technique's
+    pairs = [results["variants"][name]["paired"]["hws - naive"]["per_seed"][0] for name in ("steps2", "steps4")]
+    pairs = [d for d in pairs if not np.isnan(d)]  # a supernet this small may score every architecture alike
+    assert pooled["pairs"] == len(pairs) and pooled["negative"] + pooled["positive"] <= len(pairs)
+    if pairs:
+        assert pooled["mean"] == pytest.approx(np.mean(pairs))
     for mode in ("naive", "hws"):
         assert results["search"][mode]["pick"] and 0 <= results["search"][mode]["standalone_accuracy"] <= 1
     assert results["search"]["variant"] == "steps4"
@@ -186,6 +202,7 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
         assert (tmp_path / "study" / png).stat().st_size > 10_000
     table = format_table(results)
     assert "seed ceiling" in table and "ground-truth check" in table and "paired hws - naive" in table
+    assert "paired hws - naive over every budget and seed" in table
     saved = json.loads((tmp_path / "study" / "results.json").read_text())
     assert saved["ceiling"]["kendall_tau"] == results["ceiling"]["kendall_tau"] and saved["complete"]
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_interval", "paired_difference", "rank_metrics"]
+__all__ = ["bootstrap_interval", "paired_difference", "pooled_sign_test", "rank_metrics"]
 
 
 def rank_metrics(inherited: Sequence[float], standalone: Sequence[float], top_k: int) -> dict[str, float]:
@@ -70,3 +70,18 @@ def paired_difference(first: Sequence[Sequence[float]], second: Sequence[Sequenc
     return {"metric": metric, "mean": float(np.mean(per_seed)), "per_seed": [float(d) for d in per_seed],
             "range": [float(min(per_seed)), float(max(per_seed))], "interval": [lo, hi],
             "beyond_noise": bool((lo > 0 or hi < 0) and same_sign)}
+
+
+def pooled_sign_test(differences: Sequence[float]) -> dict[str, object]:
+    """Paired differences pooled over several comparisons (one mode minus another, every seed of every budget): how
+    many are positive and negative, their mean, and the two-sided sign test's p-value (ties dropped). Where the
+    comparisons share seeds (a budget's run starts with the same data order as the smaller budget's), the pairs are
+    not independent and the p-value summarises rather than decides."""
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    positive, negative = int((d > 0).sum()), int((d < 0).sum())
+    p = float(stats.binomtest(positive, positive + negative).pvalue) if positive + negative else math.nan
+    return {"pairs": int(d.size), "positive": positive, "negative": negative,
+            "mean": float(d.mean()) if d.size else math.nan, "sign_test_p": p}

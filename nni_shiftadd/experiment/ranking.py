@@ -24,7 +24,7 @@ budget.
    budget; its pick is trained stand-alone too.
 8. **Report**, per budget and technique: Kendall tau, Pearson r, Spearman rho and top-k precision per mode (mean
    over seeds, their range, bootstrap 95% intervals over architectures), the paired difference ``hws - naive`` over
-   seeds, the supernet parameters and training time, how Laplacian each supernet's Add weights are; the search
+   seeds (and pooled over every budget and seed, with a sign test), the supernet parameters and training time, how Laplacian each supernet's Add weights are; the search
    picks; ``results.json`` (rewritten after every phase, ``complete`` false until the end), ``tau_budget.png`` and
    one ``scatter_<variant>.png`` per budget and technique.
 
@@ -52,7 +52,7 @@ from ..config import ConfigError, check_reserved, load_yaml
 from ..lock import check_output_dir, output_lock
 from .arch_selection import arch_id, select_archs
 from .ledger import copy_ledger, evolve, pin_recipe, plain, recipe_changes, same_supernet, trained_supernet
-from .rank_statistics import bootstrap_interval, paired_difference, rank_metrics
+from .rank_statistics import bootstrap_interval, paired_difference, pooled_sign_test, rank_metrics
 
 #: The weight-sharing modes a study may compare (:mod:`nni_shiftadd.hws`).
 STUDY_MODES: tuple[str, ...] = ("none", "naive", "hws")
@@ -552,9 +552,12 @@ class Study:
             if key not in self._reports:
                 self._reports[key] = self.variant_report(variant, target)
             reports[variant.name] = self._reports[key]
+        pooled = [d for v in variants if v.technique is None
+                  for d in reports[v.name].get("paired", {}).get("hws - naive", {}).get("per_seed", [])]
         return {"space": self.cfg.space, "complete": False,
                 "ground_truth": f"{truth} (reference check pending)" if pending else truth,
                 "reference_check": check,
+                "paired_over_budgets": {"hws - naive": pooled_sign_test(pooled)} if pooled else {},
                 "archs": [{"id": arch_id(a), "arch": a, "standalone": standalone[arch_id(a)]} for a in self.archs],
                 "ceiling": ceiling, "variants": reports, "config": dataclasses.asdict(self.cfg)}
 
@@ -643,6 +646,10 @@ def format_table(results: Mapping[str, Any]) -> str:
             lines.append(f"{name:>12s} paired {pair}: Kendall tau {diff['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
                          f"(seeds {diff['range'][0]:+.2f}..{diff['range'][1]:+.2f}); beyond seed noise: "
                          f"{'yes' if diff['beyond_noise'] else 'no'}")
+    for pair, pooled in results.get("paired_over_budgets", {}).items():
+        lines.append(f"paired {pair} over every budget and seed: Kendall tau {pooled['mean']:+.3f} on average, "
+                     f"{pooled['negative']} of {pooled['pairs']} negative, {pooled['positive']} positive (sign test "
+                     f"p = {pooled['sign_test_p']:.3f})")
     for mode, search in (results.get("search") or {}).items():
         if mode == "variant" or not search:
             continue
