@@ -24,9 +24,9 @@ budget.
    budget; its pick is trained stand-alone too.
 8. **Report**, per budget and technique: Kendall tau, Pearson r, Spearman rho and top-k precision per mode (mean
    over seeds, their range, bootstrap 95% intervals over architectures), the paired difference ``hws - naive`` over
-   seeds (and pooled over every budget and seed, with a sign test), the supernet parameters and training time, how Laplacian each supernet's Add weights are; the search
-   picks; ``results.json`` (rewritten after every phase, ``complete`` false until the end), ``tau_budget.png`` and
-   one ``scatter_<variant>.png`` per budget and technique.
+   seeds (and pooled over every budget and seed, with a sign test), the supernet parameters and training time, how
+   Laplacian each supernet's Add weights are; the search picks; ``results.json`` (rewritten after every phase,
+   ``complete`` false until the end), ``tau_budget.png`` and one ``scatter_<variant>.png`` per budget and technique.
 
 Every trained network and every evaluation is cached under ``output`` (a stand-alone run in
 ``standalone/<arch>-s<seed>/`` or ``reference/<arch>-s<seed>/``, a supernet in
