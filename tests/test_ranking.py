@@ -161,6 +161,9 @@ def test_a_tiny_study_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     fair = results["variants"]["steps2-fair"]
     assert fair["technique"] == "fair" and list(fair["modes"]) == ["hws"] and "paired" not in fair
     assert fair["overrides"] == {"sampling": "fair", "epochs": 1}
+    # its time in one-path steps, where tau_budget.png draws it: the paths a fair step trains, one for a budget's
+    assert fair["paths_per_step"] == paths_per_step(load_space("cv_small"), "fair") > 1
+    assert results["variants"]["steps2"]["paths_per_step"] == results["variants"]["steps4"]["paths_per_step"] == 1
     # the ground-truth check: the ceiling architectures under the longer recipe; the rule picks the truth
     check = results["reference_check"]
     assert len(check["reference"]) == 2 and check["min_reference_tau"] == 0.5

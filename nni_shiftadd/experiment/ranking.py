@@ -483,7 +483,7 @@ class Study:
     def variant_report(self, variant: Variant, target: list[float]) -> dict[str, Any]:
         """Every mode's supernets of ``variant`` against the ground truth ``target``: the rank metrics per seed,
         their mean and range, bootstrap intervals, parameters, training time, Add weight shape, and the paired
-        ``hws - naive`` difference over their common seeds."""
+        ``hws - naive`` difference over their common seeds; the paths a step trains (steps x paths: its time)."""
         from ..space.cv import supernet_parameters
 
         modes: dict[str, Any] = {}
@@ -505,8 +505,14 @@ class Study:
                 "fit_seconds": {str(s): self._ledgers[(variant.name, mode, s)].get("fit_seconds") for s in per_seed},
                 "add_weight_shape": {str(s): self.add_weight_shape(variant, mode, s) for s in per_seed},
             }
+        from ..space.sampling import paths_per_step
+
+        first = next(iter(modes))
+        recipe = self._supernet_recipe(variant, first, self.cfg.seeds(first)[0])
         report: dict[str, Any] = {"steps": variant.steps, "overrides": variant.overrides,
-                                  "technique": variant.technique, "modes": modes}
+                                  "technique": variant.technique,
+                                  "paths_per_step": paths_per_step(self.spec, recipe.sampling, recipe.sandwich_random),
+                                  "modes": modes}
         if "hws" in modes and "naive" in modes:
             common = [s for s in modes["hws"]["inherited"] if s in modes["naive"]["inherited"]]
             diff = paired_difference([modes["hws"]["inherited"][s] for s in common],

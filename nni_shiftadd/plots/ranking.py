@@ -50,7 +50,8 @@ def plot_rank_scatter(results: Mapping[str, Any], variant: str, path: str | os.P
 def plot_tau_against_budget(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Kendall tau (seed mean; bars: range over seeds; shade: bootstrap 95% interval over architectures) against
     supernet training steps, one line per mode over the budget variants, the stand-alone seed ceiling as a band.
-    Technique variants, where the study has them, are drawn as single marked points at their step count."""
+    Technique variants, where the study has them, are drawn as single marked points at their training time in
+    one-path steps (steps x the paths a step trains), the budget they are compared with."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.subplots()
     ceiling = results["ceiling"]
@@ -69,15 +70,21 @@ def plot_tau_against_budget(results: Mapping[str, Any], path: str | os.PathLike[
         color = MODE_COLORS.get(mode)
         ax.fill_between(steps, band[:, 0], band[:, 1], color=color, alpha=0.12, lw=0)
         ax.errorbar(steps, mean, yerr=[mean - low, high - mean], fmt="o-", color=color, capsize=3, label=mode)
-    for k, (name, v) in enumerate((n, v) for n, v in results["variants"].items() if v.get("technique")):
+    techniques = [v for v in results["variants"].values() if v.get("technique")]
+    for k, v in enumerate(techniques):
+        paths = v.get("paths_per_step", 1)
         for mode, d in v["modes"].items():
-            ax.plot([v["steps"]], [d["summary"]["kendall_tau"]["mean"]], marker="^*sPD"[k % 6], ms=9, ls="none",
-                    color=MODE_COLORS.get(mode), markeredgecolor="black", label=f"{mode}, {v['technique']}")
+            tau = d["summary"]["kendall_tau"]
+            # a little right of its budget, so that the budget's own point stays visible
+            ax.errorbar([v["steps"] * paths * 1.04 ** (k + 1)], [tau["mean"]],
+                        yerr=[[tau["mean"] - tau["min"]], [tau["max"] - tau["mean"]]], marker="^*sPD"[k % 6], ms=9,
+                        ls="none", capsize=3, color=MODE_COLORS.get(mode), markeredgecolor="black",
+                        label=f"{mode}, {v['technique']} ({v['steps']:,} steps x {paths} paths)")
     ax.set_xscale("log")
-    ticks = sorted({v["steps"] for v in results["variants"].values() if v["steps"]})
+    ticks = sorted({v["steps"] for v in results["variants"].values() if v["steps"] and not v.get("technique")})
     ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("supernet training steps (log)")
+    ax.set_xlabel("supernet training steps of one path (log)")
     ax.set_ylabel("Kendall tau, inherited vs stand-alone")
     ax.set_title(f"{results['space']}: ranking fidelity against supernet budget ({len(results['archs'])} archs)")
     ax.grid(alpha=0.3, which="both")
