@@ -485,6 +485,7 @@ class Study:
         their mean and range, bootstrap intervals, parameters, training time, Add weight shape, and the paired
         ``hws - naive`` difference over their common seeds; the paths a step trains (steps x paths: its time)."""
         from ..space.cv import supernet_parameters
+        from ..space.sampling import paths_per_step
 
         modes: dict[str, Any] = {}
         for mode in variant.modes or self.cfg.modes:
@@ -505,8 +506,6 @@ class Study:
                 "fit_seconds": {str(s): self._ledgers[(variant.name, mode, s)].get("fit_seconds") for s in per_seed},
                 "add_weight_shape": {str(s): self.add_weight_shape(variant, mode, s) for s in per_seed},
             }
-        from ..space.sampling import paths_per_step
-
         first = next(iter(modes))
         recipe = self._supernet_recipe(variant, first, self.cfg.seeds(first)[0])
         report: dict[str, Any] = {"steps": variant.steps, "overrides": variant.overrides,
