@@ -26,8 +26,9 @@ import pytest
 import yaml
 from conftest import NNI_EXPERIMENTS, isolate_nni
 
-from nni_shiftadd.experiment.demo import experiment_config
+from nni_shiftadd.experiment.demo import ImageDemo, experiment_config
 from nni_shiftadd.experiment.nnictl import Rest, create, free_port, listening_addresses, nnictl, register, stop, wait
+from nni_shiftadd.trial_host import running_host
 
 pytestmark = NNI_EXPERIMENTS
 
@@ -85,15 +86,6 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             search_dir.mkdir()
             space_file = tmp / "search_space.json"
             space_file.write_text(json.dumps(search_space_json("cv_small")))
-            config = experiment_config(space="cv_small", preset="cv_small", preset_overrides=PRESET,
-                                       search_dir=search_dir, search_space_file=space_file,
-                                       supernet=tmp / "supernet" / "checkpoints" / "last.ckpt", eval_batches=1,
-                                       calibration_batches=1, batch_size=64, threads=1, concurrency=2,
-                                       max_trials=10, name="nni-shiftadd webui test")
-            config_file = tmp / "config.yml"
-            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-            port = free_port(20000 + os.getpid() % 10000)  # below the ephemeral range (32768-)
-            experiment_ids.append(create(config_file, port))
             results = search_dir / "results.json"
 
             def finished() -> bool:
@@ -102,7 +94,18 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
                 state = json.loads(results.read_text())
                 return bool(state["done"] or state["error"])
 
-            trials = wait(Rest(port), finished, timeout=300, poll=1.0)
+            # the trials run as the demo runs them: forks of a warm trial host
+            with running_host(ImageDemo.preload, tmp / "trial_host.log") as trial_host:
+                config = experiment_config(space="cv_small", preset="cv_small", preset_overrides=PRESET,
+                                           search_dir=search_dir, search_space_file=space_file,
+                                           supernet=tmp / "supernet" / "checkpoints" / "last.ckpt", eval_batches=1,
+                                           calibration_batches=1, batch_size=64, threads=1, concurrency=2,
+                                           max_trials=10, name="nni-shiftadd webui test", trial_host=trial_host)
+                config_file = tmp / "config.yml"
+                config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+                port = free_port(20000 + os.getpid() % 10000)  # below the ephemeral range (32768-)
+                experiment_ids.append(create(config_file, port))
+                trials = wait(Rest(port), finished, timeout=300, poll=1.0)
             yield {"port": port, "id": experiment_ids[0], "trials": trials, "tmp": tmp, "config": config_file,
                    "results": json.loads(results.read_text())}
         finally:
@@ -132,6 +135,9 @@ def test_webui_listens_on_loopback_only(experiment: dict[str, Any]) -> None:
     trials = Rest(port).trials()
     assert len(trials) == TRIALS
     assert {t["status"] for t in trials} == {"SUCCEEDED"}
+    # every trial ran as a fork of the warm host, none fell back to a fresh process
+    host_log = (experiment["tmp"] / "trial_host.log").read_text()
+    assert host_log.count("exited with status 0") == TRIALS, host_log[-2000:]
     for trial in trials:
         metrics = _final_metrics(trial)
         for key in ("default", "accuracy", *HARDWARE_METRICS):

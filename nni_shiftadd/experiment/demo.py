@@ -20,9 +20,11 @@ any training starts, and ``output`` is locked while the demo runs.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import json
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +36,7 @@ import yaml
 from ..config import ConfigError, load_yaml, load_yaml_text
 from ..lock import check_output_dir, output_lock, read_holder
 from ..space.kinds import DEFAULT_KIND
+from ..trial_host import client_command, running_host
 from .nnictl import ExperimentError, Rest, check_address, create, free_port, listening_addresses, register, wait
 
 
@@ -56,6 +59,7 @@ class DemoConfig:
     test_sentences: int | None = None
     trial_threads: int = 1
     concurrency: int = 2
+    trial_host: bool = True  # fork each trial from a warm process that has imported torch & co (trial_host.py)
     max_trials: int = 200
     timeout_minutes: float = 60.0
     port: int = 8080
@@ -100,10 +104,12 @@ class Search:
 
 def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, Any], search_dir: Path,
                       search_space_file: Path, supernet: Path, concurrency: int, max_trials: int, name: str,
-                      **trial_flags: Any) -> dict[str, Any]:
+                      trial_host: str | None = None, **trial_flags: Any) -> dict[str, Any]:
     """An ``nnictl create`` config (as a dict) for the evolution tuner and the supernet trial; ``trial_flags`` are
-    the trial's flags (``eval_batches=8`` is ``--eval-batches 8``), in the order given. The tuner's
-    ``optimize_mode`` follows the preset's goal, so that NNI's web UI ranks the trials the way the search does."""
+    the trial's flags (``eval_batches=8`` is ``--eval-batches 8``), in the order given. With ``trial_host`` (a
+    socket of :func:`~nni_shiftadd.trial_host.running_host`) each trial runs as a fork of that warm host. The
+    tuner's ``optimize_mode`` follows the preset's goal, so that NNI's web UI ranks the trials the way the search
+    does."""
     from ..strategy.evolution import load_preset
     from ..strategy.tuner import OPTIMIZE_MODES
 
@@ -113,7 +119,9 @@ def experiment_config(*, space: str, preset: str, preset_overrides: dict[str, An
     trial_flags = {**trial_flags, "bits": loaded.bits, "eyeriss": loaded.eyeriss}
     flags = "".join(f" --{key.replace('_', '-')} {'null' if value is None else value}"
                     for key, value in trial_flags.items())
-    trial = f"{sys.executable} -m nni_shiftadd.cli trial --supernet {supernet} --space {space}{flags}"
+    python = shlex.join(client_command(trial_host, "nni_shiftadd.cli") if trial_host
+                        else [sys.executable, "-m", "nni_shiftadd.cli"])
+    trial = f"{python} trial --supernet {supernet} --space {space}{flags}"
     return {
         "experimentName": name,
         "searchSpaceFile": str(search_space_file),
@@ -195,6 +203,8 @@ class DemoKind(abc.ABC):
 
     per_trial: str = ""
     final_steps: int = 0  # steps after the searches
+    #: what a trial imports that the trial host may hold for it (third-party modules; never ``nni``)
+    preload: tuple[str, ...] = ("torch", "pytorch_lightning", "timm.data", "scipy.stats", "pandas", "json_tricks")
 
     @abc.abstractmethod
     def supernet_job(self, cfg: DemoConfig, out: Path) -> tuple[str, Path, str, Callable[[], Any]]:
@@ -258,6 +268,7 @@ class TranslationDemo(DemoKind):
 
     per_trial = "inherited weights, validation loss, BLEU, Eyeriss profile"
     final_steps = 1
+    preload = (*DemoKind.preload, "fairseq", "sacrebleu")
 
     def supernet_job(self, cfg: DemoConfig, out: Path) -> tuple[str, Path, str, Callable[[], Any]]:
         from ..tasks.supertransformer import LAST, SuperTransformerConfig, train_supertransformer
@@ -296,8 +307,6 @@ def demo_kind(kind: str) -> DemoKind:
 
 
 def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    from ..strategy.tuner import search_space_json
-
     started = time.perf_counter()
     kind = recipe_kind(cfg.supernet_recipe)
     job = demo_kind(kind)
@@ -314,6 +323,26 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     supernet_s = time.perf_counter() - started
 
     trial_flags = {**job.trial_flags(cfg), "threads": cfg.trial_threads}
+    host = (running_host(job.preload, out / "trial_host.log") if cfg.trial_host
+            else contextlib.nullcontext(None))
+    with host as trial_host:
+        done = _run_searches(cfg, searches, running, space, checkpoint, steps, job, trial_host, trial_flags)
+
+    results = done[""]
+    results.update({"kind": kind, "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),
+                    "extra_searches": {name: r for name, r in done.items() if name}})
+    job.finish(cfg, checkpoint, results, out, f"[{steps}/{steps}]")
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _run_searches(cfg: DemoConfig, searches: list[Search], running: Mapping[str, dict[str, Any] | None], space: str,
+                  checkpoint: Path, steps: int, job: DemoKind, trial_host: str | None,
+                  trial_flags: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each search's NNI experiment, created (or followed, when still running from a killed demo) and waited for;
+    its ``results.json`` by name."""
+    from ..strategy.tuner import search_space_json
+
     done: dict[str, dict[str, Any]] = {}
     for k, search in enumerate(searches, start=2):
         step = f"[{k}/{steps}]"
@@ -335,7 +364,7 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
                                        search_dir=search.search_dir, search_space_file=space_file, supernet=checkpoint,
                                        concurrency=cfg.concurrency, max_trials=cfg.max_trials,
                                        name="nni-shiftadd demo" + (f" ({search.name})" if search.name else ""),
-                                       **trial_flags)
+                                       trial_host=trial_host, **trial_flags)
             config_file = search.exp_dir / "config.yml"
             config_file.write_text(yaml.safe_dump(config, sort_keys=False))
             host, port = cfg.host, free_port(cfg.port, cfg.host)
@@ -353,13 +382,7 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         results.update({"experiment_id": experiment_id, "web_ui": url, "search_dir": str(search.search_dir),
                         "stop_command": f"nnictl stop {experiment_id}"})
         done[search.name] = results
-
-    results = done[""]
-    results.update({"kind": kind, "supernet_checkpoint": str(checkpoint), "supernet_seconds": round(supernet_s, 1),
-                    "extra_searches": {name: r for name, r in done.items() if name}})
-    job.finish(cfg, checkpoint, results, out, f"[{steps}/{steps}]")
-    results["total_seconds"] = round(time.perf_counter() - started, 1)
-    return results
+    return done
 
 
 def _finished(results_file: Path) -> Any:

@@ -1,0 +1,348 @@
+"""A warm host for a search's trial processes: each trial is forked from a process that has already imported torch,
+Lightning and the rest, instead of starting Python from nothing.
+
+NNI's local training service starts every trial command as a new process, and a trial of this package spends about
+6 of its 9 s importing torch, Lightning (which imports torchmetrics and torchvision to read their versions), timm,
+scipy and pandas. Under a host the trial command is a small client (``python -m nni_shiftadd.trial_host run --socket
+S MODULE ARGS...``): it hands the host its arguments, environment, working directory and its stdin, stdout and stderr
+(over a Unix socket), the host forks a child that runs ``python -m MODULE ARGS...`` as that process would have, and
+the client exits with the child's exit status. So NNI sees an ordinary trial: same output files, same status.
+
+What keeps a child equal to a fresh process:
+
+- The host never imports NNI (:data:`FORBIDDEN`): ``nni`` reads the trial's environment (``NNI_TRIAL_JOB_ID``,
+  ``NNI_OUTPUT_DIR``, ...) when it is imported, so each child imports it after taking on its trial's environment.
+  The host preloads third-party modules only; this package's modules load in the child (0.4 s).
+- The host runs no computation and starts no thread, so nothing is half-done in the forked copy.
+- A child whose client goes away (NNI cancels the trial, the client is killed) gets SIGTERM, then SIGKILL after
+  :data:`KILL_GRACE` seconds; the host exits with its children when the process that started it dies.
+- A client that finds no host (not started, already gone) runs the command itself, as a fresh process.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import importlib
+import json
+import os
+import runpy
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+#: Modules a host must not hold: they read the trial's environment when imported.
+FORBIDDEN = ("nni",)
+#: Seconds between SIGTERM and SIGKILL for a child whose client went away.
+KILL_GRACE = 5.0
+_HEADER = struct.Struct("!Q")
+_STATUS = struct.Struct("!i")
+_STDIO = (0, 1, 2)
+_STARTED = b"+"
+
+
+@contextlib.contextmanager
+def running_host(preload_modules: Sequence[str], log: Path, timeout: float = 300.0) -> Iterator[str]:
+    """Start a host (its output in ``log``) that preloads ``preload_modules``; yields its socket path once it has
+    preloaded them and listens, and stops it (and any child still running) on exit. Waiting keeps the preload off
+    the CPU while NNI starts its tuner (which must connect within 10 s). The socket lies in a private temporary
+    folder."""
+    folder = tempfile.mkdtemp(prefix="nni-shiftadd-host-")
+    path = os.path.join(folder, "socket")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", __name__, "serve", "--socket", path,
+                                    "--preload", *preload_modules], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the trial host did not start (exit status {process.poll()}); see {log}")
+            time.sleep(0.05)
+        yield path
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=KILL_GRACE + 5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def client_command(socket_path: str, module: str) -> list[str]:
+    """The command line that runs ``python -m module ...`` through the host at ``socket_path`` (append the
+    module's arguments)."""
+    return [sys.executable, "-m", __name__, "run", "--socket", socket_path, module]
+
+
+def run_client(socket_path: str, module: str, args: Sequence[str]) -> int:
+    """Run ``python -m module args`` in a child of the host at ``socket_path`` with this process's environment,
+    working directory and stdio; its exit status (128 + N for a child killed by signal N). Without a host answering
+    there, this process becomes ``python -m module args`` itself."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(socket_path)
+    except OSError as err:
+        sock.close()
+        print(f"nni-shiftadd trial host: none at {socket_path} ({err.strerror or err}); running the command in a "
+              "fresh process", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", module, *args])
+    request = json.dumps({"module": module, "args": list(args), "cwd": os.getcwd(),
+                          "env": dict(os.environ)}).encode()
+    try:
+        socket.send_fds(sock, [_HEADER.pack(len(request))], list(_STDIO))
+        sock.sendall(request)
+        started = _read_exactly(sock, len(_STARTED))
+    except OSError:
+        started = None
+    if started != _STARTED:  # the host ended before it forked the command (it was stopping, or failed to start)
+        sock.close()
+        print(f"nni-shiftadd trial host: the host at {socket_path} did not take the command; running it in a fresh "
+              "process", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", module, *args])
+    try:
+        reply = _read_exactly(sock, _STATUS.size)
+    except OSError:
+        reply = None
+    if reply is None:
+        print(f"nni-shiftadd trial host: the host at {socket_path} went away before the command ended",
+              file=sys.stderr, flush=True)
+        return 1
+    code = _STATUS.unpack(reply)[0]
+    return 128 - code if code < 0 else code
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """A client's request and its three stdio descriptors."""
+    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, len(_STDIO))
+    rest = _read_exactly(conn, _HEADER.size - len(header)) if len(header) < _HEADER.size else b""
+    if rest is None or len(fds) != len(_STDIO):
+        for fd in fds:
+            os.close(fd)
+        raise ConnectionError("incomplete request")
+    body = _read_exactly(conn, _HEADER.unpack(header + rest)[0])
+    if body is None:
+        for fd in fds:
+            os.close(fd)
+        raise ConnectionError("incomplete request")
+    return json.loads(body), fds
+
+
+def preload(modules: Sequence[str]) -> None:
+    """Import ``modules``; ``ValueError`` naming the module if one is, or pulls in, a :data:`FORBIDDEN` module."""
+    for module in modules:
+        importlib.import_module(module)
+        held = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
+        if held:
+            raise ValueError(f"preloading {module!r} imported {held[0]!r}, which reads a trial's environment when "
+                             f"imported; a trial host must not hold {', '.join(FORBIDDEN)}")
+
+
+class TrialHost:
+    """The host's accept-fork-reap loop on the Unix socket ``socket_path`` (see the module docstring)."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.parent = os.getppid()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+        self.listener.bind(socket_path)
+        self.listener.listen(64)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.children: dict[int, socket.socket] = {}
+        self.kill_at: dict[int, float] = {}
+        self.stopping = False
+
+    def serve(self) -> None:
+        """Accept clients until SIGTERM or SIGINT, or until the process that started the host dies."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._stop)
+        try:
+            while not self.stopping and os.getppid() == self.parent:
+                for key, _ in self.selector.select(timeout=0.1):
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    else:
+                        self._client_gone(key.fileobj)
+                self._reap()
+                self._kill_overdue()
+        finally:
+            self._shutdown()
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
+        try:
+            conn.settimeout(10)
+            request, fds = _receive(conn)
+        except (OSError, ValueError) as err:
+            print(f"trial host: dropped a client: {err}", file=sys.stderr, flush=True)
+            conn.close()
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._child(request, fds)
+        for fd in fds:
+            os.close(fd)
+        try:
+            conn.sendall(_STARTED)
+        except OSError:
+            pass
+        self.children[pid] = conn
+        self.selector.register(conn, selectors.EVENT_READ, pid)
+        print(f"trial host: child {pid} runs {request['module']} in {request['cwd']}", flush=True)
+
+    def _child(self, request: dict[str, Any], fds: list[int]) -> None:
+        """In the forked child: become ``python -m module args`` of the client; never returns."""
+        code = 1
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            self.selector.close()
+            self.listener.close()
+            for conn in self.children.values():
+                conn.close()
+            for target, fd in zip(_STDIO, fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.chdir(request["cwd"])
+            os.environ.clear()
+            os.environ.update(request["env"])
+            atexit._clear()
+            sys.argv = [request["module"], *request["args"]]
+            try:
+                runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as exit_:
+                if exit_.code is None or isinstance(exit_.code, int):
+                    code = exit_.code or 0
+                else:
+                    print(exit_.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - the child reports it as Python would, then exits
+                traceback.print_exc()
+            atexit._run_exitfuncs()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(code)
+
+    def _client_gone(self, conn: Any) -> None:
+        pid = self.selector.get_key(conn).data
+        self.selector.unregister(conn)
+        if pid in self.children and pid not in self.kill_at:
+            _signal(pid, signal.SIGTERM)
+            self.kill_at[pid] = time.monotonic() + KILL_GRACE
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            self.kill_at.pop(pid, None)
+            if conn is None:
+                continue
+            print(f"trial host: child {pid} exited with status {os.waitstatus_to_exitcode(status)}", flush=True)
+            try:
+                self.selector.unregister(conn)
+            except KeyError:
+                pass
+            try:
+                conn.sendall(_STATUS.pack(os.waitstatus_to_exitcode(status)))
+            except OSError:
+                pass
+            conn.close()
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for pid, deadline in list(self.kill_at.items()):
+            if now >= deadline:
+                _signal(pid, signal.SIGKILL)
+                self.kill_at[pid] = float("inf")
+
+    def _shutdown(self) -> None:
+        for pid in self.children:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        for pid in self.children:
+            _signal(pid, signal.SIGKILL)
+        self.selector.close()
+        self.listener.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``serve --socket S [--preload M ...]`` (the host) or ``run --socket S MODULE ARGS...`` (a client)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="role", required=True)
+    serve = sub.add_parser("serve", help="listen on the socket and run each client's command in a forked child")
+    serve.add_argument("--socket", required=True)
+    serve.add_argument("--preload", nargs="*", default=[], help="modules to import before accepting")
+    run = sub.add_parser("run", help="run python -m MODULE ARGS... through the host (or alone without one)")
+    run.add_argument("--socket", required=True)
+    run.add_argument("module")
+    run.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.role == "run":
+        signal.signal(signal.SIGINT, lambda *_: os._exit(128 + signal.SIGINT))
+        return run_client(args.socket, args.module, args.args)
+    try:
+        preload(args.preload)
+    except ValueError as err:
+        print(f"trial host: error: {err}", file=sys.stderr)
+        return 2
+    host = TrialHost(args.socket)  # the socket appears once the host is ready
+    print(f"trial host: pid {os.getpid()} on {args.socket}, preloaded {len(args.preload)} module(s)", flush=True)
+    host.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
