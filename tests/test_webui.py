@@ -26,7 +26,7 @@ import pytest
 import yaml
 from conftest import NNI_EXPERIMENTS, isolate_nni
 
-from nni_shiftadd.experiment.demo import ImageDemo, experiment_config
+from nni_shiftadd.experiment.demo import ImageDemo, TranslationDemo, experiment_config
 from nni_shiftadd.experiment.nnictl import Rest, create, free_port, listening_addresses, nnictl, register, stop, wait
 from nni_shiftadd.trial_host import running_host
 
@@ -291,22 +291,24 @@ def translation_experiment(tiny_translation: dict[str, Path],
             search_dir.mkdir()
             space_file = tmp / "search_space.json"
             space_file.write_text(json.dumps(search_space_json(space)))
-            config = experiment_config(space=space, preset="nlp_tiny", preset_overrides=NLP_PRESET,
-                                       search_dir=search_dir, search_space_file=space_file,
-                                       supernet=tmp / "supernet" / "checkpoints" / LAST, concurrency=2,
-                                       max_trials=10, name="nni-shiftadd webui test (translation)",
-                                       bleu_sentences=20, beam=1, threads=1)
-            config_file = tmp / "config.yml"
-            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-            port = free_port(22000 + os.getpid() % 9000)
-            experiment_ids.append(create(config_file, port))
             results = search_dir / "results.json"
 
             def finished() -> bool:
                 return results.is_file() and bool(json.loads(results.read_text())["done"])
 
-            trials = wait(Rest(port), finished, timeout=300, poll=1.0)
-            yield {"port": port, "id": experiment_ids[0], "trials": trials, "results": json.loads(results.read_text())}
+            with running_host(TranslationDemo.preload, tmp / "trial_host.log") as trial_host:
+                config = experiment_config(space=space, preset="nlp_tiny", preset_overrides=NLP_PRESET,
+                                           search_dir=search_dir, search_space_file=space_file,
+                                           supernet=tmp / "supernet" / "checkpoints" / LAST, concurrency=2,
+                                           max_trials=10, name="nni-shiftadd webui test (translation)",
+                                           bleu_sentences=20, beam=1, threads=1, trial_host=trial_host)
+                config_file = tmp / "config.yml"
+                config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+                port = free_port(22000 + os.getpid() % 9000)
+                experiment_ids.append(create(config_file, port))
+                trials = wait(Rest(port), finished, timeout=300, poll=1.0)
+            yield {"port": port, "id": experiment_ids[0], "trials": trials, "results": json.loads(results.read_text()),
+                   "host_log": (tmp / "trial_host.log").read_text()}
         finally:
             for experiment_id in experiment_ids:
                 stop(experiment_id)
@@ -322,6 +324,7 @@ def test_webui_shows_translation_trials_with_their_columns(translation_experimen
     assert not experiment["results"]["error"] and experiment["results"]["done"]
     trials = Rest(experiment["port"]).trials()
     assert len(trials) == NLP_TRIALS and {t["status"] for t in trials} == {"SUCCEEDED"}
+    assert experiment["host_log"].count("exited with status 0") == NLP_TRIALS, experiment["host_log"][-2000:]
     for trial in trials:
         metrics = _final_metrics(trial)
         assert metrics["default"] == metrics["valid_loss"] > 0 and 0 <= metrics["bleu"] <= 100
