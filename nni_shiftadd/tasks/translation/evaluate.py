@@ -58,10 +58,17 @@ def load_trained(checkpoint: str | Path, data_bin: str | Path) -> tuple[Any, Any
 
 def _batches(task: Any, split: str, max_tokens: int, limit: int | None = None) -> Any:
     """The batches of ``split`` (at most ``max_tokens`` tokens each, in fairseq's length order); with ``limit`` of
-    its first ``limit`` sentences by id, i.e. in the split's own order (a fixed sample, not the shortest ones)."""
+    its first ``limit`` sentences by id, i.e. in the split's own order (a fixed sample, not the shortest ones).
+
+    fairseq breaks ties between sentences of one length with NumPy's global generator; it is seeded here, as fairseq's
+    own batch iterator seeds it, so that a subnet's batches, and so its loss and BLEU, are the same in every
+    process."""
+    from fairseq.data import data_utils
+
     task.load_dataset(split)
     dataset = task.dataset(split)
-    indices = dataset.ordered_indices()
+    with data_utils.numpy_seed(0):
+        indices = dataset.ordered_indices()
     if limit is not None:
         indices = indices[indices < limit]
     for batch in dataset.batch_by_size(indices, max_tokens=max_tokens):
