@@ -54,7 +54,9 @@ def test_shipped_recipe_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(str(RECIPE))
     assert cfg.archs >= 12 and len(cfg.supernet_seeds) >= 2
     assert cfg.recipe(cfg.techniques["uniform"], {}, "t").max_updates == 40000  # the paper's supernet budget
-    assert cfg.seeds("uniform") == [1, 2] and cfg.seeds("sandwich") == [1]
+    assert cfg.seeds("uniform") == [1, 2] and cfg.seeds("naive") == [1]
+    assert cfg.recipe(cfg.techniques["uniform"], {}, "t").mode == "hws"
+    assert cfg.recipe(cfg.techniques["naive"], {}, "t").mode == "naive"
     quick = cfg.quick()
     quick.validate()
     assert quick.output.endswith("_quick") and quick.recipe(quick.standalone_overrides, {}, "s").max_updates < 100
