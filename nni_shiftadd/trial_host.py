@@ -15,8 +15,13 @@ What keeps a child equal to a fresh process:
   The host preloads third-party modules only; this package's modules load in the child (0.4 s).
 - The host runs no computation and starts no thread, so nothing is half-done in the forked copy.
 - A child whose client goes away (NNI cancels the trial, the client is killed) gets SIGTERM, then SIGKILL after
-  :data:`KILL_GRACE` seconds; the host exits with its children when the process that started it dies.
-- A client that finds no host (not started, already gone) runs the command itself, as a fresh process.
+  :data:`KILL_GRACE` seconds.
+- A host that is stopped, or whose starter dies, takes no more clients and exits once its running children have
+  ended, so that the trials NNI is running still report; it runs in a session of its own, out of reach of the
+  caller's Ctrl-C.
+- A client that finds no host (not started, already gone, stopping) runs the command itself, as a fresh process.
+- What a child cannot take from its client: the interpreter's start-up settings (``PYTHONHASHSEED``,
+  ``PYTHONPATH``, ...) are the host's, so a host is started with its clients' environment.
 """
 from __future__ import annotations
 
@@ -35,16 +40,21 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 #: Modules a host must not hold: they read the trial's environment when imported.
 FORBIDDEN = ("nni",)
 #: Seconds between SIGTERM and SIGKILL for a child whose client went away.
 KILL_GRACE = 5.0
+#: Seconds a stopping host waits for its running trials before :func:`running_host` kills them.
+DRAIN_TIMEOUT = 120.0
+#: The largest request a host reads (arguments and environment).
+MAX_REQUEST = 16 << 20
 _HEADER = struct.Struct("!Q")
 _STATUS = struct.Struct("!i")
 _STDIO = (0, 1, 2)
@@ -61,9 +71,11 @@ def running_host(preload_modules: Sequence[str], log: Path, timeout: float = 300
     path = os.path.join(folder, "socket")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", __name__, "serve", "--socket", path,
-                                    "--preload", *preload_modules], stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        # a session of its own: a Ctrl-C of the caller's terminal reaches the caller, which stops the host, and the
+        # trials NNI is running finish instead of dying with it
+        process = subprocess.Popen([sys.executable, "-m", __name__, "serve", "--socket", path, "--parent",
+                                    str(os.getpid()), "--preload", *preload_modules], stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while not os.path.exists(path):
@@ -72,11 +84,14 @@ def running_host(preload_modules: Sequence[str], log: Path, timeout: float = 300
             time.sleep(0.05)
         yield path
     finally:
-        process.terminate()
+        process.terminate()  # the host stops taking trials and waits for those running
         try:
-            process.wait(timeout=KILL_GRACE + 5)
+            process.wait(timeout=DRAIN_TIMEOUT)
         except subprocess.TimeoutExpired:
-            process.kill()
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the host and the trials it forked
+            except ProcessLookupError:
+                pass
             process.wait()
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -135,19 +150,23 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """A client's request and its three stdio descriptors."""
+    """A client's request and its three stdio descriptors (closed again if the request is incomplete or bad)."""
     header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, len(_STDIO))
-    rest = _read_exactly(conn, _HEADER.size - len(header)) if len(header) < _HEADER.size else b""
-    if rest is None or len(fds) != len(_STDIO):
+    try:
+        rest = _read_exactly(conn, _HEADER.size - len(header)) if len(header) < _HEADER.size else b""
+        if rest is None or len(fds) != len(_STDIO):
+            raise ConnectionError("incomplete request")
+        size = _HEADER.unpack(header + rest)[0]
+        if size > MAX_REQUEST:
+            raise ConnectionError(f"a request of {size} bytes (at most {MAX_REQUEST})")
+        body = _read_exactly(conn, size)
+        if body is None:
+            raise ConnectionError("incomplete request")
+        return json.loads(body), fds
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        raise ConnectionError("incomplete request")
-    body = _read_exactly(conn, _HEADER.unpack(header + rest)[0])
-    if body is None:
-        for fd in fds:
-            os.close(fd)
-        raise ConnectionError("incomplete request")
-    return json.loads(body), fds
+        raise
 
 
 def preload(modules: Sequence[str]) -> None:
@@ -161,12 +180,13 @@ def preload(modules: Sequence[str]) -> None:
 
 
 class TrialHost:
-    """The host's accept-fork-reap loop on the Unix socket ``socket_path`` (see the module docstring)."""
+    """The host's accept-fork-reap loop on the Unix socket ``socket_path`` (see the module docstring); ``parent``:
+    the process whose death stops the host."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, parent: int) -> None:
         self.socket_path = socket_path
-        self.parent = os.getppid()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.parent = parent
+        self.listener: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(socket_path):
             os.unlink(socket_path)
         self.listener.bind(socket_path)
@@ -178,11 +198,14 @@ class TrialHost:
         self.stopping = False
 
     def serve(self) -> None:
-        """Accept clients until SIGTERM or SIGINT, or until the process that started the host dies."""
+        """Accept clients until SIGTERM, SIGINT or SIGHUP, or until ``parent`` dies; then take no more and wait for
+        the running children (a client arriving after that runs its command itself)."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._stop)
         try:
-            while not self.stopping and os.getppid() == self.parent:
+            while self.listener is not None or self.children:
+                if self.listener is not None and (self.stopping or not _alive(self.parent)):
+                    self._close_listener()
                 for key, _ in self.selector.select(timeout=0.1):
                     if key.fileobj is self.listener:
                         self._accept()
@@ -196,8 +219,24 @@ class TrialHost:
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
 
+    def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        self.selector.unregister(self.listener)
+        self.listener.close()
+        self.listener = None
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+
     def _accept(self) -> None:
-        conn, _ = self.listener.accept()
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError as err:
+            print(f"trial host: accept failed: {err}", file=sys.stderr, flush=True)
+            return
         try:
             conn.settimeout(10)
             request, fds = _receive(conn)
@@ -207,9 +246,16 @@ class TrialHost:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:  # the client, given no start, runs its command itself
+            print(f"trial host: fork failed: {err}", file=sys.stderr, flush=True)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return
         if pid == 0:
-            self._child(request, fds)
+            self._child(request, fds, conn)
         for fd in fds:
             os.close(fd)
         try:
@@ -218,25 +264,28 @@ class TrialHost:
             pass
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
-        print(f"trial host: child {pid} runs {request['module']} in {request['cwd']}", flush=True)
+        print(f"trial host: child {pid} runs {request.get('module')} in {request.get('cwd')}", flush=True)
 
-    def _child(self, request: dict[str, Any], fds: list[int]) -> None:
+    def _child(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> NoReturn:
         """In the forked child: become ``python -m module args`` of the client; never returns."""
         code = 1
         try:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
                 signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             self.selector.close()
-            self.listener.close()
-            for conn in self.children.values():
-                conn.close()
+            for sock in (self.listener, conn, *self.children.values()):
+                if sock is not None:
+                    sock.close()
             for target, fd in zip(_STDIO, fds):
                 os.dup2(fd, target)
                 os.close(fd)
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
-            atexit._clear()
+            sys.path[0] = os.getcwd()  # as `python -m` puts it
+            if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS
+                sys.modules["numpy"].random.seed()
             sys.argv = [request["module"], *request["args"]]
             try:
                 runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -246,8 +295,12 @@ class TrialHost:
                     code = exit_.code or 0
                 else:
                     print(exit_.code, file=sys.stderr)
+            except KeyboardInterrupt:
+                traceback.print_exc()
+                code = 128 + signal.SIGINT
             except BaseException:  # noqa: BLE001 - the child reports it as Python would, then exits
                 traceback.print_exc()
+            threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads, as interpreter exit does
             atexit._run_exitfuncs()
         finally:
             for stream in (sys.stdout, sys.stderr):
@@ -295,6 +348,8 @@ class TrialHost:
                 self.kill_at[pid] = float("inf")
 
     def _shutdown(self) -> None:
+        """After an error in the loop: the children still running get SIGTERM, then SIGKILL."""
+        self._close_listener()
         for pid in self.children:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE
@@ -304,11 +359,20 @@ class TrialHost:
         for pid in self.children:
             _signal(pid, signal.SIGKILL)
         self.selector.close()
-        self.listener.close()
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -324,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="role", required=True)
     serve = sub.add_parser("serve", help="listen on the socket and run each client's command in a forked child")
     serve.add_argument("--socket", required=True)
+    serve.add_argument("--parent", type=int, help="stop when this process ends (default: the parent process)")
     serve.add_argument("--preload", nargs="*", default=[], help="modules to import before accepting")
     run = sub.add_parser("run", help="run python -m MODULE ARGS... through the host (or alone without one)")
     run.add_argument("--socket", required=True)
@@ -333,12 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "run":
         signal.signal(signal.SIGINT, lambda *_: os._exit(128 + signal.SIGINT))
         return run_client(args.socket, args.module, args.args)
+    parent = args.parent or os.getppid()  # now: the preload takes seconds, in which the parent may end
     try:
         preload(args.preload)
     except ValueError as err:
         print(f"trial host: error: {err}", file=sys.stderr)
         return 2
-    host = TrialHost(args.socket)  # the socket appears once the host is ready
+    host = TrialHost(args.socket, parent)  # the socket appears once the host is ready
     print(f"trial host: pid {os.getpid()} on {args.socket}, preloaded {len(args.preload)} module(s)", flush=True)
     host.serve()
     return 0

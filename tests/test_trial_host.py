@@ -137,3 +137,18 @@ def test_the_host_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the host outlived the process that started it"
         time.sleep(0.05)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_stopped_host_lets_its_running_commands_finish(probe_dir: Path, tmp_path: Path) -> None:
+    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", path)
+        with running_host(["json"], tmp_path / "host.log") as socket_path:
+            client = subprocess.Popen(client_command(socket_path, "probe") + ["5", "2"], cwd=tmp_path,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+            assert client.stdout is not None
+            assert "pid" in client.stdout.readline()
+        # the host has stopped: the running command ended with its own status, a new one runs on its own
+        assert client.wait(timeout=30) == 5
+        late = _run(client_command(socket_path, "probe") + ["6"], tmp_path, PYTHONPATH=path)
+        assert late.returncode == 6 and "running the command in a fresh process" in late.stderr
