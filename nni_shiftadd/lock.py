@@ -57,14 +57,18 @@ def is_rank_zero() -> bool:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (someone else's included)."""
+    """Whether process ``pid`` runs on this machine (someone else's included; a zombie, dead but not yet reaped by
+    its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or the process just ended
+        return True
 
 
 def read_holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:

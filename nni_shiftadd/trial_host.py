@@ -47,6 +47,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .lock import process_alive
+
 #: Modules a host must not hold: they read the trial's environment when imported.
 FORBIDDEN = ("nni",)
 #: Seconds between SIGTERM and SIGKILL for a child whose client went away.
@@ -111,9 +113,7 @@ def run_client(socket_path: str, module: str, args: Sequence[str]) -> int:
         sock.connect(socket_path)
     except OSError as err:
         sock.close()
-        print(f"nni-shiftadd trial host: none at {socket_path} ({err.strerror or err}); running the command in a "
-              "fresh process", file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable, "-m", module, *args])
+        _run_fresh(module, args, f"none at {socket_path} ({err.strerror or err})")
     request = json.dumps({"module": module, "args": list(args), "cwd": os.getcwd(),
                           "env": dict(os.environ)}).encode()
     try:
@@ -124,9 +124,7 @@ def run_client(socket_path: str, module: str, args: Sequence[str]) -> int:
         started = None
     if started != _STARTED:  # the host ended before it forked the command (it was stopping, or failed to start)
         sock.close()
-        print(f"nni-shiftadd trial host: the host at {socket_path} did not take the command; running it in a fresh "
-              "process", file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable, "-m", module, *args])
+        _run_fresh(module, args, f"the host at {socket_path} did not take the command")
     try:
         reply = _read_exactly(sock, _STATUS.size)
     except OSError:
@@ -137,6 +135,12 @@ def run_client(socket_path: str, module: str, args: Sequence[str]) -> int:
         return 1
     code = _STATUS.unpack(reply)[0]
     return 128 - code if code < 0 else code
+
+
+def _run_fresh(module: str, args: Sequence[str], why: str) -> NoReturn:
+    """Become ``python -m module args`` (this process, replaced), saying why on stderr."""
+    print(f"nni-shiftadd trial host: {why}; running the command in a fresh process", file=sys.stderr, flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -204,7 +208,7 @@ class TrialHost:
             signal.signal(signum, self._stop)
         try:
             while self.listener is not None or self.children:
-                if self.listener is not None and (self.stopping or not _alive(self.parent)):
+                if self.listener is not None and (self.stopping or not process_alive(self.parent)):
                     self._close_listener()
                 for key, _ in self.selector.select(timeout=0.1):
                     if key.fileobj is self.listener:
@@ -329,13 +333,14 @@ class TrialHost:
             self.kill_at.pop(pid, None)
             if conn is None:
                 continue
-            print(f"trial host: child {pid} exited with status {os.waitstatus_to_exitcode(status)}", flush=True)
+            code = os.waitstatus_to_exitcode(status)
+            print(f"trial host: child {pid} exited with status {code}", flush=True)
             try:
                 self.selector.unregister(conn)
             except KeyError:
                 pass
             try:
-                conn.sendall(_STATUS.pack(os.waitstatus_to_exitcode(status)))
+                conn.sendall(_STATUS.pack(code))
             except OSError:
                 pass
             conn.close()
@@ -359,20 +364,6 @@ class TrialHost:
         for pid in self.children:
             _signal(pid, signal.SIGKILL)
         self.selector.close()
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _signal(pid: int, signum: int) -> None:

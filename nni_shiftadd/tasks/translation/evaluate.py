@@ -60,8 +60,8 @@ def _batches(task: Any, split: str, max_tokens: int, limit: int | None = None) -
     """The batches of ``split`` (at most ``max_tokens`` tokens each, in fairseq's length order); with ``limit`` of
     its first ``limit`` sentences by id, i.e. in the split's own order (a fixed sample, not the shortest ones).
 
-    fairseq breaks ties between sentences of one length with NumPy's global generator; it is seeded here, as fairseq's
-    own batch iterator seeds it, so that a subnet's batches, and so its loss and BLEU, are the same in every
+    fairseq breaks ties between sentences of one length with NumPy's global generator; it is seeded here, with fairseq's
+    own ``numpy_seed``, so that a subnet's batches, and so its loss and BLEU, are the same in every
     process."""
     from fairseq.data import data_utils
 
