@@ -151,3 +151,25 @@ def test_cli_refuses_a_bad_recipe_before_any_training(tmp_path: Path, capsys: py
                  str(tmp_path / "o")])
     assert code == 2 and "field 'seeds'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_shipped_table4_may_search_the_ranking_studys_naive_supernet(tmp_path: Path) -> None:
+    """``results/studies.sh`` hands table4 the image ranking study's naive supernet at its largest budget instead of
+    training the same recipe a second time: the two shipped studies must train it identically."""
+    import dataclasses
+
+    from nni_shiftadd.config import load_yaml
+    from nni_shiftadd.experiment import ranking
+    from nni_shiftadd.tasks.supernet import SupernetConfig
+
+    cfg = load_config(str(RECIPE))
+    study = ranking.Study(ranking.load_config(str(ROOT / "examples/fashion_mnist/ranking_cv_small.yaml"),
+                                              {"output": str(tmp_path)}), log=lambda line: None)
+    largest = [v for v in study.cfg.variants() if v.technique is None][-1]
+    mode, seed = cfg.supernet_overrides["mode"], cfg.supernet_overrides["seed"]
+    assert mode in study.cfg.modes and seed in study.cfg.seeds(mode)
+    shared = dataclasses.asdict(study._supernet_recipe(largest, mode, seed))
+    own = dataclasses.asdict(load_yaml(SupernetConfig, cfg.supernet_recipe, cfg.supernet_fields(tmp_path)))
+    assert {k for k in own if own[k] != shared[k]} == {"output"}
+    studies = (ROOT / "results" / "studies.sh").read_text()
+    assert f"runs/ranking_cv_small/supernets/{largest.name}/{mode}_seed{seed}/checkpoints/last.ckpt" in studies
