@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nni_shiftadd.experiment.demo import ImageDemo
+from nni_shiftadd.tasks.kinds import task_kind_of
 from nni_shiftadd.space import load_space
 from nni_shiftadd.trial_host import client_command, running_host
 
@@ -73,7 +73,7 @@ def main() -> None:
             archs[-1].write_text(json.dumps(spec.random_arch(k)))
         times: dict[str, list[float]] = {way: [] for way in WAYS}
         started = time.perf_counter()
-        with running_host(ImageDemo.preload, folder / "host.log") as socket_path:
+        with running_host(task_kind_of(None, "cv_small").trial_preload, folder / "host.log") as socket_path:
             host_started = time.perf_counter() - started
             prefixes = {"fresh": [sys.executable, "-m", "nni_shiftadd.cli"],
                         "host": client_command(socket_path, "nni_shiftadd.cli")}

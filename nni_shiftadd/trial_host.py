@@ -22,12 +22,22 @@ What keeps a child equal to a fresh process:
 - A client that finds no host (not started, already gone, stopping) runs the command itself, as a fresh process.
 - What a child cannot take from its client: the interpreter's start-up settings (``PYTHONHASHSEED``,
   ``PYTHONPATH``, ...) are the host's, so a host is started with its clients' environment.
+
+Two ways to have a host. The demo starts one for its searches (:func:`running_host`) and stops it after them. An
+experiment that outlives the command that created it (``nnictl create``, ``nni-shiftadd create``) uses a **shared**
+host instead (``run --shared``, or ``nni-shiftadd trial --host shared``): the first trial that finds none starts it
+and runs itself as a fresh process meanwhile; later trials fork from it. A shared host belongs to one user, one
+interpreter and one set of start-up settings and preloads (its socket lies in a private folder named for them under
+the temporary directory), exactly one runs per such set (it holds a lock on its folder), and it exits once it has
+had no trial for :data:`IDLE_EXIT` seconds.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
 import contextlib
+import fcntl
+import hashlib
 import importlib
 import json
 import os
@@ -36,6 +46,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -45,7 +56,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from .lock import process_alive
 
@@ -61,6 +72,18 @@ _HEADER = struct.Struct("!Q")
 _STATUS = struct.Struct("!i")
 _STDIO = (0, 1, 2)
 _STARTED = b"+"
+#: The size of a Unix socket's path field (``sun_path``) on Linux, its final NUL included.
+_SOCKET_PATH_MAX = 108
+#: This module's name, also when it runs as ``python -m``.
+_MODULE = __spec__.name if __spec__ is not None else __name__
+#: Seconds without a trial after which a shared host exits.
+IDLE_EXIT = 120.0
+#: Set in the environment of every command a host's child or a client's fall-back runs: a command that would hand
+#: itself to a host (``nni-shiftadd trial --host shared``) runs itself instead.
+ROLE_VARIABLE = "NNI_SHIFTADD_TRIAL_HOST_ROLE"
+#: What a shared host's identity includes besides the interpreter and the preloads: the start-up settings a child
+#: takes from its host.
+_STARTUP_VARIABLES = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONSAFEPATH", "PYTHONNOUSERSITE", "PYTHONWARNINGS")
 
 
 @contextlib.contextmanager
@@ -75,7 +98,7 @@ def running_host(preload_modules: Sequence[str], log: Path, timeout: float = 300
     with open(log, "ab") as out:
         # a session of its own: a Ctrl-C of the caller's terminal reaches the caller, which stops the host, and the
         # trials NNI is running finish instead of dying with it
-        process = subprocess.Popen([sys.executable, "-m", __name__, "serve", "--socket", path, "--parent",
+        process = subprocess.Popen([sys.executable, "-m", _MODULE, "serve", "--socket", path, "--parent",
                                     str(os.getpid()), "--preload", *preload_modules], stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -101,19 +124,98 @@ def running_host(preload_modules: Sequence[str], log: Path, timeout: float = 300
 def client_command(socket_path: str, module: str) -> list[str]:
     """The command line that runs ``python -m module ...`` through the host at ``socket_path`` (append the
     module's arguments)."""
-    return [sys.executable, "-m", __name__, "run", "--socket", socket_path, module]
+    return [sys.executable, "-m", _MODULE, "run", "--socket", socket_path, module]
+
+
+def in_host_command() -> bool:
+    """Whether this process is a command that a host's child or a client's fall-back runs: such a command must not
+    hand itself to a host again."""
+    return ROLE_VARIABLE in os.environ
 
 
 def run_client(socket_path: str, module: str, args: Sequence[str]) -> int:
     """Run ``python -m module args`` in a child of the host at ``socket_path`` with this process's environment,
     working directory and stdio; its exit status (128 + N for a child killed by signal N). Without a host answering
     there, this process becomes ``python -m module args`` itself."""
+    sock, error = _connect(socket_path)
+    if sock is None:
+        _run_fresh(module, args, f"none at {socket_path} ({error})")
+    return _through(sock, socket_path, module, args)
+
+
+def shared_folder(preload_modules: Sequence[str]) -> Path:
+    """The private folder (created, mode 0700) of the shared host for this user, this interpreter and this package's
+    files, the start-up settings a child takes from its host, and ``preload_modules``; ``OSError`` when the path is
+    taken by anything but a folder of this user that only this user may enter."""
+    identity = json.dumps([sys.executable, __file__, os.stat(__file__).st_mtime_ns,
+                           [os.environ.get(name) for name in _STARTUP_VARIABLES], list(preload_modules)])
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"nni-shiftadd-host-{os.getuid()}-{key}"
+    if len(os.fsencode(folder / "socket")) >= _SOCKET_PATH_MAX:
+        raise OSError(f"{folder / 'socket'} is longer than a Unix socket's path may be ({_SOCKET_PATH_MAX - 1} bytes)")
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise OSError(f"{folder} is not a folder of this user's alone")
+    return folder
+
+
+def run_shared(module: str, args: Sequence[str], preload_modules: Sequence[str], idle_exit: float = IDLE_EXIT) -> int:
+    """Run ``python -m module args`` as :func:`run_client` does, through the shared host of ``preload_modules``
+    (:func:`shared_folder`). Without one answering, start it (unless one is already starting) and become
+    ``python -m module args`` meanwhile: the commands after this one fork from it."""
+    try:
+        folder = shared_folder(preload_modules)
+    except OSError as err:
+        _run_fresh(module, args, f"no shared host ({err})")
+    socket_path = str(folder / "socket")
+    sock, _ = _connect(socket_path)
+    if sock is None:
+        started = _start_shared(folder, preload_modules, idle_exit)
+        _run_fresh(module, args, f"{'starting' if started else 'waiting for'} the shared host in {folder}")
+    return _through(sock, socket_path, module, args)
+
+
+def _start_shared(folder: Path, preload_modules: Sequence[str], idle_exit: float) -> bool:
+    """Start the shared host of ``folder`` unless a process holds its lock (a host serving, or still preloading);
+    whether one was started. The host is nobody's child (it outlives the command that starts it) and takes the lock
+    before its preload; of two starters racing here, the second host finds the lock held and exits."""
+    with open(folder / "lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    command = [sys.executable, "-m", _MODULE, "serve", "--socket", str(folder / "socket"), "--lock",
+               str(folder / "lock"), "--idle-exit", str(idle_exit), "--preload", *preload_modules]
+    pid = os.fork()
+    if pid == 0:  # an intermediate process that exits at once, so that the host is adopted by init
+        code = 1
+        try:
+            with open(folder / "host.log", "ab") as out:
+                subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder,
+                                 start_new_session=True)
+            code = 0
+        finally:
+            os._exit(code)
+    os.waitpid(pid, 0)
+    return True
+
+
+def _connect(socket_path: str) -> tuple[socket.socket | None, str]:
+    """A connection to the host at ``socket_path``, or ``None`` and why not."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(socket_path)
     except OSError as err:
         sock.close()
-        _run_fresh(module, args, f"none at {socket_path} ({err.strerror or err})")
+        return None, str(err.strerror or err)
+    return sock, ""
+
+
+def _through(sock: socket.socket, socket_path: str, module: str, args: Sequence[str]) -> int:
+    """Hand ``python -m module args`` to the host connected on ``sock`` and wait for its exit status; the command
+    runs here, fresh, when the host does not take it."""
     request = json.dumps({"module": module, "args": list(args), "cwd": os.getcwd(),
                           "env": dict(os.environ)}).encode()
     try:
@@ -140,6 +242,7 @@ def run_client(socket_path: str, module: str, args: Sequence[str]) -> int:
 def _run_fresh(module: str, args: Sequence[str], why: str) -> NoReturn:
     """Become ``python -m module args`` (this process, replaced), saying why on stderr."""
     print(f"nni-shiftadd trial host: {why}; running the command in a fresh process", file=sys.stderr, flush=True)
+    os.environ[ROLE_VARIABLE] = "fresh"
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
@@ -185,11 +288,14 @@ def preload(modules: Sequence[str]) -> None:
 
 class TrialHost:
     """The host's accept-fork-reap loop on the Unix socket ``socket_path`` (see the module docstring); ``parent``:
-    the process whose death stops the host."""
+    the process whose death stops the host; ``idle_exit``: the seconds without a trial after which it stops (a shared
+    host, which has no parent); ``lock``: the shared host's lock, which no child holds."""
 
-    def __init__(self, socket_path: str, parent: int) -> None:
+    def __init__(self, socket_path: str, parent: int | None, idle_exit: float | None = None,
+                 lock: IO[str] | None = None) -> None:
         self.socket_path = socket_path
-        self.parent = parent
+        self.parent, self.idle_exit, self.lock = parent, idle_exit, lock
+        self.active = time.monotonic()  # when a child last started or ended
         self.listener: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(socket_path):
             os.unlink(socket_path)
@@ -202,13 +308,14 @@ class TrialHost:
         self.stopping = False
 
     def serve(self) -> None:
-        """Accept clients until SIGTERM, SIGINT or SIGHUP, or until ``parent`` dies; then take no more and wait for
-        the running children (a client arriving after that runs its command itself)."""
+        """Accept clients until SIGTERM, SIGINT or SIGHUP, until ``parent`` dies, or until ``idle_exit`` seconds
+        pass without a child; then take no more and wait for the running children (a client arriving after that runs
+        its command itself)."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._stop)
         try:
             while self.listener is not None or self.children:
-                if self.listener is not None and (self.stopping or not process_alive(self.parent)):
+                if self.listener is not None and (self.stopping or self._orphaned() or self._idle()):
                     self._close_listener()
                 for key, _ in self.selector.select(timeout=0.1):
                     if key.fileobj is self.listener:
@@ -222,6 +329,15 @@ class TrialHost:
 
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
+
+    def _orphaned(self) -> bool:
+        return self.parent is not None and not process_alive(self.parent)
+
+    def _idle(self) -> bool:
+        if self.idle_exit is None or self.children or time.monotonic() - self.active < self.idle_exit:
+            return False
+        print(f"trial host: no command for {self.idle_exit:g} s; exiting", flush=True)
+        return True
 
     def _close_listener(self) -> None:
         if self.listener is None:
@@ -267,6 +383,7 @@ class TrialHost:
         except OSError:
             pass
         self.children[pid] = conn
+        self.active = time.monotonic()
         self.selector.register(conn, selectors.EVENT_READ, pid)
         print(f"trial host: child {pid} runs {request.get('module')} in {request.get('cwd')}", flush=True)
 
@@ -278,15 +395,16 @@ class TrialHost:
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             self.selector.close()
-            for sock in (self.listener, conn, *self.children.values()):
-                if sock is not None:
-                    sock.close()
+            for held in (self.listener, conn, *self.children.values(), self.lock):
+                if held is not None:
+                    held.close()
             for target, fd in zip(_STDIO, fds):
                 os.dup2(fd, target)
                 os.close(fd)
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
+            os.environ[ROLE_VARIABLE] = "child"
             sys.path[0] = os.getcwd()  # as `python -m` puts it
             if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS
                 sys.modules["numpy"].random.seed()
@@ -331,6 +449,7 @@ class TrialHost:
                 return
             conn = self.children.pop(pid, None)
             self.kill_at.pop(pid, None)
+            self.active = time.monotonic()
             if conn is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -375,27 +494,46 @@ def _signal(pid: int, signum: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``serve --socket S [--preload M ...]`` (the host) or ``run --socket S MODULE ARGS...`` (a client)."""
-    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="role", required=True)
     serve = sub.add_parser("serve", help="listen on the socket and run each client's command in a forked child")
     serve.add_argument("--socket", required=True)
     serve.add_argument("--parent", type=int, help="stop when this process ends (default: the parent process)")
+    serve.add_argument("--idle-exit", type=float, help="stop after this many seconds without a command, instead "
+                       "of with a parent")
+    serve.add_argument("--lock", help="a file to hold locked while serving: exit at once when another process holds "
+                       "it")
     serve.add_argument("--preload", nargs="*", default=[], help="modules to import before accepting")
     run = sub.add_parser("run", help="run python -m MODULE ARGS... through the host (or alone without one)")
-    run.add_argument("--socket", required=True)
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="the host's socket (a host that running_host started)")
+    where.add_argument("--shared", action="store_true", help="the shared host of --preload, started if none runs")
+    run.add_argument("--preload", default="", help="--shared: the host's modules, comma-separated")
+    run.add_argument("--idle-exit", type=float, default=IDLE_EXIT, help="--shared: a host started now stops after "
+                     "this many seconds without a command")
     run.add_argument("module")
     run.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.role == "run":
         signal.signal(signal.SIGINT, lambda *_: os._exit(128 + signal.SIGINT))
+        if args.shared:
+            return run_shared(args.module, args.args, [m for m in args.preload.split(",") if m], args.idle_exit)
         return run_client(args.socket, args.module, args.args)
-    parent = args.parent or os.getppid()  # now: the preload takes seconds, in which the parent may end
+    parent = None if args.idle_exit is not None else args.parent or os.getppid()  # now: before the preload's seconds
+    lock = None
+    if args.lock:
+        lock = open(args.lock, "a")  # noqa: SIM115 - held for the host's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"trial host: another host holds {args.lock}", flush=True)
+            return 0
     try:
         preload(args.preload)
     except ValueError as err:
         print(f"trial host: error: {err}", file=sys.stderr)
         return 2
-    host = TrialHost(args.socket, parent)  # the socket appears once the host is ready
+    host = TrialHost(args.socket, parent, args.idle_exit, lock)  # the socket appears once the host is ready
     print(f"trial host: pid {os.getpid()} on {args.socket}, preloaded {len(args.preload)} module(s)", flush=True)
     host.serve()
     return 0

@@ -4,11 +4,13 @@ it, a client without a host runs the command itself, and the host never holds NN
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,100 @@ def test_a_stopped_host_lets_its_running_commands_finish(probe_dir: Path, tmp_pa
         assert client.wait(timeout=30) == 5
         late = _run(client_command(socket_path, "probe") + ["6"], tmp_path, PYTHONPATH=path)
         assert late.returncode == 6 and "running the command in a fresh process" in late.stderr
+
+
+@pytest.fixture
+def tmp_short() -> Iterator[Path]:
+    """A temporary directory with a short path: a shared host's socket lies under it, and a Unix socket's path is at
+    most 107 bytes (pytest's ``tmp_path`` can be longer)."""
+    folder = Path(tempfile.mkdtemp(prefix="nsa-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _shared(probe_dir: Path, folder: Path, *args: str, idle: float = 30, **env: str
+            ) -> subprocess.CompletedProcess[str]:
+    """``run --shared`` of the probe in ``folder``, which is also the temporary directory (where shared hosts live)."""
+    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    return _run([sys.executable, "-m", "nni_shiftadd.trial_host", "run", "--shared", "--preload", "json",
+                 "--idle-exit", str(idle), "probe", *args], folder, PYTHONPATH=path, TMPDIR=str(folder), **env)
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _hosts(folder: Path) -> list[int]:
+    log = (folder / "host.log").read_text() if (folder / "host.log").is_file() else ""
+    return [int(line.split()[3]) for line in log.splitlines() if line.startswith("trial host: pid ")]
+
+
+def test_a_shared_host_starts_with_the_first_command_serves_the_next_and_exits_when_idle(probe_dir: Path,
+                                                                                          tmp_short: Path) -> None:
+    first = _shared(probe_dir, tmp_short, "3", idle=2, PROBE="a")
+    assert first.returncode == 3 and "env a" in first.stdout
+    assert "starting the shared host in" in first.stderr and "running the command in a fresh process" in first.stderr
+    (folder,) = tmp_short.glob("nni-shiftadd-host-*")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    _wait_for(lambda: (folder / "socket").exists(), "the shared host did not start")
+    second = _shared(probe_dir, tmp_short, "4", idle=2, PROBE="b")
+    assert second.returncode == 4 and "env b" in second.stdout and second.stderr == "to stderr\n"
+    child = int(second.stdout.split("pid")[1].split()[0])
+    assert f"child {child} exited with status 4" in (folder / "host.log").read_text()
+    # two seconds without a command: it exits, and the next command starts another
+    (host,) = _hosts(folder)
+    _wait_for(lambda: _gone(host), "the idle shared host did not exit")
+    assert "no command for 2 s; exiting" in (folder / "host.log").read_text() and not (folder / "socket").exists()
+
+
+def test_commands_that_start_together_start_one_shared_host(probe_dir: Path, tmp_short: Path) -> None:
+    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "nni_shiftadd.trial_host", "run", "--shared", "--preload", "json", "probe", "0"]
+    env = {**os.environ, "PYTHONPATH": path, "TMPDIR": str(tmp_short)}
+    clients = [subprocess.Popen(command, cwd=tmp_short, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(4)]
+    assert [c.wait(timeout=60) for c in clients] == [0] * 4
+    (folder,) = tmp_short.glob("nni-shiftadd-host-*")
+    _wait_for(lambda: (folder / "socket").exists(), "no shared host started")
+    time.sleep(1)  # a second starter's host, had one been started, has read the lock by now
+    hosts = _hosts(folder)
+    try:
+        assert len(hosts) == 1, (folder / "host.log").read_text()
+    finally:
+        for pid in hosts:
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_a_shared_folder_that_others_may_enter_is_not_used(probe_dir: Path, tmp_short: Path) -> None:
+    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    where = _run([sys.executable, "-c", "from nni_shiftadd.trial_host import shared_folder; "
+                  "print(shared_folder(['json']))"], tmp_short, PYTHONPATH=path, TMPDIR=str(tmp_short))
+    folder = Path(where.stdout.strip())
+    folder.chmod(0o755)
+    run = _shared(probe_dir, tmp_short, "5")
+    assert run.returncode == 5
+    assert f"no shared host ({folder} is not a folder of this user's alone)" in run.stderr
+    assert not (folder / "host.log").exists()
+
+
+def test_the_trial_command_hands_itself_to_the_shared_host(tmp_short: Path) -> None:
+    """``nni-shiftadd trial --shared-host``: the first runs alone and starts the host of its space's kind, the next
+    runs in a child of it with the same result (here: the error of a missing supernet, exit status 2)."""
+    command = [sys.executable, "-m", "nni_shiftadd.cli", "trial", "--shared-host", "--space", "cv_small",
+               "--supernet", str(tmp_short / "missing.ckpt"), "--arch", "{}"]
+    first = _run(command, tmp_short, TMPDIR=str(tmp_short))
+    assert first.returncode == 2 and "missing.ckpt" in first.stderr and "starting the shared host" in first.stderr
+    (folder,) = tmp_short.glob("nni-shiftadd-host-*")
+    _wait_for(lambda: (folder / "socket").exists(), "the shared host did not start", timeout=120)
+    try:
+        second = _run(command, tmp_short, TMPDIR=str(tmp_short))
+        assert second.returncode == 2 and "missing.ckpt" in second.stderr
+        assert "fresh process" not in second.stderr
+        log = (folder / "host.log").read_text()
+        assert "preloaded 6 module(s)" in log and "exited with status 2" in log
+    finally:
+        for pid in _hosts(folder):
+            os.kill(pid, signal.SIGTERM)

@@ -26,7 +26,8 @@ import pytest
 import yaml
 from conftest import NNI_EXPERIMENTS, isolate_nni
 
-from nni_shiftadd.experiment.demo import ImageDemo, TranslationDemo, experiment_config
+from nni_shiftadd.experiment.demo import experiment_config
+from nni_shiftadd.tasks.kinds import task_kind_of
 from nni_shiftadd.experiment.nnictl import Rest, create, free_port, listening_addresses, nnictl, register, stop, wait
 from nni_shiftadd.trial_host import running_host
 
@@ -95,7 +96,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
                 return bool(state["done"] or state["error"])
 
             # the trials run as the demo runs them: forks of a warm trial host
-            with running_host(ImageDemo.preload, tmp / "trial_host.log") as trial_host:
+            with running_host(task_kind_of(None, "cv_small").trial_preload, tmp / "trial_host.log") as trial_host:
                 config = experiment_config(space="cv_small", preset="cv_small", preset_overrides=PRESET,
                                            search_dir=search_dir, search_space_file=space_file,
                                            supernet=tmp / "supernet" / "checkpoints" / "last.ckpt", eval_batches=1,
@@ -296,7 +297,7 @@ def translation_experiment(tiny_translation: dict[str, Path],
             def finished() -> bool:
                 return results.is_file() and bool(json.loads(results.read_text())["done"])
 
-            with running_host(TranslationDemo.preload, tmp / "trial_host.log") as trial_host:
+            with running_host(task_kind_of(None, "nlp_tiny").trial_preload, tmp / "trial_host.log") as trial_host:
                 config = experiment_config(space=space, preset="nlp_tiny", preset_overrides=NLP_PRESET,
                                            search_dir=search_dir, search_space_file=space_file,
                                            supernet=tmp / "supernet" / "checkpoints" / LAST, concurrency=2,

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
+    args.argv = argv  # a command that hands itself to another process (a trial to its warm host) passes them on
     try:
         with stopping.handling():
             return args.func(args)

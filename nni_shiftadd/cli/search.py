@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from .. import trial_host
 from ..config import ConfigError, from_dict, json_argument
 from ._command import Command, recipe_overrides
 
@@ -124,6 +125,11 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from ..tasks.trial import TrialConfig, run_trial
 
     cfg = from_dict(TrialConfig, recipe_overrides(args, TrialConfig), "command line")
+    if args.shared_host and not trial_host.in_host_command():
+        from ..tasks.kinds import task_kind_of
+
+        preload = task_kind_of(cfg.supernet, cfg.space).trial_preload
+        return trial_host.run_shared(__package__, args.argv, preload)
     try:
         run_trial(cfg, json_argument(args.arch, "--arch") if args.arch else None)
     except ValueError as err:
@@ -160,6 +166,10 @@ def _search_space_arguments(p: argparse.ArgumentParser) -> None:
 
 def _trial_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, help="the architecture: inline JSON or a JSON file (outside NNI)")
+    p.add_argument("--shared-host", action="store_true",
+                   help="run as a fork of the shared warm trial host, which has imported torch & co once for every "
+                   "trial (the first trial that finds none starts it and runs alone; it exits after "
+                   f"{trial_host.IDLE_EXIT:.0f} s without a trial)")
 
 
 def _create_arguments(p: argparse.ArgumentParser) -> None:

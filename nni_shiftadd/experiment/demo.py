@@ -36,6 +36,7 @@ import yaml
 from ..config import ConfigError, load_yaml, load_yaml_text
 from ..lock import check_output_dir, output_lock, read_holder
 from ..space.kinds import DEFAULT_KIND
+from ..tasks.kinds import TASK_KINDS
 from ..trial_host import client_command, running_host
 from .nnictl import ExperimentError, Rest, check_address, create, free_port, listening_addresses, register, wait
 
@@ -203,8 +204,6 @@ class DemoKind(abc.ABC):
 
     per_trial: str = ""
     final_steps: int = 0  # steps after the searches
-    #: what a trial imports that the trial host may hold for it (third-party modules; never ``nni``)
-    preload: tuple[str, ...] = ("torch", "pytorch_lightning", "timm.data", "scipy.stats", "pandas", "json_tricks")
 
     @abc.abstractmethod
     def supernet_job(self, cfg: DemoConfig, out: Path) -> tuple[str, Path, str, Callable[[], Any]]:
@@ -269,7 +268,6 @@ class TranslationDemo(DemoKind):
 
     per_trial = "inherited weights, validation loss, BLEU, Eyeriss profile"
     final_steps = 1
-    preload = (*DemoKind.preload, "fairseq", "sacrebleu")
 
     def supernet_job(self, cfg: DemoConfig, out: Path) -> tuple[str, Path, str, Callable[[], Any]]:
         from ..tasks.supertransformer import LAST, SuperTransformerConfig, train_supertransformer
@@ -324,7 +322,7 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     supernet_s = time.perf_counter() - started
 
     trial_flags = {**job.trial_flags(cfg), "threads": cfg.trial_threads}
-    host = (running_host(job.preload, out / "trial_host.log") if cfg.trial_host
+    host = (running_host(TASK_KINDS[kind].trial_preload, out / "trial_host.log") if cfg.trial_host
             else contextlib.nullcontext(None))
     with host as trial_host:
         done = _run_searches(cfg, searches, running, space, checkpoint, steps, job, trial_host, trial_flags)

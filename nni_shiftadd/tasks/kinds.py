@@ -26,13 +26,16 @@ class TaskKind:
     """The tasks of one space kind, each a ``"module:function"`` path (module relative to :mod:`nni_shiftadd.tasks`).
 
     ``claims``: ``checkpoint path -> bool``, whether a file is a supernet of this kind (``None`` for the default
-    kind); ``trial``: ``(TrialConfig, arch, start time) -> metrics``; ``retrain``: ``RetrainConfig -> metrics``.
+    kind); ``trial``: ``(TrialConfig, arch, start time) -> metrics``; ``retrain``: ``RetrainConfig -> metrics``;
+    ``trial_preload``: the third-party modules a trial imports, which a warm trial host
+    (:mod:`nni_shiftadd.trial_host`) imports once for all its trials (never ``nni``).
     """
 
     kind: str
     trial: str
     retrain: str
     claims: str | None = None
+    trial_preload: tuple[str, ...] = ("torch", "pytorch_lightning", "timm.data", "scipy.stats", "pandas", "json_tricks")
 
     def function(self, role: str) -> Callable[..., Any]:
         """The function of ``role`` (``"claims"``, ``"trial"`` or ``"retrain"``), imported now."""
@@ -72,4 +75,5 @@ def task_kind_of(checkpoint: str | Path | None, space: str | None = None) -> Tas
 
 register_task_kind(TaskKind(DEFAULT_KIND, trial=".trial:evaluate_image", retrain=".retrain:retrain_image"))
 register_task_kind(TaskKind("translation", trial=".trial:evaluate_translation", retrain=".retrain:retrain_translation",
-                            claims=".translation.evaluate:is_supertransformer"))
+                            claims=".translation.evaluate:is_supertransformer",
+                            trial_preload=(*TaskKind.trial_preload, "fairseq", "sacrebleu")))
