@@ -25,7 +25,7 @@ What keeps a child equal to a fresh process:
 
 Two ways to have a host. The demo starts one for its searches (:func:`running_host`) and stops it after them. An
 experiment that outlives the command that created it (``nnictl create``, ``nni-shiftadd create``) uses a **shared**
-host instead (``run --shared``, or ``nni-shiftadd trial --host shared``): the first trial that finds none starts it
+host instead (``run --shared``, or ``nni-shiftadd trial --shared-host``): the first trial that finds none starts it
 and runs itself as a fresh process meanwhile; later trials fork from it. A shared host belongs to one user, one
 interpreter and one set of start-up settings and preloads (its socket lies in a private folder named for them under
 the temporary directory), exactly one runs per such set (it holds a lock on its folder), and it exits once it has
@@ -79,11 +79,12 @@ _MODULE = __spec__.name if __spec__ is not None else __name__
 #: Seconds without a trial after which a shared host exits.
 IDLE_EXIT = 120.0
 #: Set in the environment of every command a host's child or a client's fall-back runs: a command that would hand
-#: itself to a host (``nni-shiftadd trial --host shared``) runs itself instead.
+#: itself to a host (``nni-shiftadd trial --shared-host``) runs itself instead.
 ROLE_VARIABLE = "NNI_SHIFTADD_TRIAL_HOST_ROLE"
-#: What a shared host's identity includes besides the interpreter and the preloads: the start-up settings a child
-#: takes from its host.
-_STARTUP_VARIABLES = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONSAFEPATH", "PYTHONNOUSERSITE", "PYTHONWARNINGS")
+#: What a shared host's identity includes besides the interpreter, its options and the preloads: the environment
+#: variables (by prefix) that its interpreter and the libraries it preloads read when they start, which a child
+#: takes from its host and not from its client.
+_STARTUP_PREFIXES = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "GOMP_")
 
 
 @contextlib.contextmanager
@@ -147,8 +148,9 @@ def shared_folder(preload_modules: Sequence[str]) -> Path:
     """The private folder (created, mode 0700) of the shared host for this user, this interpreter and this package's
     files, the start-up settings a child takes from its host, and ``preload_modules``; ``OSError`` when the path is
     taken by anything but a folder of this user that only this user may enter."""
-    identity = json.dumps([sys.executable, __file__, os.stat(__file__).st_mtime_ns,
-                           [os.environ.get(name) for name in _STARTUP_VARIABLES], list(preload_modules)])
+    startup = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_PREFIXES))
+    identity = json.dumps([sys.executable, str(sys.flags), sys.warnoptions, sorted(map(str, sys._xoptions.items())),
+                           __file__, os.stat(__file__).st_mtime_ns, startup, list(preload_modules)])
     key = hashlib.sha256(identity.encode()).hexdigest()[:12]
     folder = Path(tempfile.gettempdir()) / f"nni-shiftadd-host-{os.getuid()}-{key}"
     if len(os.fsencode(folder / "socket")) >= _SOCKET_PATH_MAX:
@@ -172,8 +174,12 @@ def run_shared(module: str, args: Sequence[str], preload_modules: Sequence[str],
     socket_path = str(folder / "socket")
     sock, _ = _connect(socket_path)
     if sock is None:
-        started = _start_shared(folder, preload_modules, idle_exit)
-        _run_fresh(module, args, f"{'starting' if started else 'waiting for'} the shared host in {folder}")
+        try:
+            started = _start_shared(folder, preload_modules, idle_exit)
+        except OSError as err:
+            _run_fresh(module, args, f"the shared host in {folder} could not start ({err})")
+        _run_fresh(module, args, f"starting the shared host in {folder}" if started else
+                   f"the shared host in {folder} is starting (or failed: see its host.log)")
     return _through(sock, socket_path, module, args)
 
 
@@ -193,13 +199,16 @@ def _start_shared(folder: Path, preload_modules: Sequence[str], idle_exit: float
         code = 1
         try:
             with open(folder / "host.log", "ab") as out:
-                subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder,
-                                 start_new_session=True)
-            code = 0
+                try:
+                    subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=folder, start_new_session=True)
+                    code = 0
+                except OSError as err:
+                    out.write(f"trial host: could not start: {err}\n".encode())
         finally:
             os._exit(code)
-    os.waitpid(pid, 0)
-    return True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _connect(socket_path: str) -> tuple[socket.socket | None, str]:
@@ -216,7 +225,7 @@ def _connect(socket_path: str) -> tuple[socket.socket | None, str]:
 def _through(sock: socket.socket, socket_path: str, module: str, args: Sequence[str]) -> int:
     """Hand ``python -m module args`` to the host connected on ``sock`` and wait for its exit status; the command
     runs here, fresh, when the host does not take it."""
-    request = json.dumps({"module": module, "args": list(args), "cwd": os.getcwd(),
+    request = json.dumps({"module": module, "args": list(args), "cwd": os.getcwd(), "path0": sys.path[0],
                           "env": dict(os.environ)}).encode()
     try:
         socket.send_fds(sock, [_HEADER.pack(len(request))], list(_STDIO))
@@ -243,6 +252,8 @@ def _run_fresh(module: str, args: Sequence[str], why: str) -> NoReturn:
     """Become ``python -m module args`` (this process, replaced), saying why on stderr."""
     print(f"nni-shiftadd trial host: {why}; running the command in a fresh process", file=sys.stderr, flush=True)
     os.environ[ROLE_VARIABLE] = "fresh"
+    if sys.path[0] != os.getcwd():  # a script's client (a console script): no working folder first on the path
+        os.environ["PYTHONSAFEPATH"] = "1"
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
@@ -295,6 +306,7 @@ class TrialHost:
                  lock: IO[str] | None = None) -> None:
         self.socket_path = socket_path
         self.parent, self.idle_exit, self.lock = parent, idle_exit, lock
+        self.pid = os.getpid()
         self.active = time.monotonic()  # when a child last started or ended
         self.listener: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(socket_path):
@@ -376,6 +388,8 @@ class TrialHost:
             return
         if pid == 0:
             self._child(request, fds, conn)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also here, so that the group exists whichever process runs first
         for fd in fds:
             os.close(fd)
         try:
@@ -394,6 +408,9 @@ class TrialHost:
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            _end_with_parent(signal.SIGTERM, self.pid)  # a host that is killed takes its children with it
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)  # a group of its own: a signal for the command reaches what it starts too
             self.selector.close()
             for held in (self.listener, conn, *self.children.values(), self.lock):
                 if held is not None:
@@ -405,7 +422,7 @@ class TrialHost:
             os.environ.clear()
             os.environ.update(request["env"])
             os.environ[ROLE_VARIABLE] = "child"
-            sys.path[0] = os.getcwd()  # as `python -m` puts it
+            sys.path[0] = request.get("path0") or os.getcwd()  # the client's: its script's folder, or its `-m` cwd
             if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS
                 sys.modules["numpy"].random.seed()
             sys.argv = [request["module"], *request["args"]]
@@ -486,10 +503,26 @@ class TrialHost:
 
 
 def _signal(pid: int, signum: int) -> None:
+    """Signal a child's process group (the child and what it started), or the child alone before it has made its
+    group."""
     try:
-        os.kill(pid, signum)
+        os.killpg(pid, signum)
     except ProcessLookupError:
-        pass
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _end_with_parent(signum: int, parent: int) -> None:
+    """Linux: have this process sent ``signum`` when its parent (``parent``, the host that forked it) ends
+    (``prctl(PR_SET_PDEATHSIG)``), and now if it already has; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signum))  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -530,8 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     try:
         preload(args.preload)
-    except ValueError as err:
-        print(f"trial host: error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - a module that fails to import, or one that would hold NNI
+        print(f"trial host: error: {type(err).__name__ + ': ' if not isinstance(err, ValueError) else ''}{err}",
+              file=sys.stderr, flush=True)
+        if lock is not None and args.idle_exit:  # a shared host: its clients run alone meanwhile, not start another
+            print(f"trial host: keeping the lock for {args.idle_exit:g} s before exiting", file=sys.stderr, flush=True)
+            time.sleep(args.idle_exit)
         return 2
     host = TrialHost(args.socket, parent, args.idle_exit, lock)  # the socket appears once the host is ready
     print(f"trial host: pid {os.getpid()} on {args.socket}, preloaded {len(args.preload)} module(s)", flush=True)

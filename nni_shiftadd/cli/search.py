@@ -122,14 +122,18 @@ def _translation_summary(spec: Any) -> str:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from ..tasks.trial import TrialConfig, run_trial
+    from ..tasks.trial_config import TrialConfig
 
-    cfg = from_dict(TrialConfig, recipe_overrides(args, TrialConfig), "command line")
+    fields = recipe_overrides(args, TrialConfig)
     if args.shared_host and not trial_host.in_host_command():
+        # before the recipe is checked, which imports torch: the host's child checks it
         from ..tasks.kinds import task_kind_of
 
-        preload = task_kind_of(cfg.supernet, cfg.space).trial_preload
-        return trial_host.run_shared(__package__, args.argv, preload)
+        kind = task_kind_of(fields.get("supernet", TrialConfig.supernet), fields.get("space"))
+        return trial_host.run_shared(__package__, args.argv, kind.trial_preload)
+    from ..tasks.trial import run_trial
+
+    cfg = from_dict(TrialConfig, fields, "command line")
     try:
         run_trial(cfg, json_argument(args.arch, "--arch") if args.arch else None)
     except ValueError as err:
@@ -195,7 +199,7 @@ COMMANDS: list[Command] = [
             description="The trial command of a search: under NNI it takes the architecture from "
             "nni.get_next_parameter() and reports accuracy (image spaces) or validation loss and BLEU (translation), "
             "energy, latency and op counts; otherwise pass --arch.",
-            schema=".tasks.trial:TrialConfig", arguments=_trial_arguments),
+            schema=".tasks.trial_config:TrialConfig", arguments=_trial_arguments),
     Command("create", "nnictl create with the web UI and REST API on 127.0.0.1 only", cmd_create,
             arguments=_create_arguments),
 ]
