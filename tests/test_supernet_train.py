@@ -3,6 +3,7 @@ run, exact resumption after ``kill -9``, DDP on two CPU processes, and config er
 checkpoints and locked folders: ``tests/test_reliability.py``)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -140,6 +141,49 @@ def test_kill9_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
     assert not differ, f"resumed from step {killed_at}: tensors differ: {differ[:10]}"
     assert a["supernet_rng"]["arch"] == b["supernet_rng"]["arch"]
+
+
+def _stop_at(cfg: dict[str, Any], step: int, signum: int) -> int:
+    """Run ``cfg`` until a checkpoint of ``step`` or later is written, then send ``signum`` (SIGKILL: the run keeps
+    its ``last.ckpt`` of that step; SIGTERM: it stops at the end of the step it is in); the step of its
+    ``last.ckpt``."""
+    folder = Path(cfg["output"]) / "checkpoints"
+    proc = subprocess.Popen(_cli(cfg), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+
+    def reached() -> bool:
+        steps = [int(m.group(1)) for p in folder.glob("epoch=*.ckpt") if (m := re.search(r"step=(\d+)", p.name))]
+        if not steps or max(steps) < step:
+            return False
+        with contextlib.suppress(Exception):  # being written
+            return signum != signal.SIGKILL or _load(folder / "last.ckpt")["global_step"] >= step
+        return False
+
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not reached():
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before it could be stopped: " + proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signum)
+    finally:
+        proc.wait()
+    return _load(folder / "last.ckpt")["global_step"]
+
+
+def test_a_resumed_run_stopped_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    """Killed at an epoch's last batch, resumed, stopped in the middle of the next epoch, resumed again: the same
+    steps and weights as a run never stopped. (Lightning does not count the epoch after such a resume as started, so
+    without :class:`~nni_shiftadd.tasks.resumable.MidEpochCounters` the last resume trains that epoch again.)"""
+    cfg = _config(tmp_path / "stopped", epochs=3, limit_train_batches=30, checkpoint_every=30, eval_archs=0)
+    assert _stop_at(cfg, 30, signal.SIGKILL) == 30  # a checkpoint of the first epoch's last batch, and no other
+    assert 32 <= _stop_at({**cfg, "checkpoint_every": 1}, 32, signal.SIGTERM) < 60
+    resumed = subprocess.run(_cli(cfg), env=_env(), cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference = train_supernet(from_dict(SupernetConfig, {**cfg, "output": str(tmp_path / "reference")}))
+    a = _load(tmp_path / "stopped" / "checkpoints" / "last.ckpt")
+    b = _load(tmp_path / "reference" / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == reference["global_step"] == 90
+    differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not differ, f"tensors differ: {differ[:10]}"
 
 
 @pytest.mark.parametrize("content, message", [

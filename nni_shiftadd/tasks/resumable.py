@@ -1,6 +1,7 @@
 """What an exact resume of a Lightning training needs beyond Lightning's own checkpoint: a sampler and loader that
-stop and resume mid-epoch (Lightning saves and restores the loader's ``state_dict``), and the global random
-generators as plain data (so that a checkpoint loads with ``torch.load(weights_only=True)``).
+stop and resume mid-epoch (Lightning saves and restores the loader's ``state_dict``), the global random generators
+as plain data (so that a checkpoint loads with ``torch.load(weights_only=True)``), and a mend of Lightning's epoch
+counters in one case it gets wrong (:class:`MidEpochCounters`).
 
 DDP: the sampler shards itself (each rank takes ``perm[rank::world]`` of the epoch's permutation; Lightning's own
 ``DistributedSampler`` injection is turned off by the trainer).
@@ -11,11 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["ResumableLoader", "ResumableSampler", "numpy_restore", "numpy_state", "python_restore", "python_state"]
+__all__ = ["MidEpochCounters", "ResumableLoader", "ResumableSampler", "mend_epoch_counters", "numpy_restore",
+           "numpy_state", "python_restore", "python_state"]
 
 
 def _dist_rank() -> int:
@@ -91,6 +94,35 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.resumable_sampler.load_state_dict(state)
+
+
+def mend_epoch_counters(checkpoint: dict[str, Any]) -> bool:
+    """Count the epoch a mid-epoch checkpoint stopped in as started, where Lightning did not; whether it had to.
+
+    A run resumed from a checkpoint of an epoch's last batch (a periodic one, or a stop there) goes on into the next
+    epoch without counting it as started (Lightning 2.x: ``epoch_progress.current.ready`` stays equal to
+    ``completed``). A checkpoint written later in that epoch then reads as one written at the epoch's start, so the
+    next resume would train the epoch again from its first batch while the sampler skips the batches already taken:
+    more steps than the recipe's, on other data. Mid-epoch (some batches done, not the last) the epoch must count as
+    started; this makes it so."""
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not loop or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
+        return False
+    epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
+    mid_epoch = batches["current"]["completed"] > 0 and not batches.get("is_last_batch", False)
+    if not mid_epoch or epochs["current"]["ready"] != epochs["current"]["completed"]:
+        return False
+    for counts in (epochs["current"], epochs["total"]):
+        counts["ready"] = counts["started"] = counts["completed"] + 1
+    return True
+
+
+class MidEpochCounters(pl.Callback):
+    """:func:`mend_epoch_counters` on the checkpoint a fit resumes from, before Lightning restores its loops."""
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        mend_epoch_counters(checkpoint)
 
 
 def python_state(state: tuple) -> list[Any]:

@@ -50,7 +50,8 @@ from torch.utils.data import DataLoader
 from ..checkpoint import LAST, CheckpointError, find_resumable, load_checkpoint
 from .checkpoint_io import SafeCheckpointIO, save_resumable
 from .graceful_stop import GracefulStop
-from .resumable import ResumableLoader, ResumableSampler, numpy_restore, numpy_state, python_restore, python_state
+from .resumable import (MidEpochCounters, ResumableLoader, ResumableSampler, numpy_restore, numpy_state, python_restore,
+                        python_state)
 from .. import stopping
 from ..config import ConfigError, check_learning_rate
 from ..data import check_data_dir, create_dataset, dataset_info
@@ -456,7 +457,8 @@ def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator="auto", devices=cfg.devices, strategy=_strategy(cfg),
         default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
-        log_every_n_steps=min(50, sampler.num_batches), callbacks=[checkpoint, history, GracefulStop(out / "checkpoints" / LAST)],
+        log_every_n_steps=min(50, sampler.num_batches),
+        callbacks=[checkpoint, history, GracefulStop(out / "checkpoints" / LAST), MidEpochCounters()],
         plugins=[SafeCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
         num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
     ckpt_path = str(resume.path) if resume is not None else None
