@@ -14,8 +14,10 @@ What keeps a child equal to a fresh process:
   ``NNI_OUTPUT_DIR``, ...) when it is imported, so each child imports it after taking on its trial's environment.
   The host preloads third-party modules only; this package's modules load in the child (0.4 s).
 - The host runs no computation and starts no thread, so nothing is half-done in the forked copy.
-- A child whose client goes away (NNI cancels the trial, the client is killed) gets SIGTERM, then SIGKILL after
-  :data:`KILL_GRACE` seconds.
+- A child runs in a process group of its own. When its client goes away (NNI cancels the trial, the client is
+  killed) the group gets SIGTERM, then SIGKILL after :data:`KILL_GRACE` seconds; when the host is killed, the child
+  gets SIGTERM (Linux).
+- A child keeps its client's ``sys.path[0]`` (a console script's folder, or the working folder of ``-m``).
 - A host that is stopped, or whose starter dies, takes no more clients and exits once its running children have
   ended, so that the trials NNI is running still report; it runs in a session of its own, out of reach of the
   caller's Ctrl-C.
