@@ -116,10 +116,7 @@ def running_host(preload_modules: Sequence[str], log: Path, timeout: float = 300
         try:
             process.wait(timeout=DRAIN_TIMEOUT)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # the host and the trials it forked
-            except ProcessLookupError:
-                pass
+            process.kill()  # its children, each in a group of its own, get SIGTERM as it dies (Linux)
             process.wait()
         shutil.rmtree(folder, ignore_errors=True)
 

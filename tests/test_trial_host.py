@@ -46,9 +46,14 @@ def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def host(probe_dir: Path) -> Iterator[str]:
     """A host whose children can import the probe module."""
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")])))
+        env.setenv("PYTHONPATH", _probe_path(probe_dir))
         with running_host(["json"], probe_dir / "host.log") as path:
             yield path
+
+
+def _probe_path(probe_dir: Path) -> str:
+    """``PYTHONPATH`` with the probe's folder first."""
+    return os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
 
 
 def _run(command: list[str], cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -111,7 +116,7 @@ def test_a_child_killed_by_a_signal_exits_its_client_with_128_plus_the_signal(ho
 
 
 def test_without_a_host_the_client_runs_the_command_itself(probe_dir: Path, tmp_path: Path) -> None:
-    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    path = _probe_path(probe_dir)
     run = _run(client_command(str(tmp_path / "no-socket"), "probe") + ["4"], tmp_path, stdin="x\n", PYTHONPATH=path)
     assert run.returncode == 4
     assert "stdin x" in run.stdout
@@ -143,7 +148,7 @@ def test_the_host_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
 
 
 def test_a_stopped_host_lets_its_running_commands_finish(probe_dir: Path, tmp_path: Path) -> None:
-    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    path = _probe_path(probe_dir)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PYTHONPATH", path)
         with running_host(["json"], tmp_path / "host.log") as socket_path:
@@ -170,12 +175,12 @@ def tmp_short() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _shared(probe_dir: Path, folder: Path, *args: str, idle: float = 30, **env: str
+def _shared(probe_dir: Path, folder: Path, *args: str, idle: float = 30, preload: str = "json", **env: str
             ) -> subprocess.CompletedProcess[str]:
     """``run --shared`` of the probe in ``folder``, which is also the temporary directory (where shared hosts live)."""
-    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
-    return _run([sys.executable, "-m", "nni_shiftadd.trial_host", "run", "--shared", "--preload", "json",
-                 "--idle-exit", str(idle), "probe", *args], folder, PYTHONPATH=path, TMPDIR=str(folder), **env)
+    return _run([sys.executable, "-m", "nni_shiftadd.trial_host", "run", "--shared", "--preload", preload,
+                 "--idle-exit", str(idle), "probe", *args], folder, PYTHONPATH=_probe_path(probe_dir),
+                TMPDIR=str(folder), **env)
 
 
 def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -209,7 +214,7 @@ def test_a_shared_host_starts_with_the_first_command_serves_the_next_and_exits_w
 
 
 def test_commands_that_start_together_start_one_shared_host(probe_dir: Path, tmp_short: Path) -> None:
-    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    path = _probe_path(probe_dir)
     command = [sys.executable, "-m", "nni_shiftadd.trial_host", "run", "--shared", "--preload", "json", "probe", "0"]
     env = {**os.environ, "PYTHONPATH": path, "TMPDIR": str(tmp_short)}
     clients = [subprocess.Popen(command, cwd=tmp_short, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -222,7 +227,7 @@ def test_commands_that_start_together_start_one_shared_host(probe_dir: Path, tmp
 
 
 def test_a_shared_folder_that_others_may_enter_is_not_used(probe_dir: Path, tmp_short: Path) -> None:
-    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    path = _probe_path(probe_dir)
     where = _run([sys.executable, "-c", "from nni_shiftadd.trial_host import shared_folder; "
                   "print(shared_folder(['json']))"], tmp_short, PYTHONPATH=path, TMPDIR=str(tmp_short))
     folder = Path(where.stdout.strip())
@@ -243,15 +248,12 @@ def test_a_shared_folder_that_others_may_enter_is_not_used(probe_dir: Path, tmp_
 
 def test_a_shared_host_that_fails_its_preload_is_not_started_again_by_every_command(probe_dir: Path,
                                                                                       tmp_short: Path) -> None:
-    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "nni_shiftadd.trial_host", "run", "--shared", "--preload", "json,no_such_module",
-               "--idle-exit", "10", "probe", "0"]
-    first = _run(command, tmp_short, PYTHONPATH=path, TMPDIR=str(tmp_short))
+    first = _shared(probe_dir, tmp_short, "0", idle=10, preload="json,no_such_module")
     assert first.returncode == 0 and "starting the shared host" in first.stderr
     (folder,) = tmp_short.glob("nni-shiftadd-host-*")
     _wait_for(lambda: "keeping the lock" in (folder / "host.log").read_text(), "the failed host did not back off")
     assert "ModuleNotFoundError: No module named 'no_such_module'" in (folder / "host.log").read_text()
-    second = _run(command, tmp_short, PYTHONPATH=path, TMPDIR=str(tmp_short))
+    second = _shared(probe_dir, tmp_short, "0", idle=10, preload="json,no_such_module")
     assert second.returncode == 0 and "is starting (or failed: see its host.log)" in second.stderr
     assert (folder / "host.log").read_text().count("ModuleNotFoundError") == 1
 
@@ -260,7 +262,7 @@ def test_a_killed_shared_host_takes_its_running_commands_with_it(probe_dir: Path
     assert _shared(probe_dir, tmp_short, "0").returncode == 0
     (folder,) = tmp_short.glob("nni-shiftadd-host-*")
     _wait_for(lambda: (folder / "socket").exists(), "the shared host did not start")
-    path = os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")]))
+    path = _probe_path(probe_dir)
     client = subprocess.Popen([sys.executable, "-m", "nni_shiftadd.trial_host", "run", "--shared", "--preload", "json",
                                "--idle-exit", "30", "probe", "0", "120"], cwd=tmp_short, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, text=True,
