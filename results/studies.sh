@@ -16,9 +16,12 @@
 #   ranking_nlp_tiny      nni-shiftadd translation-ranking
 #   table3_nlp_tiny       nni-shiftadd reproduce table3   (paper Table 3 and Fig. 5, 8-bit rows included), searching
 #                         the translation ranking's first supernet: the same recipe (supernet_nlp_tiny.yaml at the
-#                         paper's 40K updates, seed 1), so its 40K updates are not trained twice
+#                         paper's 40K updates, seed 1), so its 40K updates are not trained twice; and scoring the
+#                         ranking's stand-alone Transformer and Lite Transformer (the same recipe and seed 1) from
+#                         their weights rather than training them again
 # EXPORT_EVERY (seconds, default 600): how often the running study's ledger is copied into results/.
 set -u
+set -f  # no pathname expansion: a flag value such as [runs/x] stays as written
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 CLI=${CLI:-.venv/bin/nni-shiftadd}
@@ -56,9 +59,14 @@ shared_supernet() {  # shared_supernet CHECKPOINT: `--supernet CHECKPOINT` when 
   [ -f "$1" ] && echo "--supernet $1"
 }
 
+shared_runs() {  # shared_runs FOLDER: `--reuse-runs [FOLDER]` when a study before has left its trained networks there
+  [ -d "$1" ] && echo "--reuse-runs [$1]"
+}
+
 study ranking_cv_small ranking --config examples/fashion_mnist/ranking_cv_small.yaml &&
 study table4_cv_small reproduce table4 --config examples/fashion_mnist/table4_cv_small.yaml \
   $(shared_supernet runs/ranking_cv_small/supernets/steps4000/naive_seed0/checkpoints/last.ckpt) &&
 study ranking_nlp_tiny translation-ranking --config examples/translation/ranking_nlp_tiny.yaml &&
 study table3_nlp_tiny reproduce table3 --config examples/translation/table3_nlp_tiny.yaml \
-  $(shared_supernet runs/ranking_nlp_tiny/supernets/uniform_seed1/checkpoints/checkpoint_last.pt)
+  $(shared_supernet runs/ranking_nlp_tiny/supernets/uniform_seed1/checkpoints/checkpoint_last.pt) \
+  $(shared_runs runs/ranking_nlp_tiny/standalone)

@@ -2,6 +2,7 @@
 tiny table on the trans-de-en slice that runs every phase and resumes from its cache without training again."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from nni_shiftadd.config import ConfigError, from_dict
 from nni_shiftadd.experiment.paper_table import HYBRID, PaperTable, export_ledger, searches
 from nni_shiftadd.experiment.translation_table import (TranslationKind, TranslationTableConfig, load_config,
                                                        run_translation_table)
+from nni_shiftadd.tasks.supertransformer import adopt_finished_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "translation" / "table3_nlp_tiny.yaml"
@@ -35,6 +37,7 @@ SUPERNET = str(ROOT / "examples" / "translation" / "supernet_nlp_tiny.yaml")
      r"field 'quantized': 'Lite Transformer' .*\(its default is .*quant_bits: null turns the quantised rows off"),
     ({"quant_overrides": {"init_from": "x.pt"}}, r"field 'quant_overrides': \['init_from'\] are set by the study"),
     ({"quant_bits": 8, "quant_overrides": {"max_updates": 0}}, "field 'quant_overrides': .*max_updates"),
+    ({"reuse_runs": ["nowhere"]}, "field 'reuse_runs': no such folder 'nowhere'"),
 ])
 def test_recipe_errors_name_the_field(bad: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -57,7 +60,8 @@ def test_shipped_recipe_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert TranslationTableConfig().quant_bits is None  # a recipe asks for quantised rows
 
 
-def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation: dict, tmp_path: Path) -> None:
+def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation: dict, tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
     recipe = tmp_path / "supernet.yaml"
     recipe.write_text(f"data: {{binarized: {tiny_translation['data_bin']}}}\nmax_updates: 4\nmax_tokens: 512\n"
                       "warmup_updates: 2\nsave_interval_updates: 4\nbeam: 1\n")
@@ -117,6 +121,26 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
     run_translation_table(from_dict(TranslationTableConfig, {**fields, "output": str(tmp_path / "carried")}),
                           settled.append)
     assert settled == []
+    # carried again, with the first table's networks to reuse: the float network is adopted from the run of the same
+    # recipe and seed (its checkpoint and its training time), not trained again; another recipe is not adopted
+    export_ledger(out, tmp_path / "reused")
+    (tmp_path / "reused" / "train-q8" / f"{arch_id}-s2" / "metrics.json").unlink()
+    capfd.readouterr()
+    reused: list[str] = []
+    run_translation_table(from_dict(TranslationTableConfig, {**fields, "output": str(tmp_path / "reused"),
+                                                             "reuse_runs": [str(out / "train")]}), reused.append)
+    assert [line.split(":")[0] for line in reused] == [f"trained {arch_id} seed 2 at 8 bits"]
+    donor = out / "train" / f"{arch_id}-s2"
+    assert f"adopted {donor / 'checkpoints' / 'checkpoint_last.pt'} (4 updates)" in capfd.readouterr().err
+    adopted = tmp_path / "reused" / "train" / f"{arch_id}-s2" / "checkpoints" / "checkpoint_last.pt"
+    assert adopted.read_bytes() == (donor / "checkpoints" / "checkpoint_last.pt").read_bytes()
+    identity = json.loads((donor / "run.json").read_text())
+    recipe = cfg.recipe(cfg.retrain_overrides, {"output": str(tmp_path / "other")}, "r")
+    assert adopt_finished_run(recipe, identity, [out / "train"]) is not None
+    data_file = next(iter(identity["data"]))
+    for part, key, value in (("fixed", "seed", 3), ("optimisation", "lr", 1.0), ("data", data_file, "another")):
+        assert adopt_finished_run(recipe, {**identity, part: {**identity[part], key: value}}, [out / "train"]) is None
+    assert adopt_finished_run(dataclasses.replace(recipe, max_updates=5), identity, [out / "train"]) is None
     changed = from_dict(TranslationTableConfig, {**fields, "retrain_overrides": {"max_updates": 5}})
     with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
         PaperTable(changed, TranslationKind())
@@ -125,8 +149,6 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
 def test_the_shipped_table3_may_search_the_translation_rankings_first_supernet() -> None:
     """``results/studies.sh`` hands table3 the translation ranking's first supernet (first technique, first seed)
     instead of training the same recipe a second time: the two shipped studies must train it identically."""
-    import dataclasses
-
     from nni_shiftadd.experiment import translation_ranking
     from nni_shiftadd.tasks.supertransformer import LAST
 
@@ -141,3 +163,27 @@ def test_the_shipped_table3_may_search_the_translation_rankings_first_supernet()
     assert own["eval_archs"] == shared["eval_archs"] == 0 and own["baselines"] == shared["baselines"] == []
     studies = (root / "results" / "studies.sh").read_text()
     assert f"runs/ranking_nlp_tiny/supernets/{technique}_seed{seed}/checkpoints/{LAST}" in studies
+
+
+def test_the_shipped_table3_may_reuse_the_translation_rankings_standalone_baselines() -> None:
+    """``results/studies.sh`` hands table3 the translation ranking's stand-alone networks (``--reuse-runs``): its
+    Transformer and Lite Transformer are among the ranking's architectures, trained with the same recipe as table3's
+    first seed, so those two are scored from the ranking's weights instead of being trained a second time."""
+    from nni_shiftadd.experiment import translation_ranking
+    from nni_shiftadd.experiment.arch_selection import select_archs
+    from nni_shiftadd.space import load_space
+    from nni_shiftadd.tasks.supertransformer import RESUME_FIXED, RESUME_REOPTIMISE
+
+    ranking = translation_ranking.load_config(str(ROOT / "examples/translation/ranking_nlp_tiny.yaml"))
+    table = load_config(str(ROOT / "examples/translation/table3_nlp_tiny.yaml"))
+    spec = load_space(table.space)
+    ranked = select_archs(spec, ranking.archs, ranking.arch_seed)
+    for family in ("Transformer", "Lite Transformer"):
+        arch = spec.canonical_arch(spec.baseline_arch(table.baselines[family]))
+        assert arch in ranked, family
+        subnet = {"subnet": json.dumps(arch), "output": "o"}
+        theirs = dataclasses.asdict(ranking.recipe(ranking.standalone_overrides, subnet, "s"))
+        ours = dataclasses.asdict(table.recipe(table.retrain_overrides, {**subnet, "seed": table.seeds[0]}, "r"))
+        assert {k: ours[k] for k in (*RESUME_FIXED, *RESUME_REOPTIMISE)} == \
+            {k: theirs[k] for k in (*RESUME_FIXED, *RESUME_REOPTIMISE)}, family
+    assert "$(shared_runs runs/ranking_nlp_tiny/standalone)" in (ROOT / "results" / "studies.sh").read_text()

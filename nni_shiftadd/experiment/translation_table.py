@@ -49,6 +49,7 @@ class TranslationTableConfig:
     quantized: list[str] = dataclasses.field(default_factory=lambda: ["hybrid", "Lite Transformer"])
     quant_overrides: dict[str, Any] = dataclasses.field(default_factory=lambda: {
         "max_updates": 4000, "warmup_updates": 400, "lr": 2e-4, "save_interval_updates": 1000})
+    reuse_runs: list[str] = dataclasses.field(default_factory=list)
     output: str = "runs/table3_nlp_tiny"
 
     def validate(self) -> None:
@@ -66,6 +67,10 @@ class TranslationTableConfig:
         if self.supernet is not None and not Path(self.supernet).is_file():
             raise ValueError(f"field 'supernet': no such checkpoint {self.supernet!r} (null trains one with "
                              "supernet_recipe)")
+        for folder in self.reuse_runs:
+            if not Path(folder).is_dir():
+                raise ValueError(f"field 'reuse_runs': no such folder {folder!r} (folders of finished training runs, "
+                                 "e.g. runs/ranking_nlp_tiny/standalone; [] for none)")
         for name in ("supernet_overrides", "retrain_overrides", "quant_overrides"):
             check_reserved(getattr(self, name), RESERVED, name)
         check_output_dir(self.output, "field 'output'")
@@ -185,7 +190,8 @@ class TranslationKind(TableKind):
 
     def train_arch(self, cfg: TranslationTableConfig, arch: Mapping[str, Any], seed: int, folder: Path
                    ) -> dict[str, Any]:
-        return _trained(cfg.recipe(cfg.retrain_overrides, _network(arch, seed, folder), "retrain_overrides"))
+        return _trained(cfg.recipe(cfg.retrain_overrides, _network(arch, seed, folder), "retrain_overrides"),
+                        [Path(p) for p in cfg.reuse_runs])
 
     def train_quantized(self, cfg: TranslationTableConfig, arch: Mapping[str, Any], seed: int, start: Path,
                         folder: Path) -> dict[str, Any]:
@@ -216,11 +222,12 @@ def _network(arch: Mapping[str, Any], seed: int, folder: Path) -> dict[str, Any]
     return {"subnet": json.dumps(dict(arch)), "seed": seed, "output": str(folder)}
 
 
-def _trained(recipe: Any) -> dict[str, Any]:
-    """Train (or resume) the subnet of ``recipe``; its test BLEU, validation loss and cost at its word width."""
+def _trained(recipe: Any, reuse: list[Path] | None = None) -> dict[str, Any]:
+    """Train (or resume, or adopt from a finished run of the same recipe in ``reuse``) the subnet of ``recipe``; its
+    test BLEU, validation loss and cost at its word width."""
     from ..tasks.supertransformer import train_supertransformer
 
-    result = train_supertransformer(recipe)
+    result = train_supertransformer(recipe, reuse or [])
     scored = result["subnets"]["subnet"]
     cost = {"params": scored["params_M"] * 1e6, "macs": scored["macs_G"] * 1e9, "mult": scored["mult_G"] * 1e9,
             "add": scored["add_G"] * 1e9, "shift": scored["shift_G"] * 1e9, "energy_mJ": scored["energy_mJ"],

@@ -35,6 +35,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -384,14 +385,40 @@ def subnet_cost(totals: dict[str, float]) -> dict[str, float]:
     return {k: float(f"{v:.6g}") for k, v in columns.items()}
 
 
-def train_supertransformer(cfg: SuperTransformerConfig) -> dict[str, Any]:
+def adopt_finished_run(cfg: SuperTransformerConfig, identity: dict[str, Any], donors: Sequence[Path]) -> str | None:
+    """Start ``cfg.output`` (holding no checkpoint yet) from the last checkpoint of a finished run among the run folders
+    in ``donors`` whose ``run.json`` is ``identity``: the same training to the update (every :data:`RESUME_FIXED` and
+    :data:`RESUME_REOPTIMISE` field, the data), so it is scored rather than trained a second time. Its
+    ``metrics.json`` comes along, so the run keeps the training time it took. What was adopted, for the log, or
+    ``None``."""
+    wanted = json.loads(json.dumps(identity))
+    for run in sorted(p for folder in donors for p in Path(folder).iterdir() if p.is_dir()):
+        last = run / "checkpoints" / LAST
+        if read_json(run / RUN_FILE) != wanted or _checkpoint_problem(last) is not None \
+                or checkpoint_updates(last) != cfg.max_updates:
+            continue
+        save_dir = Path(cfg.output) / "checkpoints"
+        save_dir.mkdir(parents=True, exist_ok=True)
+        tmp = save_dir / f".{LAST}.tmp{os.getpid()}"
+        shutil.copyfile(last, tmp)
+        os.replace(tmp, save_dir / LAST)
+        metrics = read_json(run / "metrics.json")
+        if metrics is not None and metrics.get("updates") == cfg.max_updates:
+            atomic_write_json(Path(cfg.output) / "metrics.json", metrics)
+        return f"adopted {last} ({cfg.max_updates} updates), a finished run of this same recipe"
+    return None
+
+
+def train_supertransformer(cfg: SuperTransformerConfig, reuse: Sequence[Path] = ()) -> dict[str, Any]:
     """Prepare the data, train (or resume), score the subnets of :func:`evaluation_archs`; write and return
-    ``metrics.json``."""
+    ``metrics.json``. A run with no checkpoint yet first looks in ``reuse`` (folders of run folders) for a finished
+    run of the same recipe to adopt (:func:`adopt_finished_run`)."""
     with output_lock(cfg.output, "output", "train-supertransformer"):
-        return _train(cfg)
+        return _train(cfg, reuse=reuse)
 
 
-def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> dict[str, Any]:
+def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None, reuse: Sequence[Path] = ()
+           ) -> dict[str, Any]:
     import torch
 
     from ..data.translation import prepare_translation
@@ -408,6 +435,10 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None) -> 
                           f"{manifest['longest']}")
     identity = run_identity(cfg, data_bin)
     changes = check_same_run(cfg, identity, names)
+    if reuse and cfg.resume != "never" and not (save_dir / LAST).exists():
+        note = adopt_finished_run(cfg, identity, reuse)
+        if note:
+            print(f"nni-shiftadd: {note}", file=sys.stderr, flush=True)
     if cfg.resume == "never" and save_dir.exists():
         shutil.rmtree(save_dir)
         print(f"nni-shiftadd: --resume never --overwrite true: deleted {save_dir}", file=sys.stderr, flush=True)
