@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
-from nni_shiftadd.experiment.rank_statistics import (bootstrap_interval, paired_difference, pooled_sign_test,
-                                                     rank_metrics)
+from nni_shiftadd.experiment.rank_statistics import (architecture_effect, bootstrap_interval, paired_difference,
+                                                     pooled_sign_test, rank_metrics)
 from nni_shiftadd.experiment.arch_selection import arch_features, arch_id, select_archs
 from nni_shiftadd.experiment.ranking import RankingConfig, Study, Variant, format_table, run_study
 from nni_shiftadd.space import load_space
@@ -84,6 +84,25 @@ def test_pooled_sign_test_counts_the_signs_and_drops_ties() -> None:
     assert pooled["sign_test_p"] == pytest.approx(2 * 13 / 2 ** 12)  # P(at most 1 positive of 12), both tails
     assert pooled_sign_test([0.1, -0.1])["sign_test_p"] == 1.0
     assert np.isnan(pooled_sign_test([0.0])["sign_test_p"])
+
+
+def test_architecture_effect_matches_a_hand_computed_anova_and_tells_signal_from_noise() -> None:
+    # 3 architectures, 2 seeds: means 1, 2, 3; every seed pair differs by 0.2 (within mean square 0.02)
+    scores = [[0.9, 1.9, 2.9], [1.1, 2.1, 3.1]]
+    effect = architecture_effect(scores)
+    assert effect["df"] == [2, 3] and effect["F"] == pytest.approx(2 * 1.0 / 0.02)  # between: 2 x var(1, 2, 3)
+    assert effect["seed_noise_std"] == pytest.approx(0.02 ** 0.5)
+    assert effect["arch_std"] == pytest.approx(((2.0 - 0.02) / 2) ** 0.5)
+    assert effect["icc"] == pytest.approx((2.0 - 0.02) / (2.0 + 0.02))
+    assert effect["p_value"] == pytest.approx((1 + 2 * 100 / 3) ** -1.5)  # F(2, 3)'s tail in closed form
+    assert effect["beyond_noise"]
+    rng = np.random.default_rng(0)
+    noise_only = rng.normal(0.0, 0.1, size=(2, 12)) + 5.0  # the same architecture twelve times
+    assert architecture_effect(noise_only)["p_value"] > 0.05 and not architecture_effect(noise_only)["beyond_noise"]
+    signal = noise_only + np.linspace(0.0, 1.0, 12)
+    assert architecture_effect(signal)["beyond_noise"] and architecture_effect(signal)["icc"] > 0.8
+    with pytest.raises(ValueError, match=r"two or more seeds .* shape \(1, 12\)"):
+        architecture_effect(noise_only[:1])
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -1,6 +1,7 @@
 """Rank statistics of the ranking studies: how faithfully one list of scores (inherited accuracy or loss in a
 supernet) orders architectures against another (stand-alone training), with bootstrap intervals over the
-architectures and paired comparisons of two weight-sharing modes trained with the same seeds.
+architectures and paired comparisons of two weight-sharing modes trained with the same seeds; and whether one list of
+scores tells architectures apart beyond the noise between supernet seeds.
 
 Kendall tau is the paper's Table 5 measure; Pearson r, Spearman rho and top-k precision are reported beside it.
 """
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_interval", "paired_difference", "pooled_sign_test", "rank_metrics"]
+__all__ = ["architecture_effect", "bootstrap_interval", "paired_difference", "pooled_sign_test", "rank_metrics"]
 
 
 def rank_metrics(inherited: Sequence[float], standalone: Sequence[float], top_k: int) -> dict[str, float]:
@@ -85,3 +86,27 @@ def pooled_sign_test(differences: Sequence[float]) -> dict[str, object]:
     p = float(stats.binomtest(positive, positive + negative).pvalue) if positive + negative else math.nan
     return {"pairs": int(d.size), "positive": positive, "negative": negative,
             "mean": float(d.mean()) if d.size else math.nan, "sign_test_p": p}
+
+
+def architecture_effect(per_seed: Sequence[Sequence[float]], alpha: float = 0.05) -> dict[str, object]:
+    """How much of the spread of one score over architectures is theirs rather than the supernet seed's: a one-way
+    random-effects ANOVA of ``per_seed`` (a row per supernet seed, a column per architecture). Returns the
+    architectures' standard deviation (its variance component) beside the seed noise's (one architecture's score
+    from seed to seed), the intraclass correlation ICC(1) (the share of one score's variance that is the
+    architecture's: 1 without noise, about 0 when it is all noise), the F test of architecture against seed noise
+    (``F``, its degrees of freedom, ``p_value``) and ``beyond_noise``: whether ``p_value < alpha``."""
+    from scipy import stats
+
+    x = np.asarray(per_seed, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(f"architecture_effect: needs two or more seeds of two or more architectures, got shape "
+                         f"{x.shape}")
+    seeds, archs = x.shape
+    between = seeds * float(x.mean(axis=0).var(ddof=1))  # mean square between architectures
+    within = float(x.var(axis=0, ddof=1).mean())  # mean square between seeds of one architecture
+    df = (archs - 1, archs * (seeds - 1))
+    f = between / within if within > 0 else math.inf
+    p = float(stats.f.sf(f, *df)) if math.isfinite(f) else 0.0
+    return {"arch_std": math.sqrt(max(between - within, 0.0) / seeds), "seed_noise_std": math.sqrt(within),
+            "icc": (between - within) / (between + (seeds - 1) * within) if between + within > 0 else math.nan,
+            "F": f, "df": list(df), "p_value": p, "beyond_noise": bool(p < alpha)}

@@ -39,7 +39,7 @@ from ..lock import check_output_dir, output_lock
 from ..space import load_space
 from .arch_selection import arch_id, select_archs
 from .ledger import copy_ledger, pin_recipe, same_supernet
-from .rank_statistics import bootstrap_interval, rank_metrics
+from .rank_statistics import architecture_effect, bootstrap_interval, rank_metrics
 
 #: Recipe fields the study sets per network.
 RESERVED: tuple[str, ...] = ("subnet", "seed", "output", "baselines", "eval_archs", "eval_test_sentences", "resume")
@@ -215,12 +215,13 @@ class TranslationRanking:
                 "interval": bootstrap_interval(list(runs.values()), target, k, n),
                 "inherited": {s: [sign * x for x in v] for s, v in runs.items()}}
         losses = np.array([[scores[i]["valid_loss"] for i in ids] for scores in per_seed.values()])
+        effect = architecture_effect(losses) if len(losses) > 1 else None
         report["spread"] = {"inherited_loss_std": float(losses[0].std()),
                             "inherited_loss_range": [float(losses[0].min()), float(losses[0].max())],
                             "seed_noise_mean_abs": float(np.abs(losses[0] - losses[1]).mean())
-                            if len(losses) > 1 else None}
-        noise = report["spread"]["seed_noise_mean_abs"]
-        report["spread"]["beyond_seed_noise"] = None if noise is None else bool(losses[0].std() > noise)
+                            if len(losses) > 1 else None,
+                            "architecture_effect": effect,
+                            "beyond_seed_noise": None if effect is None else effect["beyond_noise"]}
         return report
 
     def run(self) -> dict[str, Any]:
@@ -272,9 +273,11 @@ def format_table(results: Mapping[str, Any]) -> str:
                          f"({min(taus):.2f}..{max(taus):.2f}) {np.mean([r['pearson_r'] for r in runs]):10.3f} "
                          f"{np.mean([r['spearman_rho'] for r in runs]):10.3f} "
                          f"{np.mean([r['top_k_precision'] for r in runs]):6.2f}")
-        s = report["spread"]
-        noise = "n/a (one seed)" if s["seed_noise_mean_abs"] is None else f"{s['seed_noise_mean_abs']:.4f}"
+        s, e = report["spread"], report["spread"].get("architecture_effect")
+        noise = "n/a (one seed)" if e is None else (
+            f"{e['seed_noise_std']:.4f} against {e['arch_std']:.4f} for the architectures (ICC {e['icc']:.2f}, "
+            f"F({e['df'][0]},{e['df'][1]}) = {e['F']:.2f}, p = {e['p_value']:.3g})")
         lines.append(f"{name:>12s} inherited loss: std {s['inherited_loss_std']:.4f} over the architectures "
-                     f"(range {s['inherited_loss_range'][0]:.3f}-{s['inherited_loss_range'][1]:.3f}), seed noise "
+                     f"(range {s['inherited_loss_range'][0]:.3f}-{s['inherited_loss_range'][1]:.3f}), seed noise std "
                      f"{noise}; beyond seed noise: {s['beyond_seed_noise']}")
     return "\n".join(lines)
