@@ -87,15 +87,20 @@ def test_pooled_sign_test_counts_the_signs_and_drops_ties() -> None:
 
 
 def test_architecture_effect_matches_a_hand_computed_anova_and_tells_signal_from_noise() -> None:
-    # 3 architectures, 2 seeds: means 1, 2, 3; every seed pair differs by 0.2 (within mean square 0.02)
-    scores = [[0.9, 1.9, 2.9], [1.1, 2.1, 3.1]]
+    # 3 architectures, 2 seeds with the same mean: architecture means 1.1, 2.0, 3.1; residuals -+0.1, 0, +-0.1
+    scores = [[1.0, 2.0, 3.2], [1.2, 2.0, 3.0]]
     effect = architecture_effect(scores)
-    assert effect["df"] == [2, 3] and effect["F"] == pytest.approx(2 * 1.0 / 0.02)  # between: 2 x var(1, 2, 3)
-    assert effect["seed_noise_std"] == pytest.approx(0.02 ** 0.5)
-    assert effect["arch_std"] == pytest.approx(((2.0 - 0.02) / 2) ** 0.5)
-    assert effect["icc"] == pytest.approx((2.0 - 0.02) / (2.0 + 0.02))
-    assert effect["p_value"] == pytest.approx((1 + 2 * 100 / 3) ** -1.5)  # F(2, 3)'s tail in closed form
-    assert effect["beyond_noise"]
+    between, noise = 2 * float(np.var([1.1, 2.0, 3.1], ddof=1)), 0.04 / 2
+    assert effect["df"] == [2, 2] and effect["F"] == pytest.approx(between / noise)
+    assert effect["p_value"] == pytest.approx(1 / (1 + between / noise))  # F(2, 2)'s tail in closed form
+    assert effect["seed_noise_std"] == pytest.approx(noise ** 0.5)
+    assert effect["arch_std"] == pytest.approx(((between - noise) / 2) ** 0.5)
+    assert effect["icc"] == pytest.approx((between - noise) / (between + noise))
+    assert effect["beyond_noise"] and effect["seed_shifts"] == pytest.approx([0.0, 0.0])
+    # a supernet seed that scores every architecture higher reorders nothing: it is no noise
+    shifted = architecture_effect([[1.0, 2.0, 3.0], [1.5, 2.5, 3.5]])
+    assert shifted["seed_noise_std"] == 0 and shifted["beyond_noise"] and shifted["seed_shifts"] == [-0.25, 0.25]
+    assert not architecture_effect([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]])["beyond_noise"]  # nothing tells them apart
     rng = np.random.default_rng(0)
     noise_only = rng.normal(0.0, 0.1, size=(2, 12)) + 5.0  # the same architecture twelve times
     assert architecture_effect(noise_only)["p_value"] > 0.05 and not architecture_effect(noise_only)["beyond_noise"]
@@ -103,6 +108,8 @@ def test_architecture_effect_matches_a_hand_computed_anova_and_tells_signal_from
     assert architecture_effect(signal)["beyond_noise"] and architecture_effect(signal)["icc"] > 0.8
     with pytest.raises(ValueError, match=r"two or more seeds .* shape \(1, 12\)"):
         architecture_effect(noise_only[:1])
+    with pytest.raises(ValueError, match="score nan of architecture 2 with seed 1 is not finite"):
+        architecture_effect([[1.0, 2.0, 3.0], [1.0, 2.0, float("nan")]])
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -96,8 +96,12 @@ def test_a_resume_of_another_run_is_refused_before_anything_is_written(cache: di
     assert re.search(r"resuming from .*checkpoint_last\.pt \(6 updates\); recipe changes applied from there on: "
                      r"lr 0\.001 -> 0\.0005, max_updates 6 -> 8", err), err
     assert load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["optimizer_history"][-1]["num_updates"] == 8
+    # run.json keeps what changed, and from which update (no other recipe's run to adopt), until it starts afresh
+    assert json.loads((out / "run.json").read_text())["reoptimised"] == [
+        {"updates": 6, "changes": {"lr": [0.001, 0.0005], "max_updates": [6, 8]}}]
     assert main(["train-supertransformer", *_recipe(cache, out), "--resume=never", "--overwrite=true"]) == 0
     assert f"deleted {out / 'checkpoints'}" in capsys.readouterr().err
+    assert "reoptimised" not in json.loads((out / "run.json").read_text())
     assert json.loads((out / "metrics.json").read_text())["updates"] == 6
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
 from nni_shiftadd.experiment.paper_table import HYBRID, PaperTable, export_ledger, searches
-from nni_shiftadd.experiment.translation_table import (TranslationKind, TranslationTableConfig, load_config,
-                                                       run_translation_table)
+from nni_shiftadd.experiment.translation_table import (TranslationKind, TranslationTableConfig, _network, _trained,
+                                                       load_config, run_translation_table)
 from nni_shiftadd.tasks.supertransformer import adopt_finished_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,13 +134,22 @@ def test_a_tiny_translation_table_runs_every_phase_and_resumes(tiny_translation:
     assert f"adopted {donor / 'checkpoints' / 'checkpoint_last.pt'} (4 updates)" in capfd.readouterr().err
     adopted = tmp_path / "reused" / "train" / f"{arch_id}-s2" / "checkpoints" / "checkpoint_last.pt"
     assert adopted.read_bytes() == (donor / "checkpoints" / "checkpoint_last.pt").read_bytes()
+    # the scores of a network trained alone with the same recipe keep the donor's training time
+    recipe = cfg.recipe(cfg.retrain_overrides, {**_network(rows["hybrid-1"]["arch"], 2, tmp_path / "alone")}, "r")
+    alone = _trained(recipe, [out / "train"])
+    assert alone["updates"] == 4 and alone["fit_seconds"] == json.loads((donor / "metrics.json").read_text())[
+        "fit_seconds"] > 0
     identity = json.loads((donor / "run.json").read_text())
-    recipe = cfg.recipe(cfg.retrain_overrides, {"output": str(tmp_path / "other")}, "r")
-    assert adopt_finished_run(recipe, identity, [out / "train"]) is not None
-    data_file = next(iter(identity["data"]))
-    for part, key, value in (("fixed", "seed", 3), ("optimisation", "lr", 1.0), ("data", data_file, "another")):
-        assert adopt_finished_run(recipe, {**identity, part: {**identity[part], key: value}}, [out / "train"]) is None
-    assert adopt_finished_run(dataclasses.replace(recipe, max_updates=5), identity, [out / "train"]) is None
+    for part, key, value in (("fixed", "seed", 3), ("optimisation", "lr", 1.0), ("data", next(iter(identity["data"])),
+                                                                                     "another")):
+        other = dataclasses.replace(recipe, output=str(tmp_path / f"other-{key}"))
+        assert adopt_finished_run(other, {**identity, part: {**identity[part], key: value}}, [out / "train"]) is None
+    other = dataclasses.replace(recipe, output=str(tmp_path / "other"))
+    assert adopt_finished_run(dataclasses.replace(other, max_updates=5), identity, [out / "train"]) is None
+    (donor / "run.json").write_text(json.dumps({**identity, "reoptimised": [{"updates": 2, "changes": {}}]}))
+    assert adopt_finished_run(other, identity, [out / "train"]) is None  # resumed with other optimisation fields
+    with pytest.raises(ConfigError, match="reuse: no such folder 'nowhere'"):
+        adopt_finished_run(other, identity, [Path("nowhere")])
     changed = from_dict(TranslationTableConfig, {**fields, "retrain_overrides": {"max_updates": 5}})
     with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
         PaperTable(changed, TranslationKind())

@@ -89,24 +89,40 @@ def pooled_sign_test(differences: Sequence[float]) -> dict[str, object]:
 
 
 def architecture_effect(per_seed: Sequence[Sequence[float]], alpha: float = 0.05) -> dict[str, object]:
-    """How much of the spread of one score over architectures is theirs rather than the supernet seed's: a one-way
-    random-effects ANOVA of ``per_seed`` (a row per supernet seed, a column per architecture). Returns the
-    architectures' standard deviation (its variance component) beside the seed noise's (one architecture's score
-    from seed to seed), the intraclass correlation ICC(1) (the share of one score's variance that is the
-    architecture's: 1 without noise, about 0 when it is all noise), the F test of architecture against seed noise
-    (``F``, its degrees of freedom, ``p_value``) and ``beyond_noise``: whether ``p_value < alpha``."""
+    """How much of the spread of one score over architectures is theirs rather than the supernet seed's, for what a
+    ranking sees: a two-way ANOVA without replication of ``per_seed`` (a row per supernet seed, a column per
+    architecture; every supernet scores every architecture). A seed's supernet that scores every architecture
+    alike higher (``seed_shifts``) reorders nothing, so the noise is what is left after the architecture and the
+    seed: one architecture's score moving against the others' from seed to seed. Returns the architectures'
+    standard deviation (their variance component) beside that noise's, the consistency ICC (the share of the
+    variance the architecture holds: 1 without noise, about 0 when it is all noise), the F test of architecture
+    against the noise (``F``, its degrees of freedom, ``p_value``) and ``beyond_noise``: ``p_value < alpha``
+    (without any noise: whether the architectures differ at all; ``F`` and ``p_value`` are then ``None``, and so is
+    ``icc`` when nothing varies)."""
     from scipy import stats
 
     x = np.asarray(per_seed, dtype=float)
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
         raise ValueError(f"architecture_effect: needs two or more seeds of two or more architectures, got shape "
                          f"{x.shape}")
+    if not np.isfinite(x).all():
+        seed, arch = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"architecture_effect: score {x[seed, arch]} of architecture {arch} with seed {seed} is not "
+                         "finite")
     seeds, archs = x.shape
-    between = seeds * float(x.mean(axis=0).var(ddof=1))  # mean square between architectures
-    within = float(x.var(axis=0, ddof=1).mean())  # mean square between seeds of one architecture
-    df = (archs - 1, archs * (seeds - 1))
-    f = between / within if within > 0 else math.inf
-    p = float(stats.f.sf(f, *df)) if math.isfinite(f) else 0.0
-    return {"arch_std": math.sqrt(max(between - within, 0.0) / seeds), "seed_noise_std": math.sqrt(within),
-            "icc": (between - within) / (between + (seeds - 1) * within) if between + within > 0 else math.nan,
-            "F": f, "df": list(df), "p_value": p, "beyond_noise": bool(p < alpha)}
+    residual = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+    df = (archs - 1, (archs - 1) * (seeds - 1))
+    between = seeds * float(x.mean(axis=0).var(ddof=1))  # the architectures' mean square
+    noise = float((residual ** 2).sum()) / df[1]  # the residual mean square: architecture x seed
+    f: float | None = None
+    p: float | None = None
+    if noise > 0:
+        f = between / noise
+        p = float(stats.f.sf(f, *df))
+        beyond = p < alpha
+    else:  # no F test without noise (F and p None)
+        beyond = between > 0
+    return {"arch_std": math.sqrt(max(between - noise, 0.0) / seeds), "seed_noise_std": math.sqrt(noise),
+            "seed_shifts": [float(v) for v in x.mean(axis=1) - x.mean()],
+            "icc": (between - noise) / (between + (seeds - 1) * noise) if between + noise > 0 else None,
+            "F": f, "df": list(df), "p_value": p, "beyond_noise": bool(beyond)}

@@ -216,7 +216,7 @@ class TranslationRanking:
                 "inherited": {s: [sign * x for x in v] for s, v in runs.items()}}
         losses = np.array([[scores[i]["valid_loss"] for i in ids] for scores in per_seed.values()])
         effect = architecture_effect(losses) if len(losses) > 1 else None
-        report["spread"] = {"inherited_loss_std": float(losses[0].std()),
+        report["spread"] = {"inherited_loss_std": float(losses[0].std(ddof=1)),
                             "inherited_loss_range": [float(losses[0].min()), float(losses[0].max())],
                             "seed_noise_mean_abs": float(np.abs(losses[0] - losses[1]).mean())
                             if len(losses) > 1 else None,
@@ -274,9 +274,10 @@ def format_table(results: Mapping[str, Any]) -> str:
                          f"{np.mean([r['spearman_rho'] for r in runs]):10.3f} "
                          f"{np.mean([r['top_k_precision'] for r in runs]):6.2f}")
         s, e = report["spread"], report["spread"].get("architecture_effect")
+        test = "no noise" if e is None or e["F"] is None else (
+            f"ICC {e['icc']:.2f}, F({e['df'][0]},{e['df'][1]}) = {e['F']:.2f}, p = {e['p_value']:.3g}")
         noise = "n/a (one seed)" if e is None else (
-            f"{e['seed_noise_std']:.4f} against {e['arch_std']:.4f} for the architectures (ICC {e['icc']:.2f}, "
-            f"F({e['df'][0]},{e['df'][1]}) = {e['F']:.2f}, p = {e['p_value']:.3g})")
+            f"{e['seed_noise_std']:.4f} against {e['arch_std']:.4f} for the architectures ({test})")
         lines.append(f"{name:>12s} inherited loss: std {s['inherited_loss_std']:.4f} over the architectures "
                      f"(range {s['inherited_loss_range'][0]:.3f}-{s['inherited_loss_range'][1]:.3f}), seed noise std "
                      f"{noise}; beyond seed noise: {s['beyond_seed_noise']}")

@@ -266,6 +266,15 @@ def _checkpoint_problem(path: Path) -> str | None:
     return None
 
 
+def _copy_last(source: Path, save_dir: Path) -> Path:
+    """Copy ``source`` to ``save_dir/checkpoint_last.pt`` through a temporary file (never a half-written last)."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    tmp = save_dir / f".{LAST}.tmp{os.getpid()}"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, save_dir / LAST)
+    return save_dir / LAST
+
+
 def _check_last(save_dir: Path) -> str | None:
     """Make ``checkpoint_last.pt`` one that loads and is finite: otherwise it is replaced by the newest good
     ``checkpoint_<epoch>_<update>.pt``. Returns what was done, for the log."""
@@ -280,9 +289,7 @@ def _check_last(save_dir: Path) -> str | None:
     for path in candidates:
         if _checkpoint_problem(path) is not None:
             continue
-        tmp = last.with_name(f".{LAST}.tmp{os.getpid()}")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, last)
+        _copy_last(path, save_dir)
         return f"{problem}; resuming from {path} ({checkpoint_updates(path)} updates) instead"
     raise ConfigError(f"field 'resume': {problem}, and no update checkpoint beside it is usable; start afresh with "
                       "--resume never --overwrite true")
@@ -387,21 +394,24 @@ def subnet_cost(totals: dict[str, float]) -> dict[str, float]:
 
 def adopt_finished_run(cfg: SuperTransformerConfig, identity: dict[str, Any], donors: Sequence[Path]) -> str | None:
     """Start ``cfg.output`` (holding no checkpoint yet) from the last checkpoint of a finished run among the run folders
-    in ``donors`` whose ``run.json`` is ``identity``: the same training to the update (every :data:`RESUME_FIXED` and
-    :data:`RESUME_REOPTIMISE` field, the data), so it is scored rather than trained a second time. Its
-    ``metrics.json`` comes along, so the run keeps the training time it took. What was adopted, for the log, or
-    ``None``."""
+    in ``donors`` whose ``run.json`` is ``identity`` and was never resumed with other optimisation fields: the same
+    training to the update (every :data:`RESUME_FIXED` and :data:`RESUME_REOPTIMISE` field, the data), so it is
+    scored rather than trained a second time. Its ``metrics.json`` comes along, so the run keeps the training time it
+    took. What was adopted, for the log, or ``None``."""
     wanted = json.loads(json.dumps(identity))
+    missing = [str(folder) for folder in donors if not Path(folder).is_dir()]
+    if missing:
+        raise ConfigError(f"reuse: no such folder {missing[0]!r} (folders of finished training runs)")
+    save_dir = Path(cfg.output) / "checkpoints"
     for run in sorted(p for folder in donors for p in Path(folder).iterdir() if p.is_dir()):
         last = run / "checkpoints" / LAST
         if read_json(run / RUN_FILE) != wanted or _checkpoint_problem(last) is not None \
                 or checkpoint_updates(last) != cfg.max_updates:
             continue
-        save_dir = Path(cfg.output) / "checkpoints"
-        save_dir.mkdir(parents=True, exist_ok=True)
-        tmp = save_dir / f".{LAST}.tmp{os.getpid()}"
-        shutil.copyfile(last, tmp)
-        os.replace(tmp, save_dir / LAST)
+        copy = _copy_last(last, save_dir)
+        if _checkpoint_problem(copy) is not None or checkpoint_updates(copy) != cfg.max_updates:
+            copy.unlink()  # the donor was being written while it was copied
+            continue
         metrics = read_json(run / "metrics.json")
         if metrics is not None and metrics.get("updates") == cfg.max_updates:
             atomic_write_json(Path(cfg.output) / "metrics.json", metrics)
@@ -453,7 +463,11 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None, reu
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
         print(f"nni-shiftadd: {text}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / RUN_FILE, identity)
+    history = (read_json(out / RUN_FILE) or {}).get("reoptimised", []) if resumed else []
+    if changes:  # what this resume changed, from which update: such a run is no other recipe's to adopt
+        history = [*history, {"updates": checkpoint_updates(save_dir / LAST),
+                              "changes": {k: list(v) for k, v in changes.items()}}]
+    atomic_write_json(out / RUN_FILE, {**identity, **({"reoptimised": history} if history else {})})
     args = fairseq_train_args(cfg, data_bin, save_dir)
     atomic_write_json(out / "fairseq_args.json", args)
     start = time.perf_counter()
