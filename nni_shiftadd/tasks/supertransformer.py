@@ -405,12 +405,16 @@ def adopt_finished_run(cfg: SuperTransformerConfig, identity: dict[str, Any], do
     save_dir = Path(cfg.output) / "checkpoints"
     for run in sorted(p for folder in donors for p in Path(folder).iterdir() if p.is_dir()):
         last = run / "checkpoints" / LAST
-        if read_json(run / RUN_FILE) != wanted or _checkpoint_problem(last) is not None \
-                or checkpoint_updates(last) != cfg.max_updates:
+        if read_json(run / RUN_FILE) != wanted or not last.is_file():
             continue
-        copy = _copy_last(last, save_dir)
+        try:
+            if checkpoint_updates(last) != cfg.max_updates:
+                continue
+        except CheckpointError:  # unreadable, e.g. being written
+            continue
+        copy = _copy_last(last, save_dir)  # checked as copied: the donor may be written meanwhile
         if _checkpoint_problem(copy) is not None or checkpoint_updates(copy) != cfg.max_updates:
-            copy.unlink()  # the donor was being written while it was copied
+            copy.unlink()
             continue
         metrics = read_json(run / "metrics.json")
         if metrics is not None and metrics.get("updates") == cfg.max_updates:
