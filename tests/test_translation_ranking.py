@@ -71,8 +71,27 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
               "output": str(tmp_path / "study")}
     cfg = from_dict(TranslationRankingConfig, fields)
     lines: list[str] = []
-    results = run_study(cfg, lines.append)
+    partial: list[dict] = []
+
+    def log(line: str) -> None:  # what results.json holds when the first stand-alone network has trained
+        if line.startswith("stand-alone") and not partial:
+            partial.append(json.loads((tmp_path / "study" / "results.json").read_text()))
+        lines.append(line)
+
+    results = run_study(cfg, log)
     assert results["complete"] and len(results["archs"]) == 4
+    # the supernets come first: their spread is in results.json and the log before any stand-alone network trains
+    kinds = [line.split(" ")[0] for line in lines]
+    assert kinds.index("stand-alone") > max(i for i, kind in enumerate(kinds) if kind in ("supernet", "inherited"))
+    spread_lines = [line for line in lines if "beyond seed noise" in line]
+    assert [line.split(":")[0] for line in spread_lines] == ["uniform", "sandwich"]
+    assert kinds.index("stand-alone") > lines.index(spread_lines[-1])
+    assert partial[0]["complete"] is False and [a["id"] for a in partial[0]["archs"]] == [a["id"] for a in results["archs"]]
+    for name, report in partial[0]["techniques"].items():
+        assert "metrics" not in report and report["seeds"] == results["techniques"][name]["seeds"]
+        assert json.dumps(report["spread"], sort_keys=True) == json.dumps(results["techniques"][name]["spread"],
+                                                                          sort_keys=True)
+    assert "beyond seed noise" in format_table(partial[0]) and "valid_loss" not in format_table(partial[0])
     for arch in results["archs"]:
         assert arch["valid_loss"] > 0 and 0 <= arch["bleu"] <= 100
     uniform, sandwich = results["techniques"]["uniform"], results["techniques"]["sandwich"]

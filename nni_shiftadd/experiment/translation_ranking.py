@@ -5,16 +5,18 @@ subnets as training them alone does, and do its inherited losses spread beyond s
 
 1. **Architectures**: ``archs`` of the space, seeded and spread over block mix, widths and decoder depth
    (:func:`~nni_shiftadd.experiment.arch_selection.select_archs`).
-2. **Stand-alone**: each trained from scratch with the supernet's recipe (``standalone_overrides`` on top), then its
-   validation loss and test BLEU.
-3. **Supernets**: one per technique (``techniques``: SuperTransformer-recipe overrides such as ``sampling: sandwich``)
+2. **Supernets**: one per technique (``techniques``: SuperTransformer-recipe overrides such as ``sampling: sandwich``)
    and seed; the first technique with every seed of ``supernet_seeds`` (the seed-to-seed noise), the others with
    the first seed.
-4. **Inherited**: every architecture's validation loss and test BLEU with the weights it inherits from each supernet.
+3. **Inherited**: every architecture's validation loss and test BLEU with the weights it inherits from each supernet.
+   The spread of the inherited losses across architectures against the seed-to-seed noise of one architecture's
+   inherited loss needs nothing else, so it is written then (``results.json`` with ``complete: false``, and a log
+   line per technique), hours before the stand-alone networks are done.
+4. **Stand-alone**: each trained from scratch with the supernet's recipe (``standalone_overrides`` on top), then its
+   validation loss and test BLEU.
 5. **Report**, per technique: Kendall tau, Pearson r, Spearman rho and top-k precision between inherited and
-   stand-alone validation loss (per seed, with bootstrap intervals over architectures), the same for BLEU, the
-   spread of the inherited losses across architectures against the seed-to-seed noise of one architecture's
-   inherited loss; ``results.json`` and ``scatter.png``.
+   stand-alone validation loss (per seed, with bootstrap intervals over architectures), the same for BLEU, and the
+   spread; ``results.json`` and ``scatter.png``.
 
 Every trained network and evaluation is cached under ``output`` (``standalone/<arch id>/``,
 ``supernets/<technique>_seed<seed>/``, ``inherited/<technique>_seed<seed>.json``); a killed study started again goes
@@ -200,38 +202,61 @@ class TranslationRanking:
             self.log(f"inherited scores in the {technique} seed {seed} supernet: {len(todo)} evaluated")
         return ledger["scores"]
 
-    def technique_report(self, technique: str, standalone: dict[str, dict[str, float]]) -> dict[str, Any]:
-        """Rank metrics of ``technique``'s supernets against the stand-alone networks (loss and BLEU), and the
-        spread of its inherited losses against their seed-to-seed noise."""
+    def technique_report(self, inherited: Mapping[int, Mapping[str, Mapping[str, float]]],
+                         standalone: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+        """Rank metrics of one technique's supernets (``inherited``: seed -> arch id -> scores) against the
+        stand-alone networks (loss and BLEU), and the spread of its inherited losses against their seed noise."""
         ids = [arch_id(a) for a in self.archs]
         k, n = self.cfg.top_k, self.cfg.bootstrap
-        per_seed = {seed: self.inherited(technique, seed) for seed in self.cfg.seeds(technique)}
-        report: dict[str, Any] = {"seeds": list(per_seed), "metrics": {}}
+        report: dict[str, Any] = {"seeds": list(inherited), "metrics": {}}
         for metric, sign in (("valid_loss", -1.0), ("bleu", 1.0)):  # top-k: the lowest losses, the highest BLEU
             target = [sign * standalone[i][metric] for i in ids]
-            runs = {str(s): [sign * scores[i][metric] for i in ids] for s, scores in per_seed.items()}
+            runs = {str(s): [sign * scores[i][metric] for i in ids] for s, scores in inherited.items()}
             report["metrics"][metric] = {
                 "per_seed": {s: rank_metrics(v, target, k) for s, v in runs.items()},
                 "interval": bootstrap_interval(list(runs.values()), target, k, n),
                 "inherited": {s: [sign * x for x in v] for s, v in runs.items()}}
-        losses = np.array([[scores[i]["valid_loss"] for i in ids] for scores in per_seed.values()])
-        effect = architecture_effect(losses) if len(losses) > 1 else None
-        report["spread"] = {"inherited_loss_std": float(losses[0].std(ddof=1)),
-                            "inherited_loss_range": [float(losses[0].min()), float(losses[0].max())],
-                            "seed_noise_mean_abs": float(np.abs(losses[0] - losses[1]).mean())
-                            if len(losses) > 1 else None,
-                            "architecture_effect": effect,
-                            "beyond_seed_noise": None if effect is None else effect["beyond_noise"]}
+        report["spread"] = self.spread(inherited)
         return report
 
+    def spread(self, inherited: Mapping[int, Mapping[str, Mapping[str, float]]]) -> dict[str, Any]:
+        """The inherited losses' spread across the architectures against their seed-to-seed noise (a two-way ANOVA
+        of architectures by supernet seeds, :func:`.rank_statistics.architecture_effect`; ``None`` for one seed)."""
+        losses = np.array([[scores[arch_id(a)]["valid_loss"] for a in self.archs] for scores in inherited.values()])
+        effect = architecture_effect(losses) if len(losses) > 1 else None
+        return {"inherited_loss_std": float(losses[0].std(ddof=1)),
+                "inherited_loss_range": [float(losses[0].min()), float(losses[0].max())],
+                "seed_noise_mean_abs": float(np.abs(losses[0] - losses[1]).mean()) if len(losses) > 1 else None,
+                "architecture_effect": effect,
+                "beyond_seed_noise": None if effect is None else effect["beyond_noise"]}
+
     def run(self) -> dict[str, Any]:
-        """Every phase (each resumes from its cache); ``results.json`` and the plot at the end."""
+        """Every phase (each resumes from its cache): the supernets and their inherited scores first, then the
+        spread in a partial ``results.json`` (``complete: false``), then the stand-alone networks; the complete
+        ``results.json`` and the plot at the end."""
+        inherited = {t: {seed: self.inherited(t, seed) for seed in self.cfg.seeds(t)} for t in self.cfg.techniques}
+        self._write_spread({t: self.spread(per_seed) for t, per_seed in inherited.items()})
         standalone = {arch_id(a): self.standalone(a) for a in self.archs}
-        techniques = {t: self.technique_report(t, standalone) for t in self.cfg.techniques}
+        techniques = {t: self.technique_report(inherited[t], standalone) for t in self.cfg.techniques}
         results = {"space": self.spec.name, "complete": True,
                    "archs": [{"id": arch_id(a), "arch": a, **standalone[arch_id(a)]} for a in self.archs],
                    "techniques": techniques, "config": dataclasses.asdict(self.cfg)}
         return self._write(results)
+
+    def _write_spread(self, spreads: Mapping[str, Mapping[str, Any]]) -> None:
+        """The partial ``results.json`` (architectures and each technique's spread, no rank metrics) and one log
+        line per technique; nothing when ``results.json`` already holds these spreads (a study run again)."""
+        path = self.out / "results.json"
+        saved = read_json(path) or {}
+        old = {t: r.get("spread") for t, r in saved.get("techniques", {}).items()}
+        if json.dumps(old, sort_keys=True) == json.dumps(spreads, sort_keys=True):
+            return
+        atomic_write_json(path, {"space": self.spec.name, "complete": False,
+                                 "archs": [{"id": arch_id(a), "arch": a} for a in self.archs],
+                                 "techniques": {t: {"seeds": self.cfg.seeds(t), "spread": s} for t, s in spreads.items()},
+                                 "config": dataclasses.asdict(self.cfg)})
+        for technique, report in spreads.items():
+            self.log(f"{technique}: {spread_line(report)}")
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
         from ..plots.ranking import plot_translation_ranking
@@ -259,13 +284,25 @@ def run_study(cfg: TranslationRankingConfig, log: Callable[[str], None] | None =
         return TranslationRanking(cfg, log).run()
 
 
+def spread_line(spread: Mapping[str, Any]) -> str:
+    """One line for a technique's ``spread``: the inherited losses' spread, the seed noise and the verdict."""
+    e = spread.get("architecture_effect")
+    test = "no noise" if e is None or e["F"] is None else (
+        f"ICC {e['icc']:.2f}, F({e['df'][0]},{e['df'][1]}) = {e['F']:.2f}, p = {e['p_value']:.3g}")
+    noise = "n/a (one seed)" if e is None else (
+        f"{e['seed_noise_std']:.4f} against {e['arch_std']:.4f} for the architectures ({test})")
+    return (f"inherited loss: std {spread['inherited_loss_std']:.4f} over the architectures (range "
+            f"{spread['inherited_loss_range'][0]:.3f}-{spread['inherited_loss_range'][1]:.3f}), seed noise std "
+            f"{noise}; beyond seed noise: {spread['beyond_seed_noise']}")
+
+
 def format_table(results: Mapping[str, Any]) -> str:
     """Per technique and metric: the seed-mean rank metrics with the Kendall tau interval and seed range, and the
     spread of inherited losses against the seed noise."""
     lines = [f"{'technique':>12s} {'metric':10s} {'Kendall tau':>28s} {'Pearson r':>10s} {'Spearman':>10s} "
              f"{'top-k':>6s}"]
     for name, report in results["techniques"].items():
-        for metric, data in report["metrics"].items():
+        for metric, data in report.get("metrics", {}).items():  # none in a partial results.json
             runs = list(data["per_seed"].values())
             taus = [r["kendall_tau"] for r in runs]
             lo, hi = data["interval"]["kendall_tau"]
@@ -273,12 +310,5 @@ def format_table(results: Mapping[str, Any]) -> str:
                          f"({min(taus):.2f}..{max(taus):.2f}) {np.mean([r['pearson_r'] for r in runs]):10.3f} "
                          f"{np.mean([r['spearman_rho'] for r in runs]):10.3f} "
                          f"{np.mean([r['top_k_precision'] for r in runs]):6.2f}")
-        s, e = report["spread"], report["spread"].get("architecture_effect")
-        test = "no noise" if e is None or e["F"] is None else (
-            f"ICC {e['icc']:.2f}, F({e['df'][0]},{e['df'][1]}) = {e['F']:.2f}, p = {e['p_value']:.3g}")
-        noise = "n/a (one seed)" if e is None else (
-            f"{e['seed_noise_std']:.4f} against {e['arch_std']:.4f} for the architectures ({test})")
-        lines.append(f"{name:>12s} inherited loss: std {s['inherited_loss_std']:.4f} over the architectures "
-                     f"(range {s['inherited_loss_range'][0]:.3f}-{s['inherited_loss_range'][1]:.3f}), seed noise std "
-                     f"{noise}; beyond seed noise: {s['beyond_seed_noise']}")
+        lines.append(f"{name:>12s} {spread_line(report['spread'])}")
     return "\n".join(lines)
