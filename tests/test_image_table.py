@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
+from nni_shiftadd.experiment.arch_selection import arch_id
 from nni_shiftadd.experiment.image_table import ImageKind, ImageTableConfig, load_config, run_image_table
 from nni_shiftadd.experiment.paper_table import (HYBRID, PaperTable, compare, comparisons, export_ledger, searches,
                                                 thin_front)
@@ -102,8 +103,28 @@ def test_shipped_recipe_validates() -> None:
 
 def test_a_tiny_table_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path) -> None:
     cfg = from_dict(ImageTableConfig, _tiny(tmp_path / "table"))
+    out = tmp_path / "table"
     lines: list[str] = []
-    results = run_image_table(cfg, lines.append)
+    seen: list[tuple[dict | None, str]] = []  # results.json and table.md as each network finishes training
+
+    def log(line: str) -> None:
+        if line.startswith("trained "):
+            path = out / "results.json"
+            seen.append((json.loads(path.read_text()) if path.exists() else None,
+                         (out / "table.md").read_text() if path.exists() else ""))
+        lines.append(line)
+
+    results = run_image_table(cfg, log)
+    # the table so far is written after every network: rows with the seeds trained, standing only among whole rows
+    assert seen[0][0] is None and [s["networks"]["trained"] for s, _ in seen[1:]] == list(range(1, len(seen)))
+    first, first_table = seen[1]
+    assert first["complete"] is False and first["networks"]["planned"] == len(seen) == 10
+    assert [(r["name"], r["seeds_trained"]) for r in first["rows"]] == [("hybrid-1", 1)] and first["comparisons"] == {}
+    assert first_table.startswith("In progress: 1 of 10 networks trained.") and "(1 of 2 seeds)" in first_table
+    assert (out / "score_energy.png").is_file()
+    assert set(seen[2][0]["comparisons"]) == {"hybrid-1"}  # both seeds of the pick, nothing else yet
+    assert results["complete"] and results["networks"] == {"trained": 10, "planned": 10}
+    assert "In progress" not in (out / "table.md").read_text() and "of 2 seeds" not in (out / "table.md").read_text()
     rows = {r["name"]: r for r in results["rows"]}
     assert set(rows) == {"hybrid-1", "restricted-1", "all_conv", "all_add", "shiftadd_resnet8-add"}
     assert rows["hybrid-1"]["family"] == HYBRID and rows["all_add"]["family"] == "all-Add"
@@ -117,7 +138,6 @@ def test_a_tiny_table_runs_every_phase_and_resumes_from_its_cache(tmp_path: Path
     # AdderNet: only the stem and the classifier multiply
     assert rows["shiftadd_resnet8-add"]["mult"] < rows["shiftadd_resnet8-add"]["macs"] / 10
     assert set(results["comparisons"]) == {"hybrid-1"}
-    out = tmp_path / "table"
     assert not (out / "score_flops.png").exists()  # Fig. 6: accuracy against energy only
     for name in ("results.json", "table.md", "score_energy.png"):
         assert (out / name).is_file(), name
@@ -173,3 +193,23 @@ def test_the_shipped_table4_may_search_the_ranking_studys_naive_supernet(tmp_pat
     assert {k for k in own if own[k] != shared[k]} == {"output"}
     studies = (ROOT / "results" / "studies.sh").read_text()
     assert f"runs/ranking_cv_small/supernets/{largest.name}/{mode}_seed{seed}/checkpoints/last.ckpt" in studies
+
+
+def test_every_planned_network_trains_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each seed of each row trains its own network into its own folder (no job bound to another row's model)."""
+    cfg = from_dict(ImageTableConfig, {**_tiny(tmp_path), "resnets": ["shiftadd_resnet8", "shiftadd_resnet20"],
+                                       "resnet_families": {"AdderNet": "add", "DeepShift": "shift"}})
+    kind = ImageKind()
+    called: list[tuple] = []
+    monkeypatch.setattr(kind, "train_resnet", lambda _cfg, model, op, seed, folder: called.append(
+        (f"{model}-{op}", seed, folder.name)))
+    monkeypatch.setattr(kind, "train_arch", lambda _cfg, arch, seed, folder: called.append(
+        (arch_id(arch), seed, folder.name)))
+    planned = PaperTable(cfg, kind).plan({})
+    for p in planned:
+        for seed, (folder, train, what) in p.jobs.items():
+            train()
+            name = p.extra.get("arch_id", p.name)
+            assert called[-1] == (name, seed, folder.name) == (name, seed, f"{name}-s{seed}") and name in what
+    assert sorted(p.name for p in planned if p.family in ("AdderNet", "DeepShift")) == [
+        "shiftadd_resnet20-add", "shiftadd_resnet20-shift", "shiftadd_resnet8-add", "shiftadd_resnet8-shift"]

@@ -18,7 +18,8 @@ which baselines stand beside the picks.
    ``MACs x (bits/32)^2``, #Mult/#Add/#Shift, energy, latency); for each hybrid pick, every other network of its word
    width it beats (a higher score beyond the seed ranges at no more energy), loses to, or cannot be told from;
    ``results.json``, ``table.md`` and the kind's figures (``score_energy.png``: Fig. 6's axes; translation also
-   ``score_flops.png``: Fig. 5's, against effective FLOPs).
+   ``score_flops.png``: Fig. 5's, against effective FLOPs). They are written after every network trained too, with
+   the rows so far (``complete: false``; a row short of seeds says so, and the standing counts only whole rows).
 
 Everything is cached under ``output``: the supernet (``supernet/``), each search's evaluations (``search/``), each
 trained network (``train/<name>-s<seed>/metrics.json``) with the recipe they share (``train/recipe.json``), each
@@ -157,6 +158,27 @@ def row(name: str, family: str, runs: Mapping[int, Mapping[str, Any]], score: st
             "bits": bits, **{k: cost[k] for k in COST_KEYS}, "effective_macs": effective, "flops_G": 2 * effective / 1e9}
 
 
+#: One network to train: the folder its ``metrics.json`` is cached in, what trains it, and what the log calls it.
+Job = tuple[Path, Callable[[], dict[str, Any]], str]
+
+
+@dataclasses.dataclass
+class Planned:
+    """One row of a table before its networks are trained: its name and family, a :data:`Job` per seed, and what
+    the row reports besides the score and cost (``search``, ``arch``, ...)."""
+
+    name: str
+    family: str
+    jobs: dict[int, Job]
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _finished(folder: Path) -> dict[str, Any] | None:
+    """The cached ``metrics.json`` of a network trained and costed in ``folder``; ``None`` when there is none."""
+    cached = read_json(folder / "metrics.json")
+    return cached if cached is not None and "cost" in cached else None
+
+
 class PaperTable:
     """One table study of ``kind``: each phase reads its cache under ``cfg.output`` and computes only what is
     missing. ``log`` receives one line per finished network or phase."""
@@ -210,48 +232,42 @@ class PaperTable:
                 "picks": picks}
 
     def _cached(self, folder: Path, train: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
-        cached = read_json(folder / "metrics.json")
-        if cached is None or "cost" not in cached:
+        cached = _finished(folder)
+        if cached is None:
             cached = train()
             atomic_write_json(folder / "metrics.json", cached)
             self.log(f"trained {what}: {self.kind.score_label} {cached[self.kind.score]:.4f} "
                      f"({cached['fit_seconds']:.0f} s)")
         return cached
 
-    def trained(self, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """``arch`` of the space trained from scratch with the table's recipe and ``seed``; cached."""
-        folder = self.out / "train" / f"{arch_id(arch)}-s{seed}"
-        return self._cached(folder, lambda: self.kind.train_arch(self.cfg, arch, seed, folder),
-                            f"{arch_id(arch)} seed {seed}")
+    def _arch_jobs(self, arch: Mapping[str, Any]) -> dict[int, Job]:
+        """Per seed, where ``arch`` trained from scratch is cached, how it trains, and what the log calls it."""
+        folders = {s: self.out / "train" / f"{arch_id(arch)}-s{s}" for s in self.cfg.seeds}
+        return {s: (folder, lambda s=s, folder=folder: self.kind.train_arch(self.cfg, arch, s, folder),
+                    f"{arch_id(arch)} seed {s}") for s, folder in folders.items()}
 
-    def run(self) -> dict[str, Any]:
-        """Every phase, each resumed from its cache; ``results.json``, ``table.md`` and the figure at the end."""
-        seeds = self.cfg.seeds
-        found = {name: self.search(name, overrides) for name, overrides in searches(self.cfg).items()}
-        rows = []
+    def plan(self, found: Mapping[str, Mapping[str, Any]]) -> list[Planned]:
+        """Every row of the table with the networks it needs, in training order: the picks, the baselines, then the
+        quantised rows (each after the float networks it starts from)."""
+        planned = []
         for name, search in found.items():
             family = HYBRID if name == "hybrid" else self.kind.restricted_family
             for k, pick in enumerate(search["picks"], 1):
-                runs = {s: self.trained(pick["arch"], s) for s in seeds}
-                rows.append(row(f"{name}-{k}", family, runs, self.kind.score, search=name, arch=pick["arch"],
-                                arch_id=arch_id(pick["arch"]), inherited=pick[search["objective"]]))
+                planned.append(Planned(f"{name}-{k}", family, self._arch_jobs(pick["arch"]), {
+                    "search": name, "arch": pick["arch"], "arch_id": arch_id(pick["arch"]),
+                    "inherited": pick[search["objective"]]}))
         for name, family, train, arch in self.kind.baselines(self.cfg, self.spec):
             if train is None:
-                runs = {s: self.trained(arch, s) for s in seeds}
-                rows.append(row(name, family, runs, self.kind.score, arch=dict(arch), arch_id=arch_id(arch)))
+                planned.append(Planned(name, family, self._arch_jobs(arch),
+                                       {"arch": dict(arch), "arch_id": arch_id(arch)}))
             else:
-                runs = {s: self._cached(self.out / "train" / f"{name}-s{s}",
-                                        lambda s=s: train(s, self.out / "train" / f"{name}-s{s}"), f"{name} seed {s}")
-                        for s in seeds}
-                rows.append(row(name, family, runs, self.kind.score))
-        rows += self.quantized_rows(rows)
-        return self._write({"space": self.cfg.space, "complete": True, "score": self.kind.score,
-                            "score_label": self.kind.score_label, "seeds": seeds, "rows": rows,
-                            "comparisons": comparisons(rows),
-                            "searches": {n: {k: v for k, v in s.items() if k != "picks"} for n, s in found.items()},
-                            "config": dataclasses.asdict(self.cfg)})
+                folders = {s: self.out / "train" / f"{name}-s{s}" for s in self.cfg.seeds}
+                planned.append(Planned(name, family, {
+                    s: (folder, lambda s=s, folder=folder, train=train: train(s, folder), f"{name} seed {s}")
+                    for s, folder in folders.items()}))
+        return planned + self.quantized_plan(planned)
 
-    def quantized_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def quantized_plan(self, planned: list[Planned]) -> list[Planned]:
         """The rows of ``cfg.quantized`` (search names, baseline families) again at ``cfg.quant_bits`` bits, each
         seed fine-tuned from that seed's float network; none for a kind or recipe without quantised rows."""
         bits = getattr(self.cfg, "quant_bits", None)
@@ -259,19 +275,48 @@ class PaperTable:
             return []
         chosen = set(self.cfg.quantized)
         out = []
-        for r in rows:
-            if "arch" not in r or not (r.get("search") in chosen or r["family"] in chosen):
+        for p in planned:
+            if "arch" not in p.extra or not (p.extra.get("search") in chosen or p.family in chosen):
                 continue
-            runs = {seed: self._quantized(r["arch"], r["arch_id"], seed, bits) for seed in self.cfg.seeds}
-            out.append(row(f"{r['name']}-{bits}bit", f"{r['family']} ({bits}-bit)", runs, self.kind.score,
-                           float_family=r["family"], arch=r["arch"], arch_id=r["arch_id"]))
+            arch, name = p.extra["arch"], p.extra["arch_id"]
+            jobs: dict[int, Job] = {}
+            for seed in self.cfg.seeds:
+                start, folder = (root / f"{name}-s{seed}" for root in (self.out / "train", self.quant_dir))
+                jobs[seed] = (folder, lambda arch=arch, s=seed, start=start, folder=folder: self.kind.train_quantized(
+                    self.cfg, arch, s, start, folder), f"{name} seed {seed} at {bits} bits")
+            out.append(Planned(f"{p.name}-{bits}bit", f"{p.family} ({bits}-bit)", jobs,
+                               {"float_family": p.family, "arch": arch, "arch_id": name}))
         return out
 
-    def _quantized(self, arch: Mapping[str, Any], name: str, seed: int, bits: int) -> dict[str, Any]:
-        """``arch`` fine-tuned at ``bits`` bits from its float network of ``seed``; cached."""
-        start, folder = (root / f"{name}-s{seed}" for root in (self.out / "train", self.quant_dir))
-        return self._cached(folder, lambda: self.kind.train_quantized(self.cfg, arch, seed, start, folder),
-                            f"{name} seed {seed} at {bits} bits")
+    def run(self) -> dict[str, Any]:
+        """Every phase, each resumed from its cache; ``results.json``, ``table.md`` and the figures after every
+        network trained (``complete: false``: the rows so far) and at the end."""
+        found = {name: self.search(name, overrides) for name, overrides in searches(self.cfg).items()}
+        planned = self.plan(found)
+        for p in planned:
+            for job in p.jobs.values():
+                if _finished(job[0]) is None:
+                    self._cached(*job)
+                    self._write(self.results(found, planned))
+        return self._write(self.results(found, planned))
+
+    def results(self, found: Mapping[str, Mapping[str, Any]], planned: list[Planned]) -> dict[str, Any]:
+        """The table of the networks trained so far: a row per planned row with at least one seed trained
+        (``seeds_trained``), the comparisons among the rows with every seed, ``networks`` trained of planned, and
+        ``complete`` when none is left."""
+        rows, trained, total = [], 0, 0
+        for p in planned:
+            runs = {seed: m for seed, (folder, _, _) in p.jobs.items() if (m := _finished(folder)) is not None}
+            trained, total = trained + len(runs), total + len(p.jobs)
+            if runs:
+                rows.append({**row(p.name, p.family, runs, self.kind.score, **p.extra), "seeds_trained": len(runs)})
+        whole = [r for r in rows if r["seeds_trained"] == len(self.cfg.seeds)]
+        return {"space": self.cfg.space, "complete": trained == total,
+                "networks": {"trained": trained, "planned": total},
+                "score": self.kind.score, "score_label": self.kind.score_label, "seeds": self.cfg.seeds,
+                "rows": rows, "comparisons": comparisons(whole),
+                "searches": {n: {k: v for k, v in s.items() if k != "picks"} for n, s in found.items()},
+                "config": dataclasses.asdict(self.cfg)}
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
         from ..plots.score_cost import plot_score_cost
@@ -279,11 +324,11 @@ class PaperTable:
         atomic_write_json(self.out / "results.json", results)
         (self.out / "table.md").write_text(format_table(results) + "\n")
         plots = {}
+        title = f"{self.cfg.space}: {self.kind.score_label} after retraining{_progress(results)}"
         for cost in self.kind.figures:
             name = f"score_{cost.split('_')[0]}"
             plots[name] = str(plot_score_cost(results["rows"], self.out / f"{name}.png", y_label=self.kind.score_label,
-                                              title=f"{self.cfg.space}: {self.kind.score_label} after retraining",
-                                              cost=cost))
+                                              title=title, cost=cost))
         return {**results, "plots": plots, "table": str(self.out / "table.md")}
 
 
@@ -291,13 +336,17 @@ def format_table(results: Mapping[str, Any]) -> str:
     """The table in Markdown: the score (mean and seed range), bits, params, MACs and effective MACs,
     #Mult/#Add/#Shift, energy, latency; then each hybrid pick's standing against the rest of its word width."""
     seeds = len(results["seeds"])
-    lines = [f"| network | family | {results['score_label']} (mean, range over {seeds} seeds) | bits | params | "
+    lines = [] if results.get("complete", True) else [
+        f"In progress: {results['networks']['trained']} of {results['networks']['planned']} networks trained. A row "
+        "with fewer seeds says so, and the standing of the picks counts only the rows with every seed.", ""]
+    lines += [f"| network | family | {results['score_label']} (mean, range over {seeds} seeds) | bits | params | "
              "MACs | eff. MACs | #Mult | #Add | #Shift | energy (mJ) | latency (ms) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(results["rows"], key=lambda r: (r["family"], r["energy_mJ"])):
         s = r["score"]
         effective = r.get("effective_macs", r["macs"])
-        lines.append(f"| {r['name']} | {r['family']} | {s['mean']:.4f} ({s['min']:.4f}-{s['max']:.4f}) | "
+        partial = "" if r.get("seeds_trained", seeds) == seeds else f" ({r['seeds_trained']} of {seeds} seeds)"
+        lines.append(f"| {r['name']} | {r['family']} | {s['mean']:.4f} ({s['min']:.4f}-{s['max']:.4f}){partial} | "
                      f"{r.get('bits', 32)} | {r['params'] / 1e3:.1f}K | {r['macs'] / 1e6:.2f}M | "
                      f"{effective / 1e6:.2f}M | {r['mult'] / 1e6:.2f}M | "
                      f"{r['add'] / 1e6:.2f}M | {r['shift'] / 1e6:.2f}M | {r['energy_mJ']:.4f} | "
@@ -310,6 +359,14 @@ def format_table(results: Mapping[str, Any]) -> str:
         beats = "yes" if c["beats_all_at_no_more_energy"] else "no"
         lines.append(f"\n{name}: beats every network at no less energy beyond seed noise: {beats}. {said}")
     return "\n".join(lines)
+
+
+def _progress(results: Mapping[str, Any]) -> str:
+    """`` (in progress: 19 of 32 networks)`` for a partial table, else nothing."""
+    if results.get("complete", True):
+        return ""
+    n = results["networks"]
+    return f" (in progress: {n['trained']} of {n['planned']} networks)"
 
 
 #: The files of a table study's ledger: its results, the searches' evaluations and fronts, each trained network's
