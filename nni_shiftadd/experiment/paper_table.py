@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json, read_json
+from ..atomic import atomic_write_json, atomic_write_text, read_json
 from ..lock import output_lock
 from .arch_selection import arch_id
 from .ledger import copy_ledger, evolve, pin_recipe, same_supernet
@@ -322,7 +322,7 @@ class PaperTable:
         from ..plots.score_cost import plot_score_cost
 
         atomic_write_json(self.out / "results.json", results)
-        (self.out / "table.md").write_text(format_table(results) + "\n")
+        atomic_write_text(self.out / "table.md", format_table(results) + "\n")
         plots = {}
         title = f"{self.cfg.space}: {self.kind.score_label} after retraining{_progress(results)}"
         for cost in self.kind.figures:
@@ -357,7 +357,8 @@ def format_table(results: Mapping[str, Any]) -> str:
             groups.setdefault(verdict, []).append(other)
         said = "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in sorted(groups.items()))
         beats = "yes" if c["beats_all_at_no_more_energy"] else "no"
-        lines.append(f"\n{name}: beats every network at no less energy beyond seed noise: {beats}. {said}")
+        every = "every network" if results.get("complete", True) else "every network with all its seeds so far"
+        lines.append(f"\n{name}: beats {every} at no less energy beyond seed noise: {beats}. {said}")
     return "\n".join(lines)
 
 

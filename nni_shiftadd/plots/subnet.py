@@ -6,6 +6,7 @@ all-Conv baseline of a Pareto plot has the colour of the Conv boxes here) and :f
 """
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
+from ..atomic import atomic_write_bytes
 from ..space.spec import OPS, SpaceSpec, layer_plan
 from ..vocabulary import BLOCK_TYPES
 
@@ -46,13 +48,15 @@ def check_figure_path(path: str | os.PathLike[str], field: str = "path") -> Path
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix, PNG for ``.png``), creating the folder; return the path.
+    The file is replaced whole (:func:`~nni_shiftadd.atomic.atomic_write_bytes`): a study that redraws its figure
+    while another process copies it never hands on half a file.
 
     Figures are built as ``matplotlib.figure.Figure`` objects, not through ``pyplot``: no global backend or figure
     registry is touched, so plotting works headless and leaks nothing between calls."""
     path = check_figure_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format=path.suffix.lstrip(".").lower() or None)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _text_color(hex_color: str) -> str:
