@@ -231,14 +231,12 @@ class PaperTable:
         return {"front": state["front"], "objective": preset.objective, "evaluations": len(state["evaluated"]),
                 "picks": picks}
 
-    def _cached(self, folder: Path, train: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
-        cached = _finished(folder)
-        if cached is None:
-            cached = train()
-            atomic_write_json(folder / "metrics.json", cached)
-            self.log(f"trained {what}: {self.kind.score_label} {cached[self.kind.score]:.4f} "
-                     f"({cached['fit_seconds']:.0f} s)")
-        return cached
+    def _train(self, folder: Path, train: Callable[[], dict[str, Any]], what: str) -> None:
+        """Run one :data:`Job` and cache its metrics in ``folder``."""
+        metrics = train()
+        atomic_write_json(folder / "metrics.json", metrics)
+        self.log(f"trained {what}: {self.kind.score_label} {metrics[self.kind.score]:.4f} "
+                 f"({metrics['fit_seconds']:.0f} s)")
 
     def _arch_jobs(self, arch: Mapping[str, Any]) -> dict[int, Job]:
         """Per seed, where ``arch`` trained from scratch is cached, how it trains, and what the log calls it."""
@@ -296,7 +294,7 @@ class PaperTable:
         for p in planned:
             for job in p.jobs.values():
                 if _finished(job[0]) is None:
-                    self._cached(*job)
+                    self._train(*job)
                     self._write(self.results(found, planned))
         return self._write(self.results(found, planned))
 
