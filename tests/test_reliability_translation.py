@@ -342,7 +342,8 @@ def test_sigint_stops_training_with_130(tmp_path: Path) -> None:
                                 "--batch-size", "16", "--output", str(out)),
                            lambda: bool(list((out / "checkpoints").glob("*.ckpt"))), signal.SIGINT)
     assert code == 130, err[-3000:]
-    assert re.search(r"train: stopped by SIGINT \(the network in training is not resumed: it trains again from its start\)", err), err[-3000:]
+    assert re.search(r"train: stopped by SIGINT \(checkpoint .*last\.ckpt at global step \d+\); run the same command "
+                     r"again to go on", err), err[-3000:]
     assert not (out / "metrics.json").exists()
 
 

@@ -76,7 +76,8 @@ def _fake_supernet_checkpoint(path: Path, cfg: SupernetConfig) -> Path:
     return path
 
 
-def test_retrain_takes_the_supernet_recipe_and_trains_from_scratch(tmp_path: Path) -> None:
+def test_retrain_takes_the_supernet_recipe_and_trains_from_scratch(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
     recipe = SupernetConfig(dataset="digits", batch_size=32, lr=1e-3, weight_decay=0.01, warmup_epochs=0, epochs=1)
     ckpt = _fake_supernet_checkpoint(tmp_path / "supernet.ckpt", recipe)
     out = tmp_path / "run"
@@ -89,6 +90,17 @@ def test_retrain_takes_the_supernet_recipe_and_trains_from_scratch(tmp_path: Pat
                                  "weight_decay": 0.02, "sched": "cosine", "warmup_epochs": 0}
     assert metrics["arch"] == baseline_arch(SPEC, "shift") and metrics["cost"]["bits"] == 32
     assert metrics["train_steps"] == 4 and metrics["cost"]["shift"] > 0
+
+    # run again: the finished run resumes from its checkpoint and trains nothing; another recipe is refused
+    args = ["retrain", "--supernet", str(ckpt), "--arch", "all_shift", "--limit-train-batches", "4",
+            "--limit-eval-batches", "1", "--output", str(out)]
+    assert main([*args, "--weight-decay", "0.02"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["resumed_from"] == str(out / "checkpoints" / "last.ckpt") and again["steps_this_run"] == 0
+    assert again["train_steps"] == 4 and again["test_acc"] == metrics["test_acc"]
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "field 'weight_decay': 0.01 differs from 0.02 of the checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch, message", [

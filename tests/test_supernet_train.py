@@ -3,7 +3,6 @@ run, exact resumption after ``kill -9``, DDP on two CPU processes, and config er
 checkpoints and locked folders: ``tests/test_reliability.py``)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -22,6 +21,8 @@ from nni_shiftadd.config import ConfigError, from_dict, load_yaml
 from nni_shiftadd.tasks.resumable import ResumableSampler
 from nni_shiftadd.tasks.supernet import SupernetConfig, train_supernet
 
+from interrupt import env, stop_at
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = ROOT / "examples" / "fashion_mnist" / "supernet_cv_small.yaml"
@@ -38,12 +39,6 @@ def _cli(cfg: dict[str, Any]) -> list[str]:
     for key, value in cfg.items():
         args += ["--" + key.replace("_", "-"), str(value)]
     return args
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    return env
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -113,7 +108,7 @@ def test_sampler_resumes_mid_epoch_and_shards() -> None:
 
 def test_kill9_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "killed", limit_train_batches=20, checkpoint_every=4, eval_archs=0)
-    proc = subprocess.Popen(_cli(cfg), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cli(cfg), env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 120
     try:
@@ -128,7 +123,7 @@ def test_kill9_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         proc.wait()
     killed_at = _load(ckpts / "last.ckpt")["global_step"]
     assert 4 <= killed_at < 20
-    resumed = subprocess.run(_cli(cfg), env=_env(), cwd=ROOT, capture_output=True, text=True)
+    resumed = subprocess.run(_cli(cfg), env=env(), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     reference = train_supernet(from_dict(SupernetConfig, _config(tmp_path / "reference", limit_train_batches=20,
@@ -144,39 +139,19 @@ def test_kill9_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 
 def _stop_at(cfg: dict[str, Any], step: int, signum: int) -> int:
-    """Run ``cfg`` until a checkpoint of ``step`` or later is written, then send ``signum`` (SIGKILL: the run keeps
-    its ``last.ckpt`` of that step; SIGTERM: it stops at the end of the step it is in); the step of its
-    ``last.ckpt``."""
-    folder = Path(cfg["output"]) / "checkpoints"
-    proc = subprocess.Popen(_cli(cfg), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-
-    def reached() -> bool:
-        steps = [int(m.group(1)) for p in folder.glob("epoch=*.ckpt") if (m := re.search(r"step=(\d+)", p.name))]
-        if not steps or max(steps) < step:
-            return False
-        with contextlib.suppress(Exception):  # being written
-            return signum != signal.SIGKILL or _load(folder / "last.ckpt")["global_step"] >= step
-        return False
-
-    try:
-        while time.monotonic() < deadline and proc.poll() is None and not reached():
-            time.sleep(0.005)
-        assert proc.poll() is None, "the run ended before it could be stopped: " + proc.stderr.read().decode()[-2000:]
-        proc.send_signal(signum)
-    finally:
-        proc.wait()
-    return _load(folder / "last.ckpt")["global_step"]
+    """:func:`interrupt.stop_at` of a ``train-supernet`` run of ``cfg``."""
+    return stop_at(_cli(cfg), Path(cfg["output"]) / "checkpoints", step, signum)
 
 
 def test_a_resumed_run_stopped_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
     """Killed at an epoch's last batch, resumed, stopped in the middle of the next epoch, resumed again: the same
     steps and weights as a run never stopped. (Lightning does not count the epoch after such a resume as started, so
     without :class:`~nni_shiftadd.tasks.resumable.MidEpochCounters` the last resume trains that epoch again.)"""
-    cfg = _config(tmp_path / "stopped", epochs=3, limit_train_batches=30, checkpoint_every=30, eval_archs=0)
+    cfg = _config(tmp_path / "stopped", epochs=3, limit_train_batches=30, checkpoint_every=30, eval_archs=0,
+                  mixup=0.4)  # numpy's generator, restored mid-epoch too
     assert _stop_at(cfg, 30, signal.SIGKILL) == 30  # a checkpoint of the first epoch's last batch, and no other
     assert 32 <= _stop_at({**cfg, "checkpoint_every": 1}, 32, signal.SIGTERM) < 60
-    resumed = subprocess.run(_cli(cfg), env=_env(), cwd=ROOT, capture_output=True, text=True)
+    resumed = subprocess.run(_cli(cfg), env=env(), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     reference = train_supernet(from_dict(SupernetConfig, {**cfg, "output": str(tmp_path / "reference")}))
     a = _load(tmp_path / "stopped" / "checkpoints" / "last.ckpt")
@@ -206,7 +181,7 @@ def test_cli_reports_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     cfg = _config(tmp_path, devices=2, strategy="ddp", limit_train_batches=4, checkpoint_every=2, eval_archs=0)
-    run = subprocess.run(_cli(cfg), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(_cli(cfg), env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     ckpt = _load(tmp_path / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 4

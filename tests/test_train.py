@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import yaml
 from nni_shiftadd.cli import main
 from nni_shiftadd.config import ConfigError, load_yaml
 from nni_shiftadd.tasks import TrainConfig
+
+from interrupt import ROOT, env, stop_at
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
 
@@ -91,3 +94,65 @@ def test_console_script_is_installed() -> None:
     assert proc.returncode == 0, proc.stderr
     for sub in ("train", "data", "kernels"):
         assert sub in proc.stdout
+
+
+def _resumable_run(output: Path) -> dict[str, object]:
+    """Two epochs of 20 steps on Fashion-MNIST, whose augmentation draws from torch's generator, with Mixup (numpy's):
+    exact only when the position in the epoch, the optimiser, the schedule and the global generators all come
+    back, the latter also in an epoch resumed in its middle."""
+    return {"model": "shiftadd_resnet8", "dataset": "fashion_mnist", "epochs": 2, "batch_size": 16,
+            "limit_train_batches": 20, "limit_eval_batches": 2, "checkpoint_every": 4, "lr": 0.05, "mixup": 0.4,
+            "output": str(output)}
+
+
+def _train_cli(cfg: dict[str, object]) -> list[str]:
+    args = [sys.executable, "-m", "nni_shiftadd.cli", "train"]
+    for key, value in cfg.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    return args
+
+
+def test_a_killed_and_a_stopped_run_resume_exactly(tmp_path: Path) -> None:
+    """``kill -9`` mid-epoch, resumed and stopped by SIGTERM in the next epoch, resumed again: the same steps and
+    weights as a run never stopped, and a finished run started again trains nothing."""
+    import torch
+
+    from nni_shiftadd.config import from_dict
+    from nni_shiftadd.tasks.classification import train
+
+    cfg = _resumable_run(tmp_path / "stopped")
+    folder = tmp_path / "stopped" / "checkpoints"
+    assert 8 <= stop_at(_train_cli(cfg), folder, 8, signal.SIGKILL) < 20
+    assert 24 <= stop_at(_train_cli({**cfg, "checkpoint_every": 1}), folder, 24, signal.SIGTERM) < 40
+    resumed = subprocess.run(_train_cli(cfg), env=env(), cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "40 steps in all" in resumed.stdout
+    reference = train(from_dict(TrainConfig, {**cfg, "output": str(tmp_path / "reference")}))
+    metrics = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
+    assert metrics["train_steps"] == reference["train_steps"] == 40 and 0 < metrics["steps_this_run"] < 40
+    a = torch.load(folder / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not differ, f"tensors differ: {differ[:10]}"
+    summary = ("train_loss_first", "train_loss_last", "test_acc")  # the loss history comes back with the weights
+    assert {k: metrics[k] for k in summary} == {k: reference[k] for k in summary}
+
+    again = train(from_dict(TrainConfig, cfg))
+    assert again["train_steps"] == 40 and again["steps_this_run"] == 0
+    assert {k: again[k] for k in summary} == {k: reference[k] for k in summary}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr": 0.1}, r"field 'lr': 0.1 differs from 0.05 of the checkpoint .*last.ckpt"),
+    ({"resume": "never"}, r"field 'resume': never would delete the 1 checkpoint\(s\) in .*add --overwrite true"),
+])
+def test_a_resume_with_another_recipe_is_refused_before_training(tmp_path: Path, change: dict, message: str) -> None:
+    from nni_shiftadd.config import from_dict
+    from nni_shiftadd.tasks.classification import train
+
+    cfg = {**_resumable_run(tmp_path / "run"), "epochs": 1, "limit_train_batches": 2, "mixup": 0.0}
+    train(from_dict(TrainConfig, cfg))
+    with pytest.raises(ConfigError, match=message):
+        train(from_dict(TrainConfig, {**cfg, **change}))
+    fresh = train(from_dict(TrainConfig, {**cfg, "resume": "never", "overwrite": True}))
+    assert fresh["resumed_from"] is None and fresh["steps_this_run"] == 2

@@ -17,8 +17,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print()
     print(f"model           {result['model']} (convert={result['convert']}) layers {result['ops']}")
     print(f"adder kernels   {result['adder_backend']}")
-    print(f"train loss      {result['train_loss_first']:.4f} (first 10% of steps) -> "
-          f"{result['train_loss_last']:.4f} (last 10%), {result['train_steps']} steps in {result['fit_seconds']} s")
+    print(_train_line(result))
     print(f"val accuracy    {result['val_acc']:.4f}")
     print(f"test accuracy   {result['test_acc']:.4f}")
     print(f"checkpoint      {result['checkpoint']}")
@@ -82,6 +81,14 @@ def cmd_fairseq_user_dir(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_line(r: dict[str, Any]) -> str:
+    """The training loss of this run's steps, and where the run resumed (an image ``train`` or ``retrain``)."""
+    resumed = (f" (resumed from {r['resumed_from']}; {r['train_steps']} steps in all)" if r["resumed_from"]
+               else "")
+    return (f"train loss      {r['train_loss_first']:.4f} (first 10% of steps) -> {r['train_loss_last']:.4f} "
+            f"(last 10%), {r['steps_this_run']} steps in {r['fit_seconds']} s{resumed}")
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from ..tasks.retrain import RetrainConfig, retrain
 
@@ -96,8 +103,7 @@ def _print_image_retrain(r: dict[str, Any], output: str) -> int:
     print(f"subnet          {r['arch_source']} on space {r['space']}: blocks {r['blocks']}, {r['params']} params"
           + (f", {r['quant_bits']}-bit fake quantisation" if r["quant_bits"] else ", float"))
     print(f"recipe          {r['recipe']}" + (f" (from supernet {r['supernet']})" if r["supernet"] else ""))
-    print(f"train loss      {r['train_loss_first']:.4f} (first 10% of steps) -> {r['train_loss_last']:.4f} "
-          f"(last 10%), {r['train_steps']} steps in {r['fit_seconds']} s")
+    print(_train_line(r))
     print(f"val accuracy    {r['val_acc']:.4f}")
     print(f"test accuracy   {r['test_acc']:.4f}")
     print(f"cost @{cost['bits']:<2d} bits   {cost['energy_mJ']:.4f} mJ, {cost['latency_ms']:.4f} ms (Eyeriss); "
@@ -139,8 +145,9 @@ _RETRAIN_REPORTS: dict[str, Callable[[dict[str, Any], str], int]] = {
 
 COMMANDS: list[Command] = [
     Command("train", "train an image classifier (optionally converted to Add/Shift layers)", cmd_train,
-            description="Train a timm-registered model on an image dataset with Lightning. Fields come from --config "
-            "(YAML) and are overridden by the flags below.",
+            description="Train a timm-registered model on an image dataset with Lightning. Run it again after a kill: "
+            "it resumes exactly from <output>/checkpoints (resume: auto). Fields come from --config (YAML) and are "
+            "overridden by the flags below.",
             schema=".tasks.classification:TrainConfig",
             config="training recipe (YAML), e.g. examples/fashion_mnist/hybrid_resnet20.yaml"),
     Command("train-supernet", "one-shot training of a hybrid search space's supernet", cmd_train_supernet,
@@ -166,7 +173,7 @@ COMMANDS: list[Command] = [
             description="Train the standalone network of an architecture (a JSON file, a baseline name "
             "all_conv/all_shift/all_add/all_attn, or a mapping) from scratch with the supernet recipe (DeiT defaults, "
             "or --supernet CKPT's), optionally with fake quantisation (--quant-bits); then validate, test and cost "
-            "it. With --supernet a SuperTransformer checkpoint (train-supertransformer), the translation subnet is "
+            "it; run it again after a kill and it resumes exactly from <output>/checkpoints. With --supernet a SuperTransformer checkpoint (train-supertransformer), the translation subnet is "
             "trained with fairseq and that recipe (--max-updates, --lr change it) and its test BLEU is printed beside "
             "its inherited-weight BLEU. Fields come from --config (YAML) and are overridden by the flags below.",
             schema=".tasks.retrain:RetrainConfig",

@@ -1,10 +1,16 @@
 """Image classification with Lightning: a model from timm's registry, optionally converted to Add or Shift
-layers, trained with timm's optimizer and scheduler factories, validated, tested, checkpointed."""
+layers, trained with timm's optimizer and scheduler factories, validated, tested, checkpointed.
+
+A killed run (a signal, ``kill -9``, a machine that went away) resumes exactly when run again (``resume: auto``): the
+training loader is a :class:`~nni_shiftadd.tasks.resumable.ResumableLoader` (the position inside the epoch is in the
+checkpoint), the global random generators are saved and restored (:class:`~nni_shiftadd.tasks.resumable.GlobalRngState`),
+a checkpoint is written every ``checkpoint_every`` steps and on a signal, and the recipe must be the one the
+checkpoint was trained with (every field but :data:`RESUME_FREE`)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +27,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .. import models as _models  # noqa: F401  (registers the shiftadd_* models in timm)
-from .. import stopping
 from .checkpoint_io import SafeCheckpointIO
 from .graceful_stop import GracefulStop
+from .resumable import GlobalRngState, MidEpochCounters, ResumableLoader, ResumableSampler
+from .resume import Resume, check_resume_fields, clear_checkpoints, fit_resumably, resolve_resume
+from ..atomic import atomic_write_json
+from ..checkpoint import LAST
 from ..config import check_learning_rate
 from ..vocabulary import MULTIPLICATION_FREE, block_type
 from ..data import check_data_dir, create_dataset, create_loader, dataset_info, resolve_input_size
@@ -61,15 +70,19 @@ class TrainConfig:
     num_workers: int = 0
     limit_train_batches: int | float | None = None
     limit_eval_batches: int | float | None = None
+    checkpoint_every: int = 100  # steps between checkpoints (and one on a signal, and at the end)
     output: str = "runs/train"
+    resume: str = "auto"  # auto: from <output>/checkpoints if there is one; never; or a checkpoint's path
+    overwrite: bool = False  # with resume: never, delete the output's checkpoints (else that is refused)
 
     def validate(self) -> None:
         if self.model not in timm.list_models():
             close = timm.list_models(f"*{self.model.split('_')[-1]}*")[:8]
             raise ValueError(f"field 'model': unknown model {self.model!r}; e.g. {close or timm.list_models('shiftadd_*')}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        check_resume_fields(self)
         check_learning_rate(self.lr)
         try:
             dataset_info(self.dataset)
@@ -110,10 +123,17 @@ def build_model(cfg: TrainConfig, in_chans: int, num_classes: int) -> nn.Module:
 
 
 class LossHistory(Callback):
-    """Keeps every training loss so that the summary can show the loss going down."""
+    """Keeps every training loss so that the summary can show the loss going down; saved in the checkpoints, so
+    that a resumed run's summary is the whole run's."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
+
+    def state_dict(self) -> dict[str, list[float]]:
+        return {"losses": list(self.losses)}
+
+    def load_state_dict(self, state_dict: dict[str, list[float]]) -> None:
+        self.losses = [float(x) for x in state_dict["losses"]]
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -219,6 +239,18 @@ def check_optimization(cfg: Any) -> None:
         raise ValueError(f"field 'warmup_epochs': must be >= 0, got {cfg.warmup_epochs}")
 
 
+#: Recipe fields a resumed run may change: where things are and how often they are saved, not what is trained.
+RESUME_FREE: tuple[str, ...] = ("output", "resume", "overwrite", "checkpoint_every", "num_workers", "data_dir",
+                                "limit_eval_batches", "supernet")
+
+
+def resume_of(cfg: Any, command: str) -> Resume | None:
+    """Where the classification run of ``cfg`` resumes from (:func:`~nni_shiftadd.tasks.resume.resolve_resume`):
+    every field of its recipe but :data:`RESUME_FREE` must be the checkpoint's."""
+    fixed = [f.name for f in dataclasses.fields(cfg) if f.name not in RESUME_FREE]
+    return resolve_resume(cfg, command, fixed)
+
+
 def _limit(n: int, limit: int | float | None) -> int:
     if limit is None:
         return n
@@ -226,47 +258,57 @@ def _limit(n: int, limit: int | float | None) -> int:
 
 
 def classification_loaders(dataset: str, input_size: tuple[int, int, int], batch_size: int, *,
-                           data_dir: str | None = None, num_workers: int = 0,
-                           seed: int = 0) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """Train (augmented, shuffled in ``seed``'s order, last batch dropped), val and test loaders of ``dataset``."""
+                           data_dir: str | None = None, num_workers: int = 0, seed: int = 0,
+                           limit_train_batches: int | float | None = None) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """Train (augmented, shuffled in ``seed``'s order per epoch, last batch dropped, cut to ``limit_train_batches``;
+    resumable mid-epoch), val and test loaders of ``dataset``."""
     def loader(split: str) -> DataLoader:
-        training = split == "train"
-        data = create_dataset(dataset, split, data_dir=data_dir, is_training=training, input_size=input_size)
-        return create_loader(data, batch_size, is_training=training, num_workers=num_workers, seed=seed)
+        return create_loader(create_dataset(dataset, split, data_dir=data_dir, input_size=input_size), batch_size,
+                             is_training=False, num_workers=num_workers, seed=seed)
 
-    return loader("train"), loader("val"), loader("test")
+    train_set = create_dataset(dataset, "train", data_dir=data_dir, is_training=True, input_size=input_size)
+    sampler = ResumableSampler(len(train_set), batch_size, seed=seed,
+                               limit_batches=_limit(len(train_set) // batch_size, limit_train_batches))
+    return ResumableLoader(train_set, sampler, num_workers=num_workers), loader("val"), loader("test")
 
 
 def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loader: DataLoader,
-                 test_loader: DataLoader, output: str | Path, num_classes: int) -> dict[str, Any]:
+                 test_loader: DataLoader, output: str | Path, num_classes: int,
+                 resume: Resume | None = None) -> dict[str, Any]:
     """Train ``model`` in a :class:`ClassificationTask` with the recipe ``cfg`` (a :class:`TrainConfig`, or any
-    dataclass with its ``epochs``, optimiser, ``label_smoothing`` and ``limit_*_batches`` fields), validate each
-    epoch, test the final model; checkpoints and CSV logs go to ``output``.
+    dataclass with its ``epochs``, optimiser, ``label_smoothing``, ``limit_*_batches`` and ``checkpoint_every``
+    fields), from ``resume``'s checkpoint when given (:func:`resume_of`), validate each epoch, test the final model;
+    checkpoints and CSV logs go to ``output``.
 
-    Returns the steps taken, the fit time, the loss summary, ``val_acc``, ``test_acc``, ``test_loss`` and the path
-    of the last checkpoint.
+    Returns the steps taken (``train_steps`` in all, ``steps_this_run``), the fit time of this run, the loss summary
+    of all steps, ``val_acc``, ``test_acc``, ``test_loss``, the checkpoint it resumed from and the path of
+    the last checkpoint.
     """
-    steps = _limit(len(train_loader), cfg.limit_train_batches)
+    steps = len(train_loader)  # the loader is cut to limit_train_batches (classification_loaders)
     task = ClassificationTask(model, cfg, steps, num_classes)
     out = Path(output)
     history = LossHistory()
+    folder = out / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=str(folder), every_n_train_steps=cfg.checkpoint_every, save_last=True)
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator="auto", devices=1, default_root_dir=str(out),
         logger=CSVLogger(str(out), name="logs"), log_every_n_steps=min(50, steps),
-        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True), history, GracefulStop(None)],
-        plugins=[SafeCheckpointIO()],
-        limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_eval_batches,
-        limit_test_batches=cfg.limit_eval_batches, enable_model_summary=True)
+        callbacks=[checkpoint, history, GracefulStop(folder / LAST), MidEpochCounters(), GlobalRngState()],
+        plugins=[SafeCheckpointIO()], use_distributed_sampler=False,
+        limit_val_batches=cfg.limit_eval_batches,
+        limit_test_batches=cfg.limit_eval_batches, enable_model_summary=resume is None)
     start = time.perf_counter()
-    with stopping.graceful():  # a signal stops at the end of a step (GracefulStop says so)
-        trainer.fit(task, train_loader, val_loader)
+    fit_resumably(trainer, task, train_loader, val_loader, resume, folder)
     fit_s = time.perf_counter() - start
+    if "val/acc" not in trainer.callback_metrics:  # resumed after its last epoch: nothing was validated this run
+        trainer.validate(task, val_loader, verbose=False)
     val_acc = float(trainer.callback_metrics.get("val/acc", math.nan))
     test = trainer.test(task, test_loader, verbose=False)[0]
     return {
-        "train_steps": len(history.losses), "fit_seconds": round(fit_s, 1), **history.summary(), "val_acc": val_acc,
-        "test_acc": float(test["test/acc"]), "test_loss": float(test["test/loss"]),
-        "checkpoint": str(out / "checkpoints" / "last.ckpt"),
+        "train_steps": trainer.global_step, "steps_this_run": trainer.global_step - (resume.step if resume else 0), "fit_seconds": round(fit_s, 1),
+        **history.summary(), "val_acc": val_acc, "test_acc": float(test["test/acc"]),
+        "test_loss": float(test["test/loss"]), "resumed_from": str(resume.path) if resume is not None else None,
+        "checkpoint": str(folder / LAST),
     }
 
 
@@ -274,25 +316,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, validate each epoch, test the final model; write ``metrics.json`` in ``cfg.output`` (locked while
     it runs)."""
     with output_lock(cfg.output, "output", "train"):
-        return _train(cfg)
+        return _train(cfg, resume_of(cfg, "train"))
 
 
-def _train(cfg: TrainConfig) -> dict[str, Any]:
+def _train(cfg: TrainConfig, resume: Resume | None) -> dict[str, Any]:
+    clear_checkpoints(cfg, "train")
+    if resume is not None:
+        print(f"nni-shiftadd train: {resume.describe()}", file=sys.stderr, flush=True)
     pl.seed_everything(cfg.seed, workers=True)
     info = dataset_info(cfg.dataset, cfg.data_dir)
     size = resolve_input_size(cfg.dataset, cfg.input_size)
     loaders = classification_loaders(cfg.dataset, size, cfg.batch_size, data_dir=cfg.data_dir,
-                                     num_workers=cfg.num_workers, seed=cfg.seed)
+                                     num_workers=cfg.num_workers, seed=cfg.seed,
+                                     limit_train_batches=cfg.limit_train_batches)
     model = build_model(cfg, size[0], info.num_classes)
-    fit = fit_and_test(model, cfg, *loaders, cfg.output, info.num_classes)
+    fit = fit_and_test(model, cfg, *loaders, cfg.output, info.num_classes, resume)
     result = {
         "model": cfg.model, "convert": cfg.convert, "ops": _op_census(model),
         "adder_backend": select(next(model.parameters())).__name__.rsplit(".", 1)[-1],
         "epochs": cfg.epochs, **fit,
     }
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(Path(cfg.output) / "metrics.json", result)
     return result
 
 

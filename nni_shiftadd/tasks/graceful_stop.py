@@ -12,19 +12,15 @@ from .checkpoint_io import save_resumable
 
 
 class GracefulStop(pl.Callback):
-    """On a stop asked for by a signal, write the full training state to ``checkpoint`` (when given: a command
-    that resumes) and say so; without one, say that the network in training starts afresh when run again (a study
-    that runs it still goes on from the networks it finished)."""
+    """On a stop asked for by a signal, write the full training state to ``checkpoint`` and say so."""
 
-    def __init__(self, checkpoint: str | os.PathLike[str] | None) -> None:
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+    def __init__(self, checkpoint: str | os.PathLike[str]) -> None:
+        self.checkpoint = Path(checkpoint)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if stopping.received() is None or not trainer.is_global_zero:
             return
-        if self.checkpoint is None:
-            stopping.note("the network in training is not resumed: it trains again from its start")
-        elif trainer.global_step > 0 and isinstance(exception, SystemExit):  # Lightning stopped at a step's end
+        if trainer.global_step > 0 and isinstance(exception, SystemExit):  # Lightning stopped at a step's end
             save_resumable(trainer, self.checkpoint)
             stopping.note(f"checkpoint {self.checkpoint} at global step {trainer.global_step}")
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import random
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["MidEpochCounters", "ResumableLoader", "ResumableSampler", "mend_epoch_counters", "numpy_restore",
-           "numpy_state", "python_restore", "python_state"]
+__all__ = ["GlobalRngState", "MidEpochCounters", "ResumableLoader", "ResumableSampler", "global_rng_state",
+           "mend_epoch_counters", "numpy_restore", "numpy_state", "python_restore", "python_state",
+           "restore_global_rng"]
 
 
 def _dist_rank() -> int:
@@ -142,3 +145,37 @@ def numpy_state() -> list[Any]:
 def numpy_restore(state: list[Any]) -> None:
     name, keys, pos, has_gauss, cached = state
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The global ``torch``, ``random`` and ``numpy`` generators' states as plain data (augmentation draws from
+    them in the main process)."""
+    return {"torch": torch.get_rng_state(), "python": python_state(random.getstate()), "numpy": numpy_state()}
+
+
+def restore_global_rng(state: dict[str, Any]) -> None:
+    """Set the global generators to a :func:`global_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(python_restore(state["python"]))
+    numpy_restore(state["numpy"])
+
+
+class GlobalRngState(pl.Callback):
+    """Saves :func:`global_rng_state` in every checkpoint and restores it when a fit resumes, at ``on_train_start``:
+    after Lightning's set-up and sanity check, right before the first batch is fetched (Lightning does not call
+    ``on_train_epoch_start`` for an epoch resumed in its middle, and fetches batches without prefetching from a
+    loader that has a length, as :class:`ResumableLoader` has)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return global_rng_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None:
+            state, self._pending = self._pending, None
+            restore_global_rng(state)

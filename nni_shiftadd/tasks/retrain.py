@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_json
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError
 from ..cost.profile import profile
@@ -29,7 +31,8 @@ from ..lock import check_output_dir, output_lock
 from ..quant import check_bits, cost_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
-from .classification import classification_loaders, fit_and_test
+from .classification import classification_loaders, fit_and_test, resume_of
+from .resume import Resume, check_resume_fields, clear_checkpoints
 from .kinds import task_kind_of
 from .supernet import BASELINES, SupernetConfig, load_supernet
 
@@ -75,7 +78,10 @@ class RetrainConfig:
     limit_eval_batches: int | None = None
     max_updates: int | None = None  # translation: updates (default: the SuperTransformer's)
     test_sentences: int | None = None  # translation: BLEU on the first N test sentences (default: all)
+    checkpoint_every: int = 100  # image: steps between checkpoints (and one on a signal, and at the end)
     output: str = "runs/retrain"
+    resume: str = "auto"  # image: auto (from <output>/checkpoints if there is one), never, or a checkpoint's path
+    overwrite: bool = False  # with resume: never, delete the output's checkpoints (else that is refused)
 
     def validate(self) -> None:
         """Check the values; without ``supernet`` also the recipe and ``arch`` against the space (with it, they are
@@ -91,6 +97,9 @@ class RetrainConfig:
         for name in ("num_workers", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"field 'checkpoint_every': must be >= 1, got {self.checkpoint_every}")
+        check_resume_fields(self)
         check_mixing(self)
         if self.momentum < 0:
             raise ValueError(f"field 'momentum': must be >= 0, got {self.momentum}")
@@ -212,7 +221,7 @@ def retrain_image(cfg: RetrainConfig) -> dict[str, Any]:
     source = cfg.arch if isinstance(cfg.arch, str) else "inline"
     cfg = cfg.resolved()
     with output_lock(cfg.output, "output", "retrain"):
-        return _retrain(cfg, source)
+        return _retrain(cfg, source, resume_of(cfg, "retrain"))
 
 
 def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
@@ -238,12 +247,16 @@ def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
     return {**result, "kind": spec.kind, "arch_source": cfg.arch if isinstance(cfg.arch, str) else "inline"}
 
 
-def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:
+def _retrain(cfg: RetrainConfig, source: str, resume: Resume | None) -> dict[str, Any]:
+    clear_checkpoints(cfg, "retrain")
+    if resume is not None:
+        print(f"nni-shiftadd retrain: {resume.describe()}", file=sys.stderr, flush=True)
     spec = load_space(cfg.space)
     pl.seed_everything(cfg.seed, workers=True)
     size = (spec.input.channels, spec.input.size, spec.input.size)
     loaders = classification_loaders(cfg.dataset, size, cfg.batch_size, data_dir=cfg.data_dir,
-                                     num_workers=cfg.num_workers, seed=cfg.seed)
+                                     num_workers=cfg.num_workers, seed=cfg.seed,
+                                     limit_train_batches=cfg.limit_train_batches)
     model = build_subnet(spec, cfg.arch)
     # The cost model counts operations and data movement of the structure, whatever the weights hold; the float
     # network is costed at the word width that holds quant_bits (its quantisers are not compute layers).
@@ -252,7 +265,7 @@ def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:
     model.train()  # Lightning keeps each module's train/eval mode as it finds it
     if cfg.quant_bits is not None:
         fake_quantize(model, cfg.quant_bits)
-    fit = fit_and_test(model, cfg, *loaders, cfg.output, spec.num_classes)
+    fit = fit_and_test(model, cfg, *loaders, cfg.output, spec.num_classes, resume)
     result = {
         "kind": spec.kind, "space": spec.name, "arch_source": source, "arch": cfg.arch, "supernet": cfg.supernet,
         "dataset": cfg.dataset, "quant_bits": cfg.quant_bits,
@@ -263,7 +276,5 @@ def _retrain(cfg: RetrainConfig, source: str) -> dict[str, Any]:
                                                        "params")}},
         **fit,
     }
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(Path(cfg.output) / "metrics.json", result)
     return result

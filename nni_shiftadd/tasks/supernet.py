@@ -47,12 +47,11 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..checkpoint import LAST, CheckpointError, find_resumable, load_checkpoint
-from .checkpoint_io import SafeCheckpointIO, save_resumable
+from ..checkpoint import LAST, CheckpointError, load_checkpoint
+from .checkpoint_io import SafeCheckpointIO
 from .graceful_stop import GracefulStop
-from .resumable import (MidEpochCounters, ResumableLoader, ResumableSampler, numpy_restore, numpy_state, python_restore,
-                        python_state)
-from .. import stopping
+from .resumable import GlobalRngState, MidEpochCounters, ResumableLoader, ResumableSampler, python_restore, python_state
+from .resume import Resume, check_resume_fields, clear_checkpoints, fit_resumably, resolve_resume
 from ..config import ConfigError, check_learning_rate
 from ..data import check_data_dir, create_dataset, dataset_info
 from ..data.mixing import BatchMixing, check_mixing
@@ -170,12 +169,7 @@ class SupernetConfig:
         info = dataset_info(self.dataset, self.data_dir)
         check_optimization(self)
         check_output_dir(self.output, "field 'output'")
-        if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
-            raise ValueError(f"field 'resume': no such checkpoint {self.resume!r}; expected 'auto', 'never' or the "
-                             "path of a checkpoint")
-        if self.overwrite and self.resume != "never":
-            raise ValueError("field 'overwrite': only with resume: never (it deletes the output's checkpoints to "
-                             "start afresh); resume: auto goes on from them")
+        check_resume_fields(self)
         if info.in_chans != spec.input.channels:
             raise ValueError(f"fields 'dataset', 'space': {self.dataset} has {info.in_chans} channel(s) but space "
                              f"{spec.name!r} takes {spec.input.channels}")
@@ -206,7 +200,6 @@ class SupernetTask(pl.LightningModule):
         self.arch_rng = random.Random(cfg.seed)
         self.current_arch: dict[str, Any] | None = None
         self._cost: Any = None
-        self._pending_rng: dict[str, Any] | None = None
         self.reoptimise = False  # set when resuming with changed RESUME_REOPTIMISE fields
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})
 
@@ -268,19 +261,13 @@ class SupernetTask(pl.LightningModule):
         scheduler.step_update(num_updates=self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["supernet_rng"] = {
-            "arch": python_state(self.arch_rng.getstate()),
-            "torch": torch.get_rng_state(),
-            "python": python_state(random.getstate()),
-            "numpy": numpy_state(),
-        }
+        checkpoint["supernet_rng"] = {"arch": python_state(self.arch_rng.getstate())}  # the global ones: GlobalRngState
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("supernet_rng")
         if state is None:
             return
         self.arch_rng.setstate(python_restore(state["arch"]))
-        self._pending_rng = state  # the global RNGs are restored right before the first batch is drawn
 
     def on_train_start(self) -> None:
         """After Lightning restored a checkpoint's optimiser and schedule: when the recipe's optimisation fields
@@ -294,13 +281,6 @@ class SupernetTask(pl.LightningModule):
         scheduler.__dict__.update({k: v for k, v in fresh["lr_scheduler"]["scheduler"].__dict__.items()
                                    if k != "optimizer"})
         scheduler.step_update(num_updates=self.global_step)
-
-    def on_train_epoch_start(self) -> None:
-        if self._pending_rng is not None:
-            state, self._pending_rng = self._pending_rng, None
-            torch.set_rng_state(state["torch"])
-            random.setstate(python_restore(state["python"]))
-            numpy_restore(state["numpy"])
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
@@ -337,81 +317,6 @@ def evaluate_arch(supernet: HybridCVSpace, arch: dict[str, Any], loader: DataLoa
 
 # --- entry point ------------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Resume:
-    """Where a run resumes from: the checkpoint, its global step, and the recipe fields that changed since."""
-
-    path: Path
-    step: int
-    changes: dict[str, tuple[Any, Any]]
-    passed_over: list[str]
-
-    def describe(self) -> str:
-        text = f"resuming from {self.path} (global step {self.step})"
-        if self.passed_over:
-            text += "; passed over: " + "; ".join(self.passed_over)
-        if self.changes:
-            text += "; recipe changes applied from this step on: " + ", ".join(
-                f"{k} {old!r} -> {new!r}" for k, (old, new) in self.changes.items())
-        return text
-
-
-def resolve_resume(cfg: SupernetConfig) -> Resume | None:
-    """The checkpoint ``cfg.resume`` asks for (``auto``: the newest good one in ``<output>/checkpoints``), checked
-    before anything is built: readable, finite, of a ``train-supernet`` run, and with the same
-    :data:`RESUME_FIXED` fields as ``cfg``. ``ConfigError`` naming the field, the values and the fix otherwise."""
-    if cfg.resume == "never":
-        existing = sorted((Path(cfg.output) / "checkpoints").glob("*.ckpt"))
-        if existing and not cfg.overwrite:
-            raise ConfigError(f"field 'resume': never would delete the {len(existing)} checkpoint(s) in "
-                              f"{Path(cfg.output) / 'checkpoints'}; add --overwrite true to delete them and start "
-                              "afresh, or choose another --output")
-        return None
-    skipped: list[str] = []
-    if cfg.resume == "auto":
-        folder = Path(cfg.output) / "checkpoints"
-        path, skipped = find_resumable(folder)
-        if path is None:
-            if skipped:
-                raise ConfigError(f"field 'resume': no usable checkpoint in {folder} to resume from: "
-                                  + "; ".join(skipped) + ". Start afresh with --resume never --overwrite true (the "
-                                  "folder's checkpoints are then deleted) or choose another --output")
-            return None
-    else:
-        path = Path(cfg.resume)
-    try:
-        state = load_checkpoint(path, mmap=True)
-    except CheckpointError as err:
-        raise ConfigError(f"field 'resume': {err}") from None
-    saved = (state.get("hyper_parameters") or {}).get("config")
-    if not isinstance(saved, dict) or "global_step" not in state:
-        raise ConfigError(f"field 'resume': {path} is not a checkpoint of `nni-shiftadd train-supernet` (no "
-                          "'hyper_parameters.config' and 'global_step')")
-    mine = dataclasses.asdict(cfg)
-    for name in RESUME_FIXED:
-        if name in saved and saved[name] != mine[name]:
-            raise ConfigError(f"field {name!r}: {mine[name]!r} differs from {saved[name]!r} of the checkpoint {path} "
-                              "it would resume from; an exact resume needs the same value (or use another --output, "
-                              "or --resume never --overwrite true to delete its checkpoints and start afresh)")
-    changes = {name: (saved[name], mine[name]) for name in RESUME_REOPTIMISE
-               if name in saved and saved[name] != mine[name]}
-    return Resume(path, int(state["global_step"]), changes, skipped)
-
-
-def _last_good(folder: Path, resume: Resume | None) -> str:
-    """What a diverged run leaves to resume from, for its error message."""
-    path, _ = find_resumable(folder)
-    if path is None:
-        return "no checkpoint was written before it diverged: run the same command with a lower --lr to start afresh"
-    step = int(load_checkpoint(path, mmap=True)["global_step"])
-    if resume is not None and step <= resume.step:
-        return (f"it diverged again before writing a checkpoint after {path} (global step {step}), which may already "
-                "hold the diverged weights (finite but far too large): start afresh with --resume never --overwrite true "
-                "and a lower --lr")
-    return (f"the last good checkpoint is {path} (global step {step}, all tensors finite): the same command "
-            "resumes from it, e.g. with a lower --lr")
-
-
 def _strategy(cfg: SupernetConfig) -> Any:
     if cfg.strategy == "ddp":
         from pytorch_lightning.strategies import DDPStrategy
@@ -426,15 +331,11 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
     """Train the supernet, then validate random subnets and the homogeneous baselines; write ``metrics.json``
     (rank 0) and return the metrics. The output folder is locked while it runs."""
     with output_lock(cfg.output, "output", "train-supernet"):
-        return _train_supernet(cfg, resolve_resume(cfg))
+        return _train_supernet(cfg, resolve_resume(cfg, "train-supernet", RESUME_FIXED, RESUME_REOPTIMISE))
 
 
 def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any]:
-    if cfg.resume == "never" and cfg.overwrite and is_rank_zero():
-        for path in (Path(cfg.output) / "checkpoints").glob("*.ckpt"):
-            path.unlink()
-        print(f"nni-shiftadd train-supernet: --resume never --overwrite true: deleted the checkpoints of "
-              f"{Path(cfg.output) / 'checkpoints'}", file=sys.stderr, flush=True)
+    clear_checkpoints(cfg, "train-supernet")
     if resume is not None and is_rank_zero():
         print(f"nni-shiftadd train-supernet: {resume.describe()}", file=sys.stderr, flush=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -458,21 +359,13 @@ def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any
         max_epochs=cfg.epochs, accelerator="auto", devices=cfg.devices, strategy=_strategy(cfg),
         default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
         log_every_n_steps=min(50, sampler.num_batches),
-        callbacks=[checkpoint, history, GracefulStop(out / "checkpoints" / LAST), MidEpochCounters()],
+        callbacks=[checkpoint, history, GracefulStop(out / "checkpoints" / LAST), MidEpochCounters(),
+                   GlobalRngState()],
         plugins=[SafeCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
         num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
     ckpt_path = str(resume.path) if resume is not None else None
     start = time.perf_counter()
-    try:
-        with stopping.graceful():  # a signal stops at the end of a step, with a checkpoint (GracefulStop)
-            trainer.fit(task, train_loader, ckpt_path=ckpt_path, weights_only=True)
-            save_resumable(trainer, out / "checkpoints" / LAST)
-    except FloatingPointError as err:  # a NaN loss, or non-finite weights refused by the checkpoint writer
-        _close_progress_bars(trainer)
-        raise FloatingPointError(f"{err}; {_last_good(out / 'checkpoints', resume)}") from None
-    except BaseException:
-        _close_progress_bars(trainer)  # else tqdm prints the half-done bar again at interpreter exit
-        raise
+    fit_resumably(trainer, task, train_loader, None, resume, out / "checkpoints")
     fit_s = time.perf_counter() - start
 
     result: dict[str, Any] = {}
@@ -492,7 +385,7 @@ def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any
             "space": spec.name, "mode": cfg.mode, "dataset": cfg.dataset, "epochs": cfg.epochs,
             "global_step": trainer.global_step, "resumed_from": ckpt_path,
             "recipe_changes": {k: list(v) for k, v in resume.changes.items()} if resume else {},
-            "steps_this_run": len(history.losses), "fit_seconds": round(fit_s, 1),
+            "steps_this_run": trainer.global_step - (resume.step if resume else 0), "fit_seconds": round(fit_s, 1),
             **history.summary(), "archs": evaluated,
             "baselines": {op: evaluated[f"all_{op}"]["val_acc"] for op in BASELINES},
             "checkpoint": str(out / "checkpoints" / "last.ckpt"),
@@ -500,14 +393,6 @@ def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def _close_progress_bars(trainer: pl.Trainer) -> None:
-    bar = trainer.progress_bar_callback
-    for name in ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar", "_predict_progress_bar"):
-        pbar = getattr(bar, name, None)
-        if pbar is not None:
-            pbar.close()
 
 
 def load_supernet(checkpoint: str | os.PathLike[str], space: str | SpaceSpec | None = None,
