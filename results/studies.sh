@@ -19,6 +19,9 @@
 #                         paper's 40K updates, seed 1), so its 40K updates are not trained twice; and scoring the
 #                         ranking's stand-alone Transformer and Lite Transformer (the same recipe and seed 1) from
 #                         their weights rather than training them again
+# A study whose results/<name>/results.json says "complete": true is not run again (its command would only recompute
+# the report from the ledger, minutes of bootstrap statistics every time the script starts); its ledger is still
+# copied into runs/, where a later study may take its trained networks from. RERUN=1 runs those too.
 # EXPORT_EVERY (seconds, default 600): how often the running study's ledger is copied into results/.
 set -u
 set -f  # no pathname expansion: a flag value such as [runs/x] stays as written
@@ -34,16 +37,25 @@ export_ledger() {  # export_ledger NAME COMMAND...: the running or finished stud
     echo "$(date -u +%FT%TZ) $name: export failed: $(tail -1 "runs/$name.export.err")"
 }
 
+complete() {  # complete NAME: results/NAME/results.json says the study is complete
+  python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("complete") is not True)' \
+    "results/$1/results.json" 2>/dev/null
+}
+
 study() {  # study NAME COMMAND... : resume NAME from results/NAME, run it, export its ledger while and after it runs
   local name=$1; shift
   local out=runs/$name
   mkdir -p "$out"
   [ -d "results/$name" ] && cp -rn "results/$name/." "$out/"
+  if [ -z "${RERUN:-}" ] && complete "$name"; then
+    echo "$(date -u +%FT%TZ) $name: complete in results/$name, not run again (RERUN=1 runs it)"
+    return 0
+  fi
   echo "$(date -u +%FT%TZ) $name: start"
   nice -n 10 "$CLI" "$@" --output "$out" &
   local pid=$! waited=0
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 10; waited=$((waited + 10))
+    sleep 1; waited=$((waited + 1))
     if [ "$waited" -ge "$EVERY" ]; then
       waited=0
       export_ledger "$name" "$@"
@@ -56,11 +68,15 @@ study() {  # study NAME COMMAND... : resume NAME from results/NAME, run it, expo
 }
 
 shared_supernet() {  # shared_supernet CHECKPOINT: `--supernet CHECKPOINT` when a study before has left it
-  [ -f "$1" ] && echo "--supernet $1"
+  if [ -f "$1" ]; then echo "--supernet $1"
+  else echo "$(date -u +%FT%TZ) no $1 (a machine that went away keeps only the ledgers): the next study trains its own supernet" >&2
+  fi
 }
 
 shared_runs() {  # shared_runs FOLDER: `--reuse-runs [FOLDER]` when a study before has left its trained networks there
-  [ -d "$1" ] && echo "--reuse-runs [$1]"
+  if [ -d "$1" ]; then echo "--reuse-runs [$1]"
+  else echo "$(date -u +%FT%TZ) no $1: the next study trains its own networks" >&2
+  fi
 }
 
 study ranking_cv_small ranking --config examples/fashion_mnist/ranking_cv_small.yaml &&
