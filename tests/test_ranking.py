@@ -304,6 +304,10 @@ def test_a_cache_of_another_standalone_recipe_is_refused(tmp_path: Path) -> None
                                         "retrain_overrides": {**cfg.retrain_overrides, "limit_train_batches": 3}})
     with pytest.raises(ValueError, match=r"another recipe \(limit_train_batches: 2 -> 3\)"):
         Study(changed)
+    # how a network's run is checkpointed and resumed is not part of the pinned recipe
+    checkpointed = from_dict(RankingConfig, {**_tiny(tmp_path / "study"), "retrain_overrides": {
+        **cfg.retrain_overrides, "checkpoint_every": 7, "resume": "never", "overwrite": True}})
+    Study(checkpointed)
 
 
 def test_cli_refuses_a_bad_recipe_before_any_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -312,3 +316,22 @@ def test_cli_refuses_a_bad_recipe_before_any_training(tmp_path: Path, capsys: py
     code = main(["ranking", "--config", str(RECIPE), "--modes", "[naive, shared]", "--output", str(tmp_path / "o")])
     assert code == 2 and "field 'modes'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_rank_metrics_of_many_rows_are_scipys() -> None:
+    """The vectorised metrics equal scipy's kendalltau (tau-b, ties included), pearsonr and spearmanr row by row."""
+    from scipy import stats
+
+    from nni_shiftadd.experiment.rank_statistics import rank_metrics_rows
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(40, 12)), rng.integers(0, 4, (40, 12))])  # continuous, then many ties
+    y = np.concatenate([rng.integers(0, 5, (40, 12)), rng.normal(size=(40, 12))])
+    x[0] = 1.0  # a constant row: no correlation
+    rows = rank_metrics_rows(x, y, top_k=3)
+    assert np.isnan(rows["kendall_tau"][0]) and np.isnan(rows["spearman_rho"][0])
+    for i in range(1, len(x)):
+        assert rows["kendall_tau"][i] == pytest.approx(stats.kendalltau(x[i], y[i]).statistic, abs=1e-12)
+        assert rows["pearson_r"][i] == pytest.approx(stats.pearsonr(x[i], y[i]).statistic, abs=1e-12)
+        assert rows["spearman_rho"][i] == pytest.approx(stats.spearmanr(x[i], y[i]).statistic, abs=1e-12)
+        assert rows["top_k_precision"][i] == rank_metrics(x[i], y[i], 3)["top_k_precision"]

@@ -174,8 +174,10 @@ class ImageKind(TableKind):
         return inherited_scorer(checkpoint, cfg.eval_batch_size, cfg.eval_batches, cfg.calibration_batches)
 
     def recipe(self, cfg: ImageTableConfig) -> dict[str, Any]:
+        from ..tasks.retrain import RUN_FIELDS
+
         recipe = dataclasses.asdict(cfg.retrain_recipe_for(REFERENCE_BLOCK_ARCH, 0, Path(cfg.output)))
-        return {k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")}
+        return {k: v for k, v in recipe.items() if k not in RUN_FIELDS}
 
     def train_arch(self, cfg: ImageTableConfig, arch: Mapping[str, Any], seed: int, folder: Path) -> dict[str, Any]:
         from ..tasks.retrain import retrain

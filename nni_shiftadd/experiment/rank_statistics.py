@@ -4,34 +4,73 @@ architectures and paired comparisons of two weight-sharing modes trained with th
 scores tells architectures apart beyond the noise between supernet seeds.
 
 Kendall tau is the paper's Table 5 measure; Pearson r, Spearman rho and top-k precision are reported beside it.
+They are computed for many resamples at once (:func:`rank_metrics_rows`, numpy over a ``[resamples, architectures]``
+array, the same values as ``scipy.stats``' ``kendalltau`` (tau-b), ``pearsonr`` and ``spearmanr``): a bootstrap of
+2,000 resamples takes milliseconds rather than the seconds of 2,000 scipy calls per metric.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["architecture_effect", "bootstrap_interval", "paired_difference", "pooled_sign_test", "rank_metrics"]
+__all__ = ["architecture_effect", "bootstrap_interval", "paired_difference", "pooled_sign_test", "rank_metrics",
+           "rank_metrics_rows"]
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    dx, dy = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    dx /= np.linalg.norm(dx, axis=1, keepdims=True)
+    dy /= np.linalg.norm(dy, axis=1, keepdims=True)
+    return np.clip((dx * dy).sum(axis=1), -1.0, 1.0)
+
+
+def rank_metrics_rows(inherited: np.ndarray, standalone: np.ndarray, top_k: int) -> dict[str, np.ndarray]:
+    """:func:`rank_metrics` of every row pair of two ``[rows, architectures]`` arrays at once: one value per row for
+    each metric (NaN for the correlations of a row where either list is constant)."""
+    from scipy.stats import rankdata
+
+    x, y = np.atleast_2d(np.asarray(inherited, dtype=float)), np.atleast_2d(np.asarray(standalone, dtype=float))
+    rows, n = x.shape
+    top_x = np.argsort(-x, axis=1, kind="stable")[:, :top_k]
+    top_y = np.argsort(-y, axis=1, kind="stable")[:, :top_k]
+    top = (top_x[:, :, None] == top_y[:, None, :]).any(axis=2).sum(axis=1) / top_k
+    constant = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
+    out = {name: np.full(rows, math.nan) for name in ("kendall_tau", "pearson_r", "spearman_rho")}
+    live = ~constant
+    if live.any():
+        xs, ys = x[live], y[live]
+        upper = np.triu_indices(n, 1)  # every pair once: tau-b = sum(sx sy) / sqrt(sum(sx^2) sum(sy^2)), ties 0
+        sx = np.sign(xs[:, :, None] - xs[:, None, :])[:, upper[0], upper[1]]
+        sy = np.sign(ys[:, :, None] - ys[:, None, :])[:, upper[0], upper[1]]
+        out["kendall_tau"][live] = np.clip((sx * sy).sum(axis=1) / np.sqrt((sx * sx).sum(axis=1))
+                                           / np.sqrt((sy * sy).sum(axis=1)), -1.0, 1.0)
+        out["pearson_r"][live] = _pearson_rows(xs, ys)
+        out["spearman_rho"][live] = _pearson_rows(rankdata(xs, axis=1), rankdata(ys, axis=1))
+    return {**out, "top_k_precision": top}
 
 
 def rank_metrics(inherited: Sequence[float], standalone: Sequence[float], top_k: int) -> dict[str, float]:
     """Kendall tau (tau-b), Pearson r, Spearman rho and top-``k`` precision (the share of the stand-alone top
     ``k`` among the inherited top ``k``) of two score lists over the same architectures (higher is better)."""
-    from scipy import stats
-
-    x, y = np.asarray(inherited, dtype=float), np.asarray(standalone, dtype=float)
-    constant = np.ptp(x) == 0 or np.ptp(y) == 0
-    top = len(set(np.argsort(-x, kind="stable")[:top_k]) & set(np.argsort(-y, kind="stable")[:top_k])) / top_k
-    if constant:
-        return {"kendall_tau": math.nan, "pearson_r": math.nan, "spearman_rho": math.nan, "top_k_precision": top}
-    return {"kendall_tau": float(stats.kendalltau(x, y).statistic),
-            "pearson_r": float(stats.pearsonr(x, y).statistic),
-            "spearman_rho": float(stats.spearmanr(x, y).statistic), "top_k_precision": top}
+    return {k: float(v[0]) for k, v in rank_metrics_rows(np.asarray(inherited, dtype=float)[None],
+                                                         np.asarray(standalone, dtype=float)[None], top_k).items()}
 
 
 def _resamples(n: int, samples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, (samples, n))
+
+
+@contextmanager
+def _quiet_nan_mean() -> Iterator[None]:
+    """The mean over seeds of a resample where every seed's metric is NaN (a constant resample) is NaN, silently:
+    the percentiles that follow skip it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        yield
 
 
 def bootstrap_interval(per_seed: Sequence[Sequence[float]], standalone: Sequence[float], top_k: int, samples: int,
@@ -40,11 +79,10 @@ def bootstrap_interval(per_seed: Sequence[Sequence[float]], standalone: Sequence
     with replacement (``samples`` times; the same resample for every seed)."""
     inherited = np.asarray(per_seed, dtype=float)
     target = np.asarray(standalone, dtype=float)
-    draws: dict[str, list[float]] = {}
-    for idx in _resamples(target.size, samples, seed):
-        runs = [rank_metrics(row[idx], target[idx], min(top_k, target.size)) for row in inherited]
-        for key in runs[0]:
-            draws.setdefault(key, []).append(float(np.nanmean([r[key] for r in runs])))
+    idx = _resamples(target.size, samples, seed)
+    runs = [rank_metrics_rows(row[idx], target[idx], min(top_k, target.size)) for row in inherited]
+    with _quiet_nan_mean():
+        draws = {key: np.nanmean([r[key] for r in runs], axis=0) for key in runs[0]}
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
 
 
@@ -62,10 +100,11 @@ def paired_difference(first: Sequence[Sequence[float]], second: Sequence[Sequenc
     target = np.asarray(standalone, dtype=float)
     k = min(top_k, target.size)
     per_seed = [rank_metrics(x, target, k)[metric] - rank_metrics(y, target, k)[metric] for x, y in zip(a, b)]
-    draws = []
-    for idx in _resamples(target.size, samples, seed):
-        draws.append(np.nanmean([rank_metrics(x[idx], target[idx], k)[metric]
-                                 - rank_metrics(y[idx], target[idx], k)[metric] for x, y in zip(a, b)]))
+    idx = _resamples(target.size, samples, seed)
+    differences = [rank_metrics_rows(x[idx], target[idx], k)[metric] - rank_metrics_rows(y[idx], target[idx], k)[metric]
+                   for x, y in zip(a, b)]
+    with _quiet_nan_mean():
+        draws = np.nanmean(differences, axis=0)
     lo, hi = float(np.nanpercentile(draws, 2.5)), float(np.nanpercentile(draws, 97.5))
     same_sign = all(d > 0 for d in per_seed) or all(d < 0 for d in per_seed)
     return {"metric": metric, "mean": float(np.mean(per_seed)), "per_seed": [float(d) for d in per_seed],

@@ -297,12 +297,11 @@ class Study:
     # -- stand-alone -----------------------------------------------------------------------------------------------
     def _check_standalone_recipe(self, pool: str) -> None:
         """Refuse a cache of stand-alone networks trained with another recipe (``<pool>/recipe.json``)."""
-        from ..tasks.retrain import RetrainConfig
+        from ..tasks.retrain import RUN_FIELDS, RetrainConfig
 
         recipe = dataclasses.asdict(load_yaml(RetrainConfig, self.cfg.retrain_recipe,
                                               self.cfg.standalone_overrides(pool)))
-        pin_recipe(self.out / pool / "recipe.json",
-                   {k: v for k, v in recipe.items() if k not in ("arch", "seed", "output")},
+        pin_recipe(self.out / pool / "recipe.json", {k: v for k, v in recipe.items() if k not in RUN_FIELDS},
                    "these stand-alone networks were",
                    f"remove the folder or choose another 'output' (field '{pool_field(pool)}')")
 

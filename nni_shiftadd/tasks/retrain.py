@@ -40,6 +40,9 @@ from .supernet import BASELINES, SupernetConfig, load_supernet
 #: else from :class:`SupernetConfig`'s defaults.
 RECIPE_FIELDS: tuple[str, ...] = ("space", "dataset", "data_dir", "epochs", "batch_size", "optimizer", "lr",
                                   "weight_decay", "sched", "warmup_epochs")
+#: The fields that name one run of a recipe rather than the recipe: the network, its seed, where it goes and how its
+#: run is checkpointed and resumed. A study's cache of networks is pinned to the rest (``recipe.json``).
+RUN_FIELDS: tuple[str, ...] = ("arch", "seed", "output", "checkpoint_every", "resume", "overwrite")
 #: Names of the homogeneous baselines ``arch`` may be (Conv where a stage does not offer the op).
 BASELINE_ARCHS: dict[str, str] = {f"all_{op}": op for op in BASELINES}
 
