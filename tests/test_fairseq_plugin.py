@@ -228,6 +228,10 @@ def test_subnets_scored_with_inherited_weights(tiny_translation: dict[str, Path]
     assert result8["scratch"]["energy_mJ"] < scratch["energy_mJ"] and result8["scratch"]["macs_G"] == scratch["macs_G"]
     assert main([*retrain[:-1], str(tmp_path / "retrain2"), "--epochs", "3"]) == 2
     assert "field 'epochs': applies to image spaces" in capsys.readouterr().err
+    assert main([*retrain[:-1], str(tmp_path / "retrain2"), "--checkpoint-every", "3"]) == 2
+    assert "field 'checkpoint_every': applies to image spaces" in capsys.readouterr().err
+    assert main([*retrain, "--resume", "never"]) == 2  # fairseq's resume, as train-supertransformer's
+    assert "--overwrite true" in capsys.readouterr().err
     assert main([*retrain[:-1], str(tmp_path / "retrain2"), "--max-updates", "4"]) == 2  # = the warm-up
     assert "the warm-up (4 updates) must end before the run does (4)" in capsys.readouterr().err
     assert main(["retrain", "--supernet", checkpoint, "--arch", json.dumps(bad), "--output",

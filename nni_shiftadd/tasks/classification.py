@@ -43,6 +43,10 @@ from ..nn.memory_format import channels_last, channels_last_batch
 from ..ops import convert_model
 
 
+#: Training steps between two checkpoints of an image run (there is one more on a signal, and one at the end).
+CHECKPOINT_EVERY: int = 100
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Schema of a training recipe (YAML): model, operator conversion, data, optimisation and output."""
@@ -70,7 +74,7 @@ class TrainConfig:
     num_workers: int = 0
     limit_train_batches: int | float | None = None
     limit_eval_batches: int | float | None = None
-    checkpoint_every: int = 100  # steps between checkpoints (and one on a signal, and at the end)
+    checkpoint_every: int = CHECKPOINT_EVERY
     output: str = "runs/train"
     resume: str = "auto"  # auto: from <output>/checkpoints if there is one; never; or a checkpoint's path
     overwrite: bool = False  # with resume: never, delete the output's checkpoints (else that is refused)

@@ -31,7 +31,7 @@ from ..lock import check_output_dir, output_lock
 from ..quant import check_bits, cost_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
-from .classification import classification_loaders, fit_and_test, resume_of
+from .classification import CHECKPOINT_EVERY, classification_loaders, fit_and_test, resume_of
 from .resume import Resume, check_resume_fields, clear_checkpoints
 from .kinds import task_kind_of
 from .supernet import BASELINES, SupernetConfig, load_supernet
@@ -81,9 +81,9 @@ class RetrainConfig:
     limit_eval_batches: int | None = None
     max_updates: int | None = None  # translation: updates (default: the SuperTransformer's)
     test_sentences: int | None = None  # translation: BLEU on the first N test sentences (default: all)
-    checkpoint_every: int = 100  # image: steps between checkpoints (and one on a signal, and at the end)
+    checkpoint_every: int | None = None  # image: steps between checkpoints (null: CHECKPOINT_EVERY)
     output: str = "runs/retrain"
-    resume: str = "auto"  # image: auto (from <output>/checkpoints if there is one), never, or a checkpoint's path
+    resume: str = "auto"  # auto (from <output>/checkpoints if there is one), never, or (image) a checkpoint's path
     overwrite: bool = False  # with resume: never, delete the output's checkpoints (else that is refused)
 
     def validate(self) -> None:
@@ -100,8 +100,8 @@ class RetrainConfig:
         for name in ("num_workers", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"field 'checkpoint_every': must be >= 1, got {self.checkpoint_every}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"field 'checkpoint_every': must be null or >= 1, got {self.checkpoint_every}")
         check_resume_fields(self)
         check_mixing(self)
         if self.momentum < 0:
@@ -124,7 +124,9 @@ class RetrainConfig:
             arch = load_arch(recipe.load_spec(), self.arch)
         except ValueError as err:
             raise ValueError(f"field 'arch': {err}") from None
-        return dataclasses.replace(self, arch=arch, **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
+        every = CHECKPOINT_EVERY if self.checkpoint_every is None else self.checkpoint_every
+        return dataclasses.replace(self, arch=arch, checkpoint_every=every,
+                                   **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
 
     def resolved(self) -> RetrainConfig:
         """A copy with every recipe field filled in (from ``supernet``'s checkpoint or the defaults) and ``arch``
@@ -197,7 +199,7 @@ def load_retrained(checkpoint: str | Path, map_location: str | torch.device = "c
 #: The fields of an image retrain that a translation retrain (whose recipe is its SuperTransformer's) does not take.
 IMAGE_ONLY_FIELDS: tuple[str, ...] = ("dataset", "data_dir", "epochs", "batch_size", "optimizer", "weight_decay",
                                       "sched", "warmup_epochs", "limit_train_batches",
-                                      "limit_eval_batches")
+                                      "limit_eval_batches", "checkpoint_every")
 
 
 def retrain(cfg: RetrainConfig) -> dict[str, Any]:
@@ -245,6 +247,7 @@ def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
         raise ConfigError(f"retrain config: field 'arch': {err}") from None
     changes = {k: v for k, v in (("max_updates", cfg.max_updates), ("lr", cfg.lr), ("quant_bits", cfg.quant_bits))
                if v is not None}
+    changes.update(resume=cfg.resume, overwrite=cfg.overwrite)  # fairseq's own resume (checkpoint_last.pt)
     result = retrain_subnet(cfg.supernet, arch, cfg.output, test_sentences=cfg.test_sentences, seed=cfg.seed,
                             **changes)
     return {**result, "kind": spec.kind, "arch_source": cfg.arch if isinstance(cfg.arch, str) else "inline"}
