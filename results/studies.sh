@@ -21,7 +21,7 @@
 #                         their weights rather than training them again
 # A study whose results/<name>/results.json says "complete": true is not run again (its command would only recompute
 # the report from the ledger, minutes of bootstrap statistics every time the script starts); its ledger is still
-# copied into runs/, where a later study may take its trained networks from. RERUN=1 runs those too.
+# copied into runs/, where a later study may take its trained networks from. RERUN=1 (any value) runs those too.
 # EXPORT_EVERY (seconds, default 600): how often the running study's ledger is copied into results/.
 set -u
 set -f  # no pathname expansion: a flag value such as [runs/x] stays as written
@@ -69,13 +69,13 @@ study() {  # study NAME COMMAND... : resume NAME from results/NAME, run it, expo
 
 shared_supernet() {  # shared_supernet CHECKPOINT: `--supernet CHECKPOINT` when a study before has left it
   if [ -f "$1" ]; then echo "--supernet $1"
-  else echo "$(date -u +%FT%TZ) no $1 (a machine that went away keeps only the ledgers): the next study trains its own supernet" >&2
+  else echo "$(date -u +%FT%TZ) no $1 to share (a new machine has only the ledgers): a study that needs it trains its own" >&2
   fi
 }
 
 shared_runs() {  # shared_runs FOLDER: `--reuse-runs [FOLDER]` when a study before has left its trained networks there
   if [ -d "$1" ]; then echo "--reuse-runs [$1]"
-  else echo "$(date -u +%FT%TZ) no $1: the next study trains its own networks" >&2
+  else echo "$(date -u +%FT%TZ) no $1 to share: a study that needs its networks trains its own" >&2
   fi
 }
 

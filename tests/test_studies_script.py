@@ -38,7 +38,7 @@ def test_complete_studies_are_not_run_again(tmp_path: Path) -> None:
     studies = [c.split()[0] + " " + c.split()[1] for c in calls if "--export-ledger" not in c]
     assert studies == ["translation-ranking --config", "reproduce table3"], calls
     assert "ranking_cv_small: complete in results/ranking_cv_small, not run again" in log
-    assert "no runs/ranking_nlp_tiny/supernets/uniform_seed1/checkpoints/checkpoint_last.pt" in log
+    assert "no runs/ranking_nlp_tiny/supernets/uniform_seed1/checkpoints/checkpoint_last.pt to share" in log
     assert (tmp_path / "runs" / "ranking_cv_small" / "archs.json").is_file()  # the ledger is still in runs/
     exports = [c for c in calls if "--export-ledger" in c]
     assert [c.split("--export-ledger ")[1] for c in exports] == ["results/ranking_nlp_tiny", "results/table3_nlp_tiny"]

@@ -52,6 +52,8 @@ def test_example_recipes_validate(recipe: Path, monkeypatch: pytest.MonkeyPatch)
     ({"model": "no_such_net"}, r"field 'model': unknown model 'no_such_net'"),
     ({"dataset": "cifar10"}, r"cifar10"),
     ({"lr": -1}, r"field 'lr': must be > 0, got -1"),
+    ({"limit_train_batches": 0}, r"field 'limit_train_batches': null \(all\), a number of batches >= 1 or a fraction"),
+    ({"limit_train_batches": 1.5}, r"field 'limit_train_batches': .* a fraction in \(0, 1\], got 1.5"),
 ])
 def test_bad_recipe_names_file_field_and_value(tmp_path: Path, content: dict, message: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -137,8 +139,11 @@ def test_a_killed_and_a_stopped_run_resume_exactly(tmp_path: Path) -> None:
     summary = ("train_loss_first", "train_loss_last", "test_acc")  # the loss history comes back with the weights
     assert {k: metrics[k] for k in summary} == {k: reference[k] for k in summary}
 
+    saved = torch.load(folder / "last.ckpt", weights_only=True)["callbacks"]["GlobalRngState"]
     again = train(from_dict(TrainConfig, cfg))
     assert again["train_steps"] == 40 and again["steps_this_run"] == 0
+    kept = torch.load(folder / "last.ckpt", weights_only=True)["callbacks"]["GlobalRngState"]
+    assert torch.equal(kept["torch"], saved["torch"]) and kept["numpy"] == saved["numpy"]  # not this process's
     assert {k: again[k] for k in summary} == {k: reference[k] for k in summary}
 
 
@@ -156,3 +161,20 @@ def test_a_resume_with_another_recipe_is_refused_before_training(tmp_path: Path,
         train(from_dict(TrainConfig, {**cfg, **change}))
     fresh = train(from_dict(TrainConfig, {**cfg, "resume": "never", "overwrite": True}))
     assert fresh["resumed_from"] is None and fresh["steps_this_run"] == 2
+
+
+def test_a_checkpoint_without_its_place_in_the_epoch_is_refused(tmp_path: Path) -> None:
+    """An older version's checkpoint (no loader position) would resume at the wrong batch: refused, naming the fix."""
+    import torch
+
+    from nni_shiftadd.config import from_dict
+    from nni_shiftadd.tasks.classification import train
+
+    cfg = {**_resumable_run(tmp_path / "run"), "epochs": 1, "limit_train_batches": 2, "mixup": 0.0}
+    train(from_dict(TrainConfig, cfg))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    del state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    torch.save(state, last)
+    with pytest.raises(ConfigError, match=r"holds no position inside its epoch .* --resume never --overwrite true"):
+        train(from_dict(TrainConfig, cfg))

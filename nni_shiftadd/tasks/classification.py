@@ -87,6 +87,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
         check_resume_fields(self)
+        check_batch_limit(self.limit_train_batches, "limit_train_batches")
         check_learning_rate(self.lr)
         try:
             dataset_info(self.dataset)
@@ -253,6 +254,17 @@ def resume_of(cfg: Any, command: str) -> Resume | None:
     every field of its recipe but :data:`RESUME_FREE` must be the checkpoint's."""
     fixed = [f.name for f in dataclasses.fields(cfg) if f.name not in RESUME_FREE]
     return resolve_resume(cfg, command, fixed)
+
+
+def check_batch_limit(limit: int | float | None, field: str) -> None:
+    """``ValueError`` naming ``field`` unless ``limit`` is null (all), a number of batches >= 1 or a fraction in
+    (0, 1] of an epoch (Lightning's convention)."""
+    if limit is None:
+        return
+    if isinstance(limit, bool) or (isinstance(limit, int) and limit < 1) or (
+            isinstance(limit, float) and not 0 < limit <= 1):
+        raise ValueError(f"field {field!r}: null (all), a number of batches >= 1 or a fraction in (0, 1], "
+                         f"got {limit!r}")
 
 
 def _limit(n: int, limit: int | float | None) -> int:

@@ -148,16 +148,21 @@ def numpy_restore(state: list[Any]) -> None:
 
 
 def global_rng_state() -> dict[str, Any]:
-    """The global ``torch``, ``random`` and ``numpy`` generators' states as plain data (augmentation draws from
-    them in the main process)."""
-    return {"torch": torch.get_rng_state(), "python": python_state(random.getstate()), "numpy": numpy_state()}
+    """The global ``torch`` (and CUDA's, where there is one), ``random`` and ``numpy`` generators' states as plain
+    data (augmentation draws from them in the main process; dropout from torch's or CUDA's)."""
+    state = {"torch": torch.get_rng_state(), "python": python_state(random.getstate()), "numpy": numpy_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_global_rng(state: dict[str, Any]) -> None:
-    """Set the global generators to a :func:`global_rng_state`."""
+    """Set the global generators to a :func:`global_rng_state` (CUDA's when it holds them and there is CUDA)."""
     torch.set_rng_state(state["torch"])
     random.setstate(python_restore(state["python"]))
     numpy_restore(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class GlobalRngState(pl.Callback):
@@ -170,7 +175,8 @@ class GlobalRngState(pl.Callback):
         self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return global_rng_state()
+        # a run resumed after its last step saves again without training: the checkpoint's states, not this process's
+        return self._pending if self._pending is not None else global_rng_state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict

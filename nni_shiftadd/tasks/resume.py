@@ -89,6 +89,10 @@ def resolve_resume(cfg: Any, command: str, fixed: Collection[str],
     if not isinstance(saved, dict) or "global_step" not in state:
         raise ConfigError(f"field 'resume': {path} is not a checkpoint of `nni-shiftadd {command}` (no "
                           "'hyper_parameters.config' and 'global_step')")
+    if "combined_loader" not in state.get("loops", {}).get("fit_loop", {}).get("state_dict", {}):
+        raise ConfigError(f"field 'resume': {path} holds no position inside its epoch (a checkpoint of an older "
+                          f"`nni-shiftadd {command}`), so no exact resume from it; start afresh with --resume never "
+                          "--overwrite true, or choose another --output")
     mine = dataclasses.asdict(cfg)
     for name in fixed:
         if name in saved and saved[name] != mine[name]:

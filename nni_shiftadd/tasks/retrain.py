@@ -247,6 +247,9 @@ def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
         raise ConfigError(f"retrain config: field 'arch': {err}") from None
     changes = {k: v for k, v in (("max_updates", cfg.max_updates), ("lr", cfg.lr), ("quant_bits", cfg.quant_bits))
                if v is not None}
+    if cfg.resume not in ("auto", "never"):
+        raise ConfigError(f"retrain config: field 'resume': a translation subnet resumes from its output's "
+                          f"checkpoint_last.pt: 'auto' or 'never', got {cfg.resume!r}")
     changes.update(resume=cfg.resume, overwrite=cfg.overwrite)  # fairseq's own resume (checkpoint_last.pt)
     result = retrain_subnet(cfg.supernet, arch, cfg.output, test_sentences=cfg.test_sentences, seed=cfg.seed,
                             **changes)

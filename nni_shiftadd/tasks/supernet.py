@@ -50,7 +50,8 @@ from torch.utils.data import DataLoader
 from ..checkpoint import LAST, CheckpointError, load_checkpoint
 from .checkpoint_io import SafeCheckpointIO
 from .graceful_stop import GracefulStop
-from .resumable import GlobalRngState, MidEpochCounters, ResumableLoader, ResumableSampler, python_restore, python_state
+from .resumable import (GlobalRngState, MidEpochCounters, ResumableLoader, ResumableSampler, python_restore,
+                        python_state, restore_global_rng)
 from .resume import Resume, check_resume_fields, clear_checkpoints, fit_resumably, resolve_resume
 from ..config import ConfigError, check_learning_rate
 from ..data import check_data_dir, create_dataset, dataset_info
@@ -268,6 +269,8 @@ class SupernetTask(pl.LightningModule):
         if state is None:
             return
         self.arch_rng.setstate(python_restore(state["arch"]))
+        if "torch" in state and "GlobalRngState" not in checkpoint.get("callbacks", {}):
+            restore_global_rng(state)  # a checkpoint written when they were saved here; restored before fit starts
 
     def on_train_start(self) -> None:
         """After Lightning restored a checkpoint's optimiser and schedule: when the recipe's optimisation fields
