@@ -43,9 +43,8 @@ def rank_metrics_rows(inherited: np.ndarray, standalone: np.ndarray, top_k: int)
     live = ~constant
     if live.any():
         xs, ys = x[live], y[live]
-        upper = np.triu_indices(n, 1)  # every pair once: tau-b = sum(sx sy) / sqrt(sum(sx^2) sum(sy^2)), ties 0
-        sx = np.sign(xs[:, :, None] - xs[:, None, :])[:, upper[0], upper[1]]
-        sy = np.sign(ys[:, :, None] - ys[:, None, :])[:, upper[0], upper[1]]
+        i, j = np.triu_indices(n, 1)  # every pair once: tau-b = sum(sx sy) / sqrt(sum(sx^2) sum(sy^2)), ties 0
+        sx, sy = np.sign(xs[:, i] - xs[:, j]), np.sign(ys[:, i] - ys[:, j])
         out["kendall_tau"][live] = np.clip((sx * sy).sum(axis=1) / np.sqrt((sx * sx).sum(axis=1))
                                            / np.sqrt((sy * sy).sum(axis=1)), -1.0, 1.0)
         out["pearson_r"][live] = _pearson_rows(xs, ys)

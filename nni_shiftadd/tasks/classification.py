@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from .. import models as _models  # noqa: F401  (registers the shiftadd_* models
 from .checkpoint_io import SafeCheckpointIO
 from .graceful_stop import GracefulStop
 from .resumable import GlobalRngState, MidEpochCounters, ResumableLoader, ResumableSampler
-from .resume import Resume, check_resume_fields, clear_checkpoints, fit_resumably, resolve_resume
+from .resume import Resume, check_resume_fields, fit_resumably, resolve_resume, start_run
 from ..atomic import atomic_write_json
 from ..checkpoint import LAST
 from ..config import check_learning_rate
@@ -321,8 +320,9 @@ def fit_and_test(model: nn.Module, cfg: Any, train_loader: DataLoader, val_loade
     val_acc = float(trainer.callback_metrics.get("val/acc", math.nan))
     test = trainer.test(task, test_loader, verbose=False)[0]
     return {
-        "train_steps": trainer.global_step, "steps_this_run": trainer.global_step - (resume.step if resume else 0), "fit_seconds": round(fit_s, 1),
-        **history.summary(), "val_acc": val_acc, "test_acc": float(test["test/acc"]),
+        "train_steps": trainer.global_step,
+        "steps_this_run": resume.steps_since(trainer.global_step) if resume else trainer.global_step,
+        "fit_seconds": round(fit_s, 1), **history.summary(), "val_acc": val_acc, "test_acc": float(test["test/acc"]),
         "test_loss": float(test["test/loss"]), "resumed_from": str(resume.path) if resume is not None else None,
         "checkpoint": str(folder / LAST),
     }
@@ -336,9 +336,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, resume: Resume | None) -> dict[str, Any]:
-    clear_checkpoints(cfg, "train")
-    if resume is not None:
-        print(f"nni-shiftadd train: {resume.describe()}", file=sys.stderr, flush=True)
+    start_run(cfg, "train", resume)
     pl.seed_everything(cfg.seed, workers=True)
     info = dataset_info(cfg.dataset, cfg.data_dir)
     size = resolve_input_size(cfg.dataset, cfg.input_size)

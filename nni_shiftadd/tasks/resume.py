@@ -24,7 +24,7 @@ from ..config import ConfigError
 from ..lock import is_rank_zero
 from .checkpoint_io import save_resumable
 
-__all__ = ["Resume", "check_resume_fields", "clear_checkpoints", "fit_resumably", "last_good", "resolve_resume"]
+__all__ = ["Resume", "check_resume_fields", "fit_resumably", "last_good", "resolve_resume", "start_run"]
 
 
 @dataclasses.dataclass
@@ -35,6 +35,10 @@ class Resume:
     step: int
     changes: dict[str, tuple[Any, Any]]
     passed_over: list[str]
+
+    def steps_since(self, step: int) -> int:
+        """The steps a run that resumed here has taken when it reaches global ``step``."""
+        return step - self.step
 
     def describe(self) -> str:
         text = f"resuming from {self.path} (global step {self.step})"
@@ -103,15 +107,19 @@ def resolve_resume(cfg: Any, command: str, fixed: Collection[str],
     return Resume(path, int(state["global_step"]), changes, skipped)
 
 
-def clear_checkpoints(cfg: Any, command: str) -> None:
-    """With ``resume: never`` and ``overwrite``, delete the checkpoints of ``<output>/checkpoints`` and say so."""
-    if cfg.resume != "never" or not cfg.overwrite or not is_rank_zero():
+def start_run(cfg: Any, command: str, resume: Resume | None) -> None:
+    """Say where the run of ``nni-shiftadd <command>`` starts (rank 0): with ``resume: never`` and ``overwrite``,
+    delete the checkpoints of ``<output>/checkpoints`` first; when it resumes, from where."""
+    if not is_rank_zero():
         return
-    folder = Path(cfg.output) / "checkpoints"
-    for path in folder.glob("*.ckpt"):
-        path.unlink()
-    print(f"nni-shiftadd {command}: --resume never --overwrite true: deleted the checkpoints of {folder}",
-          file=sys.stderr, flush=True)
+    if cfg.resume == "never" and cfg.overwrite:
+        folder = Path(cfg.output) / "checkpoints"
+        for path in folder.glob("*.ckpt"):
+            path.unlink()
+        print(f"nni-shiftadd {command}: --resume never --overwrite true: deleted the checkpoints of {folder}",
+              file=sys.stderr, flush=True)
+    if resume is not None:
+        print(f"nni-shiftadd {command}: {resume.describe()}", file=sys.stderr, flush=True)
 
 
 def last_good(folder: Path, resume: Resume | None) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +31,7 @@ from ..quant import check_bits, cost_bits, fake_quantize
 from ..space.cv import HybridCVSpace
 from ..space.spec import SpaceSpec, canonical_arch, layer_plan, load_space, named_baselines
 from .classification import CHECKPOINT_EVERY, classification_loaders, fit_and_test, resume_of
-from .resume import Resume, check_resume_fields, clear_checkpoints
+from .resume import Resume, check_resume_fields, start_run
 from .kinds import task_kind_of
 from .supernet import BASELINES, SupernetConfig, load_supernet
 
@@ -257,9 +256,7 @@ def retrain_translation(cfg: RetrainConfig) -> dict[str, Any]:
 
 
 def _retrain(cfg: RetrainConfig, source: str, resume: Resume | None) -> dict[str, Any]:
-    clear_checkpoints(cfg, "retrain")
-    if resume is not None:
-        print(f"nni-shiftadd retrain: {resume.describe()}", file=sys.stderr, flush=True)
+    start_run(cfg, "retrain", resume)
     spec = load_space(cfg.space)
     pl.seed_everything(cfg.seed, workers=True)
     size = (spec.input.channels, spec.input.size, spec.input.size)

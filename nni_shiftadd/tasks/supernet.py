@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +51,11 @@ from .checkpoint_io import SafeCheckpointIO
 from .graceful_stop import GracefulStop
 from .resumable import (GlobalRngState, MidEpochCounters, ResumableLoader, ResumableSampler, python_restore,
                         python_state, restore_global_rng)
-from .resume import Resume, check_resume_fields, clear_checkpoints, fit_resumably, resolve_resume
+from .resume import Resume, check_resume_fields, fit_resumably, resolve_resume, start_run
 from ..config import ConfigError, check_learning_rate
 from ..data import check_data_dir, create_dataset, dataset_info
 from ..data.mixing import BatchMixing, check_mixing
-from ..lock import check_output_dir, is_rank_zero, output_lock
+from ..lock import check_output_dir, output_lock
 from ..hws import MODES, HWSConfig, Mode
 from ..nn.hybrid import HybridChoice
 from ..nn.memory_format import channels_last, channels_last_batch
@@ -338,9 +337,7 @@ def train_supernet(cfg: SupernetConfig) -> dict[str, Any]:
 
 
 def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any]:
-    clear_checkpoints(cfg, "train-supernet")
-    if resume is not None and is_rank_zero():
-        print(f"nni-shiftadd train-supernet: {resume.describe()}", file=sys.stderr, flush=True)
+    start_run(cfg, "train-supernet", resume)
     pl.seed_everything(cfg.seed, workers=True)
     spec = cfg.load_spec()
     size = (spec.input.channels, spec.input.size, spec.input.size)
@@ -388,7 +385,8 @@ def _train_supernet(cfg: SupernetConfig, resume: Resume | None) -> dict[str, Any
             "space": spec.name, "mode": cfg.mode, "dataset": cfg.dataset, "epochs": cfg.epochs,
             "global_step": trainer.global_step, "resumed_from": ckpt_path,
             "recipe_changes": {k: list(v) for k, v in resume.changes.items()} if resume else {},
-            "steps_this_run": trainer.global_step - (resume.step if resume else 0), "fit_seconds": round(fit_s, 1),
+            "steps_this_run": resume.steps_since(trainer.global_step) if resume else trainer.global_step,
+            "fit_seconds": round(fit_s, 1),
             **history.summary(), "archs": evaluated,
             "baselines": {op: evaluated[f"all_{op}"]["val_acc"] for op in BASELINES},
             "checkpoint": str(out / "checkpoints" / "last.ckpt"),
