@@ -73,8 +73,8 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
     lines: list[str] = []
     partial: list[dict] = []
 
-    def log(line: str) -> None:  # what results.json holds when the first stand-alone network has trained
-        if line.startswith("stand-alone") and not partial:
+    def log(line: str) -> None:  # results.json when sandwich's supernet has trained, then when the first stand-alone has
+        if line.startswith("supernet sandwich") or (line.startswith("stand-alone") and len(partial) == 1):
             partial.append(json.loads((tmp_path / "study" / "results.json").read_text()))
         lines.append(line)
 
@@ -86,12 +86,18 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
     spread_lines = [line for line in lines if "beyond seed noise" in line]
     assert [line.split(":")[0] for line in spread_lines] == ["uniform", "sandwich"]
     assert kinds.index("stand-alone") > lines.index(spread_lines[-1])
-    assert partial[0]["complete"] is False and [a["id"] for a in partial[0]["archs"]] == [a["id"] for a in results["archs"]]
-    for name, report in partial[0]["techniques"].items():
+    # each technique's verdict as soon as its own supernets are scored: uniform's before sandwich's supernet trains
+    assert lines.index(spread_lines[0]) < next(i for i, line in enumerate(lines) if line.startswith("supernet sandwich"))
+    assert lines.index(spread_lines[0]) > max(i for i, line in enumerate(lines) if "uniform seed" in line)
+    assert partial[0]["complete"] is False and list(partial[0]["techniques"]) == ["uniform"]
+    assert list(partial[1]["techniques"]) == ["uniform", "sandwich"]
+    for snapshot in partial:
+        assert snapshot["complete"] is False and [a["id"] for a in snapshot["archs"]] == [a["id"] for a in results["archs"]]
+    for name, report in {**partial[0]["techniques"], **partial[1]["techniques"]}.items():
         assert "metrics" not in report and report["seeds"] == results["techniques"][name]["seeds"]
         assert json.dumps(report["spread"], sort_keys=True) == json.dumps(results["techniques"][name]["spread"],
                                                                           sort_keys=True)
-    assert "beyond seed noise" in format_table(partial[0]) and "valid_loss" not in format_table(partial[0])
+    assert "beyond seed noise" in format_table(partial[1]) and "valid_loss" not in format_table(partial[1])
     for arch in results["archs"]:
         assert arch["valid_loss"] > 0 and 0 <= arch["bleu"] <= 100
     uniform, sandwich = results["techniques"]["uniform"], results["techniques"]["sandwich"]

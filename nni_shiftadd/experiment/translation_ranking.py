@@ -10,8 +10,9 @@ subnets as training them alone does, and do its inherited losses spread beyond s
    the first seed.
 3. **Inherited**: every architecture's validation loss and test BLEU with the weights it inherits from each supernet.
    The spread of the inherited losses across architectures against the seed-to-seed noise of one architecture's
-   inherited loss needs nothing else, so it is written then (``results.json`` with ``complete: false``, and a log
-   line per technique), hours before the stand-alone networks are done.
+   inherited loss needs nothing else, so it is written as soon as a technique's supernets are scored
+   (``results.json`` with ``complete: false``, and a log line for that technique): the first technique's verdict
+   before the next technique's supernet trains, all of them hours before the stand-alone networks are done.
 4. **Stand-alone**: each trained from scratch with the supernet's recipe (``standalone_overrides`` on top), then its
    validation loss and test BLEU.
 5. **Report**, per technique: Kendall tau, Pearson r, Spearman rho and top-k precision between inherited and
@@ -231,11 +232,13 @@ class TranslationRanking:
                 "beyond_seed_noise": None if effect is None else effect["beyond_noise"]}
 
     def run(self) -> dict[str, Any]:
-        """Every phase (each resumes from its cache): the supernets and their inherited scores first, then the
+        """Every phase (each resumes from its cache): per technique its supernets, their inherited scores and its
         spread in a partial ``results.json`` (``complete: false``), then the stand-alone networks; the complete
         ``results.json`` and the plot at the end."""
-        inherited = {t: {seed: self.inherited(t, seed) for seed in self.cfg.seeds(t)} for t in self.cfg.techniques}
-        self._write_spread({t: self.spread(per_seed) for t, per_seed in inherited.items()})
+        inherited: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+        for technique in self.cfg.techniques:  # each technique's verdict as soon as its seeds are scored
+            inherited[technique] = {seed: self.inherited(technique, seed) for seed in self.cfg.seeds(technique)}
+            self._write_spread({t: self.spread(per_seed) for t, per_seed in inherited.items()})
         standalone = {arch_id(a): self.standalone(a) for a in self.archs}
         techniques = {t: self.technique_report(inherited[t], standalone) for t in self.cfg.techniques}
         results = {"space": self.spec.name, "complete": True,
@@ -244,18 +247,20 @@ class TranslationRanking:
         return self._write(results)
 
     def _write_spread(self, spreads: Mapping[str, Mapping[str, Any]]) -> None:
-        """The partial ``results.json`` (architectures and each technique's spread, no rank metrics) and one log
-        line per technique; nothing when ``results.json`` already holds these spreads (a study run again)."""
+        """The partial ``results.json`` (architectures and the spread of each technique scored so far, no rank
+        metrics) and a log line per technique whose spread it did not hold yet; nothing when it holds them all (a
+        study run again)."""
         path = self.out / "results.json"
         saved = read_json(path) or {}
-        old = {t: r.get("spread") for t, r in saved.get("techniques", {}).items()}
-        if json.dumps(old, sort_keys=True) == json.dumps(spreads, sort_keys=True):
+        old = {t: json.dumps(r.get("spread"), sort_keys=True) for t, r in saved.get("techniques", {}).items()}
+        new = {t: s for t, s in spreads.items() if old.get(t) != json.dumps(s, sort_keys=True)}
+        if not new:
             return
         atomic_write_json(path, {"space": self.spec.name, "complete": False,
                                  "archs": [{"id": arch_id(a), "arch": a} for a in self.archs],
                                  "techniques": {t: {"seeds": self.cfg.seeds(t), "spread": s} for t, s in spreads.items()},
                                  "config": dataclasses.asdict(self.cfg)})
-        for technique, report in spreads.items():
+        for technique, report in new.items():
             self.log(f"{technique}: {spread_line(report)}")
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
