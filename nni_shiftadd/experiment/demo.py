@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from ..atomic import read_json
 from ..config import ConfigError, load_yaml, load_yaml_text
 from ..lock import check_output_dir, output_lock, read_holder
 from ..space.kinds import DEFAULT_KIND
@@ -286,11 +287,19 @@ class TranslationDemo(DemoKind):
         print(f"{step} table: test BLEU (beam {cfg.beam}) of the chosen subnets and the baselines", flush=True)
         results["table"] = translation_table(checkpoint, results, out, beam=cfg.beam, lenpen=cfg.lenpen,
                                              test_sentences=cfg.test_sentences)
+        results["supernet_updates"] = (read_json(out / "supernet" / "metrics.json") or {}).get("updates")
 
     def table_lines(self, results: Mapping[str, Any]) -> list[str]:
         from .translation_report import format_table
 
-        return [format_table(results["table"]), ""]
+        updates = results.get("supernet_updates")
+        trained = f"{updates} updates" if updates else "briefly"
+        return [format_table(results["table"]), "",
+                f"val loss, BLEU  inherited from a SuperTransformer trained {trained}, which ranks subnets coarsely: "
+                "the searches chose by the differences in inherited loss above (how they grow with training: "
+                "docs/results.md#translation-ranking-on-nlp_tiny-in-progress); retrain a pick to measure it: "
+                f"nni-shiftadd retrain --supernet {results['supernet_checkpoint']} "
+                f"--arch {results['search_dir']}/best.json --output runs/retrain_translation_best", ""]
 
 
 #: What the demo does for each kind of space (:func:`recipe_kind` of its supernet recipe).

@@ -77,9 +77,18 @@ def translation_table(checkpoint: str | os.PathLike[str], results: Mapping[str, 
                                "bleu": scored["bleu"], "valid_bleu": record.get("bleu"),
                                "test_sentences": scored["sentences"], "example": (scored["examples"] or [None])[0]})
     table = {"rows": table_rows_out, "bleu_signature": signature, "beam": beam, "lenpen": lenpen,
-             "constraints": results.get("constraints"), "plots": _plots(results, out)}
+             "constraints": results.get("constraints"), "inherited_loss": inherited_loss(results),
+             "plots": _plots(results, out)}
     (out / "table.json").write_text(json.dumps(table, indent=1))
     return table
+
+
+def inherited_loss(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How far apart the inherited validation losses of every subnet the searches scored lie (``subnets``, ``min``,
+    ``max`` in nats): what the searches rank by, and so how finely the supernet can rank."""
+    losses = [float(r["valid_loss"]) for res in (results, *results.get("extra_searches", {}).values())
+              for r in res.get("records", []) if r.get("status") == "ok" and isinstance(r.get("valid_loss"), (int, float))]
+    return {"subnets": len(losses), "min": min(losses), "max": max(losses)} if losses else None
 
 
 def _plots(results: Mapping[str, Any], out: Path) -> list[str]:
@@ -118,6 +127,10 @@ def format_table(table: Mapping[str, Any]) -> str:
     lines.append(f"BLEU: test split ({', '.join(map(str, sorted(sentences)))} sentences), beam {table['beam']}, "
                  f"inherited weights; {table['bleu_signature']}")
     lines.append("* breaks the search's constraints " + json.dumps(table.get("constraints") or {}))
+    if table.get("inherited_loss"):
+        spread = table["inherited_loss"]
+        lines.append(f"val loss: the {spread['subnets']} subnets the searches scored span {spread['min']:.3f}-"
+                     f"{spread['max']:.3f} nats ({spread['max'] - spread['min']:.3f} apart) with inherited weights")
     lines.append("cost: a 30-token sentence on the Eyeriss model, 32-bit; FLOPs = 2 x MACs, embeddings and vocabulary "
                  "projection not counted")
     if table.get("plots"):
