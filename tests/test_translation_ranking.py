@@ -76,6 +76,7 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
     def log(line: str) -> None:  # results.json when sandwich's supernet has trained, then when the first stand-alone has
         if line.startswith("supernet sandwich") or (line.startswith("stand-alone") and len(partial) == 1):
             partial.append(json.loads((tmp_path / "study" / "results.json").read_text()))
+            assert (tmp_path / "study" / "seed_noise.png").is_file()  # uniform's two seeds drawn with its verdict
         lines.append(line)
 
     results = run_study(cfg, log)
@@ -114,6 +115,9 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
             assert -1 <= tau <= 1 or (metric == "bleu" and math.isnan(tau)), (metric, tau)
     out = tmp_path / "study"
     assert (out / "results.json").is_file() and (out / "scatter.png").is_file()
+    assert results["plots"] == {"scatter": str(out / "scatter.png"), "seed_noise": str(out / "seed_noise.png")}
+    assert list(uniform["spread"]["inherited_loss"]) == ["1", "2"] and len(uniform["spread"]["inherited_loss"]["2"]) == 4
+    assert uniform["spread"]["inherited_loss"]["1"] == uniform["metrics"]["valid_loss"]["inherited"]["1"]
     assert "uniform" in format_table(results) and "beyond seed noise" in format_table(results)
     assert sum(line.startswith(("stand-alone", "supernet")) for line in lines) == 4 + 3
     # run again: nothing is trained or scored again
@@ -125,3 +129,12 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
     changed = from_dict(TranslationRankingConfig, {**fields, "standalone_overrides": {"max_updates": 5}})
     with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):
         TranslationRanking(changed).run()
+
+
+def test_seed_noise_plot_needs_two_seeds(tmp_path: Path) -> None:
+    """No seed-noise figure for a study whose techniques have one supernet seed each (nothing to set apart)."""
+    from nni_shiftadd.plots.ranking import plot_seed_noise
+
+    one_seed = {"space": "nlp_tiny", "archs": [{"id": "a"}, {"id": "b"}],
+                "techniques": {"uniform": {"spread": {"inherited_loss": {"1": [3.4, 3.6]}}}}}
+    assert plot_seed_noise(one_seed, tmp_path / "seed_noise.png") is None and not (tmp_path / "seed_noise.png").exists()

@@ -17,7 +17,8 @@ subnets as training them alone does, and do its inherited losses spread beyond s
    validation loss and test BLEU.
 5. **Report**, per technique: Kendall tau, Pearson r, Spearman rho and top-k precision between inherited and
    stand-alone validation loss (per seed, with bootstrap intervals over architectures), the same for BLEU, and the
-   spread; ``results.json`` and ``scatter.png``.
+   spread; ``results.json``, ``scatter.png`` and ``seed_noise.png`` (each architecture's inherited loss across
+   supernet seeds, drawn with the first verdict).
 
 Every trained network and evaluation is cached under ``output`` (``standalone/<arch id>/``,
 ``supernets/<technique>_seed<seed>/``, ``inherited/<technique>_seed<seed>.json``); a killed study started again goes
@@ -225,7 +226,8 @@ class TranslationRanking:
         of architectures by supernet seeds, :func:`.rank_statistics.architecture_effect`; ``None`` for one seed)."""
         losses = np.array([[scores[arch_id(a)]["valid_loss"] for a in self.archs] for scores in inherited.values()])
         effect = architecture_effect(losses) if len(losses) > 1 else None
-        return {"inherited_loss_std": float(losses[0].std(ddof=1)),
+        return {"inherited_loss": {str(seed): [float(v) for v in row] for seed, row in zip(inherited, losses)},
+                "inherited_loss_std": float(losses[0].std(ddof=1)),
                 "inherited_loss_range": [float(losses[0].min()), float(losses[0].max())],
                 "seed_noise_mean_abs": float(np.abs(losses[0] - losses[1]).mean()) if len(losses) > 1 else None,
                 "architecture_effect": effect,
@@ -250,25 +252,30 @@ class TranslationRanking:
         """The partial ``results.json`` (architectures and the spread of each technique scored so far, no rank
         metrics) and a log line per technique whose spread it did not hold yet; nothing when it holds them all (a
         study run again)."""
+        from ..plots.ranking import plot_seed_noise
+
         path = self.out / "results.json"
         saved = read_json(path) or {}
         old = {t: json.dumps(r.get("spread"), sort_keys=True) for t, r in saved.get("techniques", {}).items()}
         new = {t: s for t, s in spreads.items() if old.get(t) != json.dumps(s, sort_keys=True)}
         if not new:
             return
-        atomic_write_json(path, {"space": self.spec.name, "complete": False,
-                                 "archs": [{"id": arch_id(a), "arch": a} for a in self.archs],
-                                 "techniques": {t: {"seeds": self.cfg.seeds(t), "spread": s} for t, s in spreads.items()},
-                                 "config": dataclasses.asdict(self.cfg)})
+        partial = {"space": self.spec.name, "complete": False,
+                   "archs": [{"id": arch_id(a), "arch": a} for a in self.archs],
+                   "techniques": {t: {"seeds": self.cfg.seeds(t), "spread": s} for t, s in spreads.items()},
+                   "config": dataclasses.asdict(self.cfg)}
+        atomic_write_json(path, partial)
+        plot_seed_noise(partial, self.out / "seed_noise.png")
         for technique, report in new.items():
             self.log(f"{technique}: {spread_line(report)}")
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
-        from ..plots.ranking import plot_translation_ranking
+        from ..plots.ranking import plot_seed_noise, plot_translation_ranking
 
         atomic_write_json(self.out / "results.json", results)
-        figure = plot_translation_ranking(results, self.out / "scatter.png")
-        return {**results, "plots": {"scatter": str(figure)}}
+        plots = {"scatter": plot_translation_ranking(results, self.out / "scatter.png"),
+                 "seed_noise": plot_seed_noise(results, self.out / "seed_noise.png")}
+        return {**results, "plots": {name: str(path) for name, path in plots.items() if path is not None}}
 
 
 #: The files of the study's ledger: the architectures, the stand-alone networks' metrics and recipes, every inherited

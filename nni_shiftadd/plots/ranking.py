@@ -2,7 +2,8 @@
 Kendall tau against the supernet's training budget with the seed ceiling as a band.
 
 Both read the ``results.json`` mapping that :mod:`nni_shiftadd.experiment.ranking` writes; the translation study's
-scatter (:func:`plot_translation_ranking`) reads that of :mod:`nni_shiftadd.experiment.translation_ranking`.
+scatter (:func:`plot_translation_ranking`) and seed-noise plot (:func:`plot_seed_noise`) read that of
+:mod:`nni_shiftadd.experiment.translation_ranking`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 
 from .subnet import save_figure
 
-__all__ = ["plot_rank_scatter", "plot_tau_against_budget", "plot_translation_ranking"]
+__all__ = ["plot_rank_scatter", "plot_seed_noise", "plot_tau_against_budget", "plot_translation_ranking"]
 
 #: Colour of each weight-sharing mode (Okabe-Ito, apart from the block-type colours).
 MODE_COLORS: dict[str, str] = {"none": "#999999", "naive": "#0072B2", "hws": "#D55E00"}
@@ -111,5 +112,39 @@ def plot_translation_ranking(results: Mapping[str, Any], path: str | os.PathLike
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{results['space']}: inherited vs stand-alone ({len(results['archs'])} architectures)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_seed_noise(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """Each architecture's inherited validation loss in one supernet seed against the first seed's, a panel per
+    technique with two or more seeds (the line of slope 1 through the means: no seed noise), the two-way ANOVA's
+    verdict in its title:
+    whether the spread over architectures stands out of the seed noise. ``None`` when no technique has two seeds."""
+    panels = {name: report["spread"] for name, report in results["techniques"].items()
+              if len(report["spread"].get("inherited_loss") or {}) > 1}
+    if not panels:
+        return None
+    fig = Figure(figsize=(max(5.2, 4.2 * len(panels)), 4.6))
+    for ax, (name, spread) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels.items()):
+        seeds = list(spread["inherited_loss"])
+        first = np.array(spread["inherited_loss"][seeds[0]])
+        for k, seed in enumerate(seeds[1:]):
+            ax.plot(first, spread["inherited_loss"][seed], "o", color=f"C{k}", ms=5, label=f"seed {seed}")
+        # without noise a seed moves every architecture alike: slope 1 through the means (the ANOVA's seed shift)
+        rest = np.array([spread["inherited_loss"][seed] for seed in seeds[1:]], dtype=float)
+        lo, hi = first.min(), first.max()
+        pad = 0.05 * (hi - lo or 1.0)
+        x = np.array([lo - pad, hi + pad])
+        ax.plot(x, x + rest.mean() - first.mean(), color="0.6", lw=1, zorder=0, label="no seed noise")
+        e = spread["architecture_effect"]
+        test = "" if e["F"] is None else f"F({e['df'][0]},{e['df'][1]}) = {e['F']:.1f}, p = {e['p_value']:.2g}"
+        ax.set_title(f"{name}: {test}\nbeyond seed noise: {spread['beyond_seed_noise']}", fontsize=9)
+        ax.set_xlabel(f"inherited validation loss, seed {seeds[0]} (nats)")
+        ax.set_ylabel("inherited validation loss, other seed (nats)")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{results['space']}: {len(results['archs'])} architectures across supernet seeds", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
