@@ -25,7 +25,7 @@ import torch
 
 from nni_shiftadd.checkpoint import load_checkpoint
 from nni_shiftadd.cli import main
-from nni_shiftadd.tasks.supertransformer import _checkpoint_problem
+from nni_shiftadd.tasks.supertransformer import _checkpoint_problem, checkpoint_training_seconds
 from nni_shiftadd.tasks.translation.evaluate import perplexity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -404,3 +404,6 @@ def test_a_resume_in_a_later_epoch_ends_as_an_uninterrupted_run(sampling: str, c
     assert a["optimizer_history"][-1]["num_updates"] == b["optimizer_history"][-1]["num_updates"] == 30
     differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
     assert not differ, f"resumed from {later[0].name}: tensors differ: {differ[:8]}"
+    # its training time counts the run that wrote the checkpoint it resumed as well as its own
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["resumed"] and metrics["train_seconds"] > checkpoint_training_seconds(later[0]) > 0

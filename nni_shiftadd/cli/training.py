@@ -56,7 +56,8 @@ def cmd_train_supertransformer(args: argparse.Namespace) -> int:
     r = train_supertransformer(cfg)
     print()
     print(f"supertransformer {r['space']} (mode={r['mode']}), {r['updates']} updates"
-          + (" (resumed)" if r["resumed"] else "") + f", {r['fit_seconds']} s; data {r['data']}")
+          + (f" (resumed; {r['fit_seconds']} s this run)" if r["resumed"] else "")
+          + f", {r['train_seconds']} s of training; data {r['data']}")
     print(f"unigram model    valid loss {r['unigram_loss_nats']:.3f} nats/token (the bar to clear)")
     weights = "trained from scratch" if cfg.subnet else "inherited weights"
     for name, s in r["subnets"].items():

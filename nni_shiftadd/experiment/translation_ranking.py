@@ -163,7 +163,7 @@ class TranslationRanking:
         cached = read_json(folder / "metrics.json")
         if cached is None:
             cached = train_supertransformer(recipe)
-            self.log(f"{what}: {cached['updates']} updates ({cached['fit_seconds']:.0f} s)")
+            self.log(f"{what}: {cached['updates']} updates ({cached['train_seconds']:.0f} s of training)")
         return cached
 
     def standalone(self, arch: Mapping[str, Any]) -> dict[str, float]:

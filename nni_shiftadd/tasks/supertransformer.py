@@ -510,6 +510,7 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None, reu
     result = {"space": model.spec.name, "mode": cfg.mode, "quant_bits": cfg.quant_bits, "bits": bits,
               "data": str(data_bin), "sizes": manifest.get("sizes"),
               "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
+              "train_seconds": round(checkpoint_training_seconds(save_dir / LAST), 1),
               "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
               "checkpoint": str(save_dir / LAST)}
     atomic_write_json(out / "metrics.json", result)
@@ -584,6 +585,12 @@ def retrain_subnet(supernet: str | os.PathLike[str], arch: dict[str, Any], outpu
 def checkpoint_updates(checkpoint: Path) -> int:
     """The number of updates a fairseq checkpoint holds."""
     return int(load_checkpoint(checkpoint, mmap=True)["optimizer_history"][-1]["num_updates"])
+
+
+def checkpoint_training_seconds(checkpoint: Path) -> float:
+    """The wall time fairseq's training took to reach a checkpoint, summed over every run that resumed it (its
+    ``previous_training_time``), where ``fit_seconds`` counts only the last run's."""
+    return float(load_checkpoint(checkpoint, mmap=True)["extra_state"]["previous_training_time"])
 
 
 class _TextOnly(logging.Filter):
