@@ -25,6 +25,7 @@ from nni_shiftadd.space import load_space
 from nni_shiftadd.space.spec import canonical_arch
 from nni_shiftadd.tasks.translation import USER_DIR
 from nni_shiftadd.tasks.translation.evaluate import load_trained, supertransformer_data, validation_loss
+from nni_shiftadd.tasks.supertransformer import checkpoint_training_seconds
 from nni_shiftadd.tasks.translation.archs import named_arch, parse_arch, sampled_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,6 +272,10 @@ def test_an_8_bit_subnet_fine_tuned_from_its_float_weights(tiny_translation: dic
     assert main(["train-supertransformer", *scratch]) == 0
     fresh = json.loads((tmp_path / "scratch" / "metrics.json").read_text())["subnets"]["subnet"]["valid"]["loss_nats"]
     assert abs(b["valid"]["loss_nats"] - a["valid"]["loss_nats"]) < 0.25 * (fresh - a["valid"]["loss_nats"])
+    # its training time is its own, not the float network's as well (which fairseq carries into its checkpoints)
+    held = checkpoint_training_seconds(tmp_path / "q8" / "checkpoints" / "checkpoint_last.pt")
+    donor = checkpoint_training_seconds(start)
+    assert donor > 0 and 0 < result["train_seconds"] < held and result["train_seconds"] == round(held - donor, 1)
     state = load_checkpoint(tmp_path / "q8" / "checkpoints" / "checkpoint_last.pt")["model"]
     ranges = [k for k in state if k.endswith("operand_quant.depthwise.running_min")]
     assert ranges and all(float(state[k]) < 0 for k in ranges)  # the adders' inputs, observed: all negative

@@ -58,6 +58,9 @@ RESUME_FIXED: tuple[str, ...] = ("subnet", "space", "mode", "kl_weight", "hws", 
 RESUME_REOPTIMISE: tuple[str, ...] = ("lr", "warmup_updates", "warmup_init_lr", "min_lr", "max_updates",
                                       "weight_decay", "clip_norm", "label_smoothing", "adam_betas")
 RUN_FILE = "run.json"
+#: Beside ``run.json`` of a run started from ``init_from``: that checkpoint's training time when the run started,
+#: which fairseq carries into every checkpoint of the run and ``train_seconds`` leaves out.
+INIT_TIME_FILE = "init_from_time.json"
 
 
 @dataclasses.dataclass
@@ -419,6 +422,9 @@ def adopt_finished_run(cfg: SuperTransformerConfig, identity: dict[str, Any], do
         metrics = read_json(run / "metrics.json")
         if metrics is not None and metrics.get("updates") == cfg.max_updates:
             atomic_write_json(Path(cfg.output) / "metrics.json", metrics)
+        started = read_json(run / INIT_TIME_FILE)
+        if started is not None:
+            atomic_write_json(Path(cfg.output) / INIT_TIME_FILE, started)
         return f"adopted {last} ({cfg.max_updates} updates), a finished run of this same recipe"
     return None
 
@@ -467,6 +473,9 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None, reu
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
         print(f"nni-shiftadd: {text}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.init_from and not resumed:
+        atomic_write_json(out / INIT_TIME_FILE, {"init_from": str(cfg.init_from),
+                                                 "train_seconds": checkpoint_training_seconds(Path(cfg.init_from))})
     history = (read_json(out / RUN_FILE) or {}).get("reoptimised", []) if resumed else []
     if changes:  # what this resume changed, from which update: such a run is no other recipe's to adopt
         history = [*history, {"updates": checkpoint_updates(save_dir / LAST),
@@ -510,7 +519,7 @@ def _train(cfg: SuperTransformerConfig, names: dict[str, str] | None = None, reu
     result = {"space": model.spec.name, "mode": cfg.mode, "quant_bits": cfg.quant_bits, "bits": bits,
               "data": str(data_bin), "sizes": manifest.get("sizes"),
               "updates": updates, "resumed": resumed, "fit_seconds": round(fit_s, 1),
-              "train_seconds": round(checkpoint_training_seconds(save_dir / LAST), 1),
+              "train_seconds": round(run_training_seconds(cfg, out), 1),
               "unigram_loss_nats": unigram_loss(data_bin, cfg.data), "subnets": scored,
               "checkpoint": str(save_dir / LAST)}
     atomic_write_json(out / "metrics.json", result)
@@ -589,8 +598,19 @@ def checkpoint_updates(checkpoint: Path) -> int:
 
 def checkpoint_training_seconds(checkpoint: Path) -> float:
     """The wall time fairseq's training took to reach a checkpoint, summed over every run that resumed it (its
-    ``previous_training_time``), where ``fit_seconds`` counts only the last run's."""
+    ``previous_training_time``), where ``fit_seconds`` counts only the last run's; a run fine-tuned from another
+    checkpoint (``--finetune-from-model``) carries that one's time too."""
     return float(load_checkpoint(checkpoint, mmap=True)["extra_state"]["previous_training_time"])
+
+
+def run_training_seconds(cfg: SuperTransformerConfig, out: Path) -> float:
+    """The training time of the run in ``out`` to its last checkpoint, over every resume, without the time of the
+    ``init_from`` checkpoint it started from (:data:`INIT_TIME_FILE`)."""
+    seconds = checkpoint_training_seconds(out / "checkpoints" / LAST)
+    started = read_json(out / INIT_TIME_FILE) if cfg.init_from else None
+    if started is not None and started.get("init_from") == str(cfg.init_from):
+        seconds -= float(started["train_seconds"])
+    return seconds
 
 
 class _TextOnly(logging.Filter):
