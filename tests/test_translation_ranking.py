@@ -125,6 +125,14 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
     rerun = run_study(cfg, again.append)["techniques"]
     assert json.dumps(rerun, sort_keys=True) == json.dumps(results["techniques"], sort_keys=True)  # NaN == NaN here
     assert again == []
+    # a complete results.json of older code (spreads without their per-seed losses) is not made partial on the way
+    saved = json.loads((out / "results.json").read_text())
+    for report in saved["techniques"].values():
+        del report["spread"]["inherited_loss"]
+    (out / "results.json").write_text(json.dumps(saved))
+    older: list[str] = []
+    assert run_study(cfg, older.append)["complete"] and older == []
+    assert "inherited_loss" in json.loads((out / "results.json").read_text())["techniques"]["uniform"]["spread"]
     # a cache trained with another recipe is refused, naming what changed
     changed = from_dict(TranslationRankingConfig, {**fields, "standalone_overrides": {"max_updates": 5}})
     with pytest.raises(ValueError, match=r"another recipe \(max_updates: 4 -> 5\)"):

@@ -250,12 +250,14 @@ class TranslationRanking:
 
     def _write_spread(self, spreads: Mapping[str, Mapping[str, Any]]) -> None:
         """The partial ``results.json`` (architectures and the spread of each technique scored so far, no rank
-        metrics) and a log line per technique whose spread it did not hold yet; nothing when it holds them all (a
-        study run again)."""
+        metrics) and a log line per technique whose spread it did not hold yet; nothing when it holds them all, or
+        when it is a complete study's (one run again, perhaps by newer code)."""
         from ..plots.ranking import plot_seed_noise
 
         path = self.out / "results.json"
         saved = read_json(path) or {}
+        if saved.get("complete") and set(spreads) <= set(saved.get("techniques", {})):
+            return  # a finished study run again keeps its complete results until run() has rewritten them
         old = {t: json.dumps(r.get("spread"), sort_keys=True) for t, r in saved.get("techniques", {}).items()}
         new = {t: s for t, s in spreads.items() if old.get(t) != json.dumps(s, sort_keys=True)}
         if not new:
