@@ -119,8 +119,8 @@ def plot_translation_ranking(results: Mapping[str, Any], path: str | os.PathLike
 def plot_seed_noise(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path | None:
     """Each architecture's inherited validation loss in one supernet seed against the first seed's, a panel per
     technique with two or more seeds (the line of slope 1 through the means: no seed noise), the two-way ANOVA's
-    verdict in its title:
-    whether the spread over architectures stands out of the seed noise. ``None`` when no technique has two seeds."""
+    verdict in its title: whether the spread over architectures stands out of the seed noise. ``None`` when no
+    technique has two seeds."""
     panels = {name: report["spread"] for name, report in results["techniques"].items()
               if len(report["spread"].get("inherited_loss") or {}) > 1}
     if not panels:
