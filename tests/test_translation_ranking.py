@@ -73,10 +73,15 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
     lines: list[str] = []
     partial: list[dict] = []
 
+    progress: list[dict] = []
+
     def log(line: str) -> None:  # results.json when sandwich's supernet has trained, then when the first stand-alone has
         if line.startswith("supernet sandwich") or (line.startswith("stand-alone") and len(partial) == 1):
             partial.append(json.loads((tmp_path / "study" / "results.json").read_text()))
             assert (tmp_path / "study" / "seed_noise.png").is_file()  # uniform's two seeds drawn with its verdict
+        if "trained so far" in line and not progress:  # and when the stand-alone networks first outnumber top_k
+            progress.append(json.loads((tmp_path / "study" / "results.json").read_text()))
+            assert (tmp_path / "study" / "scatter.png").is_file()
         lines.append(line)
 
     results = run_study(cfg, log)
@@ -99,6 +104,22 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
         assert json.dumps(report["spread"], sort_keys=True) == json.dumps(results["techniques"][name]["spread"],
                                                                           sort_keys=True)
     assert "beyond seed noise" in format_table(partial[1]) and "valid_loss" not in format_table(partial[1])
+    # while the stand-alone networks train: the scores so far, and the rank metrics over them once there are more
+    # than top_k (3 of 4 here), with a line per technique
+    so_far = [line for line in lines if "trained so far" in line]
+    assert [line.split(":")[0] for line in so_far] == ["uniform", "sandwich"]
+    assert all("over the 3 of 4 stand-alone networks" in line for line in so_far)
+    assert lines.index(so_far[0]) > [i for i, line in enumerate(lines) if line.startswith("stand-alone")][2]
+    snapshot = progress[0]
+    assert snapshot["complete"] is False and snapshot["standalone_trained"] == {"trained": 3, "planned": 4}
+    assert [a.get("valid_loss") for a in snapshot["archs"]] == [a["valid_loss"] for a in results["archs"][:3]] + [None]
+    for name, report in snapshot["techniques"].items():
+        final = results["techniques"][name]
+        for metric in ("valid_loss", "bleu"):
+            for seed, values in report["metrics"][metric]["inherited"].items():
+                assert values == final["metrics"][metric]["inherited"][seed][:3]
+        assert json.dumps(report["spread"], sort_keys=True) == json.dumps(final["spread"], sort_keys=True)
+    assert format_table(snapshot).startswith("In progress: 3 of 4 stand-alone networks trained")
     for arch in results["archs"]:
         assert arch["valid_loss"] > 0 and 0 <= arch["bleu"] <= 100
     uniform, sandwich = results["techniques"]["uniform"], results["techniques"]["sandwich"]

@@ -14,7 +14,9 @@ subnets as training them alone does, and do its inherited losses spread beyond s
    (``results.json`` with ``complete: false``, and a log line for that technique): the first technique's verdict
    before the next technique's supernet trains, all of them hours before the stand-alone networks are done.
 4. **Stand-alone**: each trained from scratch with the supernet's recipe (``standalone_overrides`` on top), then its
-   validation loss and test BLEU.
+   validation loss and test BLEU. After each network trained, the partial ``results.json`` holds the scores so far
+   and, once more than ``top_k`` networks are trained, each technique's rank metrics over them (and a log line of
+   its Kendall tau): a study whose stand-alone networks take days shows its trend as it goes.
 5. **Report**, per technique: Kendall tau, Pearson r, Spearman rho and top-k precision between inherited and
    stand-alone validation loss (per seed, with bootstrap intervals over architectures), the same for BLEU, and the
    spread; ``results.json``, ``scatter.png`` and ``seed_noise.png`` (each architecture's inherited loss across
@@ -207,8 +209,9 @@ class TranslationRanking:
     def technique_report(self, inherited: Mapping[int, Mapping[str, Mapping[str, float]]],
                          standalone: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
         """Rank metrics of one technique's supernets (``inherited``: seed -> arch id -> scores) against the
-        stand-alone networks (loss and BLEU), and the spread of its inherited losses against their seed noise."""
-        ids = [arch_id(a) for a in self.archs]
+        stand-alone networks (loss and BLEU; over the architectures ``standalone`` holds, in the study's order), and
+        the spread of its inherited losses against their seed noise (over every architecture)."""
+        ids = [arch_id(a) for a in self.archs if arch_id(a) in standalone]
         k, n = self.cfg.top_k, self.cfg.bootstrap
         report: dict[str, Any] = {"seeds": list(inherited), "metrics": {}}
         for metric, sign in (("valid_loss", -1.0), ("bleu", 1.0)):  # top-k: the lowest losses, the highest BLEU
@@ -241,7 +244,12 @@ class TranslationRanking:
         for technique in self.cfg.techniques:  # each technique's verdict as soon as its seeds are scored
             inherited[technique] = {seed: self.inherited(technique, seed) for seed in self.cfg.seeds(technique)}
             self._write_spread({t: self.spread(per_seed) for t, per_seed in inherited.items()})
-        standalone = {arch_id(a): self.standalone(a) for a in self.archs}
+        standalone: dict[str, dict[str, float]] = {}
+        for arch in self.archs:
+            fresh = read_json(self.out / "standalone" / arch_id(arch) / "metrics.json") is None
+            standalone[arch_id(arch)] = self.standalone(arch)
+            if fresh and len(standalone) < len(self.archs):
+                self._write_progress(inherited, standalone)
         techniques = {t: self.technique_report(inherited[t], standalone) for t in self.cfg.techniques}
         results = {"space": self.spec.name, "complete": True,
                    "archs": [{"id": arch_id(a), "arch": a, **standalone[arch_id(a)]} for a in self.archs],
@@ -270,6 +278,30 @@ class TranslationRanking:
         plot_seed_noise(partial, self.out / "seed_noise.png")
         for technique, report in new.items():
             self.log(f"{technique}: {spread_line(report)}")
+
+    def _write_progress(self, inherited: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]],
+                        standalone: Mapping[str, Mapping[str, float]]) -> None:
+        """The partial ``results.json`` after a stand-alone network has trained: the scores so far, every technique's
+        spread and, with more than ``top_k`` networks, its rank metrics over them, the scatter of those and a log line
+        of each technique's Kendall tau on validation loss."""
+        from ..plots.ranking import plot_translation_ranking
+
+        ranked = len(standalone) > self.cfg.top_k
+        techniques = {t: {"seeds": self.cfg.seeds(t), **(self.technique_report(per_seed, standalone) if ranked else
+                                                         {"spread": self.spread(per_seed)})}
+                      for t, per_seed in inherited.items()}
+        partial = {"space": self.spec.name, "complete": False,
+                   "standalone_trained": {"trained": len(standalone), "planned": len(self.archs)},
+                   "archs": [{"id": arch_id(a), "arch": a, **standalone.get(arch_id(a), {})} for a in self.archs],
+                   "techniques": techniques, "config": dataclasses.asdict(self.cfg)}
+        atomic_write_json(self.out / "results.json", partial)
+        if ranked:
+            plot_translation_ranking(partial, self.out / "scatter.png")
+            for name, report in techniques.items():
+                taus = [r["kendall_tau"] for r in report["metrics"]["valid_loss"]["per_seed"].values()]
+                self.log(f"{name}: Kendall tau of inherited against stand-alone validation loss over the "
+                         f"{len(standalone)} of {len(self.archs)} stand-alone networks trained so far: "
+                         f"{np.mean(taus):.2f} (per seed {', '.join(f'{t:.2f}' for t in taus)})")
 
     def _write(self, results: dict[str, Any]) -> dict[str, Any]:
         from ..plots.ranking import plot_seed_noise, plot_translation_ranking
@@ -315,6 +347,9 @@ def format_table(results: Mapping[str, Any]) -> str:
     spread of inherited losses against the seed noise."""
     lines = [f"{'technique':>12s} {'metric':10s} {'Kendall tau':>28s} {'Pearson r':>10s} {'Spearman':>10s} "
              f"{'top-k':>6s}"]
+    if (progress := results.get("standalone_trained")) is not None:
+        lines.insert(0, f"In progress: {progress['trained']} of {progress['planned']} stand-alone networks trained; "
+                        "the rank metrics (when shown) are over those.")
     for name, report in results["techniques"].items():
         for metric, data in report.get("metrics", {}).items():  # none in a partial results.json
             runs = list(data["per_seed"].values())

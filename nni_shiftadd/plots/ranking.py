@@ -100,7 +100,7 @@ def plot_translation_ranking(results: Mapping[str, Any], path: str | os.PathLike
     fig = Figure(figsize=(9.6, 4.2))
     axes = fig.subplots(1, 2)
     for ax, metric, label in zip(axes, ("valid_loss", "bleu"), ("validation loss (nats/token)", "test BLEU")):
-        target = np.array([a[metric] for a in results["archs"]])
+        target = np.array([a[metric] for a in results["archs"] if metric in a])  # a partial study: those trained
         for k, (name, report) in enumerate(results["techniques"].items()):
             runs = np.array(list(report["metrics"][metric]["inherited"].values()))
             taus = [r["kendall_tau"] for r in report["metrics"][metric]["per_seed"].values()]
@@ -111,7 +111,9 @@ def plot_translation_ranking(results: Mapping[str, Any], path: str | os.PathLike
         ax.set_ylabel(f"inherited {label}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{results['space']}: inherited vs stand-alone ({len(results['archs'])} architectures)")
+    trained = sum("valid_loss" in a for a in results["archs"])
+    of = "" if trained == len(results["archs"]) else f" of {len(results['archs'])} so far"
+    fig.suptitle(f"{results['space']}: inherited vs stand-alone ({trained} architectures{of})")
     fig.tight_layout()
     return save_figure(fig, path)
 
