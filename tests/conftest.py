@@ -44,7 +44,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On an xdist worker under ``--dist loadgroup``, stop when a grouped test carries no group in its node id (a
     pytest and pytest-xdist pair the version check above does not know): the run would otherwise go on ungrouped."""
     if getattr(config.option, "loadgroup", False):
-        untagged = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        untagged = [item.nodeid for item in items if (groups := sorted({
+            str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}))
+            and not item.nodeid.endswith("@" + "_".join(groups))]
         if untagged:
             reason = f"--dist loadgroup did not group {untagged[0]} (pytest-xdist#1386)"
             print(f"ERROR: {reason}", file=sys.__stderr__)  # the controller reports only a crashed worker

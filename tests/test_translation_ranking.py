@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from nni_shiftadd.config import ConfigError, from_dict
-from nni_shiftadd.experiment.arch_selection import arch_features, select_archs
+from nni_shiftadd.experiment.arch_selection import arch_features, arch_id, select_archs
+from nni_shiftadd.experiment.rank_statistics import rank_metrics
 from nni_shiftadd.experiment.translation_ranking import (TranslationRanking, TranslationRankingConfig, format_table,
                                                          load_config, run_study)
 from nni_shiftadd.space import load_space
@@ -79,9 +80,8 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
         if line.startswith("supernet sandwich") or (line.startswith("stand-alone") and len(partial) == 1):
             partial.append(json.loads((tmp_path / "study" / "results.json").read_text()))
             assert (tmp_path / "study" / "seed_noise.png").is_file()  # uniform's two seeds drawn with its verdict
-        if "trained so far" in line and not progress:  # and when the stand-alone networks first outnumber top_k
+        if sum(line.startswith("stand-alone") for line in [*lines, line]) == 4:  # and after the third stand-alone
             progress.append(json.loads((tmp_path / "study" / "results.json").read_text()))
-            assert (tmp_path / "study" / "scatter.png").is_file()
         lines.append(line)
 
     results = run_study(cfg, log)
@@ -104,21 +104,15 @@ def test_a_tiny_translation_study_runs_every_phase_and_resumes(tiny_translation:
         assert json.dumps(report["spread"], sort_keys=True) == json.dumps(results["techniques"][name]["spread"],
                                                                           sort_keys=True)
     assert "beyond seed noise" in format_table(partial[1]) and "valid_loss" not in format_table(partial[1])
-    # while the stand-alone networks train: the scores so far, and the rank metrics over them once there are more
-    # than top_k (3 of 4 here), with a line per technique
-    so_far = [line for line in lines if "trained so far" in line]
-    assert [line.split(":")[0] for line in so_far] == ["uniform", "sandwich"]
-    assert all("over the 3 of 4 stand-alone networks" in line for line in so_far)
-    assert lines.index(so_far[0]) > [i for i, line in enumerate(lines) if line.startswith("stand-alone")][2]
+    # while the stand-alone networks train: the scores so far (too few to rank: see the test below)
     snapshot = progress[0]
     assert snapshot["complete"] is False and snapshot["standalone_trained"] == {"trained": 3, "planned": 4}
     assert [a.get("valid_loss") for a in snapshot["archs"]] == [a["valid_loss"] for a in results["archs"][:3]] + [None]
     for name, report in snapshot["techniques"].items():
-        final = results["techniques"][name]
-        for metric in ("valid_loss", "bleu"):
-            for seed, values in report["metrics"][metric]["inherited"].items():
-                assert values == final["metrics"][metric]["inherited"][seed][:3]
-        assert json.dumps(report["spread"], sort_keys=True) == json.dumps(final["spread"], sort_keys=True)
+        assert "metrics" not in report
+        assert json.dumps(report["spread"], sort_keys=True) == json.dumps(results["techniques"][name]["spread"],
+                                                                          sort_keys=True)
+    assert not any("trained so far" in line for line in lines)
     assert format_table(snapshot).startswith("In progress: 3 of 4 stand-alone networks trained")
     for arch in results["archs"]:
         assert arch["valid_loss"] > 0 and 0 <= arch["bleu"] <= 100
@@ -167,3 +161,41 @@ def test_seed_noise_plot_needs_two_seeds(tmp_path: Path) -> None:
     one_seed = {"space": "nlp_tiny", "archs": [{"id": "a"}, {"id": "b"}],
                 "techniques": {"uniform": {"spread": {"inherited_loss": {"1": [3.4, 3.6]}}}}}
     assert plot_seed_noise(one_seed, tmp_path / "seed_noise.png") is None and not (tmp_path / "seed_noise.png").exists()
+
+
+def test_the_partial_results_rank_the_standalone_networks_once_there_are_four(tmp_path: Path) -> None:
+    """While the stand-alone networks train: no rank metrics over fewer than 4 (or top_k) of them; from then on each
+    technique's metrics over those trained, as the complete study computes them over all, with the scatter and a log
+    line; a later spread-only write drops that scatter with the metrics."""
+    cfg = from_dict(TranslationRankingConfig, {"supernet_recipe": str(ROOT / "examples" / "translation" /
+                                                                      "supernet_nlp_tiny.yaml"),
+                                               "archs": 6, "top_k": 2, "bootstrap": 50, "output": str(tmp_path)})
+    lines: list[str] = []
+    study = TranslationRanking(cfg, lines.append)
+    ids = [arch_id(a) for a in study.archs]
+    rng = np.random.default_rng(0)
+    standalone = {i: {"valid_loss": float(3 + rng.random()), "bleu": float(10 * rng.random())} for i in ids}
+    inherited = {"uniform": {seed: {i: {"valid_loss": s["valid_loss"] + float(rng.normal(0, 0.3)),
+                                        "bleu": s["bleu"] + float(rng.normal(0, 3))} for i, s in standalone.items()}
+                             for seed in (1, 2)}}
+    study._write_progress(inherited, dict(list(standalone.items())[:3]))
+    three = json.loads((tmp_path / "results.json").read_text())
+    assert three["standalone_trained"] == {"trained": 3, "planned": 6} and "metrics" not in three["techniques"]["uniform"]
+    assert lines == [] and not (tmp_path / "scatter.png").exists()
+    four = dict(list(standalone.items())[:4])
+    study._write_progress(inherited, four)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["complete"] is False and saved["standalone_trained"] == {"trained": 4, "planned": 6}
+    report = saved["techniques"]["uniform"]
+    assert report == json.loads(json.dumps({"seeds": [1, 2], **study.technique_report(inherited["uniform"], four)}))
+    taus = [rank_metrics([-inherited["uniform"][seed][i]["valid_loss"] for i in four],
+                         [-four[i]["valid_loss"] for i in four], 2)["kendall_tau"] for seed in (1, 2)]
+    assert [r["kendall_tau"] for r in report["metrics"]["valid_loss"]["per_seed"].values()] == pytest.approx(taus)
+    assert lines == [f"uniform: Kendall tau of inherited against stand-alone validation loss over the 4 of 6 "
+                     f"stand-alone networks trained so far: {np.mean(taus):.2f} (per seed {taus[0]:.2f}, {taus[1]:.2f})"]
+    assert (tmp_path / "scatter.png").stat().st_size > 10_000
+    assert format_table(saved).startswith("In progress: 4 of 6 stand-alone networks trained")
+    assert "valid_loss" in format_table(saved)
+    study._write_spread({"uniform": study.spread(inherited["uniform"]), "naive": study.spread(inherited["uniform"])})
+    assert "metrics" not in json.loads((tmp_path / "results.json").read_text())["techniques"]["uniform"]
+    assert not (tmp_path / "scatter.png").exists()

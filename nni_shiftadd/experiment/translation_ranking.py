@@ -14,9 +14,10 @@ subnets as training them alone does, and do its inherited losses spread beyond s
    (``results.json`` with ``complete: false``, and a log line for that technique): the first technique's verdict
    before the next technique's supernet trains, all of them hours before the stand-alone networks are done.
 4. **Stand-alone**: each trained from scratch with the supernet's recipe (``standalone_overrides`` on top), then its
-   validation loss and test BLEU. After each network trained, the partial ``results.json`` holds the scores so far
-   and, once more than ``top_k`` networks are trained, each technique's rank metrics over them (and a log line of
-   its Kendall tau): a study whose stand-alone networks take days shows its trend as it goes.
+   validation loss and test BLEU. After each network it trains but the last, the partial ``results.json`` holds the
+   scores so far and, once at least :data:`MIN_RANKED` and more than ``top_k`` networks are trained, each technique's
+   rank metrics over them (and a log line of its Kendall tau): a study whose stand-alone networks take days shows its
+   trend as it goes.
 5. **Report**, per technique: Kendall tau, Pearson r, Spearman rho and top-k precision between inherited and
    stand-alone validation loss (per seed, with bootstrap intervals over architectures), the same for BLEU, and the
    spread; ``results.json``, ``scatter.png`` and ``seed_noise.png`` (each architecture's inherited loss across
@@ -47,6 +48,10 @@ from .arch_selection import arch_id, select_archs
 from .ledger import copy_ledger, pin_recipe, same_supernet
 from .rank_statistics import architecture_effect, bootstrap_interval, rank_metrics
 
+#: The fewest architectures a rank correlation is computed over (the study's ``archs``, and the stand-alone networks
+#: trained so far before the partial results rank them).
+MIN_RANKED = 4
+
 #: Recipe fields the study sets per network.
 RESERVED: tuple[str, ...] = ("subnet", "seed", "output", "baselines", "eval_archs", "eval_test_sentences", "resume")
 
@@ -73,8 +78,9 @@ class TranslationRankingConfig:
         for name in ("top_k", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
-        if self.archs < 4:
-            raise ValueError(f"field 'archs': a rank correlation needs at least 4 architectures, got {self.archs}")
+        if self.archs < MIN_RANKED:
+            raise ValueError(f"field 'archs': a rank correlation needs at least {MIN_RANKED} architectures, got "
+                             f"{self.archs}")
         if self.top_k > self.archs:
             raise ValueError(f"field 'top_k': must be <= archs ({self.archs}), got {self.top_k}")
         if self.test_sentences is not None and self.test_sentences < 1:
@@ -238,8 +244,9 @@ class TranslationRanking:
 
     def run(self) -> dict[str, Any]:
         """Every phase (each resumes from its cache): per technique its supernets, their inherited scores and its
-        spread in a partial ``results.json`` (``complete: false``), then the stand-alone networks; the complete
-        ``results.json`` and the plot at the end."""
+        spread in a partial ``results.json`` (``complete: false``), then the stand-alone networks, a partial
+        ``results.json`` after each one trained but the last; the complete ``results.json`` and the plots at the
+        end."""
         inherited: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
         for technique in self.cfg.techniques:  # each technique's verdict as soon as its seeds are scored
             inherited[technique] = {seed: self.inherited(technique, seed) for seed in self.cfg.seeds(technique)}
@@ -276,17 +283,18 @@ class TranslationRanking:
                    "config": dataclasses.asdict(self.cfg)}
         atomic_write_json(path, partial)
         plot_seed_noise(partial, self.out / "seed_noise.png")
+        (self.out / "scatter.png").unlink(missing_ok=True)  # a progress file's, whose rank metrics this one drops
         for technique, report in new.items():
             self.log(f"{technique}: {spread_line(report)}")
 
     def _write_progress(self, inherited: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]],
                         standalone: Mapping[str, Mapping[str, float]]) -> None:
         """The partial ``results.json`` after a stand-alone network has trained: the scores so far, every technique's
-        spread and, with more than ``top_k`` networks, its rank metrics over them, the scatter of those and a log line
-        of each technique's Kendall tau on validation loss."""
+        spread and, with at least :data:`MIN_RANKED` and more than ``top_k`` networks, its rank metrics over them, the
+        scatter of those and a log line of each technique's Kendall tau on validation loss."""
         from ..plots.ranking import plot_translation_ranking
 
-        ranked = len(standalone) > self.cfg.top_k
+        ranked = len(standalone) >= max(MIN_RANKED, self.cfg.top_k + 1)
         techniques = {t: {"seeds": self.cfg.seeds(t), **(self.technique_report(per_seed, standalone) if ranked else
                                                          {"spread": self.spread(per_seed)})}
                       for t, per_seed in inherited.items()}
@@ -351,7 +359,7 @@ def format_table(results: Mapping[str, Any]) -> str:
         lines.insert(0, f"In progress: {progress['trained']} of {progress['planned']} stand-alone networks trained; "
                         "the rank metrics (when shown) are over those.")
     for name, report in results["techniques"].items():
-        for metric, data in report.get("metrics", {}).items():  # none in a partial results.json
+        for metric, data in report.get("metrics", {}).items():  # none before the stand-alone networks rank
             runs = list(data["per_seed"].values())
             taus = [r["kendall_tau"] for r in runs]
             lo, hi = data["interval"]["kendall_tau"]
