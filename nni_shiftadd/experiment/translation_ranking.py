@@ -277,15 +277,23 @@ class TranslationRanking:
         new = {t: s for t, s in spreads.items() if old.get(t) != json.dumps(s, sort_keys=True)}
         if not new:
             return
-        partial = {"space": self.spec.name, "complete": False,
-                   "archs": [{"id": arch_id(a), "arch": a} for a in self.archs],
-                   "techniques": {t: {"seeds": self.cfg.seeds(t), "spread": s} for t, s in spreads.items()},
-                   "config": dataclasses.asdict(self.cfg)}
+        partial = self._partial({t: {"seeds": self.cfg.seeds(t), "spread": s} for t, s in spreads.items()})
         atomic_write_json(path, partial)
         plot_seed_noise(partial, self.out / "seed_noise.png")
         (self.out / "scatter.png").unlink(missing_ok=True)  # a progress file's, whose rank metrics this one drops
         for technique, report in new.items():
             self.log(f"{technique}: {spread_line(report)}")
+
+    def _partial(self, techniques: Mapping[str, Any], standalone: Mapping[str, Mapping[str, float]] | None = None
+                 ) -> dict[str, Any]:
+        """A partial ``results.json`` (``complete: false``) of ``techniques``' reports, with the stand-alone scores
+        trained so far when there are any."""
+        progress = {} if standalone is None else {
+            "standalone_trained": {"trained": len(standalone), "planned": len(self.archs)}}
+        scores = standalone or {}
+        return {"space": self.spec.name, "complete": False, **progress,
+                "archs": [{"id": arch_id(a), "arch": a, **scores.get(arch_id(a), {})} for a in self.archs],
+                "techniques": dict(techniques), "config": dataclasses.asdict(self.cfg)}
 
     def _write_progress(self, inherited: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]],
                         standalone: Mapping[str, Mapping[str, float]]) -> None:
@@ -295,13 +303,9 @@ class TranslationRanking:
         from ..plots.ranking import plot_translation_ranking
 
         ranked = len(standalone) >= max(MIN_RANKED, self.cfg.top_k + 1)
-        techniques = {t: {"seeds": self.cfg.seeds(t), **(self.technique_report(per_seed, standalone) if ranked else
-                                                         {"spread": self.spread(per_seed)})}
-                      for t, per_seed in inherited.items()}
-        partial = {"space": self.spec.name, "complete": False,
-                   "standalone_trained": {"trained": len(standalone), "planned": len(self.archs)},
-                   "archs": [{"id": arch_id(a), "arch": a, **standalone.get(arch_id(a), {})} for a in self.archs],
-                   "techniques": techniques, "config": dataclasses.asdict(self.cfg)}
+        techniques = {t: self.technique_report(per_seed, standalone) if ranked else
+                      {"seeds": list(per_seed), "spread": self.spread(per_seed)} for t, per_seed in inherited.items()}
+        partial = self._partial(techniques, standalone)
         atomic_write_json(self.out / "results.json", partial)
         if ranked:
             plot_translation_ranking(partial, self.out / "scatter.png")
